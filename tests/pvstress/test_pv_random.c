@@ -1,0 +1,241 @@
+/*
+ * Randomized operations over several PV domains on the real frame table.
+ *
+ * Three domains with three vCPUs each share a small pool.  Each step picks a
+ * vCPU; if its previous call was preempted it re-issues that call (the
+ * continuation), otherwise it issues a new random call: pin L1..L4, unpin,
+ * new base pointer (batches of mmuext ops), mmu_update (normal,
+ * preserve-A/D, machphys; batches), update_va_mapping, populate_physmap,
+ * increase/decrease_reservation, page-frame info.  Each call is preempted
+ * at a random check (the hook) with some probability, so several vCPUs of
+ * a domain interleave resumable continuations on shared tables.
+ *
+ * Frames have a preferred level (mfn % 5: data, L1..L4) that most new
+ * entries and pins follow, so that deep valid trees form and get torn
+ * apart; the rest is noise that the entry rules must refuse.
+ *
+ * After EVERY step: frames_check(), pv_audit() of the domain that acted,
+ * the honest-type check of any page-frame info answer, and, whenever the
+ * domain is quiescent, the reference model (pvworld.h).
+ *
+ * Reproduce: MEMVISOR_SEED=<seed> (printed); MEMVISOR_TEST_SCALE scales the
+ * number of steps.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "pvworld.h"
+#include "testlib.h"
+
+#define NDOMS 3
+#define NVCPUS 3
+#define POOL 64
+#define BUDGET 18
+
+struct gen {
+    struct world *w;
+    uint64_t rng;
+    mfn_t owned[POOL];
+    unsigned nr_owned;
+};
+
+static unsigned rnd(struct gen *g, unsigned n)
+{
+    return (unsigned)test_rand_below(&g->rng, n);
+}
+
+static unsigned pref_level(mfn_t m)
+{
+    return (unsigned)(mfn_x(m) % 5);
+}
+
+/* A frame: mostly one of the domain's, preferably of the wanted level. */
+static mfn_t pick(struct gen *g, int want_level)
+{
+    unsigned i, start;
+
+    if (!g->nr_owned || rnd(g, 20) == 0)
+        return _mfn(rnd(g, POOL + 2)); /* anything, even out of range */
+    start = rnd(g, g->nr_owned);
+    if (want_level >= 0 && rnd(g, 8) != 0)
+        for (i = 0; i < g->nr_owned; i++) {
+            mfn_t m = g->owned[(start + i) % g->nr_owned];
+
+            if (pref_level(m) == (unsigned)want_level)
+                return m;
+        }
+    return g->owned[start];
+}
+
+static unsigned pick_index(struct gen *g)
+{
+    unsigned r = rnd(g, 40);
+
+    if (r == 0)
+        return PV_HV_L4_FIRST + rnd(g, PV_HV_L4_NR); /* hypervisor slot */
+    if (r == 1)
+        return PT_ENTRIES - 1;
+    return rnd(g, 3);
+}
+
+static uint64_t pick_entry(struct gen *g, mfn_t table)
+{
+    unsigned lvl = pref_level(table), r = rnd(g, 100);
+    uint64_t e;
+    mfn_t t;
+
+    if (r < 20)
+        return 0;
+    if (r < 23)
+        return test_rand(&g->rng) & ~PTE_P; /* not present: anything goes */
+    t = pick(g, lvl ? (int)lvl - 1 : 0);
+    e = (mfn_x(t) << PAGE_SHIFT) | PTE_P;
+    if (rnd(g, 2))
+        e |= PTE_RW;
+    if (rnd(g, 2))
+        e |= PTE_US;
+    if (rnd(g, 4) == 0)
+        e |= PTE_A | PTE_D;
+    switch (rnd(g, 30)) {
+    case 0: e |= PTE_PSE; break;
+    case 1: e |= PTE_PCD; break;
+    case 2: e |= PTE_G; break;
+    case 3: e |= PTE_NX; break;
+    case 4: e |= 1ULL << 51; break; /* beyond any frame */
+    case 5: e |= PTE_AVAIL; break;
+    default: break;
+    }
+    return e;
+}
+
+static void new_call(struct gen *g, unsigned d, unsigned v)
+{
+    struct world *w = g->w;
+    struct call *c = world_call(w, d, v);
+    unsigned r = rnd(g, 100), n, i;
+    mfn_t m;
+
+    if (r < 30) { /* mmu_update batch */
+        n = 1 + rnd(g, 3);
+        for (i = 0; i < n; i++) {
+            unsigned k = rnd(g, 20);
+
+            m = pick(g, (int)(1 + rnd(g, 4)));
+            if (k == 0)
+                call_mmu(c, m, 0, MMU_MACHPHYS_UPDATE, rnd(g, 4 * POOL));
+            else
+                call_mmu(c, m, pick_index(g),
+                         k < 5 ? MMU_PT_UPDATE_PRESERVE_AD
+                         : k == 5 ? 5 /* unknown command */
+                                  : MMU_NORMAL_PT_UPDATE,
+                         pick_entry(g, m));
+        }
+    } else if (r < 62) { /* mmuext batch */
+        n = 1 + rnd(g, 2);
+        for (i = 0; i < n; i++) {
+            unsigned k = rnd(g, 10);
+
+            if (k < 5) {
+                unsigned lvl = 1 + rnd(g, 4);
+
+                m = pick(g, (int)lvl);
+                if (rnd(g, 6))
+                    lvl = pref_level(m) ? pref_level(m) : lvl;
+                call_ext(c, MMUEXT_PIN_L1_TABLE + lvl - 1, m);
+            } else if (k < 8) {
+                call_ext(c, MMUEXT_UNPIN_TABLE, pick(g, -1));
+            } else if (k < 9) {
+                call_ext(c, MMUEXT_NEW_BASEPTR, pick(g, 4));
+            } else {
+                call_ext(c, rnd(g, 2) ? MMUEXT_TLB_FLUSH_LOCAL : 99,
+                         pick(g, -1));
+            }
+        }
+    } else if (r < 70) {
+        c->kind = CALL_UVA;
+        c->va = ((uint64_t)rnd(g, 2) << 39) | ((uint64_t)rnd(g, 2) << 30) |
+                ((uint64_t)rnd(g, 2) << 21) | ((uint64_t)rnd(g, 3) << 12);
+        c->val = pick_entry(g, _mfn(1)); /* an L1 entry */
+        c->flags = rnd(g, 2) ? UVMF_INVLPG : UVMF_NONE;
+    } else if (r < 80) {
+        n = 1 + rnd(g, 2);
+        for (i = 0; i < n; i++)
+            call_mem(c, rnd(g, 3) ? XENMEM_populate_physmap
+                                  : XENMEM_increase_reservation,
+                     rnd(g, 10) ? 0 : 1, rnd(g, 4 * POOL));
+    } else if (r < 92) {
+        n = 1 + rnd(g, 2);
+        for (i = 0; i < n; i++)
+            call_mem(c, XENMEM_decrease_reservation, 0,
+                     mfn_x(pick(g, -1)));
+    } else {
+        c->kind = CALL_PFINFO;
+        c->count = 1 + rnd(g, W_MAX_BATCH);
+        for (i = 0; i < c->count; i++)
+            c->in[i] = mfn_x(pick(g, -1));
+    }
+}
+
+static void test_random(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    struct gen g = {.w = w};
+    uint64_t seed = test_seed(0x5eed2026), steps, s;
+    struct timespec t0, t1;
+    unsigned d, v, fails_reported = 0;
+
+    (void)state;
+    assert_non_null(w);
+    g.rng = seed;
+    assert_int_equal(world_init(w, POOL, NDOMS, NVCPUS, BUDGET), 0);
+    steps = test_scale(1000000);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (s = 0; s < steps; s++) {
+        d = rnd(&g, NDOMS);
+        v = rnd(&g, NVCPUS);
+        if (!world_pending(w, d, v)) {
+            g.nr_owned = world_owned(w, d, g.owned, POOL);
+            new_call(&g, d, v);
+        }
+        (void)world_step(w, d, v, rnd(&g, 3) ? 0 : 1 + rnd(&g, 4));
+        if (frames_check(&w->f))
+            world_fail(w, "step %" PRIu64 ": frames_check failed", s);
+        world_check_dom(w, d);
+        if (w->failures && !fails_reported++)
+            test_note("first failure at step %" PRIu64 " (seed %" PRIu64
+                      "): %s", s, seed, w->first_failure);
+    }
+    /* Finish every continuation, then check everything once more. */
+    for (d = 0; d < NDOMS; d++)
+        for (v = 0; v < NVCPUS; v++)
+            (void)world_run(w, d, v);
+    world_check(w);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    test_note("seed %" PRIu64 ": %" PRIu64 " operations (calls issued, %"
+              PRIu64 " of them preempted and re-issued), %" PRIu64
+              " audits, %" PRIu64 " model checks, %" PRIu64
+              " audit failures, %.1f s", seed, w->steps, w->restarts,
+              w->audits, w->model_checks, w->failures,
+              (double)(t1.tv_sec - t0.tv_sec) +
+                  (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    for (unsigned k = 1; k < CALL_KINDS; k++)
+        test_note("call kind %u: %" PRIu64 " succeeded, %" PRIu64 " refused",
+                  k, w->ok_by_kind[k], w->err_by_kind[k]);
+    if (w->failures)
+        test_note("first failure: %s", w->first_failure);
+    assert_int_equal(w->failures, 0);
+    assert_true(w->steps >= steps);
+    world_fini(w);
+    free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
