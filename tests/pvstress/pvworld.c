@@ -90,7 +90,8 @@ void world_fini(struct world *w)
         pv_domain_fini(pd);
     }
     for (d = 0; d < w->nr_doms; d++)
-        (void)frames_domain_remove(&w->f, (domid_t)(d + 1));
+        if (frames_domain_remove(&w->f, (domid_t)(d + 1)) != 0)
+            world_fail(w, "d%u: still owns frames after relinquish", d + 1);
     frames_fini(&w->f);
     free(w->pinned);
     free(w->allocated);
@@ -248,7 +249,11 @@ int world_step(struct world *w, unsigned d, unsigned v, uint64_t preempt_n)
         return 0;
     w->steps++;
     c->issues++;
-    pv_vcpu_set_preempt(vc, preempt_n, false);
+    /*
+     * Repeat: once a call was preempted, the drain it runs before returning
+     * is preempted again k checks later, as a pending preemption would be.
+     */
+    pv_vcpu_set_preempt(vc, preempt_n, preempt_n != UINT64_MAX);
     switch (c->kind) {
     case CALL_MMU:
         rc = pv_mmu_update(vc, c->mmu, c->count, &c->done, PV_DOMID_SELF);
@@ -291,6 +296,7 @@ int world_step(struct world *w, unsigned d, unsigned v, uint64_t preempt_n)
     default:
         break;
     }
+    w->last_checks = vc->preempt_count;
     pv_vcpu_set_preempt(vc, 0, false);
     if (rc == -ERESTART) {
         w->restarts++;
@@ -354,6 +360,11 @@ static void visit(struct world *w, unsigned d, uint64_t m, unsigned level)
     if (w->level[m] == LEVEL_WRITABLE) {
         world_fail(w, "d%u model: mfn %#" PRIx64 " is mapped RW and used "
                    "as an L%u table", d + 1, m, level);
+        return;
+    }
+    if (w->seen[m] == 2) {
+        world_fail(w, "d%u model: partial mfn %#" PRIx64 " is referenced "
+                   "as a validated L%u", d + 1, m, level);
         return;
     }
     if (w->seen[m]) {
@@ -426,6 +437,51 @@ unsigned world_model_check(struct world *w, unsigned d)
         if (w->allocated[m])
             w->gen[m]++;
     }
+    /*
+     * A partial frame nobody is working on is a legal resting state (a
+     * continuation may find its parent gone and finish without it): its
+     * flag holds one general and one type reference, its entries below the
+     * progress point hold theirs, and the entry at the progress point a
+     * general reference if marked.  The model trusts only that progress
+     * record and recomputes everything else.
+     */
+    for (m = 0; m < n; m++) {
+        uint64_t tw = frame_type_word(&w->f, _mfn(m));
+        const struct frame *fr = frames_get_frame(&w->f, _mfn(m));
+        const uint64_t *e = frames_ptr(&w->f, _mfn(m));
+        unsigned lvl = frame_type_level(tw), i;
+
+        if (w->given_to[m] != id || !(tw & FRAME_TYPE_PARTIAL) || !lvl)
+            continue;
+        w->partial_seen++;
+        w->gen[m]++;
+        w->typ[m]++;
+        w->seen[m] = 2;
+        w->level[m] = (uint8_t)lvl;
+        for (i = 0; i <= fr->nr_validated && i < PT_ENTRIES; i++) {
+            uint64_t t;
+
+            if ((lvl == 4 && i >= PV_HV_L4_FIRST &&
+                 i < PV_HV_L4_FIRST + PV_HV_L4_NR) || !(e[i] & PTE_P))
+                continue;
+            t = mfn_x(pte_mfn(e[i]));
+            if (t >= n)
+                continue;
+            if (i == fr->nr_validated) {
+                if (fr->partial_flags & FRAME_PARTIAL_SET)
+                    w->gen[t]++;
+                continue;
+            }
+            w->gen[t]++;
+            if (lvl > 1) {
+                w->typ[t]++;
+                visit(w, d, t, lvl - 1);
+            } else if (e[i] & PTE_RW) {
+                w->typ[t]++;
+                w->level[t] = LEVEL_WRITABLE;
+            }
+        }
+    }
     for (m = 0; m < n; m++)
         if (w->given_to[m] == id && w->pinned[m])
             root(w, d, m, w->pinned[m]);
@@ -463,13 +519,12 @@ unsigned world_model_check(struct world *w, unsigned d)
             world_fail(w, "d%u model: mfn %#" PRIx64 " type count %" PRIu64
                        ", model %" PRIu64 " (type word %#" PRIx64 ")", id, m,
                        (uint64_t)(tw & FRAME_TYPE_COUNT_MASK), want_tc, tw);
-        if (tw & FRAME_TYPE_PARTIAL)
-            world_fail(w, "d%u model: mfn %#" PRIx64 " still partial at a "
-                       "quiescent point", id, m);
         if (!!(tw & FRAME_TYPE_PINNED) != !!w->pinned[m])
             world_fail(w, "d%u model: mfn %#" PRIx64 " pin bit %d, model %u",
                        id, m, !!(tw & FRAME_TYPE_PINNED), w->pinned[m]);
-        if (w->seen[m]) {
+        if (w->seen[m] == 2) {
+            /* partial: counted above; reported as a plain page */
+        } else if (w->seen[m]) {
             if (frame_type_level(tw) != w->level[m] ||
                 !(tw & FRAME_TYPE_VALIDATED))
                 world_fail(w, "d%u model: mfn %#" PRIx64 " should be a "
@@ -491,7 +546,7 @@ unsigned world_model_check(struct world *w, unsigned d)
         if (nq < PV_PFINFO_MAX) {
             uint64_t want = PV_PFINFO_NOTAB;
 
-            if (w->seen[m])
+            if (w->seen[m] == 1)
                 want = (uint64_t)w->level[m] << PV_PFINFO_LTAB_SHIFT;
             if (w->pinned[m])
                 want |= PV_PFINFO_LPINTAB;
@@ -526,6 +581,7 @@ unsigned world_check_dom(struct world *w, unsigned d)
 
     w->audits++;
     rc = pv_audit(&w->dom[d].pv, &rep);
+    w->audit_tables += rep.tables;
     if (rc)
         world_fail(w, "d%u: pv_audit %d: %" PRIu64 " errors, first at mfn %#"
                    PRIx64 ": %s", d + 1, rc, rep.errors,

@@ -82,8 +82,11 @@ struct world {
     uint8_t *level, *seen;
     /* statistics and failures */
     uint64_t steps, restarts, model_checks, audits;
+    uint64_t audit_tables; /* page tables the audits walked */
+    uint64_t partial_seen; /* resting partial frames the model met */
     uint64_t ok_by_kind[CALL_KINDS], err_by_kind[CALL_KINDS];
     uint64_t failures;
+    uint64_t last_checks; /* preemption checks of the last step (if armed) */
     char first_failure[512];
     bool model_off; /* skip the model (a rule switch makes it meaningless) */
 };
@@ -107,7 +110,8 @@ void call_mem(struct call *c, unsigned cmd, uint32_t order, uint64_t extent);
 
 /*
  * Issue vCPU (d, v)'s call once with the preemption hook set to preempt at
- * the n-th check (0: never).  Returns the call's rc: -ERESTART while it is
+ * every n-th check (0: never; UINT64_MAX: never, but count the checks in
+ * last_checks).  Returns the call's rc: -ERESTART while it is
  * still pending.  Updates the model from what the call reports done.
  */
 int world_step(struct world *w, unsigned d, unsigned v, uint64_t preempt_n);

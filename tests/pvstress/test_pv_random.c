@@ -10,7 +10,8 @@
  * at a random check (the hook) with some probability, so several vCPUs of
  * a domain interleave resumable continuations on shared tables.
  *
- * Frames have a preferred level (mfn % 5: data, L1..L4) that most new
+ * Frames have a preferred level (by mfn % 8: data three
+ * times, L1 twice, L2, L3, L4) that most new
  * entries and pins follow, so that deep valid trees form and get torn
  * apart; the rest is noise that the entry rules must refuse.
  *
@@ -25,6 +26,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "pvworld.h"
@@ -33,7 +35,7 @@
 #define NDOMS 3
 #define NVCPUS 3
 #define POOL 64
-#define BUDGET 18
+#define BUDGET 12
 
 struct gen {
     struct world *w;
@@ -49,7 +51,9 @@ static unsigned rnd(struct gen *g, unsigned n)
 
 static unsigned pref_level(mfn_t m)
 {
-    return (unsigned)(mfn_x(m) % 5);
+    unsigned k = (unsigned)(mfn_x(m) % 8);
+
+    return k < 3 ? 0 : k < 5 ? 1 : k - 3;
 }
 
 /* A frame: mostly one of the domain's, preferably of the wanted level. */
@@ -68,6 +72,21 @@ static mfn_t pick(struct gen *g, int want_level)
                 return m;
         }
     return g->owned[start];
+}
+
+/* Mostly a frame that is pinned now, so that trees come and go. */
+static mfn_t pick_pinned(struct gen *g)
+{
+    unsigned start = g->nr_owned ? rnd(g, g->nr_owned) : 0, i;
+
+    if (rnd(g, 4))
+        for (i = 0; i < g->nr_owned; i++) {
+            mfn_t m = g->owned[(start + i) % g->nr_owned];
+
+            if (frame_type_word(&g->w->f, m) & FRAME_TYPE_PINNED)
+                return m;
+        }
+    return pick(g, -1);
 }
 
 static unsigned pick_index(struct gen *g)
@@ -138,7 +157,7 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
         for (i = 0; i < n; i++) {
             unsigned k = rnd(g, 10);
 
-            if (k < 5) {
+            if (k < 4) {
                 unsigned lvl = 1 + rnd(g, 4);
 
                 m = pick(g, (int)lvl);
@@ -146,7 +165,7 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
                     lvl = pref_level(m) ? pref_level(m) : lvl;
                 call_ext(c, MMUEXT_PIN_L1_TABLE + lvl - 1, m);
             } else if (k < 8) {
-                call_ext(c, MMUEXT_UNPIN_TABLE, pick(g, -1));
+                call_ext(c, MMUEXT_UNPIN_TABLE, pick_pinned(g));
             } else if (k < 9) {
                 call_ext(c, MMUEXT_NEW_BASEPTR, pick(g, 4));
             } else {
@@ -179,6 +198,23 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
     }
 }
 
+static void trace_call(uint64_t s, unsigned d, unsigned v, uint64_t pn,
+                       const struct call *c, const struct call *after, int rc)
+{
+    printf("step %" PRIu64 " d%u v%u preempt %" PRIu64 " kind %d rc %d done %u:", s, d + 1, v, pn, c->kind, rc, after->done);
+    for (unsigned i = 0; i < c->count; i++) {
+        if (c->kind == CALL_MMU)
+            printf(" [mmu %#" PRIx64 "/%u cmd %u = %#" PRIx64 "]", c->mmu[i].ptr >> 12, (unsigned)((c->mmu[i].ptr & 0xfff) >> 3), (unsigned)(c->mmu[i].ptr & 7), c->mmu[i].val);
+        else if (c->kind == CALL_MMUEXT)
+            printf(" [ext %u %#" PRIx64 "]", c->ext[i].cmd, c->ext[i].arg1);
+        else if (c->kind == CALL_MEMORY)
+            printf(" [mem %lu %#" PRIx64 " -> %#" PRIx64 "]", c->cmd, c->in[i], after->extents[i]);
+    }
+    if (c->kind == CALL_UVA)
+        printf(" [uva %#" PRIx64 " = %#" PRIx64 "]", c->va, c->val);
+    printf("\n");
+}
+
 static void test_random(void **state)
 {
     struct world *w = calloc(1, sizeof(*w));
@@ -200,7 +236,19 @@ static void test_random(void **state)
             g.nr_owned = world_owned(w, d, g.owned, POOL);
             new_call(&g, d, v);
         }
-        (void)world_step(w, d, v, rnd(&g, 3) ? 0 : 1 + rnd(&g, 4));
+        {
+            struct call *c = &w->dom[d].call[v];
+            struct call copy = *c;
+            uint64_t pn = rnd(&g, 3) ? 0 : 1 + rnd(&g, 4);
+            int rc = world_step(w, d, v, pn);
+
+            if (getenv("PVTRACE") && s + 60 > strtoull(getenv("PVTRACE"), 0, 0) && s <= strtoull(getenv("PVTRACE"), 0, 0))
+            {
+                trace_call(s, d, v, pn, &copy, c, rc);
+                for (uint64_t m = 0; m < POOL; m++) if (getenv("PVWATCH") && strtoull(getenv("PVWATCH"),0,0) == m)
+                    printf("   mfn %#" PRIx64 " owner %u count %#" PRIx64 " type %#" PRIx64 " nr_val %u pf %u\n", m, frame_owner(&w->f,_mfn(m)), (uint64_t)w->f.table[m].count_info, (uint64_t)w->f.table[m].type_info, w->f.table[m].nr_validated, w->f.table[m].partial_flags);
+            }
+        }
         if (frames_check(&w->f))
             world_fail(w, "step %" PRIu64 ": frames_check failed", s);
         world_check_dom(w, d);
@@ -221,6 +269,10 @@ static void test_random(void **state)
               w->audits, w->model_checks, w->failures,
               (double)(t1.tv_sec - t0.tv_sec) +
                   (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    test_note("%.1f page tables per audit on average, %" PRIu64
+              " resting partial frames met by the model",
+              (double)w->audit_tables / (double)(w->audits ? w->audits : 1),
+              w->partial_seen);
     for (unsigned k = 1; k < CALL_KINDS; k++)
         test_note("call kind %u: %" PRIu64 " succeeded, %" PRIu64 " refused",
                   k, w->ok_by_kind[k], w->err_by_kind[k]);
