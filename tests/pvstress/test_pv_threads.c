@@ -1,0 +1,326 @@
+/*
+ * Real threads race the frame table and the pv module on shared frames.
+ *
+ * One domain, four vCPUs, one thread each (a pv_vcpu is used by one thread
+ * at a time).  Shared: a pinned L4 P, L3s A0 A1, L2s B0 B1, L1s C0..C3 and
+ * data frames D0..D7, wired P -> A -> B -> C -> D.  Each thread, at random:
+ *  - takes and drops general references on shared frames (frame_get/put);
+ *  - takes a writable type reference on a shared frame (frame_get_and_type
+ *    WRITABLE), records a writable translation (pv_vcpu_tlb_fill), drops
+ *    the reference: racing the pins below, which must flush that
+ *    translation only after their type reference commits (XSA-401);
+ *  - pins and unpins A, B, C at their levels (mmuext_op, preemptible, the
+ *    preemption hook set at random), so type counts go 0 <-> 1 from several
+ *    threads, validating and devalidating concurrently;
+ *  - rewrites entries of P, A, B and C (mmu_update), including RW mappings
+ *    of data frames that other threads are pinning as L1s;
+ *  - asks for page-frame info.
+ * Every call is re-issued until it completes.  Counts and types change by
+ * compare-and-swap only.  Every ROUND operations all threads meet at a
+ * barrier, drop their transient references, and one thread runs pv_audit()
+ * and frames_check() on the quiescent domain; once more at the end.
+ * Suites unit and threads: it runs under ASan and under TSan.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame/frame.h"
+#include "pv/pv.h"
+#include "testlib.h"
+
+#define NTHREADS 4
+#define ROUND 250
+
+enum { P, A0, A1, B0, B1, C0, C1, C2, C3, D0, NR_SHARED = D0 + 8 };
+
+struct ctx {
+    struct frames f;
+    struct pv_domain d;
+    struct pv_vcpu v[NTHREADS];
+    mfn_t fr[NR_SHARED];
+    pthread_barrier_t bar;
+    uint64_t seed, rounds;
+    _Atomic uint64_t ops, preempted, refused, audits, failures;
+    char first[256];
+    pthread_mutex_t first_lock;
+};
+
+struct worker {
+    struct ctx *c;
+    unsigned id;
+};
+
+static void note_fail(struct ctx *c, const char *what)
+{
+    pthread_mutex_lock(&c->first_lock);
+    if (!c->failures++)
+        snprintf(c->first, sizeof(c->first), "%s", what);
+    pthread_mutex_unlock(&c->first_lock);
+}
+
+static void audit(struct ctx *c)
+{
+    struct pv_audit_report rep;
+    char msg[256];
+
+    c->audits++;
+    if (pv_audit(&c->d, &rep) != 0) {
+        snprintf(msg, sizeof(msg), "pv_audit: %" PRIu64 " errors, first at %#"
+                 PRIx64 ": %.160s", rep.errors, mfn_x(rep.first_mfn),
+                 rep.first);
+        note_fail(c, msg);
+    }
+    if (frames_check(&c->f) != 0)
+        note_fail(c, "frames_check failed");
+}
+
+static uint64_t pte(struct ctx *c, unsigned i, uint64_t flags)
+{
+    return (mfn_x(c->fr[i]) << PAGE_SHIFT) | flags;
+}
+
+/* Issue a call until it completes, preempting it at random. */
+static int ext(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned cmd,
+               mfn_t m)
+{
+    struct mmuext_op op = {.cmd = cmd, .arg1 = mfn_x(m)};
+    uint32_t done = 0;
+    int rc;
+
+    do {
+        pv_vcpu_set_preempt(v, test_rand_below(rng, 3) ? 0
+                                                       : 1 + test_rand_below(rng, 600),
+                            true);
+        rc = pv_mmuext_op(v, &op, 1, &done, PV_DOMID_SELF);
+        if (rc == -ERESTART)
+            c->preempted++;
+    } while (rc == -ERESTART);
+    pv_vcpu_set_preempt(v, 0, false);
+    return rc;
+}
+
+static int mmu(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned t,
+               unsigned idx, uint64_t val)
+{
+    struct mmu_update u = {
+        .ptr = frames_offset(c->fr[t]) + idx * 8ULL, .val = val};
+    uint32_t done = 0;
+    int rc;
+
+    do {
+        pv_vcpu_set_preempt(v, test_rand_below(rng, 3) ? 0
+                                                       : 1 + test_rand_below(rng, 600),
+                            true);
+        rc = pv_mmu_update(v, &u, 1, &done, PV_DOMID_SELF);
+        if (rc == -ERESTART)
+            c->preempted++;
+    } while (rc == -ERESTART);
+    pv_vcpu_set_preempt(v, 0, false);
+    return rc;
+}
+
+static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
+{
+    unsigned r = (unsigned)test_rand_below(rng, 100);
+    unsigned i = (unsigned)test_rand_below(rng, NR_SHARED);
+    mfn_t m = c->fr[i];
+    int rc = 0;
+
+    if (r < 15) {
+        if (frame_get(&c->f, m, c->d.id) == 0)
+            frame_put(&c->f, m);
+        else
+            note_fail(c, "general reference on a shared frame refused");
+    } else if (r < 30) {
+        rc = frame_get_and_type(&c->f, m, c->d.id, FRAME_TYPE_WRITABLE, 0,
+                                NULL, NULL);
+        if (rc == 0) {
+            /* The guest writes through its mapping: a TLB entry. */
+            if (pv_vcpu_tlb_fill(v, m) != 0)
+                note_fail(c, "TLB fill refused under a writable reference");
+            if (frame_put_and_type(&c->f, m, 0, NULL, NULL) != 0)
+                note_fail(c, "writable put refused");
+        }
+    } else if (r < 55) {
+        static const unsigned lvl[] = {[A0] = 3, [A1] = 3, [B0] = 2, [B1] = 2,
+                                       [C0] = 1, [C1] = 1, [C2] = 1,
+                                       [C3] = 1};
+        unsigned t = A0 + (unsigned)test_rand_below(rng, C3 - A0 + 1);
+        unsigned l = lvl[t];
+
+        /* Sometimes the wrong level, or a data frame as an L1. */
+        if (test_rand_below(rng, 8) == 0)
+            l = 1 + (unsigned)test_rand_below(rng, 3);
+        if (test_rand_below(rng, 8) == 0)
+            t = D0 + (unsigned)test_rand_below(rng, 8);
+        if (test_rand_below(rng, 2))
+            rc = ext(c, v, rng, MMUEXT_PIN_L1_TABLE + l - 1, c->fr[t]);
+        else
+            rc = ext(c, v, rng, MMUEXT_UNPIN_TABLE, c->fr[t]);
+    } else if (r < 90) {
+        unsigned k = (unsigned)test_rand_below(rng, 4), idx = k & 1;
+        uint64_t val = 0;
+
+        switch (k) {
+        case 0: /* P[idx] -> A */
+            if (test_rand_below(rng, 3))
+                val = pte(c, A0 + (unsigned)test_rand_below(rng, 2),
+                          PTE_P | PTE_RW | PTE_US);
+            rc = mmu(c, v, rng, P, idx, val);
+            break;
+        case 1: /* A[idx] -> B */
+            if (test_rand_below(rng, 3))
+                val = pte(c, B0 + (unsigned)test_rand_below(rng, 2),
+                          PTE_P | PTE_RW | PTE_US);
+            rc = mmu(c, v, rng, A0 + (unsigned)test_rand_below(rng, 2), idx,
+                     val);
+            break;
+        case 2: /* B[idx] -> C */
+            if (test_rand_below(rng, 3))
+                val = pte(c, C0 + (unsigned)test_rand_below(rng, 4),
+                          PTE_P | PTE_RW | PTE_US);
+            rc = mmu(c, v, rng, B0 + (unsigned)test_rand_below(rng, 2), idx,
+                     val);
+            break;
+        default: /* C[idx] -> D, RW or RO; sometimes a C (an L1!) RW */
+            if (test_rand_below(rng, 4)) {
+                unsigned t = test_rand_below(rng, 6)
+                                 ? D0 + (unsigned)test_rand_below(rng, 8)
+                                 : C0 + (unsigned)test_rand_below(rng, 4);
+
+                val = pte(c, t, PTE_P | PTE_US |
+                                    (test_rand_below(rng, 2) ? PTE_RW : 0));
+            }
+            rc = mmu(c, v, rng, C0 + (unsigned)test_rand_below(rng, 4), idx,
+                     val);
+            break;
+        }
+    } else {
+        uint64_t arr[4];
+
+        for (unsigned k = 0; k < 4; k++)
+            arr[k] = mfn_x(c->fr[test_rand_below(rng, NR_SHARED)]);
+        if (pv_pageframe_info(&c->d, arr, 4) != 0)
+            note_fail(c, "pageframe info failed");
+    }
+    if (rc)
+        c->refused++;
+    c->ops++;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *wk = arg;
+    struct ctx *c = wk->c;
+    struct pv_vcpu *v = &c->v[wk->id];
+    uint64_t rng = c->seed * 0x9E3779B97F4A7C15ULL + wk->id + 1;
+
+    for (uint64_t round = 0; round < c->rounds; round++) {
+        for (unsigned i = 0; i < ROUND; i++)
+            one_op(c, v, &rng);
+        /* Quiescent barrier: every call has completed. */
+        if (pthread_barrier_wait(&c->bar) == PTHREAD_BARRIER_SERIAL_THREAD)
+            audit(c);
+        pthread_barrier_wait(&c->bar);
+    }
+    return NULL;
+}
+
+static void populate(struct ctx *c)
+{
+    uint64_t ext_[NR_SHARED];
+    struct pv_reservation r = {.extent_start = ext_, .nr_extents = NR_SHARED,
+                               .domid = PV_DOMID_SELF};
+    unsigned long cmd = XENMEM_populate_physmap;
+    long n;
+
+    for (unsigned i = 0; i < NR_SHARED; i++)
+        ext_[i] = i;
+    do {
+        n = pv_memory_op(&c->v[0], &cmd, &r);
+    } while (n == -ERESTART);
+    assert_int_equal(n, NR_SHARED);
+    for (unsigned i = 0; i < NR_SHARED; i++)
+        c->fr[i] = _mfn(ext_[i]);
+}
+
+static void test_threads(void **state)
+{
+    struct ctx *c = calloc(1, sizeof(*c));
+    pthread_t th[NTHREADS];
+    struct worker wk[NTHREADS];
+    uint64_t *pt;
+    unsigned i;
+    int rc;
+
+    (void)state;
+    assert_non_null(c);
+    assert_int_equal(frames_init(&c->f, 64), 0);
+    assert_int_equal(frames_domain_add(&c->f, 1, 48), 0);
+    assert_int_equal(pv_domain_init(&c->d, &c->f, 1), 0);
+    for (i = 0; i < NTHREADS; i++)
+        assert_int_equal(pv_vcpu_init(&c->v[i], &c->d), 0);
+    pthread_mutex_init(&c->first_lock, NULL);
+    populate(c);
+    /* The guest fills its tables before pinning the root. */
+    pt = frames_ptr(&c->f, c->fr[P]);
+    pt[0] = pte(c, A0, PTE_P | PTE_RW | PTE_US);
+    pt = frames_ptr(&c->f, c->fr[A0]);
+    pt[0] = pte(c, B0, PTE_P | PTE_RW | PTE_US);
+    pt = frames_ptr(&c->f, c->fr[B0]);
+    pt[0] = pte(c, C0, PTE_P | PTE_RW | PTE_US);
+    pt[1] = pte(c, C1, PTE_P | PTE_RW | PTE_US);
+    pt = frames_ptr(&c->f, c->fr[C0]);
+    for (i = 0; i < 4; i++)
+        pt[i] = pte(c, D0 + i, PTE_P | PTE_RW | PTE_US);
+    {
+        uint64_t rng = 1;
+
+        assert_int_equal(ext(c, &c->v[0], &rng, MMUEXT_PIN_L4_TABLE,
+                             c->fr[P]), 0);
+    }
+    audit(c);
+    c->seed = test_seed(0x7453);
+    c->rounds = test_scale(400);
+    assert_int_equal(pthread_barrier_init(&c->bar, NULL, NTHREADS), 0);
+    for (i = 0; i < NTHREADS; i++) {
+        wk[i] = (struct worker){c, i};
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &wk[i]),
+                         0);
+    }
+    for (i = 0; i < NTHREADS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    audit(c);
+    test_note("%u threads: %" PRIu64 " operations (%" PRIu64 " refused by "
+              "the rules, %" PRIu64 " preempted and re-issued), %" PRIu64
+              " audits at quiescent barriers, %" PRIu64 " audit failures",
+              NTHREADS, (uint64_t)c->ops, (uint64_t)c->refused,
+              (uint64_t)c->preempted, (uint64_t)c->audits,
+              (uint64_t)c->failures);
+    if (c->failures)
+        test_note("first failure: %s", c->first);
+    assert_int_equal(c->failures, 0);
+    do {
+        rc = pv_domain_relinquish(&c->d);
+    } while (rc == -ERESTART);
+    assert_int_equal(rc, 0);
+    assert_int_equal(frames_check(&c->f), 0);
+    pv_domain_fini(&c->d);
+    assert_int_equal(frames_domain_remove(&c->f, 1), 0);
+    pthread_barrier_destroy(&c->bar);
+    pthread_mutex_destroy(&c->first_lock);
+    frames_fini(&c->f);
+    free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
