@@ -75,23 +75,32 @@ int world_init(struct world *w, uint64_t pool_frames, unsigned nr_doms,
     return 0;
 }
 
-void world_fini(struct world *w)
+uint64_t world_fini(struct world *w)
 {
     unsigned d;
 
     for (d = 0; d < w->nr_doms; d++) {
         struct pv_domain *pd = &w->dom[d].pv;
-        int rc, guard = 0;
+        int rc;
+        unsigned guard = 0;
 
         /* Give back whatever a test left pending, then tear down. */
         do {
             rc = pv_domain_relinquish(pd);
         } while (rc == -ERESTART && ++guard < 1000000);
+        if (rc)
+            world_fail(w, "d%u: relinquish failed: %d", d + 1, rc);
+        if (frames_domain_tot(&w->f, (domid_t)(d + 1)))
+            world_fail(w, "d%u: still owns %" PRIu64 " frames after "
+                       "relinquish", d + 1,
+                       frames_domain_tot(&w->f, (domid_t)(d + 1)));
         pv_domain_fini(pd);
     }
+    if (frames_check(&w->f))
+        world_fail(w, "frames_check failed after relinquish");
     for (d = 0; d < w->nr_doms; d++)
         if (frames_domain_remove(&w->f, (domid_t)(d + 1)) != 0)
-            world_fail(w, "d%u: still owns frames after relinquish", d + 1);
+            world_fail(w, "d%u: cannot be removed", d + 1);
     frames_fini(&w->f);
     free(w->pinned);
     free(w->allocated);
@@ -101,6 +110,7 @@ void world_fini(struct world *w)
     free(w->typ);
     free(w->level);
     free(w->seen);
+    return w->failures;
 }
 
 struct call *world_call(struct world *w, unsigned d, unsigned v)

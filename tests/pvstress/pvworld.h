@@ -94,7 +94,11 @@ struct world {
 /* Domains get ids 1..nr_doms, each nr_vcpus vCPUs and a budget. */
 int world_init(struct world *w, uint64_t pool_frames, unsigned nr_doms,
                unsigned nr_vcpus, uint64_t budget);
-void world_fini(struct world *w);
+/*
+ * Relinquish every domain (which must leave no frame behind), check, free.
+ * Returns the failures counted over the world's life.
+ */
+uint64_t world_fini(struct world *w);
 
 static inline struct pv_domain *world_pv(struct world *w, unsigned d)
 {

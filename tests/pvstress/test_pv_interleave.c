@@ -385,12 +385,10 @@ static uint64_t run_schedule(struct explorer *x, unsigned prefix)
     for (v = 0; v < sc->nr_vcpus; v++)
         (void)world_run(w, 0, v);
     world_check(w);
-    fails = w->failures;
+    fails = world_fini(w);
     if (fails && !x->violations++)
         snprintf(x->first, sizeof(x->first), "schedule%.500s: %.200s",
-                 x->trace,
-                 w->first_failure);
-    world_fini(w);
+                 x->trace, w->first_failure);
     free(w);
     return fails;
 }
@@ -474,9 +472,9 @@ static void replay_text(const struct scenario *sc, const char *text,
     for (unsigned v = 0; v < sc->nr_vcpus; v++)
         (void)world_run(w, 0, v);
     world_check(w);
+    world_fini(w);
     test_note("end: %" PRIu64 " failures%s%s", w->failures,
               w->failures ? ": " : "", w->first_failure);
-    world_fini(w);
     free(w);
 }
 

@@ -280,7 +280,7 @@ static void test_random(void **state)
         test_note("first failure: %s", w->first_failure);
     assert_int_equal(w->failures, 0);
     assert_true(w->steps >= steps);
-    world_fini(w);
+    assert_int_equal(world_fini(w), 0);
     free(w);
 }
 
