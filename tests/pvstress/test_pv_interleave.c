@@ -482,8 +482,7 @@ static const char *const rule_name[] = {
     [RULE_NONE] = "none",
     [RULE_PARTIAL_REF] = "rules.no_partial_ref (XSA-299 partial reference)",
     [RULE_CLEANUP_PUT] = "rules.cleanup_put_always (no-op clean-up put)",
-    [RULE_DEFERRED] = "rules.no_deferred_partial (deferred put knows "
-                      "partial)",
+    [RULE_DEFERRED] = "rules.no_deferred_partial (deferred put mode)",
 };
 
 static void run_scenario(const struct scenario *sc)
