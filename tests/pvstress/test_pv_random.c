@@ -20,7 +20,8 @@
  * domain is quiescent, the reference model (pvworld.h).
  *
  * Reproduce: MEMVISOR_SEED=<seed> (printed); MEMVISOR_TEST_SCALE scales the
- * number of steps.
+ * number of steps; MEMVISOR_TRACE=<step> [MEMVISOR_WATCH=<mfn>] prints the
+ * calls leading to a step.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -198,21 +199,47 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
     }
 }
 
-static void trace_call(uint64_t s, unsigned d, unsigned v, uint64_t pn,
-                       const struct call *c, const struct call *after, int rc)
+/*
+ * MEMVISOR_TRACE=<step>: print the 60 calls up to that step (a failure
+ * names its step), each with its result, and with MEMVISOR_WATCH=<mfn>
+ * that frame's words after each of them.
+ */
+static void trace_call(struct world *w, uint64_t s, unsigned d, unsigned v,
+                       uint64_t pn, const struct call *c,
+                       const struct call *after, int rc)
 {
-    printf("step %" PRIu64 " d%u v%u preempt %" PRIu64 " kind %d rc %d done %u:", s, d + 1, v, pn, c->kind, rc, after->done);
+    const char *watch = getenv("MEMVISOR_WATCH");
+
+    printf("# step %" PRIu64 " d%u v%u preempt %" PRIu64 " kind %d rc %d "
+           "done %u:", s, d + 1, v, pn, c->kind, rc, after->done);
     for (unsigned i = 0; i < c->count; i++) {
         if (c->kind == CALL_MMU)
-            printf(" [mmu %#" PRIx64 "/%u cmd %u = %#" PRIx64 "]", c->mmu[i].ptr >> 12, (unsigned)((c->mmu[i].ptr & 0xfff) >> 3), (unsigned)(c->mmu[i].ptr & 7), c->mmu[i].val);
+            printf(" [mmu %#" PRIx64 "[%u] cmd %u = %#" PRIx64 "]",
+                   c->mmu[i].ptr >> PAGE_SHIFT,
+                   (unsigned)((c->mmu[i].ptr & ~PAGE_MASK) >> 3),
+                   (unsigned)(c->mmu[i].ptr & 7), c->mmu[i].val);
         else if (c->kind == CALL_MMUEXT)
             printf(" [ext %u %#" PRIx64 "]", c->ext[i].cmd, c->ext[i].arg1);
         else if (c->kind == CALL_MEMORY)
-            printf(" [mem %lu %#" PRIx64 " -> %#" PRIx64 "]", c->cmd, c->in[i], after->extents[i]);
+            printf(" [mem %lu %#" PRIx64 " -> %#" PRIx64 "]", c->cmd,
+                   c->in[i], after->extents[i]);
+        else if (c->kind == CALL_PFINFO)
+            printf(" [pfinfo %#" PRIx64 "]", c->in[i]);
     }
     if (c->kind == CALL_UVA)
         printf(" [uva %#" PRIx64 " = %#" PRIx64 "]", c->va, c->val);
     printf("\n");
+    if (watch) {
+        mfn_t m = _mfn(strtoull(watch, NULL, 0));
+        const struct frame *pg = frames_get_frame(&w->f, m);
+
+        if (frames_mfn_valid(&w->f, m))
+            printf("#    mfn %#" PRIx64 " owner %u count %#" PRIx64
+                   " type %#" PRIx64 " nr_validated %u partial_flags %u\n",
+                   mfn_x(m), frame_owner(&w->f, m),
+                   (uint64_t)pg->count_info, (uint64_t)pg->type_info,
+                   pg->nr_validated, pg->partial_flags);
+    }
 }
 
 static void test_random(void **state)
@@ -222,6 +249,8 @@ static void test_random(void **state)
     uint64_t seed = test_seed(0x5eed2026), steps, s;
     struct timespec t0, t1;
     unsigned d, v, fails_reported = 0;
+    const char *trace = getenv("MEMVISOR_TRACE");
+    uint64_t trace_to = trace ? strtoull(trace, NULL, 0) : 0;
 
     (void)state;
     assert_non_null(w);
@@ -237,17 +266,12 @@ static void test_random(void **state)
             new_call(&g, d, v);
         }
         {
-            struct call *c = &w->dom[d].call[v];
-            struct call copy = *c;
+            struct call copy = w->dom[d].call[v];
             uint64_t pn = rnd(&g, 3) ? 0 : 1 + rnd(&g, 4);
             int rc = world_step(w, d, v, pn);
 
-            if (getenv("PVTRACE") && s + 60 > strtoull(getenv("PVTRACE"), 0, 0) && s <= strtoull(getenv("PVTRACE"), 0, 0))
-            {
-                trace_call(s, d, v, pn, &copy, c, rc);
-                for (uint64_t m = 0; m < POOL; m++) if (getenv("PVWATCH") && strtoull(getenv("PVWATCH"),0,0) == m)
-                    printf("   mfn %#" PRIx64 " owner %u count %#" PRIx64 " type %#" PRIx64 " nr_val %u pf %u\n", m, frame_owner(&w->f,_mfn(m)), (uint64_t)w->f.table[m].count_info, (uint64_t)w->f.table[m].type_info, w->f.table[m].nr_validated, w->f.table[m].partial_flags);
-            }
+            if (trace && s + 60 > trace_to && s <= trace_to)
+                trace_call(w, s, d, v, pn, &copy, &w->dom[d].call[v], rc);
         }
         if (frames_check(&w->f))
             world_fail(w, "step %" PRIu64 ": frames_check failed", s);
