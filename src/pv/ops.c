@@ -137,10 +137,14 @@ static int op_enter(struct pv_vcpu *v)
     return 1;
 }
 
-/* End of an MMU operation: the guest sees rc only after the drain (P5). */
+/*
+ * End of an MMU operation: the guest sees rc only after the deferred put is
+ * drained (P5).  If one is pending, hold rc back and make the caller
+ * re-issue; the re-issue drains first (op_enter()) and then returns rc.
+ */
 static int op_exit(struct pv_vcpu *v, int rc)
 {
-    if (rc != -ERESTART && pv_drain(v)) {
+    if (rc != -ERESTART && !mfn_eq(v->old_table, INVALID_MFN)) {
         v->cont_pending = true;
         v->cont_rc = rc;
         return -ERESTART;
@@ -227,7 +231,8 @@ int pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,
     for (i = start; i < count; i++) {
         const struct mmu_update *r = &reqs[i];
 
-        if (pv_drain(v) || (i > start && pv_preempt_check(v))) {
+        if (!mfn_eq(v->old_table, INVALID_MFN) ||
+            (i > start && pv_preempt_check(v))) {
             rc = -ERESTART;
             break;
         }
@@ -394,7 +399,8 @@ int pv_mmuext_op(struct pv_vcpu *v, const struct mmuext_op *ops,
     if (!own_domain(v->d, foreigndom))
         return op_exit(v, -EPERM);
     for (i = start; i < count; i++) {
-        if (pv_drain(v) || (i > start && pv_preempt_check(v))) {
+        if (!mfn_eq(v->old_table, INVALID_MFN) ||
+            (i > start && pv_preempt_check(v))) {
             rc = -ERESTART;
             break;
         }
