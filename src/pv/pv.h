@@ -137,6 +137,7 @@ BUILD_BUG_ON(sizeof(struct mmuext_op) != 24);
 #define MMUEXT_NEW_USER_BASEPTR 15
 #define MMUEXT_CLEAR_PAGE 16
 #define MMUEXT_COPY_PAGE 17
+#define PV_LDT_MAX_ENTS 8192
 
 /* memory_op reservations: Xen's command numbers and encoding. */
 #define XENMEM_increase_reservation 0
@@ -250,6 +251,8 @@ struct pv_vcpu {
     unsigned id;
     mfn_t base;      /* guest kernel L4 (INVALID_MFN: none); 1 gen + 1 type */
     mfn_t user_base; /* guest user L4 (INVALID_MFN: none); 1 gen + 1 type */
+    uint64_t ldt_base; /* MMUEXT_SET_LDT: linear address, page aligned */
+    uint32_t ldt_ents; /* ... and entries (<= PV_LDT_MAX_ENTS) */
     /*
      * The deferred put (Xen's old_guest_table): a type put this vCPU must
      * finish before any other MMU operation.  It holds one general

@@ -459,6 +459,8 @@ static void test_update_va_mapping(void **state)
     assert_int_equal(pv_update_va_mapping(&E.v[0], va + (1ULL << 21), 0, 0),
                      -EFAULT);
     assert_int_equal(pv_update_va_mapping(&E.v[0], 1ULL << 47, 0, 0), -EINVAL);
+    assert_int_equal(pv_update_va_mapping(&E.v[0], 0xFFFF801234567000ULL, 0,
+                                          0), -EINVAL); /* hypervisor's */
     assert_int_equal(pv_update_va_mapping(&E.v[1], va, 0, 0), -EFAULT);
     pvenv_check(&E);
     pvenv_fini(&E);
@@ -582,6 +584,64 @@ static void test_relinquish(void **state)
     pvenv_fini(&E); /* relinquish re-issued until done, all frames freed */
 }
 
+/* SET_LDT, CLEAR_PAGE, COPY_PAGE. */
+static void test_mmuext_misc(void **state)
+{
+    struct mmuext_op op = {.cmd = MMUEXT_SET_LDT, .arg1 = 0x10000, .arg2 = 16};
+    uint32_t done = 0;
+    mfn_t a, b, l1;
+
+    (void)state;
+    pvenv_init(&E, 64);
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    assert_true(E.v[0].ldt_base == 0x10000 && E.v[0].ldt_ents == 16);
+    static const uint64_t bad_ldt[][2] = {
+        {0x10008, 1},                       /* not page aligned */
+        {0x10000, PV_LDT_MAX_ENTS + 1},     /* too many entries */
+        {(1ULL << 47) - 4096, 1024},        /* leaves the lower half */
+        {0xFFFF800000000000ULL, 1},         /* hypervisor slots */
+        {0xFFFF87FFFFFFF000ULL, 1},
+        {0xFFFFFFFFFFFFF000ULL, 1024},      /* wraps */
+    };
+    for (unsigned i = 0; i < ARRAY_SIZE(bad_ldt); i++) {
+        op.arg1 = bad_ldt[i][0];
+        op.arg2 = bad_ldt[i][1];
+        done = 0;
+        assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+                         -EINVAL);
+    }
+    op.arg1 = 0xFFFF880000000000ULL; /* first guest address above them */
+    op.arg2 = PV_LDT_MAX_ENTS;
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    /* Copy and clear need the destination writable. */
+    a = pvenv_page(&E);
+    b = pvenv_page(&E);
+    l1 = pvenv_page(&E);
+    memset(pvenv_pt(&E, a), 0x5A, PAGE_SIZE);
+    op = (struct mmuext_op){.cmd = MMUEXT_COPY_PAGE, .arg1 = mfn_x(b),
+                            .arg2 = mfn_x(a)};
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(memcmp(pvenv_pt(&E, a), pvenv_pt(&E, b), PAGE_SIZE), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_CLEAR_PAGE, mfn_x(a)), 0);
+    assert_true(pvenv_pt(&E, a)[100] == 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE, mfn_x(l1)), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_CLEAR_PAGE, mfn_x(l1)),
+                     -EINVAL);
+    op.arg1 = mfn_x(l1);
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+                     -EINVAL);
+    op.arg1 = mfn_x(b);
+    op.arg2 = mfn_x(pvenv_page_of(&E, OTHER));
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+                     -EINVAL);
+    pvenv_check(&E);
+    pvenv_fini(&E);
+}
+
 static unsigned dirty_calls;
 
 static void count_dirty(void *arg, mfn_t mfn)
@@ -630,6 +690,7 @@ int main(void)
         cmocka_unit_test(test_pageframe_info),
         cmocka_unit_test(test_relinquish),
         cmocka_unit_test(test_mark_dirty),
+        cmocka_unit_test(test_mmuext_misc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
