@@ -411,6 +411,36 @@ static void test_mmu_update_commands(void **state)
     pvenv_fini(&E);
 }
 
+/* Replacing an L2..L4 entry defers the old child's put; the call reports
+ * success only once the deferred put has drained, re-issue by re-issue. */
+static void test_deferred_put(void **state)
+{
+    struct tree t;
+    uint32_t done = 0;
+    mfn_t l3;
+    unsigned calls = 0;
+    int rc;
+
+    (void)state;
+    pvenv_init(&E, 128);
+    build_tree(&t, 1, 2, 3);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L4_TABLE, mfn_x(t.l4)), 0);
+    l3 = pte_mfn(pvenv_pt(&E, t.l4)[0]);
+    pv_vcpu_set_preempt(&E.v[0], 300, true);
+    while ((rc = pvenv_upd1(&E.v[0], t.l4, 0, 0, &done)) == -ERESTART) {
+        calls++;
+        assert_int_equal(done, 1); /* the update itself is done */
+        pvenv_check(&E);
+    }
+    assert_int_equal(rc, 0);
+    assert_true(calls >= 2);
+    assert_true(mfn_eq(E.v[0].old_table, INVALID_MFN));
+    assert_int_equal(frame_type_word(&E.f, l3) & FRAME_TYPE_COUNT_MASK, 0);
+    test_note("old L3 put drained over %u re-issues", calls);
+    pvenv_check(&E);
+    pvenv_fini(&E);
+}
+
 static void test_base_pointers(void **state)
 {
     struct tree t;
@@ -684,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_pin_twice_and_foreign),
         cmocka_unit_test(test_preempt_everywhere),
         cmocka_unit_test(test_mmu_update_commands),
+        cmocka_unit_test(test_deferred_put),
         cmocka_unit_test(test_base_pointers),
         cmocka_unit_test(test_update_va_mapping),
         cmocka_unit_test(test_memory_op),
