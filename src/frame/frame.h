@@ -81,6 +81,8 @@
  *      strictly after the type reference that changed the type is committed
  *      (the XSA-401 ordering).
  *  F10. PARTIAL implies type count exactly 1; PINNED implies VALIDATED.
+ *  F11. mfn 0 is never allocated (as in Xen, no domain owns it), so the
+ *      ABI can use 0 for "none" (e.g. MMUEXT_NEW_USER_BASEPTR).
  *
  * Locking: the allocator lock (frames.alloc_lock) protects the free bitmap,
  * the search cursor and every domain's tot_frames.  Count and type words
@@ -179,9 +181,16 @@ struct frames {
     uint64_t nr_free;
     uint64_t cursor;    /* next-fit search start for order-0 allocations */
     struct frame_domain domains[FRAME_MAX_DOMAINS];
+    /*
+     * Called when a frame's last reference goes, before it is scrubbed and
+     * can be allocated again (flush translations, IOMMU, mapcaches).  It
+     * must not take references on the frame.  Set before use; optional.
+     */
+    void (*free_hook)(void *arg, mfn_t mfn, domid_t owner);
+    void *free_hook_arg;
 };
 
-/* Pool and table. nr_frames > 0. */
+/* Pool and table. nr_frames > 1 (frame 0 is reserved, F11). */
 int __must_check frames_init(struct frames *f, uint64_t nr_frames);
 void frames_fini(struct frames *f);
 
@@ -322,7 +331,7 @@ bool frame_test_and_set_pinned(struct frames *f, mfn_t mfn);
 bool frame_test_and_clear_pinned(struct frames *f, mfn_t mfn);
 uint64_t frame_type_word(struct frames *f, mfn_t mfn);
 
-/* Check F1, F2 (owner of free frames), F4, F6, F10; 0 or -EUCLEAN. */
+/* Check F1, F2 (owner of free frames), F4, F6, F10, F11; 0 or -EUCLEAN. */
 int __must_check frames_check(struct frames *f);
 
 #endif

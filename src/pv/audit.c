@@ -183,10 +183,9 @@ int pv_audit(struct pv_domain *d, struct pv_audit_report *rep)
             uint64_t w = atomic_load(&v->wtlb[j]);
 
             if (w != PV_WTLB_EMPTY && w < f->nr_frames &&
-                (frame_type_word(d->f, _mfn(w)) & FRAME_TYPE_MASK) !=
-                    FRAME_TYPE_WRITABLE)
+                frame_type_level(frame_type_word(d->f, _mfn(w))))
                 bad(&a, _mfn(w), "vCPU %u keeps a writable translation of "
-                                 "a frame that is no longer writable", i);
+                                 "a page table", i);
         }
     }
 
