@@ -26,6 +26,28 @@ void world_fail(struct world *w, const char *fmt, ...)
     }
 }
 
+/*
+ * What the hypervisor layer must do when a frame is freed (frame.h's free
+ * hook): no vCPU of any domain may keep a writable translation of it,
+ * since its next owner may make it a page table and that owner's type
+ * change flushes only its own vCPUs.  pv.h has no call for this, so the
+ * hook clears the translations directly (they are atomics).
+ */
+static void world_free_hook(void *arg, mfn_t mfn, domid_t owner)
+{
+    struct world *w = arg;
+
+    (void)owner;
+    for (unsigned d = 0; d < w->nr_doms; d++)
+        for (unsigned v = 0; v < w->nr_vcpus; v++)
+            for (unsigned i = 0; i < PV_WTLB_SIZE; i++) {
+                uint64_t m = mfn_x(mfn);
+
+                atomic_compare_exchange_strong(&w->dom[d].vcpu[v].wtlb[i], &m,
+                                               PV_WTLB_EMPTY);
+            }
+}
+
 int world_init(struct world *w, uint64_t pool_frames, unsigned nr_doms,
                unsigned nr_vcpus, uint64_t budget)
 {
@@ -41,6 +63,10 @@ int world_init(struct world *w, uint64_t pool_frames, unsigned nr_doms,
         return rc;
     w->nr_doms = nr_doms;
     w->nr_vcpus = nr_vcpus;
+    if (!getenv("MEMVISOR_NO_FREE_FLUSH")) {
+        w->f.free_hook = world_free_hook;
+        w->f.free_hook_arg = w;
+    }
     w->pinned = calloc(n, 1);
     w->allocated = calloc(n, 1);
     w->given_to = calloc(n, sizeof(*w->given_to));
@@ -297,6 +323,9 @@ int world_step(struct world *w, unsigned d, unsigned v, uint64_t preempt_n)
     case CALL_UVA:
         rc = pv_update_va_mapping(vc, c->va, c->val, c->flags);
         break;
+    case CALL_TLB:
+        rc = pv_vcpu_tlb_fill(vc, _mfn(c->in[0]));
+        break;
     case CALL_PFINFO:
         memcpy(arr, c->in, sizeof(arr));
         rc = pv_pageframe_info(&wd->pv, arr, c->count);
@@ -312,7 +341,8 @@ int world_step(struct world *w, unsigned d, unsigned v, uint64_t preempt_n)
         w->restarts++;
         return rc;
     }
-    if (c->done < prev && c->kind != CALL_UVA && c->kind != CALL_PFINFO)
+    if (c->done < prev && c->kind != CALL_UVA && c->kind != CALL_PFINFO &&
+        c->kind != CALL_TLB)
         world_fail(w, "d%u v%u: done went back from %u to %u", d + 1, v, prev,
                    c->done);
     if (rc)

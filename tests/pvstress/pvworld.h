@@ -42,6 +42,7 @@ enum call_kind {
     CALL_MEMORY,  /* pv_memory_op */
     CALL_UVA,     /* pv_update_va_mapping */
     CALL_PFINFO,  /* pv_pageframe_info */
+    CALL_TLB,     /* pv_vcpu_tlb_fill: the guest writes through a mapping */
     CALL_KINDS
 };
 

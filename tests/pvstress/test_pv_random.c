@@ -6,7 +6,8 @@
  * continuation), otherwise it issues a new random call: pin L1..L4, unpin,
  * new base pointer (batches of mmuext ops), mmu_update (normal,
  * preserve-A/D, machphys; batches), update_va_mapping, populate_physmap,
- * increase/decrease_reservation, page-frame info.  Each call is preempted
+ * increase/decrease_reservation, page-frame info, or a write through a
+ * writable mapping (a TLB fill that a later type change must flush).  Each call is preempted
  * at a random check (the hook) with some probability, so several vCPUs of
  * a domain interleave resumable continuations on shared tables.
  *
@@ -191,6 +192,10 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
         for (i = 0; i < n; i++)
             call_mem(c, XENMEM_decrease_reservation, 0,
                      mfn_x(pick(g, -1)));
+    } else if (r < 96) {
+        c->kind = CALL_TLB;
+        c->count = 1;
+        c->in[0] = mfn_x(pick(g, 0));
     } else {
         c->kind = CALL_PFINFO;
         c->count = 1 + rnd(g, W_MAX_BATCH);
@@ -225,6 +230,8 @@ static void trace_call(struct world *w, uint64_t s, unsigned d, unsigned v,
                    c->in[i], after->extents[i]);
         else if (c->kind == CALL_PFINFO)
             printf(" [pfinfo %#" PRIx64 "]", c->in[i]);
+        else if (c->kind == CALL_TLB)
+            printf(" [tlb fill %#" PRIx64 "]", c->in[i]);
     }
     if (c->kind == CALL_UVA)
         printf(" [uva %#" PRIx64 " = %#" PRIx64 "]", c->va, c->val);
@@ -242,15 +249,51 @@ static void trace_call(struct world *w, uint64_t s, unsigned d, unsigned v,
     }
 }
 
+/* Run steps random steps; with stop, return at the first failure. */
+static void run(struct world *w, struct gen *g, uint64_t steps, bool stop,
+                uint64_t *at)
+{
+    const char *trace = getenv("MEMVISOR_TRACE");
+    uint64_t trace_to = trace ? strtoull(trace, NULL, 0) : 0, s;
+    unsigned d, v;
+
+    for (s = 0; s < steps; s++) {
+        struct call copy;
+        uint64_t pn;
+        int rc;
+
+        d = rnd(g, NDOMS);
+        v = rnd(g, NVCPUS);
+        if (!world_pending(w, d, v)) {
+            g->nr_owned = world_owned(w, d, g->owned, POOL);
+            new_call(g, d, v);
+        }
+        copy = w->dom[d].call[v];
+        pn = rnd(g, 3) ? 0 : 1 + rnd(g, 4);
+        rc = world_step(w, d, v, pn);
+        if (trace && s + 60 > trace_to && s <= trace_to)
+            trace_call(w, s, d, v, pn, &copy, &w->dom[d].call[v], rc);
+        if (frames_check(&w->f))
+            world_fail(w, "step %" PRIu64 ": frames_check failed", s);
+        world_check_dom(w, d);
+        if (w->failures && !*at)
+            *at = s + 1;
+        if (w->failures && stop)
+            return;
+    }
+    /* Finish every continuation, then check everything once more. */
+    for (d = 0; d < NDOMS; d++)
+        for (v = 0; v < NVCPUS; v++)
+            (void)world_run(w, d, v);
+    world_check(w);
+}
+
 static void test_random(void **state)
 {
     struct world *w = calloc(1, sizeof(*w));
     struct gen g = {.w = w};
-    uint64_t seed = test_seed(0x5eed2026), steps, s;
+    uint64_t seed = test_seed(0x5eed2026), steps, at = 0;
     struct timespec t0, t1;
-    unsigned d, v, fails_reported = 0;
-    const char *trace = getenv("MEMVISOR_TRACE");
-    uint64_t trace_to = trace ? strtoull(trace, NULL, 0) : 0;
 
     (void)state;
     assert_non_null(w);
@@ -258,33 +301,7 @@ static void test_random(void **state)
     assert_int_equal(world_init(w, POOL, NDOMS, NVCPUS, BUDGET), 0);
     steps = test_scale(1000000);
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (s = 0; s < steps; s++) {
-        d = rnd(&g, NDOMS);
-        v = rnd(&g, NVCPUS);
-        if (!world_pending(w, d, v)) {
-            g.nr_owned = world_owned(w, d, g.owned, POOL);
-            new_call(&g, d, v);
-        }
-        {
-            struct call copy = w->dom[d].call[v];
-            uint64_t pn = rnd(&g, 3) ? 0 : 1 + rnd(&g, 4);
-            int rc = world_step(w, d, v, pn);
-
-            if (trace && s + 60 > trace_to && s <= trace_to)
-                trace_call(w, s, d, v, pn, &copy, &w->dom[d].call[v], rc);
-        }
-        if (frames_check(&w->f))
-            world_fail(w, "step %" PRIu64 ": frames_check failed", s);
-        world_check_dom(w, d);
-        if (w->failures && !fails_reported++)
-            test_note("first failure at step %" PRIu64 " (seed %" PRIu64
-                      "): %s", s, seed, w->first_failure);
-    }
-    /* Finish every continuation, then check everything once more. */
-    for (d = 0; d < NDOMS; d++)
-        for (v = 0; v < NVCPUS; v++)
-            (void)world_run(w, d, v);
-    world_check(w);
+    run(w, &g, steps, false, &at);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     test_note("seed %" PRIu64 ": %" PRIu64 " operations (calls issued, %"
               PRIu64 " of them preempted and re-issued), %" PRIu64
@@ -301,17 +318,66 @@ static void test_random(void **state)
         test_note("call kind %u: %" PRIu64 " succeeded, %" PRIu64 " refused",
                   k, w->ok_by_kind[k], w->err_by_kind[k]);
     if (w->failures)
-        test_note("first failure: %s", w->first_failure);
+        test_note("first failure at step %" PRIu64 " (MEMVISOR_SEED=%" PRIu64
+                  " MEMVISOR_TRACE=%" PRIu64 "): %s", at - 1, seed, at - 1,
+                  w->first_failure);
     assert_int_equal(w->failures, 0);
     assert_true(w->steps >= steps);
     assert_int_equal(world_fini(w), 0);
     free(w);
 }
 
+/*
+ * The same random walk with one rule switched off must find a violation
+ * (a test that cannot fail is not a test).  Stops at the first one.
+ */
+static void catches(const char *name, void (*set)(struct pv_rules *))
+{
+    struct world *w = calloc(1, sizeof(*w));
+    struct gen g = {.w = w, .rng = 0x5eed2026};
+    uint64_t at = 0;
+
+    assert_non_null(w);
+    assert_int_equal(world_init(w, POOL, NDOMS, NVCPUS, BUDGET), 0);
+    for (unsigned d = 0; d < NDOMS; d++)
+        set(&world_pv(w, d)->rules);
+    run(w, &g, test_scale(200000), true, &at);
+    test_note("with %s switched off: %s after %" PRIu64 " operations%s%.200s",
+              name, w->failures ? "violation found" : "NOTHING found", at,
+              w->failures ? ": " : "", w->first_failure);
+    assert_true(w->failures > 0);
+    (void)world_fini(w);
+    free(w);
+}
+
+static void off_partial_ref(struct pv_rules *r)
+{
+    r->no_partial_ref = true;
+}
+
+static void off_cleanup_put(struct pv_rules *r)
+{
+    r->cleanup_put_always = true;
+}
+
+static void off_deferred(struct pv_rules *r)
+{
+    r->no_deferred_partial = true;
+}
+
+static void test_random_catches(void **state)
+{
+    (void)state;
+    catches("rules.no_partial_ref", off_partial_ref);
+    catches("rules.cleanup_put_always", off_cleanup_put);
+    catches("rules.no_deferred_partial", off_deferred);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random),
+        cmocka_unit_test(test_random_catches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
