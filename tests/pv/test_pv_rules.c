@@ -672,6 +672,72 @@ static void test_mmuext_misc(void **state)
     pvenv_fini(&E);
 }
 
+/* The auditor itself: each kind of damage, made by hand on a healthy
+ * domain, must be reported; undoing it must make the audit pass again. */
+static void test_audit_catches(void **state)
+{
+    struct tree t;
+    mfn_t l1, l2, d, o;
+    uint64_t *e, saved;
+    struct frame *pg;
+
+    (void)state;
+    pvenv_init(&E, 128);
+    build_tree(&t, 1, 1, 1);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
+    l2 = pte_mfn(pvenv_pt(&E, pte_mfn(pvenv_pt(&E, t.l4)[0]))[511]);
+    l1 = pte_mfn(pvenv_pt(&E, l2)[0]);
+    d = t.data[0];
+    o = pvenv_page_of(&E, OTHER);
+    pvenv_check(&E);
+
+    /* A general reference nobody holds. */
+    assert_int_equal(frame_get(&E.f, d, DOM), 0);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    frame_put(&E.f, d);
+    pvenv_check(&E);
+    /* An entry written behind the hypervisor's back. */
+    e = &pvenv_pt(&E, l1)[30];
+    *e = pvenv_pte(d, PTE_P);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    *e = 0;
+    pvenv_check(&E);
+    /* An L2 entry retargeted at another domain's frame. */
+    e = &pvenv_pt(&E, l2)[0];
+    saved = *e;
+    *e = pvenv_pte(o, PT_FLAGS);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    *e = saved;
+    pvenv_check(&E);
+    /* A writable translation of a page table. */
+    atomic_store(&E.v[1].wtlb[3], mfn_x(l1));
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    atomic_store(&E.v[1].wtlb[3], PV_WTLB_EMPTY);
+    pvenv_check(&E);
+    /* A hypervisor slot overwritten. */
+    e = &pvenv_pt(&E, t.l4)[PV_HV_L4_FIRST + 2];
+    saved = *e;
+    *e = 0;
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    *e = saved;
+    pvenv_check(&E);
+    /* A lock left behind, a pin bit without its references. */
+    pg = frames_get_frame(&E.f, l2);
+    atomic_fetch_or(&pg->type_info, FRAME_TYPE_LOCKED);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    atomic_fetch_and(&pg->type_info, ~FRAME_TYPE_LOCKED);
+    atomic_fetch_or(&pg->type_info, FRAME_TYPE_PINNED);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    atomic_fetch_and(&pg->type_info, ~FRAME_TYPE_PINNED);
+    pvenv_check(&E);
+    /* A base pointer the frame does not know about. */
+    E.v[2].base = t.l4;
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    E.v[2].base = INVALID_MFN;
+    pvenv_check(&E);
+    pvenv_fini(&E);
+}
+
 static unsigned dirty_calls;
 
 static void count_dirty(void *arg, mfn_t mfn)
@@ -721,6 +787,7 @@ int main(void)
         cmocka_unit_test(test_pageframe_info),
         cmocka_unit_test(test_relinquish),
         cmocka_unit_test(test_mark_dirty),
+        cmocka_unit_test(test_audit_catches),
         cmocka_unit_test(test_mmuext_misc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
