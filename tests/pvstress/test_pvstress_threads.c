@@ -83,19 +83,22 @@ static uint64_t pte(struct ctx *c, unsigned i, uint64_t flags)
     return (mfn_x(c->fr[i]) << PAGE_SHIFT) | flags;
 }
 
-/* Issue a call until it completes, preempting it at random. */
-static int ext(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned cmd,
-               mfn_t m)
+/*
+ * Issue one mmu_update (u) or mmuext_op (op) until it completes, arming
+ * the preemption hook at random before each issue.
+ */
+static int issue(struct ctx *c, struct pv_vcpu *v, uint64_t *rng,
+                 const struct mmu_update *u, const struct mmuext_op *op)
 {
-    struct mmuext_op op = {.cmd = cmd, .arg1 = mfn_x(m)};
     uint32_t done = 0;
     int rc;
 
     do {
-        pv_vcpu_set_preempt(v, test_rand_below(rng, 3) ? 0
-                                                       : 1 + test_rand_below(rng, 600),
+        pv_vcpu_set_preempt(v, test_rand_below(rng, 3)
+                                   ? 0 : 1 + test_rand_below(rng, 600),
                             true);
-        rc = pv_mmuext_op(v, &op, 1, &done, PV_DOMID_SELF);
+        rc = u ? pv_mmu_update(v, u, 1, &done, PV_DOMID_SELF)
+               : pv_mmuext_op(v, op, 1, &done, PV_DOMID_SELF);
         if (rc == -ERESTART)
             c->preempted++;
     } while (rc == -ERESTART);
@@ -103,24 +106,21 @@ static int ext(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned cmd,
     return rc;
 }
 
+static int ext(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned cmd,
+               mfn_t m)
+{
+    struct mmuext_op op = {.cmd = cmd, .arg1 = mfn_x(m)};
+
+    return issue(c, v, rng, NULL, &op);
+}
+
 static int mmu(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned t,
                unsigned idx, uint64_t val)
 {
     struct mmu_update u = {
         .ptr = frames_offset(c->fr[t]) + idx * 8ULL, .val = val};
-    uint32_t done = 0;
-    int rc;
 
-    do {
-        pv_vcpu_set_preempt(v, test_rand_below(rng, 3) ? 0
-                                                       : 1 + test_rand_below(rng, 600),
-                            true);
-        rc = pv_mmu_update(v, &u, 1, &done, PV_DOMID_SELF);
-        if (rc == -ERESTART)
-            c->preempted++;
-    } while (rc == -ERESTART);
-    pv_vcpu_set_preempt(v, 0, false);
-    return rc;
+    return issue(c, v, rng, &u, NULL);
 }
 
 static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
