@@ -70,6 +70,9 @@ static void audit(struct demo *s)
 }
 
 static void row(struct demo *s, const char *result, const char *fmt, ...)
+    __printf(3, 4);
+
+static void row(struct demo *s, const char *result, const char *fmt, ...)
 {
     char what[160];
     va_list ap;
