@@ -96,6 +96,7 @@ int world_init(struct world *w, uint64_t pool_frames, unsigned nr_doms,
             if (rc)
                 return rc;
             wd->base[v] = INVALID_MFN;
+            wd->user_base[v] = INVALID_MFN;
         }
     }
     return 0;
@@ -202,6 +203,9 @@ static void model_ext(struct world *w, unsigned d, unsigned v,
         break;
     case MMUEXT_NEW_BASEPTR:
         w->dom[d].base[v] = _mfn(m);
+        break;
+    case MMUEXT_NEW_USER_BASEPTR: /* Xen's ABI: mfn 0 means none */
+        w->dom[d].user_base[v] = m ? _mfn(m) : INVALID_MFN;
         break;
     default:
         break;
@@ -525,9 +529,12 @@ unsigned world_model_check(struct world *w, unsigned d)
     for (m = 0; m < n; m++)
         if (w->given_to[m] == id && w->pinned[m])
             root(w, d, m, w->pinned[m]);
-    for (unsigned v = 0; v < w->nr_vcpus; v++)
+    for (unsigned v = 0; v < w->nr_vcpus; v++) {
         if (!mfn_eq(wd->base[v], INVALID_MFN))
             root(w, d, mfn_x(wd->base[v]), 4);
+        if (!mfn_eq(wd->user_base[v], INVALID_MFN))
+            root(w, d, mfn_x(wd->user_base[v]), 4);
+    }
 
     for (m = 0; m < n; m++) {
         uint64_t tw, want_tc;

@@ -67,6 +67,7 @@ struct world_dom {
     struct call call[W_MAX_VCPUS];
     /* model */
     mfn_t base[W_MAX_VCPUS];
+    mfn_t user_base[W_MAX_VCPUS];
 };
 
 struct world {

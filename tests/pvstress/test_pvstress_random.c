@@ -1,20 +1,24 @@
 /*
  * Randomized operations over several PV domains on the real frame table.
  *
- * Three domains with three vCPUs each share a small pool.  Each step picks a
- * vCPU; if its previous call was preempted it re-issues that call (the
- * continuation), otherwise it issues a new random call: pin L1..L4, unpin,
- * new base pointer (batches of mmuext ops), mmu_update (normal,
- * preserve-A/D, machphys; batches), update_va_mapping, populate_physmap,
- * increase/decrease_reservation, page-frame info, or a write through a
- * writable mapping (a TLB fill that a later type change must flush).  Each call is preempted
- * at a random check (the hook) with some probability, so several vCPUs of
- * a domain interleave resumable continuations on shared tables.
+ * Three domains with three vCPUs each share a small pool.  Each step picks
+ * a vCPU.  If its previous call was preempted, it re-issues that call (the
+ * continuation); otherwise it issues a new random call:
+ *  - mmuext_op batches: pin L1..L4, unpin, new (user) base pointer,
+ *    clear/copy page, TLB flushes, an unknown command;
+ *  - mmu_update batches: normal, preserve-A/D, machphys, unknown command;
+ *  - update_va_mapping;
+ *  - populate_physmap, increase/decrease_reservation;
+ *  - page-frame info;
+ *  - a write through a writable mapping (a TLB fill that a later type
+ *    change must flush).
+ * One call in three is preempted at a random check (the hook), so several
+ * vCPUs of a domain interleave resumable continuations on shared tables.
  *
- * Frames have a preferred level (by mfn % 8: data three
- * times, L1 twice, L2, L3, L4) that most new
- * entries and pins follow, so that deep valid trees form and get torn
- * apart; the rest is noise that the entry rules must refuse.
+ * Frames have a preferred level (by mfn % 8: data three times, L1 twice,
+ * L2, L3, L4) that most new entries and pins follow, so that deep valid
+ * trees form and get torn apart; the rest is noise that the entry rules
+ * must refuse.
  *
  * After EVERY step: frames_check(), pv_audit() of the domain that acted,
  * the honest-type check of any page-frame info answer, and, whenever the
@@ -171,8 +175,18 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
             } else if (k < 9) {
                 call_ext(c, MMUEXT_NEW_BASEPTR, pick(g, 4));
             } else {
-                call_ext(c, rnd(g, 2) ? MMUEXT_TLB_FLUSH_LOCAL : 99,
-                         pick(g, -1));
+                static const unsigned other[] = {
+                    MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_TLB_FLUSH_ALL, 99,
+                    MMUEXT_CLEAR_PAGE, MMUEXT_COPY_PAGE,
+                    MMUEXT_NEW_USER_BASEPTR, MMUEXT_NEW_USER_BASEPTR};
+                unsigned cmd = other[rnd(g, ARRAY_SIZE(other))];
+
+                call_ext(c, cmd, pick(g, cmd == MMUEXT_NEW_USER_BASEPTR
+                                             ? 4 : 0));
+                if (cmd == MMUEXT_COPY_PAGE)
+                    c->ext[c->count - 1].arg2 = mfn_x(pick(g, -1));
+                if (cmd == MMUEXT_NEW_USER_BASEPTR && !rnd(g, 4))
+                    c->ext[c->count - 1].arg1 = 0; /* no user base */
             }
         }
     } else if (r < 70) {
