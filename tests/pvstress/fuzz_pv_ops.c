@@ -6,7 +6,7 @@
  * which is what the fuzzer (or the corpus replay in `make check`) reports.
  *
  * Encoding, one operation at a time:
- *   byte 0: bit 0 domain, bit 1 vCPU, bits 7..2 the operation (mod 11);
+ *   byte 0: bit 0 domain, bit 1 vCPU, bits 7..2 the operation (mod 14);
  *           if that vCPU has a preempted call, it is re-issued instead
  *   then the operation's argument bytes (see decode()), then one byte
  *   for the preemption hook (0: none, else preempt every n-th check).
@@ -115,6 +115,16 @@ static void decode(struct world *w, unsigned d, unsigned v, unsigned op,
         for (unsigned i = 0; i < c->count; i++)
             c->in[i] = mfn_x(frame(w, d, next(in)));
         break;
+    case 11:
+        call_ext(c, MMUEXT_NEW_USER_BASEPTR, frame(w, d, next(in)));
+        break;
+    case 12:
+        call_ext(c, MMUEXT_CLEAR_PAGE, frame(w, d, next(in)));
+        break;
+    case 13:
+        call_ext(c, MMUEXT_COPY_PAGE, frame(w, d, next(in)));
+        c->ext[0].arg2 = mfn_x(frame(w, d, next(in)));
+        break;
     default:
         c->kind = CALL_UVA;
         c->va = (uint64_t)next(in) << 12 | (uint64_t)(next(in) & 3) << 21;
@@ -160,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         d = b & 1;
         v = (b >> 1) & 1;
         if (!world_pending(&w, d, v))
-            decode(&w, d, v, (b >> 2) % 11, &in);
+            decode(&w, d, v, (b >> 2) % 14, &in);
         (void)world_step(&w, d, v, next(&in) % 8);
         if (frames_check(&w.f))
             world_fail(&w, "frames_check failed");
