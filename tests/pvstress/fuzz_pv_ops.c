@@ -6,7 +6,8 @@
  * which is what the fuzzer (or the corpus replay in `make check`) reports.
  *
  * Encoding, one operation at a time:
- *   byte 0: bit 0 domain, bit 1 vCPU, bits 7..2 the operation (mod 14);
+ *   byte 0: bit 0 domain, bit 1 vCPU, bits 7..2 the operation (mod 15;
+ *           14 tears the domain down with its calls in flight);
  *           if that vCPU has a preempted call, it is re-issued instead
  *   then the operation's argument bytes (see decode()), then one byte
  *   for the preemption hook (0: none, else preempt every n-th check).
@@ -169,8 +170,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         d = b & 1;
         v = (b >> 1) & 1;
+        if ((b >> 2) % 15 == 14) {
+            /* The domain dies with its calls in flight, and restarts. */
+            if (world_teardown(&w, d, next(&in) % 8))
+                die(&w, "teardown with calls in flight");
+            continue;
+        }
         if (!world_pending(&w, d, v))
-            decode(&w, d, v, (b >> 2) % 14, &in);
+            decode(&w, d, v, (b >> 2) % 15, &in);
         (void)world_step(&w, d, v, next(&in) % 8);
         if (frames_check(&w.f))
             world_fail(&w, "frames_check failed");

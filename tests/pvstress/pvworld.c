@@ -394,6 +394,57 @@ unsigned world_owned(struct world *w, unsigned d, mfn_t *out, unsigned max)
     return n;
 }
 
+unsigned world_teardown(struct world *w, unsigned d, uint64_t preempt_n)
+{
+    struct world_dom *wd = &w->dom[d];
+    domid_t id = (domid_t)(d + 1);
+    uint64_t before = w->failures, m;
+    unsigned v, guard = 0;
+    int rc;
+
+    bool model_off = w->model_off;
+
+    /* The vCPUs are stopped: their preempted calls are never re-issued. */
+    for (v = 0; v < w->nr_vcpus; v++)
+        wd->call[v].kind = CALL_NONE;
+    /* The model knows nothing of a half-done teardown: audits only. */
+    w->model_off = true;
+    do {
+        pv_vcpu_set_preempt(&wd->vcpu[0], preempt_n, true);
+        rc = pv_domain_relinquish(&wd->pv);
+        w->steps++;
+        if (rc == -ERESTART && world_check_dom(w, d))
+            break;
+    } while (rc == -ERESTART && ++guard < 100000);
+    pv_vcpu_set_preempt(&wd->vcpu[0], 0, false);
+    if (rc)
+        world_fail(w, "d%u: relinquish: %d", id, rc);
+    if (frames_domain_tot(&w->f, id))
+        world_fail(w, "d%u: %" PRIu64 " frames left after relinquish", id,
+                   frames_domain_tot(&w->f, id));
+    if (frames_check(&w->f))
+        world_fail(w, "frames_check failed after relinquish of d%u", id);
+    /* A new domain with the same id. */
+    pv_domain_fini(&wd->pv);
+    if (pv_domain_init(&wd->pv, &w->f, id) != 0)
+        world_fail(w, "d%u: init after relinquish failed", id);
+    for (v = 0; v < w->nr_vcpus; v++) {
+        if (pv_vcpu_init(&wd->vcpu[v], &wd->pv) != 0)
+            world_fail(w, "d%u: vCPU init failed", id);
+        wd->base[v] = wd->user_base[v] = INVALID_MFN;
+    }
+    for (m = 0; m < w->f.nr_frames; m++)
+        if (w->given_to[m] == id) {
+            w->allocated[m] = 0;
+            w->pinned[m] = 0;
+            w->m2p[m] = M2P_UNKNOWN;
+        }
+    w->model_off = model_off;
+    world_check_dom(w, d);
+    w->teardowns++;
+    return (unsigned)(w->failures - before);
+}
+
 /* ------------------------------------------------------------- model */
 
 static void visit(struct world *w, unsigned d, uint64_t m, unsigned level)

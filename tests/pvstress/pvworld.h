@@ -85,6 +85,7 @@ struct world {
     /* statistics and failures */
     uint64_t steps, restarts, model_checks, audits;
     uint64_t audit_tables; /* page tables the audits walked */
+    uint64_t teardowns;
     uint64_t partial_seen; /* resting partial frames the model met */
     uint64_t ok_by_kind[CALL_KINDS], err_by_kind[CALL_KINDS];
     uint64_t failures;
@@ -121,6 +122,13 @@ void call_mem(struct call *c, unsigned cmd, uint32_t order, uint64_t extent);
  * still pending.  Updates the model from what the call reports done.
  */
 int world_step(struct world *w, unsigned d, unsigned v, uint64_t preempt_n);
+/*
+ * Stop domain d's vCPUs (their preempted calls are abandoned), tear it down
+ * with pv_domain_relinquish() (preempted at every n-th check; audited
+ * between re-issues), check that it leaves no frame behind, and start a
+ * new domain with the same id.  Returns the new failures.
+ */
+unsigned world_teardown(struct world *w, unsigned d, uint64_t preempt_n);
 /* Issue the call until it completes, without preemption. */
 int world_run(struct world *w, unsigned d, unsigned v);
 bool world_pending(struct world *w, unsigned d, unsigned v);

@@ -14,6 +14,8 @@
  *    change must flush).
  * One call in three is preempted at a random check (the hook), so several
  * vCPUs of a domain interleave resumable continuations on shared tables.
+ * Rarely, a domain dies with calls in flight: pv_domain_relinquish() (itself
+ * preempted) must leave no frame behind, and the domain starts again.
  *
  * Frames have a preferred level (by mfn % 8: data three times, L1 twice,
  * L2, L3, L4) that most new entries and pins follow, so that deep valid
@@ -278,6 +280,15 @@ static void run(struct world *w, struct gen *g, uint64_t steps, bool stop,
 
         d = rnd(g, NDOMS);
         v = rnd(g, NVCPUS);
+        if (rnd(g, 2000) == 0) {
+            /* Rarely: the domain dies with calls in flight, and restarts. */
+            world_teardown(w, d, rnd(g, 2) ? 0 : 1 + rnd(g, 50));
+            if (w->failures && !*at)
+                *at = s + 1;
+            if (w->failures && stop)
+                return;
+            continue;
+        }
         if (!world_pending(w, d, v)) {
             g->nr_owned = world_owned(w, d, g->owned, POOL);
             new_call(g, d, v);
@@ -325,9 +336,10 @@ static void test_random(void **state)
               (double)(t1.tv_sec - t0.tv_sec) +
                   (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     test_note("%.1f page tables per audit on average, %" PRIu64
-              " resting partial frames met by the model",
+              " resting partial frames met by the model, %" PRIu64
+              " domain teardowns with calls in flight",
               (double)w->audit_tables / (double)(w->audits ? w->audits : 1),
-              w->partial_seen);
+              w->partial_seen, w->teardowns);
     for (unsigned k = 1; k < CALL_KINDS; k++)
         test_note("call kind %u: %" PRIu64 " succeeded, %" PRIu64 " refused",
                   k, w->ok_by_kind[k], w->err_by_kind[k]);
