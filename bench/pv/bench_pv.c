@@ -8,8 +8,9 @@
  * general and a page-table type reference on its child) and unpins it
  * (devalidating the same entries).  Baseline measured in the same run: a
  * plain sequential read of the same page-table memory (515 frames).
- * Prints entries per second, the ratios, sizeof(struct frame) and the frame
- * table's overhead relative to the memory it describes.
+ * Prints entries per second (median and best round), the ratios,
+ * sizeof(struct frame) and the frame table's overhead relative to the
+ * memory it describes.
  *
  * Run: `make bench` (release build, no sanitizers), or
  *      build-bench/bench/pv/bench-pv [rounds]
@@ -157,14 +158,19 @@ int main(int argc, char **argv)
         printf("tree: 1 GiB of 4 KiB pages, %u L1 + L2 + L3 + L4, %" PRIu64
                " present entries; median of %u rounds\n", NR_L1, entries,
                rounds);
-        printf("pin L4 (validate):    %8.2f ms  %6.1f M entries/s\n",
-               pin * 1e3, (double)entries / pin / 1e6);
-        printf("unpin L4 (devalidate):%8.2f ms  %6.1f M entries/s\n",
-               unpin * 1e3, (double)entries / unpin / 1e6);
+        printf("pin L4 (validate):     %8.2f ms  %6.1f M entries/s  (best "
+               "%.2f ms, %.1f M/s)\n", pin * 1e3, (double)entries / pin / 1e6,
+               tpin[0] * 1e3, (double)entries / tpin[0] / 1e6);
+        printf("unpin L4 (devalidate): %8.2f ms  %6.1f M entries/s  (best "
+               "%.2f ms, %.1f M/s)\n", unpin * 1e3,
+               (double)entries / unpin / 1e6, tunpin[0] * 1e3,
+               (double)entries / tunpin[0] / 1e6);
         printf("baseline sequential read of the %u tables: %.3f ms, %.0f M "
-               "entries/s\n", NR_TABLES, rd * 1e3, scanned / rd / 1e6);
-        printf("ratio pin / read: %.1fx   unpin / read: %.1fx\n", pin / rd,
-               unpin / rd);
+               "entries/s (best %.3f ms)\n", NR_TABLES, rd * 1e3,
+               scanned / rd / 1e6, tread[0] * 1e3);
+        printf("ratio pin / read: %.1fx   unpin / read: %.1fx   (best to "
+               "best: %.1fx, %.1fx)\n", pin / rd, unpin / rd,
+               tpin[0] / tread[0], tunpin[0] / tread[0]);
         printf("sizeof(struct frame) = %zu bytes; frame table = %.3f %% of "
                "the memory it describes (limit 0.8 %%)\n",
                sizeof(struct frame),
