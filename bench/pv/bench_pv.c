@@ -46,7 +46,8 @@ static void die(const char *what, long rc)
 static void populate(struct pv_vcpu *v, uint64_t *out, uint64_t n,
                      unsigned order)
 {
-    struct pv_reservation r = {.extent_start = out, .nr_extents = n,
+    struct pv_reservation r = {.extent_start = out,
+                               .nr_extents = n,
                                .extent_order = order,
                                .domid = PV_DOMID_SELF};
     unsigned long cmd = XENMEM_populate_physmap;
@@ -156,21 +157,22 @@ int main(int argc, char **argv)
         double scanned = (double)NR_TABLES * PT_ENTRIES;
 
         printf("tree: 1 GiB of 4 KiB pages, %u L1 + L2 + L3 + L4, %" PRIu64
-               " present entries; median of %u rounds\n", NR_L1, entries,
-               rounds);
+               " present entries; median of %u rounds\n",
+               NR_L1, entries, rounds);
         printf("pin L4 (validate):     %8.2f ms  %6.1f M entries/s  (best "
-               "%.2f ms, %.1f M/s)\n", pin * 1e3, (double)entries / pin / 1e6,
-               tpin[0] * 1e3, (double)entries / tpin[0] / 1e6);
+               "%.2f ms, %.1f M/s)\n",
+               pin * 1e3, (double)entries / pin / 1e6, tpin[0] * 1e3,
+               (double)entries / tpin[0] / 1e6);
         printf("unpin L4 (devalidate): %8.2f ms  %6.1f M entries/s  (best "
-               "%.2f ms, %.1f M/s)\n", unpin * 1e3,
-               (double)entries / unpin / 1e6, tunpin[0] * 1e3,
+               "%.2f ms, %.1f M/s)\n",
+               unpin * 1e3, (double)entries / unpin / 1e6, tunpin[0] * 1e3,
                (double)entries / tunpin[0] / 1e6);
         printf("baseline sequential read of the %u tables: %.3f ms, %.0f M "
-               "entries/s (best %.3f ms)\n", NR_TABLES, rd * 1e3,
-               scanned / rd / 1e6, tread[0] * 1e3);
+               "entries/s (best %.3f ms)\n",
+               NR_TABLES, rd * 1e3, scanned / rd / 1e6, tread[0] * 1e3);
         printf("ratio pin / read: %.1fx   unpin / read: %.1fx   (best to "
-               "best: %.1fx, %.1fx)\n", pin / rd, unpin / rd,
-               tpin[0] / tread[0], tunpin[0] / tread[0]);
+               "best: %.1fx, %.1fx)\n",
+               pin / rd, unpin / rd, tpin[0] / tread[0], tunpin[0] / tread[0]);
         printf("sizeof(struct frame) = %zu bytes; frame table = %.3f %% of "
                "the memory it describes (limit 0.8 %%)\n",
                sizeof(struct frame),

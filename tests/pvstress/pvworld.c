@@ -118,9 +118,10 @@ uint64_t world_fini(struct world *w)
         if (rc)
             world_fail(w, "d%u: relinquish failed: %d", d + 1, rc);
         if (frames_domain_tot(&w->f, (domid_t)(d + 1)))
-            world_fail(w, "d%u: still owns %" PRIu64 " frames after "
-                       "relinquish", d + 1,
-                       frames_domain_tot(&w->f, (domid_t)(d + 1)));
+            world_fail(w,
+                       "d%u: still owns %" PRIu64 " frames after "
+                       "relinquish",
+                       d + 1, frames_domain_tot(&w->f, (domid_t)(d + 1)));
         pv_domain_fini(pd);
     }
     if (frames_check(&w->f))
@@ -235,14 +236,14 @@ static void model_extent(struct world *w, unsigned d, const struct call *c,
         }
         m = c->extents[i] + k;
         if (m >= w->f.nr_frames) {
-            world_fail(w, "d%u: extent %u returned mfn %#" PRIx64
-                       " outside the pool", d + 1, i, m);
+            world_fail(
+                w, "d%u: extent %u returned mfn %#" PRIx64 " outside the pool",
+                d + 1, i, m);
             continue;
         }
         w->allocated[m] = 1;
         w->given_to[m] = (domid_t)(d + 1);
-        w->m2p[m] = cmd == XENMEM_populate_physmap ? c->in[i] + k
-                                                   : M2P_UNKNOWN;
+        w->m2p[m] = cmd == XENMEM_populate_physmap ? c->in[i] + k : M2P_UNKNOWN;
     }
 }
 
@@ -267,11 +268,12 @@ static void check_pfinfo(struct world *w, unsigned d, const uint64_t *in,
                 want |= PV_PFINFO_LPINTAB;
         }
         if ((out[i] & PV_PFINFO_LTAB_MASK) != want)
-            world_fail(w, "d%u: pageframe info of mfn %#" PRIx64
-                       " is %#" PRIx64 ", want %#" PRIx64 " (type word %#"
-                       PRIx64 ")", id, m, out[i] & PV_PFINFO_LTAB_MASK,
-                       want, m < w->f.nr_frames ?
-                       frame_type_word(&w->f, _mfn(m)) : 0);
+            world_fail(w,
+                       "d%u: pageframe info of mfn %#" PRIx64 " is %#" PRIx64
+                       ", want %#" PRIx64 " (type word %#" PRIx64 ")",
+                       id, m, out[i] & PV_PFINFO_LTAB_MASK, want,
+                       m < w->f.nr_frames ? frame_type_word(&w->f, _mfn(m))
+                                          : 0);
     }
 }
 
@@ -453,13 +455,17 @@ static void visit(struct world *w, unsigned d, uint64_t m, unsigned level)
     unsigned i;
 
     if (w->level[m] == LEVEL_WRITABLE) {
-        world_fail(w, "d%u model: mfn %#" PRIx64 " is mapped RW and used "
-                   "as an L%u table", d + 1, m, level);
+        world_fail(w,
+                   "d%u model: mfn %#" PRIx64 " is mapped RW and used "
+                   "as an L%u table",
+                   d + 1, m, level);
         return;
     }
     if (w->seen[m] == 2) {
-        world_fail(w, "d%u model: partial mfn %#" PRIx64 " is referenced "
-                   "as a validated L%u", d + 1, m, level);
+        world_fail(w,
+                   "d%u model: partial mfn %#" PRIx64 " is referenced "
+                   "as a validated L%u",
+                   d + 1, m, level);
         return;
     }
     if (w->seen[m]) {
@@ -481,8 +487,10 @@ static void visit(struct world *w, unsigned d, uint64_t m, unsigned level)
             continue;
         t = mfn_x(pte_mfn(e[i]));
         if (t >= w->f.nr_frames) {
-            world_fail(w, "d%u model: L%u %#" PRIx64 "[%u] points outside "
-                       "the pool", d + 1, level, m, i);
+            world_fail(w,
+                       "d%u model: L%u %#" PRIx64 "[%u] points outside "
+                       "the pool",
+                       d + 1, level, m, i);
             continue;
         }
         w->gen[t]++;
@@ -491,8 +499,10 @@ static void visit(struct world *w, unsigned d, uint64_t m, unsigned level)
                 continue;
             w->typ[t]++;
             if (w->seen[t])
-                world_fail(w, "d%u model: L1 %#" PRIx64 "[%u] maps table %#"
-                           PRIx64 " RW", d + 1, m, i, t);
+                world_fail(w,
+                           "d%u model: L1 %#" PRIx64 "[%u] maps table %#" PRIx64
+                           " RW",
+                           d + 1, m, i, t);
             w->level[t] = LEVEL_WRITABLE;
             continue;
         }
@@ -557,7 +567,8 @@ unsigned world_model_check(struct world *w, unsigned d)
             uint64_t t;
 
             if ((lvl == 4 && i >= PV_HV_L4_FIRST &&
-                 i < PV_HV_L4_FIRST + PV_HV_L4_NR) || !(e[i] & PTE_P))
+                 i < PV_HV_L4_FIRST + PV_HV_L4_NR) ||
+                !(e[i] & PTE_P))
                 continue;
             t = mfn_x(pte_mfn(e[i]));
             if (t >= n)
@@ -596,27 +607,33 @@ unsigned world_model_check(struct world *w, unsigned d)
         if (w->given_to[m] != id && !w->gen[m])
             continue;
         if (w->gen[m] && owner != id) {
-            world_fail(w, "d%u model: mfn %#" PRIx64 " is referenced %" PRIu64
-                       " times but owned by %u", id, m, w->gen[m], owner);
+            world_fail(w,
+                       "d%u model: mfn %#" PRIx64 " is referenced %" PRIu64
+                       " times but owned by %u",
+                       id, m, w->gen[m], owner);
             continue;
         }
         if (!w->gen[m]) {
             if (owner == id)
-                world_fail(w, "d%u model: mfn %#" PRIx64 " has no reference "
-                           "left but is still owned (count %" PRIu64 ")", id,
-                           m, frame_count(&w->f, _mfn(m)));
+                world_fail(w,
+                           "d%u model: mfn %#" PRIx64 " has no reference "
+                           "left but is still owned (count %" PRIu64 ")",
+                           id, m, frame_count(&w->f, _mfn(m)));
             continue;
         }
         if (frame_count(&w->f, _mfn(m)) != w->gen[m])
-            world_fail(w, "d%u model: mfn %#" PRIx64 " general count %" PRIu64
-                       ", model %" PRIu64, id, m, frame_count(&w->f, _mfn(m)),
-                       w->gen[m]);
+            world_fail(w,
+                       "d%u model: mfn %#" PRIx64 " general count %" PRIu64
+                       ", model %" PRIu64,
+                       id, m, frame_count(&w->f, _mfn(m)), w->gen[m]);
         tw = frame_type_word(&w->f, _mfn(m));
         want_tc = w->typ[m];
         if ((tw & FRAME_TYPE_COUNT_MASK) != want_tc)
-            world_fail(w, "d%u model: mfn %#" PRIx64 " type count %" PRIu64
-                       ", model %" PRIu64 " (type word %#" PRIx64 ")", id, m,
-                       (uint64_t)(tw & FRAME_TYPE_COUNT_MASK), want_tc, tw);
+            world_fail(w,
+                       "d%u model: mfn %#" PRIx64 " type count %" PRIu64
+                       ", model %" PRIu64 " (type word %#" PRIx64 ")",
+                       id, m, (uint64_t)(tw & FRAME_TYPE_COUNT_MASK), want_tc,
+                       tw);
         if (!!(tw & FRAME_TYPE_PINNED) != !!w->pinned[m])
             world_fail(w, "d%u model: mfn %#" PRIx64 " pin bit %d, model %u",
                        id, m, !!(tw & FRAME_TYPE_PINNED), w->pinned[m]);
@@ -625,22 +642,28 @@ unsigned world_model_check(struct world *w, unsigned d)
         } else if (w->seen[m]) {
             if (frame_type_level(tw) != w->level[m] ||
                 !(tw & FRAME_TYPE_VALIDATED))
-                world_fail(w, "d%u model: mfn %#" PRIx64 " should be a "
-                           "validated L%u (type word %#" PRIx64 ")", id, m,
-                           w->level[m], tw);
+                world_fail(w,
+                           "d%u model: mfn %#" PRIx64 " should be a "
+                           "validated L%u (type word %#" PRIx64 ")",
+                           id, m, w->level[m], tw);
         } else if (frame_type_level(tw) && (tw & FRAME_TYPE_VALIDATED)) {
-            world_fail(w, "d%u model: mfn %#" PRIx64 " validated as L%u but "
-                       "nothing uses it", id, m, frame_type_level(tw));
+            world_fail(w,
+                       "d%u model: mfn %#" PRIx64 " validated as L%u but "
+                       "nothing uses it",
+                       id, m, frame_type_level(tw));
         } else if (w->level[m] == LEVEL_WRITABLE &&
                    (tw & FRAME_TYPE_MASK) != FRAME_TYPE_WRITABLE) {
-            world_fail(w, "d%u model: mfn %#" PRIx64 " mapped RW but type "
-                       "word %#" PRIx64, id, m, tw);
+            world_fail(w,
+                       "d%u model: mfn %#" PRIx64 " mapped RW but type "
+                       "word %#" PRIx64,
+                       id, m, tw);
         }
         if (w->m2p[m] != M2P_UNKNOWN && w->allocated[m] &&
             wd->pv.m2p[m] != w->m2p[m])
-            world_fail(w, "d%u model: m2p[%#" PRIx64 "] = %#" PRIx64
-                       ", model %#" PRIx64, id, m, (uint64_t)wd->pv.m2p[m],
-                       w->m2p[m]);
+            world_fail(w,
+                       "d%u model: m2p[%#" PRIx64 "] = %#" PRIx64
+                       ", model %#" PRIx64,
+                       id, m, (uint64_t)wd->pv.m2p[m], w->m2p[m]);
         if (nq < PV_PFINFO_MAX) {
             uint64_t want = PV_PFINFO_NOTAB;
 
@@ -664,9 +687,10 @@ unsigned world_model_check(struct world *w, unsigned d)
         else
             for (unsigned i = 0; i < nq; i++)
                 if ((arr[i] & PV_PFINFO_LTAB_MASK) != qm[i])
-                    world_fail(w, "d%u model: pageframe info of %#" PRIx64
-                               " is %#" PRIx64 ", model %#" PRIx64, id, q[i],
-                               arr[i] & PV_PFINFO_LTAB_MASK, qm[i]);
+                    world_fail(w,
+                               "d%u model: pageframe info of %#" PRIx64
+                               " is %#" PRIx64 ", model %#" PRIx64,
+                               id, q[i], arr[i] & PV_PFINFO_LTAB_MASK, qm[i]);
     }
     return (unsigned)(w->failures - before);
 }
@@ -681,9 +705,10 @@ unsigned world_check_dom(struct world *w, unsigned d)
     rc = pv_audit(&w->dom[d].pv, &rep);
     w->audit_tables += rep.tables;
     if (rc)
-        world_fail(w, "d%u: pv_audit %d: %" PRIu64 " errors, first at mfn %#"
-                   PRIx64 ": %s", d + 1, rc, rep.errors,
-                   mfn_x(rep.first_mfn), rep.first);
+        world_fail(w,
+                   "d%u: pv_audit %d: %" PRIu64
+                   " errors, first at mfn %#" PRIx64 ": %s",
+                   d + 1, rc, rep.errors, mfn_x(rep.first_mfn), rep.first);
     if (!w->model_off && world_quiescent(w, d))
         world_model_check(w, d);
     return (unsigned)(w->failures - before);

@@ -37,12 +37,12 @@
 
 enum call_kind {
     CALL_NONE,
-    CALL_MMU,     /* pv_mmu_update */
-    CALL_MMUEXT,  /* pv_mmuext_op */
-    CALL_MEMORY,  /* pv_memory_op */
-    CALL_UVA,     /* pv_update_va_mapping */
-    CALL_PFINFO,  /* pv_pageframe_info */
-    CALL_TLB,     /* pv_vcpu_tlb_fill: the guest writes through a mapping */
+    CALL_MMU,    /* pv_mmu_update */
+    CALL_MMUEXT, /* pv_mmuext_op */
+    CALL_MEMORY, /* pv_memory_op */
+    CALL_UVA,    /* pv_update_va_mapping */
+    CALL_PFINFO, /* pv_pageframe_info */
+    CALL_TLB,    /* pv_vcpu_tlb_fill: the guest writes through a mapping */
     CALL_KINDS
 };
 

@@ -45,8 +45,8 @@ struct scenario {
     void (*setup)(struct world *w, mfn_t *fr);
     /* Build call j of vCPU v; false when v has no more calls. */
     bool (*op)(struct call *c, const mfn_t *fr, unsigned v, unsigned j);
-    enum rule rule;   /* the rule this scenario guards */
-    unsigned bound;   /* preemption bound */
+    enum rule rule; /* the rule this scenario guards */
+    unsigned bound; /* preemption bound */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -79,8 +79,7 @@ static void setup_run(struct world *w, unsigned cmd, mfn_t m)
 {
     call_ext(world_call(w, 0, 0), cmd, m);
     if (world_run(w, 0, 0) != 0)
-        world_fail(w, "setup: mmuext %u on %#" PRIx64 " failed", cmd,
-                   mfn_x(m));
+        world_fail(w, "setup: mmuext %u on %#" PRIx64 " failed", cmd, mfn_x(m));
 }
 
 #define PRW (PTE_P | PTE_RW | PTE_US)
@@ -330,8 +329,7 @@ static uint64_t run_schedule(struct explorer *x, unsigned prefix)
     sc->setup(w, fr);
     world_check(w);
     if (w->failures)
-        snprintf(x->first, sizeof(x->first), "setup: %.500s",
-                 w->first_failure);
+        snprintf(x->first, sizeof(x->first), "setup: %.500s", w->first_failure);
     if (x->rule_off)
         set_rule(world_pv(w, 0), sc->rule);
     x->nd = 0;
@@ -361,10 +359,10 @@ static uint64_t run_schedule(struct explorer *x, unsigned prefix)
         if (b == 0) {
             rc = world_step(w, 0, v, UINT64_MAX);
             if (i >= prefix)
-                x->nopts[i] = 1 + (preempts < sc->bound
-                                       ? candidates(w->last_checks,
-                                                    x->cand[depth])
-                                       : 0);
+                x->nopts[i] =
+                    1 + (preempts < sc->bound
+                             ? candidates(w->last_checks, x->cand[depth])
+                             : 0);
         } else {
             rc = world_step(w, 0, v, x->cand[depth][b - 1]);
             if (rc == -ERESTART)
@@ -373,7 +371,9 @@ static uint64_t run_schedule(struct explorer *x, unsigned prefix)
         if (tl < sizeof(x->trace) - 40)
             tl += (size_t)snprintf(x->trace + tl, sizeof(x->trace) - tl,
                                    " v%u%s", v,
-                                   b ? "" : rc == -ERESTART ? "(r)" : "");
+                                   b                 ? ""
+                                   : rc == -ERESTART ? "(r)"
+                                                     : "");
         if (b && tl < sizeof(x->trace) - 40)
             tl += (size_t)snprintf(x->trace + tl, sizeof(x->trace) - tl,
                                    "/k%" PRIu64 "%s", x->cand[depth][b - 1],
@@ -387,8 +387,8 @@ static uint64_t run_schedule(struct explorer *x, unsigned prefix)
     world_check(w);
     fails = world_fini(w);
     if (fails && !x->violations++)
-        snprintf(x->first, sizeof(x->first), "schedule%.500s: %.200s",
-                 x->trace, w->first_failure);
+        snprintf(x->first, sizeof(x->first), "schedule%.500s: %.200s", x->trace,
+                 w->first_failure);
     free(w);
     return fails;
 }
@@ -464,8 +464,8 @@ static void replay_text(const struct scenario *sc, const char *text,
 
             if (frame_owner(&w->f, _mfn(m)) == 1)
                 test_note("   mfn %#" PRIx64 ": count %#" PRIx64
-                          " type %#" PRIx64 " nr_validated %u flags %u", m,
-                          (uint64_t)pg->count_info, (uint64_t)pg->type_info,
+                          " type %#" PRIx64 " nr_validated %u flags %u",
+                          m, (uint64_t)pg->count_info, (uint64_t)pg->type_info,
                           pg->nr_validated, pg->partial_flags);
         }
     }
@@ -503,8 +503,9 @@ static void run_scenario(const struct scenario *sc)
     explore(x);
     test_note("%s: %u vCPUs, preemption bound %u: %" PRIu64
               " schedules explored, %" PRIu64 " steps, %" PRIu64
-              " violating schedules", sc->name, sc->nr_vcpus, sc->bound,
-              x->schedules, x->steps, x->violations);
+              " violating schedules",
+              sc->name, sc->nr_vcpus, sc->bound, x->schedules, x->steps,
+              x->violations);
     if (x->violations)
         test_note("%s: first violation: %s", sc->name, x->first);
     assert_int_equal(x->violations, 0);
@@ -518,7 +519,8 @@ static void run_scenario(const struct scenario *sc)
         explore(x);
         schedules = x->schedules;
         test_note("%s with %s switched off: violation found after %" PRIu64
-                  " schedules", sc->name, rule_name[sc->rule], schedules);
+                  " schedules",
+                  sc->name, rule_name[sc->rule], schedules);
         if (x->violations)
             test_note("%s: %s", sc->name, x->first);
         assert_true(x->violations > 0);
@@ -527,12 +529,11 @@ static void run_scenario(const struct scenario *sc)
 }
 
 static const struct scenario scenarios[] = {
-    {"xsa299-freed-child", 3, setup_tree, op_freed_child, RULE_PARTIAL_REF,
+    {"xsa299-freed-child", 3, setup_tree, op_freed_child, RULE_PARTIAL_REF, 2},
+    {"cleanup-put-revalidated", 3, setup_tree, op_cleanup_put, RULE_CLEANUP_PUT,
      2},
-    {"cleanup-put-revalidated", 3, setup_tree, op_cleanup_put,
-     RULE_CLEANUP_PUT, 2},
-    {"double-deferred-put", 2, setup_bad_l2, op_double_deferred,
-     RULE_DEFERRED, 2},
+    {"double-deferred-put", 2, setup_bad_l2, op_double_deferred, RULE_DEFERRED,
+     2},
     {"pin-base-update", 2, setup_four, op_four, RULE_NONE, 2},
     {"resumed-child-invalid", 2, setup_bad_l3, op_bad_l3, RULE_NONE, 2},
 };

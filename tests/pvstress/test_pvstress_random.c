@@ -127,13 +127,26 @@ static uint64_t pick_entry(struct gen *g, mfn_t table)
     if (rnd(g, 4) == 0)
         e |= PTE_A | PTE_D;
     switch (rnd(g, 30)) {
-    case 0: e |= PTE_PSE; break;
-    case 1: e |= PTE_PCD; break;
-    case 2: e |= PTE_G; break;
-    case 3: e |= PTE_NX; break;
-    case 4: e |= 1ULL << 51; break; /* beyond any frame */
-    case 5: e |= PTE_AVAIL; break;
-    default: break;
+    case 0:
+        e |= PTE_PSE;
+        break;
+    case 1:
+        e |= PTE_PCD;
+        break;
+    case 2:
+        e |= PTE_G;
+        break;
+    case 3:
+        e |= PTE_NX;
+        break;
+    case 4:
+        e |= 1ULL << 51;
+        break; /* beyond any frame */
+    case 5:
+        e |= PTE_AVAIL;
+        break;
+    default:
+        break;
     }
     return e;
 }
@@ -155,7 +168,7 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
                 call_mmu(c, m, 0, MMU_MACHPHYS_UPDATE, rnd(g, 4 * POOL));
             else
                 call_mmu(c, m, pick_index(g),
-                         k < 5 ? MMU_PT_UPDATE_PRESERVE_AD
+                         k < 5    ? MMU_PT_UPDATE_PRESERVE_AD
                          : k == 5 ? 5 /* unknown command */
                                   : MMU_NORMAL_PT_UPDATE,
                          pick_entry(g, m));
@@ -177,14 +190,17 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
             } else if (k < 9) {
                 call_ext(c, MMUEXT_NEW_BASEPTR, pick(g, 4));
             } else {
-                static const unsigned other[] = {
-                    MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_TLB_FLUSH_ALL, 99,
-                    MMUEXT_CLEAR_PAGE, MMUEXT_COPY_PAGE,
-                    MMUEXT_NEW_USER_BASEPTR, MMUEXT_NEW_USER_BASEPTR};
+                static const unsigned other[] = {MMUEXT_TLB_FLUSH_LOCAL,
+                                                 MMUEXT_TLB_FLUSH_ALL,
+                                                 99,
+                                                 MMUEXT_CLEAR_PAGE,
+                                                 MMUEXT_COPY_PAGE,
+                                                 MMUEXT_NEW_USER_BASEPTR,
+                                                 MMUEXT_NEW_USER_BASEPTR};
                 unsigned cmd = other[rnd(g, ARRAY_SIZE(other))];
 
-                call_ext(c, cmd, pick(g, cmd == MMUEXT_NEW_USER_BASEPTR
-                                             ? 4 : 0));
+                call_ext(c, cmd,
+                         pick(g, cmd == MMUEXT_NEW_USER_BASEPTR ? 4 : 0));
                 if (cmd == MMUEXT_COPY_PAGE)
                     c->ext[c->count - 1].arg2 = mfn_x(pick(g, -1));
                 if (cmd == MMUEXT_NEW_USER_BASEPTR && !rnd(g, 4))
@@ -200,14 +216,14 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
     } else if (r < 80) {
         n = 1 + rnd(g, 2);
         for (i = 0; i < n; i++)
-            call_mem(c, rnd(g, 3) ? XENMEM_populate_physmap
-                                  : XENMEM_increase_reservation,
+            call_mem(c,
+                     rnd(g, 3) ? XENMEM_populate_physmap
+                               : XENMEM_increase_reservation,
                      rnd(g, 10) ? 0 : 1, rnd(g, 4 * POOL));
     } else if (r < 92) {
         n = 1 + rnd(g, 2);
         for (i = 0; i < n; i++)
-            call_mem(c, XENMEM_decrease_reservation, 0,
-                     mfn_x(pick(g, -1)));
+            call_mem(c, XENMEM_decrease_reservation, 0, mfn_x(pick(g, -1)));
     } else if (r < 96) {
         c->kind = CALL_TLB;
         c->count = 1;
@@ -232,7 +248,8 @@ static void trace_call(struct world *w, uint64_t s, unsigned d, unsigned v,
     const char *watch = getenv("MEMVISOR_WATCH");
 
     printf("# step %" PRIu64 " d%u v%u preempt %" PRIu64 " kind %d rc %d "
-           "done %u:", s, d + 1, v, pn, c->kind, rc, after->done);
+           "done %u:",
+           s, d + 1, v, pn, c->kind, rc, after->done);
     for (unsigned i = 0; i < c->count; i++) {
         if (c->kind == CALL_MMU)
             printf(" [mmu %#" PRIx64 "[%u] cmd %u = %#" PRIx64 "]",
@@ -242,8 +259,8 @@ static void trace_call(struct world *w, uint64_t s, unsigned d, unsigned v,
         else if (c->kind == CALL_MMUEXT)
             printf(" [ext %u %#" PRIx64 "]", c->ext[i].cmd, c->ext[i].arg1);
         else if (c->kind == CALL_MEMORY)
-            printf(" [mem %lu %#" PRIx64 " -> %#" PRIx64 "]", c->cmd,
-                   c->in[i], after->extents[i]);
+            printf(" [mem %lu %#" PRIx64 " -> %#" PRIx64 "]", c->cmd, c->in[i],
+                   after->extents[i]);
         else if (c->kind == CALL_PFINFO)
             printf(" [pfinfo %#" PRIx64 "]", c->in[i]);
         else if (c->kind == CALL_TLB)
@@ -259,9 +276,9 @@ static void trace_call(struct world *w, uint64_t s, unsigned d, unsigned v,
         if (frames_mfn_valid(&w->f, m))
             printf("#    mfn %#" PRIx64 " owner %u count %#" PRIx64
                    " type %#" PRIx64 " nr_validated %u partial_flags %u\n",
-                   mfn_x(m), frame_owner(&w->f, m),
-                   (uint64_t)pg->count_info, (uint64_t)pg->type_info,
-                   pg->nr_validated, pg->partial_flags);
+                   mfn_x(m), frame_owner(&w->f, m), (uint64_t)pg->count_info,
+                   (uint64_t)pg->type_info, pg->nr_validated,
+                   pg->partial_flags);
     }
 }
 
@@ -328,11 +345,11 @@ static void test_random(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     run(w, &g, steps, false, &at);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    test_note("seed %" PRIu64 ": %" PRIu64 " operations (calls issued, %"
-              PRIu64 " of them preempted and re-issued), %" PRIu64
-              " audits, %" PRIu64 " model checks, %" PRIu64
-              " audit failures, %.1f s", seed, w->steps, w->restarts,
-              w->audits, w->model_checks, w->failures,
+    test_note("seed %" PRIu64 ": %" PRIu64 " operations (calls issued, %" PRIu64
+              " of them preempted and re-issued), %" PRIu64 " audits, %" PRIu64
+              " model checks, %" PRIu64 " audit failures, %.1f s",
+              seed, w->steps, w->restarts, w->audits, w->model_checks,
+              w->failures,
               (double)(t1.tv_sec - t0.tv_sec) +
                   (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     test_note("%.1f page tables per audit on average, %" PRIu64
@@ -341,12 +358,12 @@ static void test_random(void **state)
               (double)w->audit_tables / (double)(w->audits ? w->audits : 1),
               w->partial_seen, w->teardowns);
     for (unsigned k = 1; k < CALL_KINDS; k++)
-        test_note("call kind %u: %" PRIu64 " succeeded, %" PRIu64 " refused",
-                  k, w->ok_by_kind[k], w->err_by_kind[k]);
+        test_note("call kind %u: %" PRIu64 " succeeded, %" PRIu64 " refused", k,
+                  w->ok_by_kind[k], w->err_by_kind[k]);
     if (w->failures)
         test_note("first failure at step %" PRIu64 " (MEMVISOR_SEED=%" PRIu64
-                  " MEMVISOR_TRACE=%" PRIu64 "): %s", at - 1, seed, at - 1,
-                  w->first_failure);
+                  " MEMVISOR_TRACE=%" PRIu64 "): %s",
+                  at - 1, seed, at - 1, w->first_failure);
     assert_int_equal(w->failures, 0);
     assert_true(w->steps >= steps);
     assert_int_equal(world_fini(w), 0);

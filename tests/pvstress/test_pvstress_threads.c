@@ -71,9 +71,9 @@ static void audit(struct ctx *c)
 
     c->audits++;
     if (pv_audit(&c->d, &rep) != 0) {
-        snprintf(msg, sizeof(msg), "pv_audit: %" PRIu64 " errors, first at %#"
-                 PRIx64 ": %.160s", rep.errors, mfn_x(rep.first_mfn),
-                 rep.first);
+        snprintf(msg, sizeof(msg),
+                 "pv_audit: %" PRIu64 " errors, first at %#" PRIx64 ": %.160s",
+                 rep.errors, mfn_x(rep.first_mfn), rep.first);
         note_fail(c, msg);
     }
     if (frames_check(&c->f) != 0)
@@ -96,9 +96,9 @@ static int issue(struct ctx *c, struct pv_vcpu *v, uint64_t *rng,
     int rc;
 
     do {
-        pv_vcpu_set_preempt(v, test_rand_below(rng, 3)
-                                   ? 0 : 1 + test_rand_below(rng, 600),
-                            true);
+        pv_vcpu_set_preempt(
+            v, test_rand_below(rng, 3) ? 0 : 1 + test_rand_below(rng, 600),
+            true);
         rc = u ? pv_mmu_update(v, u, 1, &done, PV_DOMID_SELF)
                : pv_mmuext_op(v, op, 1, &done, PV_DOMID_SELF);
         if (rc == -ERESTART)
@@ -119,8 +119,8 @@ static int ext(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned cmd,
 static int mmu(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned t,
                unsigned idx, uint64_t val)
 {
-    struct mmu_update u = {
-        .ptr = frames_offset(c->fr[t]) + idx * 8ULL, .val = val};
+    struct mmu_update u = {.ptr = frames_offset(c->fr[t]) + idx * 8ULL,
+                           .val = val};
 
     return issue(c, v, rng, &u, NULL);
 }
@@ -149,8 +149,8 @@ static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
                     note_fail(c, "writable put refused");
             }
         } else {
-            if (ext(c, v, rng, r < 80 ? MMUEXT_PIN_L1_TABLE
-                                      : MMUEXT_UNPIN_TABLE, m))
+            if (ext(c, v, rng,
+                    r < 80 ? MMUEXT_PIN_L1_TABLE : MMUEXT_UNPIN_TABLE, m))
                 c->refused++;
         }
         c->ops++;
@@ -163,8 +163,8 @@ static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
         else
             note_fail(c, "general reference on a shared frame refused");
     } else if (r < 30) {
-        rc = frame_get_and_type(&c->f, m, c->d.id, FRAME_TYPE_WRITABLE, 0,
-                                NULL, NULL);
+        rc = frame_get_and_type(&c->f, m, c->d.id, FRAME_TYPE_WRITABLE, 0, NULL,
+                                NULL);
         if (rc == 0) {
             /* The guest writes through its mapping: a TLB entry. */
             if (pv_vcpu_tlb_fill(v, m) != 0)
@@ -174,8 +174,7 @@ static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
         }
     } else if (r < 55) {
         static const unsigned lvl[] = {[A0] = 3, [A1] = 3, [B0] = 2, [B1] = 2,
-                                       [C0] = 1, [C1] = 1, [C2] = 1,
-                                       [C3] = 1};
+                                       [C0] = 1, [C1] = 1, [C2] = 1, [C3] = 1};
         unsigned t = A0 + (unsigned)test_rand_below(rng, C3 - A0 + 1);
         unsigned l = lvl[t];
 
@@ -219,8 +218,9 @@ static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
                                  ? D0 + (unsigned)test_rand_below(rng, 8)
                                  : C0 + (unsigned)test_rand_below(rng, 4);
 
-                val = pte(c, t, PTE_P | PTE_US |
-                                    (test_rand_below(rng, 2) ? PTE_RW : 0));
+                val = pte(c, t,
+                          PTE_P | PTE_US |
+                              (test_rand_below(rng, 2) ? PTE_RW : 0));
             }
             rc = mmu(c, v, rng, C0 + (unsigned)test_rand_below(rng, 4), idx,
                      val);
@@ -263,8 +263,8 @@ static void *worker_main(void *arg)
 static void populate(struct ctx *c)
 {
     uint64_t ext_[NR_SHARED];
-    struct pv_reservation r = {.extent_start = ext_, .nr_extents = NR_SHARED,
-                               .domid = PV_DOMID_SELF};
+    struct pv_reservation r = {
+        .extent_start = ext_, .nr_extents = NR_SHARED, .domid = PV_DOMID_SELF};
     unsigned long cmd = XENMEM_populate_physmap;
     long n;
 
@@ -312,8 +312,7 @@ static uint64_t run(uint64_t seed, uint64_t rounds, bool xsa401_off)
     pt = frames_ptr(&c->f, c->fr[C0]);
     for (i = 0; i < 4; i++)
         pt[i] = pte(c, D0 + i, PTE_P | PTE_RW | PTE_US);
-    assert_int_equal(ext(c, &c->v[0], &rng, MMUEXT_PIN_L4_TABLE, c->fr[P]),
-                     0);
+    assert_int_equal(ext(c, &c->v[0], &rng, MMUEXT_PIN_L4_TABLE, c->fr[P]), 0);
     audit(c);
     c->d.rules.safety_before_commit = xsa401_off;
     c->stop_at_failure = xsa401_off;
@@ -322,19 +321,18 @@ static uint64_t run(uint64_t seed, uint64_t rounds, bool xsa401_off)
     assert_int_equal(pthread_barrier_init(&c->bar, NULL, NTHREADS), 0);
     for (i = 0; i < NTHREADS; i++) {
         wk[i] = (struct worker){c, i};
-        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &wk[i]),
-                         0);
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &wk[i]), 0);
     }
     for (i = 0; i < NTHREADS; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
     audit(c);
-    test_note("%s%u threads, seed %" PRIu64 ": %" PRIu64 " operations (%"
-              PRIu64 " refused by the rules, %" PRIu64 " preempted and "
-              "re-issued), %" PRIu64 " audits at quiescent barriers, %"
-              PRIu64 " audit failures", xsa401_off ? "XSA-401 order off: " : "",
-              NTHREADS, seed, (uint64_t)c->ops, (uint64_t)c->refused,
-              (uint64_t)c->preempted, (uint64_t)c->audits,
-              (uint64_t)c->failures);
+    test_note("%s%u threads, seed %" PRIu64 ": %" PRIu64 " operations (%" PRIu64
+              " refused by the rules, %" PRIu64 " preempted and "
+              "re-issued), %" PRIu64 " audits at quiescent barriers, %" PRIu64
+              " audit failures",
+              xsa401_off ? "XSA-401 order off: " : "", NTHREADS, seed,
+              (uint64_t)c->ops, (uint64_t)c->refused, (uint64_t)c->preempted,
+              (uint64_t)c->audits, (uint64_t)c->failures);
     if (c->failures)
         test_note("first failure: %s", c->first);
     failures = c->failures;

@@ -40,12 +40,18 @@ static const char *err(int rc)
     static char buf[32];
 
     switch (rc) {
-    case 0: return "ok";
-    case -EINVAL: return "refused: -EINVAL";
-    case -EPERM: return "refused: -EPERM";
-    case -EBUSY: return "refused: -EBUSY";
-    case -ENOENT: return "refused: -ENOENT";
-    case -ERESTART: return "preempted: -ERESTART";
+    case 0:
+        return "ok";
+    case -EINVAL:
+        return "refused: -EINVAL";
+    case -EPERM:
+        return "refused: -EPERM";
+    case -EBUSY:
+        return "refused: -EBUSY";
+    case -ENOENT:
+        return "refused: -ENOENT";
+    case -ERESTART:
+        return "preempted: -ERESTART";
     default:
         snprintf(buf, sizeof(buf), "rc %d", rc);
         return buf;
@@ -60,12 +66,13 @@ static void audit(struct demo *s)
 
     if (a || b || c) {
         s->audit_failures++;
-        printf("        audit: FAILED (%s)\n", a ? r1.first : b ? r2.first
-                                                          : "frames_check");
+        printf("        audit: FAILED (%s)\n", a   ? r1.first
+                                               : b ? r2.first
+                                                   : "frames_check");
     } else {
         printf("        audit: ok (%" PRIu64 " frames, %" PRIu64
-               " page tables recounted)\n", r1.frames + r2.frames,
-               r1.tables + r2.tables);
+               " page tables recounted)\n",
+               r1.frames + r2.frames, r1.tables + r2.tables);
     }
 }
 
@@ -85,8 +92,8 @@ static void row(struct demo *s, const char *result, const char *fmt, ...)
 
 static const char *type_name(uint64_t t)
 {
-    static const char *const n[8] = {"none", "L1", "L2", "L3", "L4", "?5",
-                                     "?6", "writable"};
+    static const char *const n[8] = {"none", "L1", "L2", "L3",
+                                     "L4",   "?5", "?6", "writable"};
 
     return n[(t & FRAME_TYPE_MASK) >> FRAME_TYPE_SHIFT];
 }
@@ -133,9 +140,11 @@ static void frames_table(struct demo *s)
         else
             strcpy(rep, "plain page");
         printf("        %-8s %#-5" PRIx64 " %-5s %-9s %-5" PRIu64 " %-6" PRIu64
-               " %-24s %s\n", role[i], mfn_x(m), owner,
+               " %-24s %s\n",
+               role[i], mfn_x(m), owner,
                (t & FRAME_TYPE_COUNT_MASK) || (t & FRAME_TYPE_MASK)
-                   ? type_name(t) : "-",
+                   ? type_name(t)
+                   : "-",
                (uint64_t)(t & FRAME_TYPE_COUNT_MASK), frame_count(&s->f, m),
                flags, rep);
     }
@@ -174,8 +183,8 @@ static uint64_t pte(mfn_t m, uint64_t flags)
 static long populate(struct pv_vcpu *v, mfn_t *out, unsigned n)
 {
     uint64_t ext_[NR_D1];
-    struct pv_reservation r = {.extent_start = ext_, .nr_extents = n,
-                               .domid = PV_DOMID_SELF};
+    struct pv_reservation r = {
+        .extent_start = ext_, .nr_extents = n, .domid = PV_DOMID_SELF};
     unsigned long cmd = XENMEM_populate_physmap;
     long done;
 
@@ -207,15 +216,16 @@ int main(void)
         return 1;
     }
     printf("memvisor frame table demo: a 64-frame pool, domains d1 and d2, "
-           "struct frame = %zu bytes\n\n", sizeof(struct frame));
+           "struct frame = %zu bytes\n\n",
+           sizeof(struct frame));
     printf("%3s  %-58s %s\n", "#", "operation", "result");
 
     n = populate(&s.v1, s.fr, NR_D1);
     row(&s, n == NR_D1 ? "ok" : "FAILED",
         "d1 populate_physmap: %u frames (P A B C X Y)", NR_D1);
     n = populate(&s.v2, &s.z, 1);
-    row(&s, n == 1 ? "ok" : "FAILED", "d2 populate_physmap: 1 frame Z (mfn %#"
-        PRIx64 ")", mfn_x(s.z));
+    row(&s, n == 1 ? "ok" : "FAILED",
+        "d2 populate_physmap: 1 frame Z (mfn %#" PRIx64 ")", mfn_x(s.z));
     audit(&s);
 
     /* The guest fills its tables through its own (writable) mappings. */
@@ -228,7 +238,8 @@ int main(void)
     pt = frames_ptr(&s.f, s.fr[C]);
     pt[0] = pte(s.fr[X], RW);
     pt[1] = pte(s.fr[Y], RO);
-    row(&s, "ok", "d1 writes P[0]->A, A[0]->B, B[0]->C, C[0]->X rw, "
+    row(&s, "ok",
+        "d1 writes P[0]->A, A[0]->B, B[0]->C, C[0]->X rw, "
         "C[1]->Y ro");
     rc = ext(&s.v1, MMUEXT_PIN_L4_TABLE, s.fr[P]);
     row(&s, err(rc), "d1 mmuext PIN_L4_TABLE P (validates the tree)");
@@ -274,7 +285,8 @@ int main(void)
         frames_table(&s);
         audit(&s);
         rc = ext(&s.v1b, MMUEXT_PIN_L3_TABLE, s.fr[A]);
-        row(&s, err(rc), "d1 vCPU1 pins A meanwhile (A is partial: "
+        row(&s, err(rc),
+            "d1 vCPU1 pins A meanwhile (A is partial: "
             "resumes it)");
         audit(&s);
         while (rc = pv_mmuext_op(&s.v1, &op, 1, &done, PV_DOMID_SELF),
@@ -282,8 +294,10 @@ int main(void)
             issues++;
         issues++;
         pv_vcpu_set_preempt(&s.v1, 0, false);
-        row(&s, err(rc), "d1 vCPU0 re-issues the unpin until done (%u "
-            "issues)", issues);
+        row(&s, err(rc),
+            "d1 vCPU0 re-issues the unpin until done (%u "
+            "issues)",
+            issues);
         frames_table(&s);
         audit(&s);
         rc = ext(&s.v1b, MMUEXT_UNPIN_TABLE, s.fr[A]);
@@ -297,14 +311,15 @@ int main(void)
     audit(&s);
     {
         uint64_t e = mfn_x(s.fr[X]);
-        struct pv_reservation r = {.extent_start = &e, .nr_extents = 1,
-                                   .domid = PV_DOMID_SELF};
+        struct pv_reservation r = {
+            .extent_start = &e, .nr_extents = 1, .domid = PV_DOMID_SELF};
         unsigned long cmd = XENMEM_decrease_reservation;
 
         do {
             n = pv_memory_op(&s.v1, &cmd, &r);
         } while (n == -ERESTART);
-        row(&s, n == 1 ? "ok" : "FAILED", "d1 decrease_reservation X "
+        row(&s, n == 1 ? "ok" : "FAILED",
+            "d1 decrease_reservation X "
             "(C[0] still maps it)");
         frames_table(&s);
         audit(&s);
@@ -322,8 +337,8 @@ int main(void)
     while ((rc = pv_domain_relinquish(&s.d2)) == -ERESTART)
         ;
     row(&s, err(rc), "d2 torn down (relinquish)");
-    printf("        frames in use afterwards: d1 %" PRIu64 ", d2 %" PRIu64
-           "\n", frames_domain_tot(&s.f, 1), frames_domain_tot(&s.f, 2));
+    printf("        frames in use afterwards: d1 %" PRIu64 ", d2 %" PRIu64 "\n",
+           frames_domain_tot(&s.f, 1), frames_domain_tot(&s.f, 2));
     printf("\n%u steps, %u audit failures\n", s.step, s.audit_failures);
     pv_domain_fini(&s.d1);
     pv_domain_fini(&s.d2);
