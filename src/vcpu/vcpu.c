@@ -169,7 +169,7 @@ static bool may_run(struct vcpu *v)
     bool run;
 
     pthread_mutex_lock(&g->lock);
-    while (g->pause_count > 0 && !g->stopped) {
+    while ((g->pause_count > 0 || !v->online) && !g->stopped) {
         g->nr_parked++;
         pthread_cond_broadcast(&g->cond);
         pthread_cond_wait(&g->cond, &g->lock);
@@ -215,6 +215,16 @@ static void *vcpu_thread(void *arg)
     pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->lock);
     return NULL;
+}
+
+void vcpu_set_online(struct vcpu *v)
+{
+    struct vcpu_group *g = v->group;
+
+    pthread_mutex_lock(&g->lock);
+    v->online = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
 }
 
 int vcpu_group_start(struct vcpu_group *g)

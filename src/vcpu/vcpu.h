@@ -15,8 +15,8 @@
  * faulting instruction's bytes).  Nothing a guest does can end the process.
  *
  * Invariants:
- *  V1. A vCPU thread runs KVM_RUN only while the group is neither paused
- *      nor stopped (checked under the group lock just before each run; a
+ *  V1. A vCPU thread runs KVM_RUN only while it is online and the group is
+ *      neither paused nor stopped (checked under the group lock just before each run; a
  *      pause or stop that comes later kicks it out: kvm.h K4).
  *  V2. vcpu_group_pause() returns only when every live vCPU thread is
  *      parked between exits (its last exit fully handled), so guest memory,
@@ -73,6 +73,7 @@ struct vcpu {
     pthread_t thread;
     bool thread_started;
     bool parked_for_good; /* VCPU_PARK: this thread has left */
+    bool online;          /* runs only once online (group lock) */
     struct vcpu_stats stats;
 };
 
@@ -86,7 +87,7 @@ struct vcpu_group {
     void *opaque;
 
     unsigned pause_count; /* nested pause requests */
-    unsigned nr_parked;   /* threads waiting because of a pause */
+    unsigned nr_parked;   /* threads waiting (paused or offline) */
     unsigned nr_live;     /* threads not yet returned */
     _Atomic bool pausing; /* fast check for long operations */
     bool stopped;
@@ -103,6 +104,9 @@ void vcpu_group_fini(struct vcpu_group *g);
 int __must_check vcpu_create(struct vcpu_group *g, struct vcpu *v,
                              struct kvm_vm *vm, unsigned id);
 void vcpu_destroy(struct vcpu *v);
+
+/* Let v run (a vCPU is created offline; a guest brings others up). */
+void vcpu_set_online(struct vcpu *v);
 
 /* Start a thread per vCPU. */
 int __must_check vcpu_group_start(struct vcpu_group *g);
