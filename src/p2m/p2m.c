@@ -149,6 +149,25 @@ out:
     return rc;
 }
 
+int p2m_set_type(struct p2m *p, gfn_t gfn, enum p2m_type t)
+{
+    struct p2m_entry e;
+    int rc = 0;
+
+    if (!p2m_is_ram(t))
+        return -EINVAL;
+    if (range_check(gfn_x(gfn), 1, p->nr_gfns))
+        return -EFAULT;
+    pthread_mutex_lock(&p->lock);
+    e = unpack(p->table[gfn_x(gfn)]);
+    if (!p2m_is_ram(e.type))
+        rc = -ENOENT;
+    else
+        p->table[gfn_x(gfn)] = pack(e.mfn, t);
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
 int p2m_lookup(struct p2m *p, gfn_t gfn, struct p2m_entry *e)
 {
     return p2m_lookup_range(p, gfn, 1, e);

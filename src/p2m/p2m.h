@@ -102,6 +102,11 @@ int __must_check p2m_remove(struct p2m *p, gfn_t gfn, struct p2m_entry *old);
 int __must_check p2m_replace(struct p2m *p, gfn_t gfn, mfn_t mfn,
                              enum p2m_type t, struct p2m_entry *old);
 
+/* Change a RAM entry's type to another RAM type, keeping its frame and
+ * reference (no mapcache invalidation: the frame stays).  -ENOENT if the
+ * entry is not RAM, -EINVAL if t is not a RAM type. */
+int __must_check p2m_set_type(struct p2m *p, gfn_t gfn, enum p2m_type t);
+
 /* Entry of gfn; an invalid entry is returned as (INVALID_MFN, P2M_INVALID)
  * with 0.  -EFAULT outside the table. */
 int __must_check p2m_lookup(struct p2m *p, gfn_t gfn, struct p2m_entry *e);
