@@ -24,7 +24,7 @@ int frames_init(struct frames *f, uint64_t nr_frames)
 
     memset(f, 0, sizeof(*f));
     f->memfd = -1;
-    if (!nr_frames || nr_frames > (1ULL << 40) / PAGE_SIZE)
+    if (nr_frames < 2 || nr_frames > (1ULL << 40) / PAGE_SIZE)
         return -EINVAL;
     bytes = nr_frames << PAGE_SHIFT;
 
@@ -49,8 +49,10 @@ int frames_init(struct frames *f, uint64_t nr_frames)
     }
     for (i = 0; i < nr_frames; i++)
         atomic_init(&f->table[i].owner, DOMID_NONE);
-    bitmap_set_range(f->free_map, 0, nr_frames);
-    f->nr_frames = f->nr_free = nr_frames;
+    /* F11: frame 0 is never handed out. */
+    bitmap_set_range(f->free_map, 1, nr_frames - 1);
+    f->nr_frames = nr_frames;
+    f->nr_free = nr_frames - 1;
     rc = pthread_mutex_init(&f->alloc_lock, NULL);
     if (rc) {
         rc = -rc;
@@ -298,7 +300,9 @@ int frames_check(struct frames *f)
     int rc = 0;
 
     pthread_mutex_lock(&f->alloc_lock);
-    for (i = 0; i < f->nr_frames; i++) {
+    if (bitmap_test(f->free_map, 0) || atomic_load(&f->table[0].count_info))
+        rc = -EUCLEAN; /* F11 */
+    for (i = 1; i < f->nr_frames; i++) {
         struct frame *pg = &f->table[i];
         uint64_t c = atomic_load(&pg->count_info);
         domid_t o = atomic_load(&pg->owner);

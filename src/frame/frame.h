@@ -81,6 +81,8 @@
  *      strictly after the type reference that changed the type is committed
  *      (the XSA-401 ordering).
  *  F10. PARTIAL implies type count exactly 1; PINNED implies VALIDATED.
+ *  F11. mfn 0 is never allocated (as in Xen, no domain owns it), so the
+ *      ABI can use 0 for "none" (e.g. MMUEXT_NEW_USER_BASEPTR).
  *
  * Locking: the allocator lock (frames.alloc_lock) protects the free bitmap,
  * the search cursor and every domain's tot_frames.  Count and type words
@@ -181,7 +183,7 @@ struct frames {
     struct frame_domain domains[FRAME_MAX_DOMAINS];
 };
 
-/* Pool and table. nr_frames > 0. */
+/* Pool and table. nr_frames > 1 (frame 0 is reserved, F11). */
 int __must_check frames_init(struct frames *f, uint64_t nr_frames);
 void frames_fini(struct frames *f);
 
@@ -322,7 +324,7 @@ bool frame_test_and_set_pinned(struct frames *f, mfn_t mfn);
 bool frame_test_and_clear_pinned(struct frames *f, mfn_t mfn);
 uint64_t frame_type_word(struct frames *f, mfn_t mfn);
 
-/* Check F1, F2 (owner of free frames), F4, F6, F10; 0 or -EUCLEAN. */
+/* Check F1, F2 (owner of free frames), F4, F6, F10, F11; 0 or -EUCLEAN. */
 int __must_check frames_check(struct frames *f);
 
 #endif

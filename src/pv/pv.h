@@ -190,6 +190,7 @@ struct pv_reservation {
 
 #define PV_MAX_VCPUS 64
 #define PV_WTLB_SIZE 8
+#define PV_WTLB_EMPTY (~0ULL)
 
 /*
  * Test-only rule switches: each disables one rule so that the test that
@@ -265,8 +266,11 @@ struct pv_vcpu {
     uint64_t preempt_after;
     uint64_t preempt_count;
     bool preempt_repeat;
-    /* Writable translations this vCPU may still hold (a TLB model). */
-    mfn_t wtlb[PV_WTLB_SIZE];
+    /*
+     * Writable translations this vCPU may still hold (a TLB model): raw
+     * mfns, PV_WTLB_EMPTY if unused.  Other vCPUs flush them (atomics).
+     */
+    _Atomic uint64_t wtlb[PV_WTLB_SIZE];
 };
 
 /* ------------------------------------------------------ set-up, hooks */

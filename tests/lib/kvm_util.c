@@ -375,6 +375,14 @@ void kvmtest_runner_resume(struct kvmtest_runner *r)
     pthread_mutex_unlock(&r->lock);
 }
 
+void kvmtest_runner_unpause(struct kvmtest_runner *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->pause_req = false;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
 int kvmtest_runner_join(struct kvmtest_runner *r)
 {
     pthread_mutex_lock(&r->lock);
@@ -451,10 +459,15 @@ static int f_open_dev(void)
     FAULT(KVMTEST_OP_OPEN);
     return REAL->open_dev();
 }
+static void shadow_reset(int vmfd);
+
 static int f_sys_ioctl(int fd, unsigned long req, unsigned long arg)
 {
     FAULT(KVMTEST_OP_SYS);
-    return REAL->sys_ioctl(fd, req, arg);
+    int rc = REAL->sys_ioctl(fd, req, arg);
+    if (req == KVM_CREATE_VM && rc >= 0)
+        shadow_reset(rc);
+    return rc;
 }
 static int f_get_supported_cpuid(int fd, struct kvm_cpuid2 *c)
 {
@@ -466,11 +479,45 @@ static int f_enable_cap(int fd, const struct kvm_enable_cap *c)
     FAULT(KVMTEST_OP_ENABLE_CAP);
     return REAL->enable_cap(fd, c);
 }
+/* The shadow of KVM's slots (test fixture). */
+static struct {
+    pthread_mutex_t lock;
+    int vmfd;
+    struct kvmtest_shadow_slot slots[KVMTEST_SHADOW_SLOTS];
+} shadow = {.lock = PTHREAD_MUTEX_INITIALIZER, .vmfd = -1};
+
 static int f_set_user_memory_region(int fd,
                                     const struct kvm_userspace_memory_region *r)
 {
     FAULT(KVMTEST_OP_SET_REGION);
-    return REAL->set_user_memory_region(fd, r);
+    int rc = REAL->set_user_memory_region(fd, r);
+    if (rc == 0 && (r->slot & 0xffff) < KVMTEST_SHADOW_SLOTS) {
+        pthread_mutex_lock(&shadow.lock);
+        if (shadow.vmfd != fd) {
+            memset(shadow.slots, 0, sizeof(shadow.slots));
+            shadow.vmfd = fd;
+        }
+        shadow.slots[r->slot & 0xffff] = (struct kvmtest_shadow_slot){
+            r->memory_size ? r->flags : 0, r->memory_size ? r->guest_phys_addr : 0,
+            r->memory_size, r->memory_size ? r->userspace_addr : 0};
+        pthread_mutex_unlock(&shadow.lock);
+    }
+    return rc;
+}
+
+static void shadow_reset(int vmfd)
+{
+    pthread_mutex_lock(&shadow.lock);
+    memset(shadow.slots, 0, sizeof(shadow.slots));
+    shadow.vmfd = vmfd;
+    pthread_mutex_unlock(&shadow.lock);
+}
+
+void kvmtest_shadow_get(struct kvmtest_shadow_slot out[KVMTEST_SHADOW_SLOTS])
+{
+    pthread_mutex_lock(&shadow.lock);
+    memcpy(out, shadow.slots, sizeof(shadow.slots));
+    pthread_mutex_unlock(&shadow.lock);
 }
 static int f_get_dirty_log(int fd, struct kvm_dirty_log *l)
 {

@@ -159,6 +159,8 @@ int kvmtest_runner_stop(struct kvmtest_runner *r);
 void kvmtest_runner_resume(struct kvmtest_runner *r);
 /* Kick out of KVM_RUN and park at once (not at a SYNC): a pause. */
 int kvmtest_runner_pause(struct kvmtest_runner *r);
+/* End a pause (a vCPU also stopped at a SYNC stays parked). */
+void kvmtest_runner_unpause(struct kvmtest_runner *r);
 /* Stop and join the thread; returns the thread's error. */
 int kvmtest_runner_join(struct kvmtest_runner *r);
 
@@ -184,6 +186,18 @@ void kvmtest_fault_disarm(void);
 uint64_t kvmtest_fault_calls(enum kvmtest_op op);
 /* Whether the armed fault has fired. */
 bool kvmtest_fault_fired(void);
+
+/*
+ * KVM's memory slots as the fault table saw them accepted (slot id <
+ * KVMTEST_SHADOW_SLOTS, of the VM created last through it): what KVM holds,
+ * to compare with memvisor's view (memslot invariant M3).
+ */
+#define KVMTEST_SHADOW_SLOTS 512
+struct kvmtest_shadow_slot {
+    uint32_t flags;
+    uint64_t gpa, size, hva; /* size 0: no slot */
+};
+void kvmtest_shadow_get(struct kvmtest_shadow_slot out[KVMTEST_SHADOW_SLOTS]);
 
 #endif /* !KVMTEST_GUEST */
 #endif
