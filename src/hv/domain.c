@@ -56,6 +56,19 @@ static void errf(char *err, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+/* pv_audit(): the general references the touch lists hold (H2: the
+ * domain is quiescent, the lists are stable). */
+static uint64_t touch_refs(void *arg, mfn_t mfn)
+{
+    struct domain *d = arg;
+    uint64_t n = 0;
+
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        for (unsigned k = 0; k < d->vcpus[i].nr_touch; k++)
+            n += (d->vcpus[i].touch[k] >> PAGE_SHIFT) == mfn_x(mfn);
+    return n;
+}
+
 static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
 {
     struct pvcpu *pc = &d->vcpus[i];
@@ -86,9 +99,12 @@ static void domain_teardown(struct domain *d)
     struct frames *f = &d->hv->frames;
     int r;
 
-    for (unsigned i = 0; i < d->nr_vcpus; i++)
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        if (d->vcpus[i].d)
+            pvcpu_touch_release(&d->vcpus[i]);
         if (d->vcpus[i].vcpu.group)
             vcpu_destroy(&d->vcpus[i].vcpu);
+    }
     if (d->created_vm)
         kvm_vm_destroy(&d->vm);
     if (d->created_pv) {
@@ -173,6 +189,8 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         goto fail;
     }
     d->created_pv = true;
+    d->pv->hooks.extra_refs = touch_refs;
+    d->pv->hooks.arg = d;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));
         r = -ENOMEM;
@@ -187,6 +205,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     }
     d->created_shim = true;
     d->pv->hv_l4[0] = shim_l4e(&d->shim);
+    d->pv->hv_l4[1] = shim_l4e_directmap(&d->shim);
 
     /* Build: ELF, frames, start-of-day page tables pinned through pv. */
     boot = calloc(1, sizeof(*boot));

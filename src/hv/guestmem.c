@@ -19,8 +19,19 @@ static bool canonical(uint64_t va)
     return va < (1ULL << 47) || va >= 0xffff800000000000ULL;
 }
 
+static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
+                   bool stop_at_l1, uint64_t *maddr, uint64_t *l1e_maddr,
+                   uint64_t *l1e);
+
 static int walk(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
                 uint64_t *maddr, uint64_t *l1e_maddr, uint64_t *l1e)
+{
+    return walk_to(pc, va, write, leaf_perm, false, maddr, l1e_maddr, l1e);
+}
+
+static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
+                   bool stop_at_l1, uint64_t *maddr, uint64_t *l1e_maddr,
+                   uint64_t *l1e)
 {
     struct frames *f = &pc->d->hv->frames;
     uint64_t mfn = pc->sregs.cr3 >> PAGE_SHIFT;
@@ -35,6 +46,10 @@ static int walk(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
             return -EFAULT;
         t = frames_ptr(f, _mfn(mfn));
         e = __atomic_load_n(&t[idx], __ATOMIC_RELAXED);
+        if (level == 1 && stop_at_l1) {
+            *l1e_maddr = (mfn << PAGE_SHIFT) + idx * 8;
+            return 0;
+        }
         if (!(e & PTE_P))
             return -EFAULT;
         if (level > 1 || leaf_perm) {
@@ -57,6 +72,12 @@ static int walk(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
         return -EFAULT;
     *maddr = (mfn << PAGE_SHIFT) | (va & (PAGE_SIZE - 1));
     return 0;
+}
+
+int gm_l1e_maddr(struct pvcpu *pc, uint64_t va, uint64_t *l1e_maddr)
+{
+    uint64_t unused;
+    return walk_to(pc, va, false, false, true, &unused, l1e_maddr, NULL);
 }
 
 int gm_translate(struct pvcpu *pc, uint64_t va, uint64_t *maddr,

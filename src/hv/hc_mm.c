@@ -71,7 +71,8 @@ static int mmuext_batch(struct pv_vcpu *v, const void *ops, uint32_t n,
     return pv_mmuext_op(v, ops, n, pdone, (domid_t)fd);
 }
 
-static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn)
+static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn,
+                  bool is_mmu)
 {
     uint8_t buf[MMU_CHUNK * 24];
     uint32_t count = (uint32_t)a[1], done_total = 0;
@@ -88,6 +89,15 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn)
     while (count > 0) {
         uint32_t n = MIN(count, (uint32_t)MMU_CHUNK), done = 0;
 
+        if (is_mmu && pvcpu_touch_room(pc) < n) {
+            /* the touch list is full: let the shim store these back first */
+            if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
+                return -EFAULT;
+            a[0] = va;
+            a[1] = count | MMU_UPDATE_PREEMPTED;
+            pc->retry = true;
+            return 0;
+        }
         if (gm_copy_from(pc, buf, va, (uint64_t)n * size) < 0) {
             rc = -EFAULT;
             break;
@@ -96,6 +106,16 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn)
             rc = fn(pc->pv, buf, n, &done, PV_DOMID_SELF);
             if (rc != -ERESTART || preempt_now(pc))
                 break;
+        }
+        if (is_mmu) {
+            const struct mmu_update *req = (const void *)buf;
+            for (uint32_t k = 0; k < done; k++) {
+                unsigned cmd = req[k].ptr & 7;
+                if (cmd == MMU_NORMAL_PT_UPDATE ||
+                    cmd == MMU_PT_UPDATE_PRESERVE_AD ||
+                    cmd == MMU_PT_UPDATE_NO_TRANSLATE)
+                    pvcpu_touch_add(pc, req[k].ptr & ~7ULL);
+            }
         }
         done_total += done;
         va += (uint64_t)done * size;
@@ -119,21 +139,35 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn)
 
 long hc_mmu_update(struct pvcpu *pc, uint64_t a[6])
 {
-    return batch(pc, a, sizeof(struct mmu_update), mmu_batch);
+    return batch(pc, a, sizeof(struct mmu_update), mmu_batch, true);
 }
 
 long hc_mmuext_op(struct pvcpu *pc, uint64_t a[6])
 {
-    return batch(pc, a, sizeof(struct mmuext_op), mmuext_batch);
+    long rc = batch(pc, a, sizeof(struct mmuext_op), mmuext_batch, false);
+
+    /* A new base pointer, or a TLB flush request: load CR3 for the current
+     * mode and flush this vCPU's TLB through the touch loop. */
+    pvcpu_load_cr3(pc);
+    pc->want_flush = true;
+    return rc;
 }
 
 long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6])
 {
+    uint64_t l1e_maddr;
+    bool known = gm_l1e_maddr(pc, a[0], &l1e_maddr) == 0;
     int rc;
 
     do
         rc = pv_update_va_mapping(pc->pv, a[0], a[1], a[2]);
     while (rc == -ERESTART);
+    if (rc == 0) {
+        if (known)
+            pvcpu_touch_add(pc, l1e_maddr);
+        else
+            pc->want_flush = true;
+    }
     return rc;
 }
 

@@ -51,6 +51,14 @@ struct pvcpu {
     bool retry;          /* re-execute the hypercall (continuation) */
     bool no_result;      /* the handler set rax itself (iret) */
     uint64_t last_error; /* error code of the exception being handled */
+
+    /* Page-table entries written from the host during this exit, to be
+     * stored back by the shim's touch loop (shim.h); each holds a general
+     * reference on its frame until the loop is done. */
+    uint64_t touch[SHIM_TOUCH_MAX];
+    unsigned nr_touch;
+    bool want_flush;              /* run the loop even with no entries */
+    struct kvm_regs touch_saved;  /* the guest's registers meanwhile */
 };
 
 struct domain {
@@ -88,10 +96,21 @@ int __must_check gm_copy_to(struct pvcpu *pc, uint64_t va, const void *src,
  * writable-page-table path; no permission check on the leaf). */
 int __must_check gm_translate(struct pvcpu *pc, uint64_t va, uint64_t *maddr,
                               uint64_t *l1e_maddr, uint64_t *l1e);
+/* Machine address of the L1 entry that maps va (present or not). */
+int __must_check gm_l1e_maddr(struct pvcpu *pc, uint64_t va,
+                              uint64_t *l1e_maddr);
 
 /* ---- events (pvcpu.c) */
 int pvcpu_exit(struct vcpu *v, void *opaque);
 void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
+/* Record a page-table entry written from the host (touch loop). */
+void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr);
+void pvcpu_touch_release(struct pvcpu *pc);
+/* Room left in the touch list before a continuation is needed. */
+static inline unsigned pvcpu_touch_room(const struct pvcpu *pc)
+{
+    return SHIM_TOUCH_MAX - pc->nr_touch;
+}
 /* Bounce an exception to the guest kernel; -errno crashes the domain. */
 int __must_check pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err,
                               uint64_t err);

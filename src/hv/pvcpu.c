@@ -299,6 +299,30 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
     }
 }
 
+void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr)
+{
+    struct frames *f = &pc->d->hv->frames;
+    mfn_t mfn = _mfn(maddr >> PAGE_SHIFT);
+
+    if (pc->nr_touch == SHIM_TOUCH_MAX) {
+        /* never reached: callers take a continuation first; a full list
+         * still gets a TLB flush */
+        pc->want_flush = true;
+        return;
+    }
+    if (!frames_mfn_valid(f, mfn) || frame_get(f, mfn, pc->d->id) < 0)
+        return; /* not the domain's frame (any more): nothing to show */
+    pc->touch[pc->nr_touch++] = maddr;
+}
+
+void pvcpu_touch_release(struct pvcpu *pc)
+{
+    for (unsigned i = 0; i < pc->nr_touch; i++)
+        frame_put(&pc->d->hv->frames, _mfn(pc->touch[i] >> PAGE_SHIFT));
+    pc->nr_touch = 0;
+    pc->want_flush = false;
+}
+
 int pvcpu_exit(struct vcpu *v, void *opaque)
 {
     struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
@@ -324,6 +348,16 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         return -EIO;
     }
     pc->sregs_dirty = false;
+    if (entry == SHIM_ENTRY_TOUCH_DONE) {
+        /* The shim stored the entries back: drop the holds and return to
+         * the guest with its own registers through the frame in place. */
+        pvcpu_touch_release(pc);
+        if (kvm_vcpu_set_regs(&v->kvm, &pc->touch_saved) < 0) {
+            pvcpu_crash(pc, "cannot write registers");
+            return -EIO;
+        }
+        return VCPU_CONTINUE;
+    }
     r = shim_event_read(&d->shim, pc->id, (unsigned)entry, pc->regs.rsp, &ev);
     if (r < 0 || (entry != SHIM_ENTRY_SYSCALL && ev.frame.cs != SHIM_SEL_CS3)) {
         pvcpu_crash(pc, "event %d from ring 0 (rsp %#llx, frame cs %#llx rip "
@@ -361,6 +395,10 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         return -EIO;
     }
     shim_resume(&d->shim, pc->id, &pc->ret, &pc->regs);
+    if (pc->nr_touch || pc->want_flush) {
+        pc->touch_saved = pc->regs;
+        shim_touch(&d->shim, pc->id, pc->touch, pc->nr_touch, &pc->regs);
+    }
     if (kvm_vcpu_set_regs(&v->kvm, &pc->regs) < 0) {
         pvcpu_crash(pc, "cannot write registers");
         return -EIO;

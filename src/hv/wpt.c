@@ -103,6 +103,7 @@ int wpt_emulate(struct pvcpu *pc, uint64_t cr2)
     while (rc == -ERESTART);
     if (rc < 0)
         return rc;
+    pvcpu_touch_add(pc, maddr);
     pc->ret.rip += i;
     return 1;
 }

@@ -20,6 +20,13 @@
  *   0x008  return:  iretq              every resume after an event
  *   0x040  vector stubs, 8 bytes each, for entries 0..63:
  *                   out %al, $(SHIM_PORT_BASE + n); iretq
+ *   0x300  touch: for each of %ecx machine addresses (as direct-map
+ *          virtual addresses) in the list at %rsi, load the quadword and
+ *          store it back, then reload CR3 and hand over (entry 34).  The
+ *          stores make the KVM see page-table entries memvisor wrote from
+ *          the host (a shadow MMU only notices guest writes); the CR3
+ *          reload flushes this vCPU's TLB.  memvisor restores the guest's
+ *          registers at the hand-over.
  *   0x400  per-vCPU page template (copied to each vCPU's page, which
  *          memvisor maps at SHIM_VA_PERCPU(i)):
  *          +0x80  SYSCALL entry (LSTAR) for CPUs where SYSCALL does
@@ -28,6 +35,7 @@
  */
 #define SHIM_PORT_BASE 0xc0
 #define SHIM_ENTRY_SYSCALL 33
+#define SHIM_ENTRY_TOUCH_DONE 34
 #define PERCPU_SAVED_RSP 0xf8
 #define PERCPU_STACK_TOP 0x1000
 
@@ -50,6 +58,21 @@ vectors:
     iretq
     .set n, n + 1
     .endr
+
+    .org 0x300, 0x90
+touch:
+    testl %ecx, %ecx
+    jz 2f
+1:  movq (%rsi), %rdi
+    movq (%rdi), %rax
+    movq %rax, (%rdi)
+    addq $8, %rsi
+    decl %ecx
+    jnz 1b
+2:  movq %cr3, %rax
+    movq %rax, %cr3
+    outb %al, $(SHIM_PORT_BASE + SHIM_ENTRY_TOUCH_DONE)
+    iretq
 
     .org 0x400, 0x90
 percpu_template:

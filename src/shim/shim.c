@@ -14,6 +14,7 @@ extern const uint64_t shim_image_bytes_size;
 #define PTE_RW 0x002ULL
 #define PTE_A 0x020ULL
 #define PTE_D 0x040ULL
+#define PTE_PSE 0x080ULL
 #define PTE_NX (1ULL << 63)
 
 #define MSR_STAR 0xc0000081
@@ -117,7 +118,7 @@ static void build_percpu(struct shim *s, unsigned i)
 int shim_init(struct shim *s, struct frames *f, domid_t owner,
               unsigned nr_vcpus)
 {
-    mfn_t *all[6 + SHIM_MAX_VCPUS];
+    mfn_t *all[7 + SHIM_MAX_VCPUS + SHIM_DIRECTMAP_MAX_L2];
     unsigned n = 0, done = 0;
     int r;
 
@@ -138,6 +139,12 @@ int shim_init(struct shim *s, struct frames *f, domid_t owner,
     all[n++] = &s->l1;
     for (unsigned i = 0; i < nr_vcpus; i++)
         all[n++] = &s->percpu[i];
+    s->nr_dm_l2 = (unsigned)DIV_ROUND_UP(f->nr_frames, 512ULL * 512);
+    if (s->nr_dm_l2 > SHIM_DIRECTMAP_MAX_L2)
+        return -EINVAL;
+    all[n++] = &s->dm_l3;
+    for (unsigned i = 0; i < s->nr_dm_l2; i++)
+        all[n++] = &s->dm_l2[i];
     for (done = 0; done < n; done++) {
         r = frames_alloc(f, owner, 0, all[done]);
         if (r < 0)
@@ -159,6 +166,19 @@ int shim_init(struct shim *s, struct frames *f, domid_t owner,
     map(s, SHIM_VA_GDT, s->gdt, PTE_P | PTE_RW | PTE_A | PTE_D | PTE_NX);
     for (unsigned i = 0; i < nr_vcpus; i++)
         map(s, SHIM_VA_PERCPU(i), s->percpu[i], PTE_P | PTE_RW | PTE_A | PTE_D);
+    /* The direct map of the pool: 2 MiB pages, supervisor, no execute. */
+    for (unsigned i = 0; i < s->nr_dm_l2; i++) {
+        uint64_t *l2 = page(s, s->dm_l2[i]);
+        page(s, s->dm_l3)[i] =
+            (mfn_x(s->dm_l2[i]) << PAGE_SHIFT) | PTE_P | PTE_RW | PTE_A;
+        for (unsigned j = 0; j < 512; j++) {
+            uint64_t first = ((uint64_t)i * 512 + j) * 512;
+            if (first >= f->nr_frames)
+                break;
+            l2[j] = (first << PAGE_SHIFT) | PTE_P | PTE_RW | PTE_A | PTE_D |
+                    PTE_PSE | PTE_NX;
+        }
+    }
     return 0;
 
 fail:
@@ -178,6 +198,9 @@ void shim_fini(struct shim *s)
         return;
     for (unsigned i = 0; i < 6; i++)
         BUG_ON(frame_put_alloc_ref(s->frames, all[i]) < 0);
+    BUG_ON(frame_put_alloc_ref(s->frames, s->dm_l3) < 0);
+    for (unsigned i = 0; i < s->nr_dm_l2; i++)
+        BUG_ON(frame_put_alloc_ref(s->frames, s->dm_l2[i]) < 0);
     for (unsigned i = 0; i < s->nr_vcpus; i++)
         BUG_ON(frame_put_alloc_ref(s->frames, s->percpu[i]) < 0);
     memset(s, 0, sizeof(*s));
@@ -186,6 +209,30 @@ void shim_fini(struct shim *s)
 uint64_t shim_l4e(const struct shim *s)
 {
     return (mfn_x(s->l3) << PAGE_SHIFT) | PTE_P | PTE_RW | PTE_A;
+}
+
+static uint64_t *stack_slot(struct shim *s, unsigned i, uint64_t va)
+{
+    uint8_t *p = frames_ptr(s->frames, s->percpu[i]);
+    return (uint64_t *)(void *)(p + (va - SHIM_VA_PERCPU(i)));
+}
+
+uint64_t shim_l4e_directmap(const struct shim *s)
+{
+    return (mfn_x(s->dm_l3) << PAGE_SHIFT) | PTE_P | PTE_RW | PTE_A;
+}
+
+void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
+                unsigned n, struct kvm_regs *regs)
+{
+    uint64_t *list = stack_slot(s, i, SHIM_VA_PERCPU(i) + SHIM_PERCPU_TOUCH);
+
+    BUG_ON(n > SHIM_TOUCH_MAX || i >= s->nr_vcpus);
+    for (unsigned k = 0; k < n; k++)
+        list[k] = SHIM_VA_DIRECTMAP + (maddrs[k] & ~7ULL);
+    regs->rsi = SHIM_VA_PERCPU(i) + SHIM_PERCPU_TOUCH;
+    regs->rcx = n;
+    regs->rip = SHIM_VA_CODE + SHIM_OFF_TOUCH;
 }
 
 static void seg(struct kvm_segment *sg, uint16_t sel, uint8_t type, bool code)
@@ -248,12 +295,6 @@ unsigned shim_vcpu_msrs(const struct shim *s, unsigned i, uint32_t idx[8],
     idx[3] = MSR_SFMASK;
     val[3] = 0x4700;
     return 4;
-}
-
-static uint64_t *stack_slot(struct shim *s, unsigned i, uint64_t va)
-{
-    uint8_t *p = frames_ptr(s->frames, s->percpu[i]);
-    return (uint64_t *)(void *)(p + (va - SHIM_VA_PERCPU(i)));
 }
 
 void shim_resume(struct shim *s, unsigned i, const struct shim_frame *to,

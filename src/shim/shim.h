@@ -28,7 +28,20 @@
  *   +0x1000   IDT (256 gates)
  *   +0x2000   GDT (SHIM_SEL_* below, then one TSS descriptor per vCPU)
  *   +0x10000 + 0x1000*i   vCPU i's page: TSS at +0, SYSCALL entry at
- *             +0x80 (LSTAR), saved user RSP at +0xf8, stack up to +0x1000
+ *             +0x80 (LSTAR), saved user RSP at +0xf8, touch list at
+ *             +0x100, stack up to +0x1000
+ * and slot 257 (SHIM_VA_DIRECTMAP) maps the whole frame pool, supervisor
+ * only, in 2 MiB pages: the touch loop writes through it.
+ *
+ * Touching: the KVM below shadows the guest's page tables and notices only
+ * writes the guest makes; entries memvisor writes from the host (pv's
+ * mmu_update, update_va_mapping, writable-page-table emulation) would stay
+ * invisible.  After such a hypercall memvisor lists the machine addresses
+ * of the changed entries (shim_touch()); the vCPU runs the shim's touch
+ * loop, which stores each entry's own value back from ring 0 (the KVM
+ * traps the store and drops its shadow of that entry), reloads CR3, and
+ * hands over again (SHIM_ENTRY_TOUCH_DONE), when memvisor restores the
+ * guest's registers and returns to it.
  *
  * Invariants:
  *  S1. Every shim page-table entry is supervisor-only (U=0); the IDT and
@@ -60,16 +73,21 @@
 #define SHIM_VA_GDT (SHIM_VA_BASE + 0x2000)
 #define SHIM_VA_PERCPU(i) (SHIM_VA_BASE + 0x10000 + 0x1000ULL * (i))
 #define SHIM_MAX_VCPUS 64
+#define SHIM_VA_DIRECTMAP 0xffff808000000000ULL /* slot 257 */
+#define SHIM_DIRECTMAP_MAX_L2 8                  /* pools up to 8 GiB */
 
 /* Offsets in the image (shim.S). */
 #define SHIM_OFF_START 0x000
 #define SHIM_OFF_RESUME 0x008
 #define SHIM_OFF_VECTORS 0x040
+#define SHIM_OFF_TOUCH 0x300
 #define SHIM_OFF_PERCPU 0x400
 #define SHIM_PERCPU_TEMPLATE_SIZE 0x100
 /* Offsets in a vCPU's page. */
 #define SHIM_PERCPU_SYSCALL 0x80
 #define SHIM_PERCPU_SAVED_RSP 0xf8
+#define SHIM_PERCPU_TOUCH 0x100 /* touch list, SHIM_TOUCH_MAX entries */
+#define SHIM_TOUCH_MAX 224
 #define SHIM_PERCPU_STACK_TOP 0x1000
 
 /* Entries: 0..31 are the CPU's exception vectors (4 is the hypercall
@@ -79,6 +97,7 @@
 #define SHIM_ENTRY_HYPERCALL 4
 #define SHIM_ENTRY_IRQ 32     /* every vector >= 32 */
 #define SHIM_ENTRY_SYSCALL 33 /* SYSCALL that entered ring 0 (hardware) */
+#define SHIM_ENTRY_TOUCH_DONE 34 /* the touch loop finished */
 
 /* Real selectors.  The guest sees Xen's flat selectors instead (the hv
  * layer translates); these are never shown to it. */
@@ -101,6 +120,8 @@ struct shim {
     unsigned nr_vcpus;
     mfn_t image, idt, gdt, l3, l2, l1;
     mfn_t percpu[SHIM_MAX_VCPUS];
+    mfn_t dm_l3, dm_l2[SHIM_DIRECTMAP_MAX_L2];
+    unsigned nr_dm_l2;
 };
 
 /* The frame a CPU pushes on the shim stack, and iretq pops. */
@@ -120,8 +141,14 @@ int __must_check shim_init(struct shim *s, struct frames *f, domid_t owner,
                            unsigned nr_vcpus);
 void shim_fini(struct shim *s);
 
-/* The value of L4 slot 256 in every PV root page table. */
+/* The values of L4 slots 256 and 257 in every PV root page table. */
 uint64_t shim_l4e(const struct shim *s);
+uint64_t shim_l4e_directmap(const struct shim *s);
+/* Prepare regs to run the touch loop over n (<= SHIM_TOUCH_MAX) machine
+ * addresses of page-table entries; the return frame stays where
+ * shim_resume() put it. */
+void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
+                unsigned n, struct kvm_regs *regs);
 
 /* The image itself, and whether vector n pushes an error code. */
 const uint8_t *shim_image(uint64_t *size);

@@ -24,8 +24,9 @@ int shimvm_init(struct shimvm *s, const void *code, size_t len, bool ring3)
     if ((r = frames_domain_add(&s->frames, SHIMVM_GUEST, 512)) < 0 ||
         (r = frames_domain_add(&s->frames, SHIMVM_HV, 512)) < 0)
         return r;
-    /* The guest's identity region: frames 0..511 all belong to it. */
-    for (unsigned i = 0; i < 512; i++) {
+    /* The guest's identity region: frames 1..511 belong to it (the frame
+     * allocator never hands out frame 0). */
+    for (unsigned i = 1; i < 512; i++) {
         mfn_t m;
         if ((r = frames_alloc(&s->frames, SHIMVM_GUEST, 0, &m)) < 0)
             return r;
