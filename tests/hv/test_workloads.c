@@ -112,7 +112,7 @@ static void run(const char *workload, unsigned vcpus)
         const char *found = NULL;
         for (const char *p = strstr(con, key); p; p = strstr(p + 1, key))
             if (strncmp(p + strlen(key), "start", 5) &&
-                strncmp(p + strlen(key), "pass", 4))
+                strncmp(p + strlen(key), "pass\n", 5))
                 found = p;
         line = found;
         if (line) {
