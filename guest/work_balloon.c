@@ -115,8 +115,9 @@ static int balloon_run(struct kernel *k, struct vcpu *v)
         if (pr && PROBE_VECTOR(pr) == 14)
             v->c[B_GONE_FAULTS]++;
         else
-            vfail(v, "balloon", "ballooned-out pfn %lu still readable (%lx)",
-                  pfns[idx[0]], pr);
+            vfail(v, "balloon",
+                  "ballooned-out pfn %lu still readable (%lx), its entry %lx",
+                  pfns[idx[0]], pr, *mm_physmap_ptep(k, pfns[idx[0]]));
         rc = reservation(k, XENMEM_decrease_reservation, ext2, b);
         if (rc == 0)
             v->c[B_DOUBLE_REFUSED]++;

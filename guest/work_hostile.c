@@ -63,6 +63,7 @@ struct hostile {
     uint64_t guard[NR_GUARD];
     uint64_t l4_snap[PT_ENTRIES], l3_snap[PT_ENTRIES], l2_snap[PT_ENTRIES];
     uint64_t max_mfn;
+    uint64_t shared_mfn; /* start_info.shared_info, a frame of ours */
     uint16_t stub_ports[8];
     unsigned nr_stub_ports;
 };
@@ -355,25 +356,28 @@ static void try_entry(struct hostile *h, uint64_t mfn, uint64_t *table,
     }
 }
 
+/* A frame that is not in the guest's p2m list and is not its shared info
+ * page: the hypervisor's, the shim's, another domain's or free. */
+static bool unowned(struct hostile *h, uint64_t m)
+{
+    return m != h->shared_mfn && !mm_owns_mfn(h->k, m);
+}
+
 static uint64_t unowned_mfn(struct hostile *h, unsigned i)
 {
-    switch (i) {
-    case 0:
-        return h->max_mfn + 1;
-    case 1:
-        return h->max_mfn + 1000;
-    case 2:
-        return 0;
-    default: {
-        /* A random frame below our highest that is not ours. */
+    static const uint64_t above[] = {1, 2, 1000, 1ULL << 20};
+    uint64_t m = i == 2 ? 0 : h->max_mfn + above[i % 4];
+    if (i >= 3) {
+        /* A random frame below our highest. */
         for (unsigned tries = 0; tries < 64; tries++) {
-            uint64_t m = krand_below(&h->v->rng, h->max_mfn + 1);
-            if (!mm_owns_mfn(h->k, m))
+            m = krand_below(&h->v->rng, h->max_mfn + 1);
+            if (unowned(h, m))
                 return m;
         }
-        return h->max_mfn + 2;
     }
-    }
+    while (!unowned(h, m))
+        m++;
+    return m;
 }
 
 static void attack_pte(struct hostile *h)
@@ -549,6 +553,13 @@ static void attack_mem(struct hostile *h)
                        unowned_mfn(h, 2), unowned_mfn(h, 3)};
     long rc = resv(XENMEM_decrease_reservation, ext, 4, 0, DOMID_SELF);
     outcome(h, H_MEM, rc <= 0, "give back 4 unowned frames", rc);
+    /* The shared info page is the hypervisor's to keep while the domain
+     * lives (it writes vCPU state there). */
+    if (h->shared_mfn && h->v->id == 0) {
+        uint64_t sh = h->shared_mfn;
+        rc = resv(XENMEM_decrease_reservation, &sh, 1, 0, DOMID_SELF);
+        outcome(h, H_MEM, rc <= 0, "give back the shared info frame", rc);
+    }
     uint64_t own = h->k->p2m[h->garbage];
     rc = resv(XENMEM_decrease_reservation, &own, 1, 0, 5);
     outcome(h, H_MEM, rc <= 0, "give back a frame for domain 5", rc);
@@ -836,6 +847,10 @@ static int hostile_run(struct kernel *k, struct vcpu *v)
     for (uint64_t pfn = 0; pfn < k->nr_pages; pfn++)
         if (k->p2m[pfn] != INVALID_P2M && k->p2m[pfn] > h->max_mfn)
             h->max_mfn = k->p2m[pfn];
+    h->shared_mfn = k->si->shared_info >> GUEST_PAGE_SHIFT;
+    if (v->id == 0)
+        kprintf(k, "hostile: highest mfn of the p2m %lx, shared info mfn %lx\n",
+                h->max_mfn, h->shared_mfn);
     uint64_t *g = mm_va(h->garbage);
     for (unsigned i = 0; i < 512; i++)
         g[i] = krand(&v->rng) | _PAGE_PRESENT;
