@@ -37,6 +37,8 @@
 #define VECTOR_EVENT 32
 #define VECTOR_FAILSAFE 33
 
+struct vcpu;
+
 /* ---- probes: instructions that may fault, with a fixup (head.S) ---- */
 /* A probe returns 0 when the instruction completed, else PROBE_FAULTED with
  * the vector in bits 0-7 and the error code in bits 8-39. */
@@ -72,9 +74,16 @@ uint64_t probe_div0(void);
 /* int3 with rax = marker: returns the probe code if bounced as #BP, the
  * hypercall result if the transport took it for one, marker if ignored. */
 uint64_t probe_int3(uint64_t marker);
-/* Calls addr with rax = rax_val and the five argument registers. */
-uint64_t hypercall_raw(uint64_t addr, uint64_t rax_val, uint64_t a1,
-                       uint64_t a2, uint64_t a3);
+/* Calls addr with rax = rax_val and three argument registers; a fault on
+ * the way returns the probe code (v->recover_*). */
+uint64_t hypercall_raw(struct vcpu *v, uint64_t addr, uint64_t rax_val,
+                       uint64_t a1, uint64_t a2, uint64_t a3);
+/* The iret hypercall with cs, ss and rflags of the caller's choosing,
+ * resuming at the next instruction on the same stack: returns the CPL and
+ * IOPL it resumed with ((rflags & 0x3000) | (cs & 3)), or the probe code
+ * if the hypervisor bounced a fault instead. */
+uint64_t iret_probe(struct vcpu *v, uint64_t cs, uint64_t ss,
+                    uint64_t rflags);
 
 /* ---- the kernel object ---- */
 struct spinlock {
@@ -86,6 +95,10 @@ void spin_unlock(struct spinlock *l);
 #define NR_COUNTERS 24
 
 struct vcpu {
+    /* When set, a fault the exception table does not cover resumes at
+     * recover_rip with rsp = recover_rsp and rax = the probe code (the
+     * hostile workload's calls into code it does not control). */
+    uint64_t recover_rip, recover_rsp;
     unsigned id;
     struct kernel *k;
     uint64_t stack_top;
@@ -102,6 +115,8 @@ struct kernel {
     char cmdline[MAX_GUEST_CMDLINE];
     struct spinlock console_lock;
     struct spinlock lock;
+    struct spinlock balloon_lock; /* frames given back are not reused
+                                   * until their giver checked them gone */
     struct trap_info traps[NR_TRAP_VECTORS + 1];
     unsigned nr_vcpus;
     struct vcpu vcpus[MAX_VCPUS];

@@ -202,17 +202,59 @@ probe_int3:
 1:  ret
     EXTABLE 1b
 
-/* hypercall_raw(addr, rax, a1, a2, a3) */
+/* Offsets into struct vcpu of recover_rip / recover_rsp: checked by a
+ * _Static_assert in kernel.c. */
+#define VCPU_RECOVER_RIP 0
+#define VCPU_RECOVER_RSP 8
+
+/* hypercall_raw(v, addr, rax, a1, a2, a3) */
     .globl hypercall_raw
 hypercall_raw:
-    mov %rdi, %r9
-    mov %rsi, %rax
-    mov %rdx, %rdi
-    mov %rcx, %rsi
-    mov %r8, %rdx
+    push %rbx
+    push %rbp
+    mov %rdi, %rbx                      /* v */
+    lea 2f(%rip), %rax
+    mov %rax, VCPU_RECOVER_RIP(%rbx)
+    mov %rsp, VCPU_RECOVER_RSP(%rbx)
+    mov %rsi, %rbp                      /* addr */
+    mov %rdx, %rax
+    mov %rcx, %rdi
+    mov %r8, %rsi
+    mov %r9, %rdx
     xor %r10d, %r10d
     xor %r8d, %r8d
-    call *%r9
+    call *%rbp
+2:  movq $0, VCPU_RECOVER_RIP(%rbx)
+    pop %rbp
+    pop %rbx
+    ret
+
+/* iret_probe(v, cs, ss, rflags) */
+    .globl iret_probe
+iret_probe:
+    push %rbx
+    mov %rdi, %rbx
+    lea 2f(%rip), %rax
+    mov %rax, VCPU_RECOVER_RIP(%rbx)
+    mov %rsp, VCPU_RECOVER_RSP(%rbx)
+    mov %rsp, %rax                      /* resume on this stack */
+    push %rdx                           /* ss */
+    push %rax                           /* rsp */
+    push %rcx                           /* rflags */
+    push %rsi                           /* cs */
+    lea 1f(%rip), %rax
+    push %rax                           /* rip */
+    pushq $0                            /* flags */
+    xor %eax, %eax
+    jmp hypercall_page + HYPERCALL_IRET * 32
+1:  mov %cs, %ecx
+    and $3, %ecx
+    pushf
+    pop %rax
+    and $0x3000, %eax
+    or %rcx, %rax
+2:  movq $0, VCPU_RECOVER_RIP(%rbx)
+    pop %rbx
     ret
 
 /* ---------------------------------------------------------------------- */

@@ -37,6 +37,12 @@ struct trap_regs {
 };
 void trap_dispatch(struct trap_regs *r);
 
+/* head.S reaches these two fields by offset. */
+_Static_assert(__builtin_offsetof(struct vcpu, recover_rip) == 0,
+               "VCPU_RECOVER_RIP in head.S");
+_Static_assert(__builtin_offsetof(struct vcpu, recover_rsp) == 8,
+               "VCPU_RECOVER_RSP in head.S");
+
 void spin_lock(struct spinlock *l)
 {
     while (__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE))
@@ -132,6 +138,14 @@ void trap_dispatch(struct trap_regs *r)
         r->rip = fixup;
         r->rax = PROBE_FAULTED | (r->vector & 0xff) |
                  ((r->error_code & 0xffffffff) << 8);
+        return;
+    }
+    if (v->recover_rip && r->vector != VECTOR_FAILSAFE) {
+        r->rip = v->recover_rip;
+        r->rsp = v->recover_rsp;
+        r->rax = PROBE_FAULTED | (r->vector & 0xff) |
+                 ((r->error_code & 0xffffffff) << 8);
+        v->recover_rip = 0;
         return;
     }
     v->unexpected++;

@@ -5,7 +5,8 @@
  * counter.  A page that comes back stale, misplaced or torn is a failure.
  *
  * Options: pages=<per vCPU> (default 1024), passes=<n> (default 8; 0 runs
- * until the domain is stopped, printing progress every 16 passes).
+ * until the domain is stopped, printing progress every 16 passes),
+ * inject-lost-write=<pass> (the check's own test: drop one write).
  */
 #include "guest.h"
 
@@ -39,6 +40,9 @@ static int dirty_run(struct kernel *k, struct vcpu *v)
 {
     uint64_t want = cmdline_num(k, "pages", 1024);
     uint64_t passes = cmdline_num(k, "passes", 8);
+    /* inject-lost-write=<pass>: skip one page's write in that pass, as a
+     * hypervisor that lost a write would; the next pass must see it. */
+    uint64_t inject = cmdline_num(k, "inject-lost-write", 0);
     uint64_t n = work_alloc_pages(k, v, want);
     v->c[D_PAGES] = n;
     if (n < want)
@@ -62,6 +66,8 @@ static int dirty_run(struct kernel *k, struct vcpu *v)
                     vfail(v, "dirty", "pass %lu pfn %lu: %s at word %u",
                           pass, pfn, check_result_name(r), word);
             }
+            if (pass == inject && i == n / 2 && v->id == 0)
+                continue;
             check_fill(page, pfn, pass, v->id);
             v->c[D_WRITTEN]++;
         }
