@@ -168,6 +168,7 @@ static void test_crash_isolated(void **state)
     assert_non_null(strstr(bad->g.diag, "fatal exit"));
     assert_non_null(strstr(bad->g.diag, "suberror"));
     assert_non_null(strstr(bad->g.diag, "rip="));
+    assert_non_null(strstr(bad->g.diag, "instruction bytes: cc 48 ff c3"));
     /* the other group still runs */
     vcpu_group_pause(&good->g);
     before = rbx(&good->v[0]);
