@@ -335,7 +335,8 @@ static void *control_thread(void *arg)
     return NULL;
 }
 
-int control_start(struct control **out, const char *path, struct domain *d)
+int control_start(struct control **out, const char *path, struct domain *d,
+                  int pause_depth)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct control *c;
@@ -347,6 +348,7 @@ int control_start(struct control **out, const char *path, struct domain *d)
     if (!c)
         return -ENOMEM;
     c->d = d;
+    c->pause_depth = pause_depth;
     snprintf(c->path, sizeof(c->path), "%s", path);
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -33,8 +33,9 @@
 
 struct control;
 
+/* pause_depth: pauses already taken on the socket's behalf (--paused). */
 int __must_check control_start(struct control **out, const char *path,
-                               struct domain *d);
+                               struct domain *d, int pause_depth);
 void control_stop(struct control *c);
 
 /* Handle one request line; the response (one line, no newline) goes to out.
