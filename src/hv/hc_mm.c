@@ -89,15 +89,8 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn,
     while (count > 0) {
         uint32_t n = MIN(count, (uint32_t)MMU_CHUNK), done = 0;
 
-        if (is_mmu && pvcpu_touch_room(pc) < n) {
-            /* the touch list is full: let the shim store these back first */
-            if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
-                return -EFAULT;
-            a[0] = va;
-            a[1] = count | MMU_UPDATE_PREEMPTED;
-            pc->retry = true;
-            return 0;
-        }
+        if (is_mmu && pvcpu_touch_room(pc) < n)
+            goto preempt; /* let the shim store the entries back first */
         if (gm_copy_from(pc, buf, va, (uint64_t)n * size) < 0) {
             rc = -EFAULT;
             break;
@@ -120,21 +113,23 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn,
         done_total += done;
         va += (uint64_t)done * size;
         count -= done;
-        if (rc == -ERESTART || (rc == 0 && count > 0 && preempt_now(pc))) {
-            /* continuation: the rest, with *done carried in the guest */
-            if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
-                return -EFAULT;
-            a[0] = va;
-            a[1] = count | MMU_UPDATE_PREEMPTED;
-            pc->retry = true;
-            return 0;
-        }
+        if (rc == -ERESTART || (rc == 0 && count > 0 && preempt_now(pc)))
+            goto preempt;
         if (rc < 0)
             break;
     }
     if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
         return -EFAULT;
     return rc;
+
+preempt:
+    /* continuation: the rest, with *done carried in the guest */
+    if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
+        return -EFAULT;
+    a[0] = va;
+    a[1] = count | MMU_UPDATE_PREEMPTED;
+    pc->retry = true;
+    return 0;
 }
 
 long hc_mmu_update(struct pvcpu *pc, uint64_t a[6])
