@@ -48,7 +48,14 @@ int hc_pv_set_base(struct pvcpu *pc, uint64_t mfn)
 
 static bool preempt_now(struct pvcpu *pc)
 {
-    return vcpu_pause_pending(&pc->vcpu);
+    return vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt;
+}
+
+void hv_domain_test_preempt(struct domain *d, uint64_t every)
+{
+    d->test_preempt = every != 0;
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        pv_vcpu_set_preempt(d->vcpus[i].pv, every, every != 0);
 }
 
 /*
@@ -210,9 +217,21 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
                 return (long)start;
             r.nr_extents = n;
         }
-        do
+        for (;;) {
             done = pv_memory_op(pc->pv, &cmd, &r);
-        while (done == -ERESTART);
+            if (done != -ERESTART)
+                break;
+            if (preempt_now(pc)) {
+                /* continuation at the extent pv reached in this chunk */
+                uint64_t progress = cmd >> MEMOP_EXTENT_SHIFT;
+                if (op != XENMEM_decrease_reservation && progress > 0 &&
+                    gm_copy_to(pc, va, ext, progress * 8) < 0)
+                    return (long)start;
+                a[0] = op | ((start + progress) << MEMOP_EXTENT_SHIFT);
+                pc->retry = true;
+                return 0;
+            }
+        }
         if (done < 0)
             return start == 0 ? done : (long)start;
         if (op != XENMEM_decrease_reservation && done > 0 &&

@@ -114,5 +114,8 @@ int __must_check hv_domain_pfinfo(struct domain *d, uint64_t *cursor,
                                   uint32_t *info);
 uint64_t hv_domain_nr_pages(const struct domain *d);
 const char *hv_hypercall_name(unsigned nr);
+/* Test only: make pv preempt at every `every`-th check and turn every
+ * preemption into a continuation through the guest (0: off). */
+void hv_domain_test_preempt(struct domain *d, uint64_t every);
 
 #endif

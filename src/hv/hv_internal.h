@@ -84,6 +84,7 @@ struct domain {
     int shutdown_reason;
     bool created_vm, created_group, created_shim, created_pv;
     bool leaked; /* teardown left frames behind (reported by tests) */
+    bool test_preempt; /* test only: every preemption point is taken */
 
     _Atomic uint64_t hc_count[HV_NR_HYPERCALLS];
     _Atomic uint64_t hc_unknown;

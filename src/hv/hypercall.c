@@ -480,7 +480,8 @@ long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
                                   memory_order_relaxed);
         /* Inside a multicall, or with nobody waiting, go on at once. */
         if (!in_multicall &&
-            (vcpu_pause_pending(&pc->vcpu) || i >= HC_MAX_RETRIES_INLINE ||
+            (vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt ||
+             i >= HC_MAX_RETRIES_INLINE ||
              pvcpu_touch_room(pc) < SHIM_TOUCH_MAX / 2))
             return r; /* caller re-enters through the guest */
     }

@@ -58,7 +58,7 @@ static int free_image(void **state)
     return 0;
 }
 
-static void run(const char *workload, unsigned vcpus)
+static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
 {
     struct hv hv;
     struct domain *d;
@@ -80,6 +80,8 @@ static void run(const char *workload, unsigned vcpus)
     };
     if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
         fail_msg("create: %s", err);
+    if (preempt)
+        hv_domain_test_preempt(d, preempt);
     t0 = now_s();
     assert_int_equal(hv_domain_start(d), 0);
     while (!hv_domain_stopped(d) && now_s() - t0 < 100) {
@@ -91,6 +93,9 @@ static void run(const char *workload, unsigned vcpus)
         audits++;
     }
     status = hv_domain_wait(d);
+    hv_domain_stats(d, &st);
+    if (preempt)
+        assert_true(st.continuations > 0);
     hv_domain_console(d, con, sizeof(con));
     if (status != 0)
         fail_msg("exit status %d; crash: %s\nconsole:\n%s", status,
@@ -148,7 +153,24 @@ static void run(const char *workload, unsigned vcpus)
     hv_fini(&hv);
 }
 
+static void run(const char *workload, unsigned vcpus)
+{
+    run_opts(workload, vcpus, 0);
+}
+
 static void test_dirty(void **s) { (void)s; run("dirty", 2); }
+/* Every preemption point of pv taken, every one a continuation through
+ * the guest: the workloads still pass and the audits stay clean. */
+static void test_ptchurn_preempted(void **s)
+{
+    (void)s;
+    run_opts("ptchurn", 2, 16);
+}
+static void test_balloon_preempted(void **s)
+{
+    (void)s;
+    run_opts("balloon", 2, 2);
+}
 static void test_ptchurn(void **s) { (void)s; run("ptchurn", 2); }
 static void test_balloon(void **s) { (void)s; run("balloon", 2); }
 static void test_hostile(void **s) { (void)s; run("hostile", 2); }
@@ -195,6 +217,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_balloon),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_pause_stops_progress),
+        cmocka_unit_test(test_ptchurn_preempted),
+        cmocka_unit_test(test_balloon_preempted),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
