@@ -117,5 +117,8 @@ const char *hv_hypercall_name(unsigned nr);
 /* Test only: make pv preempt at every `every`-th check and turn every
  * preemption into a continuation through the guest (0: off). */
 void hv_domain_test_preempt(struct domain *d, uint64_t every);
+/* Test only: never run the shim's touch loop (host-written page-table
+ * entries stay invisible to the KVM's shadow MMU). */
+void hv_domain_test_no_touch(struct domain *d);
 
 #endif

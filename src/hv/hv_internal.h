@@ -85,6 +85,7 @@ struct domain {
     bool created_vm, created_group, created_shim, created_pv;
     bool leaked; /* teardown left frames behind (reported by tests) */
     bool test_preempt; /* test only: every preemption point is taken */
+    bool test_no_touch; /* test only: skip the touch loop (shows it matters) */
 
     _Atomic uint64_t hc_count[HV_NR_HYPERCALLS];
     _Atomic uint64_t hc_unknown;

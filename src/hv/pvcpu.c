@@ -315,6 +315,11 @@ void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr)
     pc->touch[pc->nr_touch++] = maddr;
 }
 
+void hv_domain_test_no_touch(struct domain *d)
+{
+    d->test_no_touch = true;
+}
+
 void pvcpu_touch_release(struct pvcpu *pc)
 {
     for (unsigned i = 0; i < pc->nr_touch; i++)
@@ -395,6 +400,8 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         return -EIO;
     }
     shim_resume(&d->shim, pc->id, &pc->ret, &pc->regs);
+    if (d->test_no_touch)
+        pvcpu_touch_release(pc);
     if (pc->nr_touch || pc->want_flush) {
         pc->touch_saved = pc->regs;
         shim_touch(&d->shim, pc->id, pc->touch, pc->nr_touch, &pc->regs);

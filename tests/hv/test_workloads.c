@@ -209,6 +209,39 @@ static void test_pause_stops_progress(void **state)
     hv_fini(&hv);
 }
 
+/* The touch loop switched off: the guest's page-table changes made by
+ * memvisor stay invisible to the KVM's shadow MMU and ptchurn's
+ * self-checks catch stale translations. */
+static void test_no_touch_fails(void **state)
+{
+    struct hv hv;
+    struct domain *d;
+    char err[256];
+    static char con[65536];
+    int status;
+    (void)state;
+
+    if (!test_have_kvm())
+        skip();
+    assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
+    struct hv_domain_config cfg = {
+        .image = image, .image_size = image_size, .mem_mib = 64,
+        .nr_vcpus = 2, .cmdline = "ptchurn", .console_fd = -1,
+    };
+    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    hv_domain_test_no_touch(d);
+    assert_int_equal(hv_domain_start(d), 0);
+    status = hv_domain_wait(d);
+    hv_domain_console(d, con, sizeof(con));
+    test_note("without the touch loop: exit status %d, ptchurn %s", status,
+              strstr(con, "ptchurn: FAIL") ? "FAILS" : "passes");
+    assert_int_not_equal(status, 0);
+    assert_non_null(strstr(con, "ptchurn: FAIL"));
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +252,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_pause_stops_progress),
         cmocka_unit_test(test_ptchurn_preempted),
         cmocka_unit_test(test_balloon_preempted),
+        cmocka_unit_test(test_no_touch_fails),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
