@@ -77,6 +77,32 @@ static void pv_mark_dirty(void *arg, mfn_t mfn)
         (void)!dirty_mark(&d->dirty, _gfn(mfn_x(mfn)), 1);
 }
 
+/*
+ * A frame becomes a page table: the KVM may still shadow it from an
+ * earlier life as a page table (its contents since rewritten or scrubbed
+ * from the host), so the vCPU doing this runs a whole-page touch before it
+ * returns to the guest.  Outside a vCPU thread (build, teardown) no vCPU
+ * runs, and the domain's VM has no shadow of a frame it never used.
+ */
+static void pv_type_changed(void *arg, mfn_t mfn, uint64_t old_type,
+                            uint64_t new_type)
+{
+    struct domain *d = arg;
+    uint64_t t = new_type & FRAME_TYPE_MASK;
+    pthread_t self = pthread_self();
+
+    (void)old_type;
+    if (t < FRAME_TYPE_L1 || t > FRAME_TYPE_L4)
+        return;
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        struct pvcpu *pc = &d->vcpus[i];
+        if (pc->vcpu.thread_started && pthread_equal(pc->vcpu.thread, self)) {
+            pvcpu_touch_add(pc, (mfn_x(mfn) << PAGE_SHIFT) | SHIM_TOUCH_PAGE);
+            return;
+        }
+    }
+}
+
 static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
 {
     struct pvcpu *pc = &d->vcpus[i];
@@ -202,6 +228,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     d->created_pv = true;
     d->pv->hooks.extra_refs = touch_refs;
     d->pv->hooks.mark_dirty = pv_mark_dirty;
+    d->pv->hooks.type_changed = pv_type_changed;
     d->pv->hooks.arg = d;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));

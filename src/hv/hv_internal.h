@@ -91,6 +91,7 @@ struct domain {
     _Atomic uint64_t hc_unknown;
     _Atomic uint64_t bounces[32];
     _Atomic uint64_t syscalls, wpt_emulated, wpt_refused, continuations;
+    _Atomic uint64_t touch_overflow;
 };
 
 /* ---- guest memory (guestmem.c): through the vCPU's current page tables;

@@ -305,8 +305,11 @@ void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr)
     mfn_t mfn = _mfn(maddr >> PAGE_SHIFT);
 
     if (pc->nr_touch == SHIM_TOUCH_MAX) {
-        /* never reached: callers take a continuation first; a full list
-         * still gets a TLB flush */
+        /* callers take a continuation before the list fills; a pin of a
+         * very large tree can still overflow it: counted, and the TLB is
+         * flushed (docs/pv-on-kvm.md, known limits) */
+        atomic_fetch_add_explicit(&pc->d->touch_overflow, 1,
+                                  memory_order_relaxed);
         pc->want_flush = true;
         return;
     }

@@ -123,6 +123,8 @@ int shim_init(struct shim *s, struct frames *f, domid_t owner,
     int r;
 
     BUILD_BUG_ON(SHIM_OFF_PERCPU + SHIM_PERCPU_TEMPLATE_SIZE > PAGE_SIZE);
+    BUILD_BUG_ON(SHIM_PERCPU_TOUCH + 8 * SHIM_TOUCH_MAX + 64 >
+                 SHIM_PERCPU_STACK_TOP);
     if (nr_vcpus == 0 || nr_vcpus > SHIM_MAX_VCPUS)
         return -EINVAL;
     if (shim_image_bytes_size != SHIM_OFF_PERCPU + SHIM_PERCPU_TEMPLATE_SIZE)
@@ -229,7 +231,10 @@ void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
 
     BUG_ON(n > SHIM_TOUCH_MAX || i >= s->nr_vcpus);
     for (unsigned k = 0; k < n; k++)
-        list[k] = SHIM_VA_DIRECTMAP + (maddrs[k] & ~7ULL);
+        list[k] = (maddrs[k] & SHIM_TOUCH_PAGE)
+                      ? (SHIM_VA_DIRECTMAP + (maddrs[k] & PAGE_MASK)) |
+                            SHIM_TOUCH_PAGE
+                      : SHIM_VA_DIRECTMAP + (maddrs[k] & ~7ULL);
     regs->rsi = SHIM_VA_PERCPU(i) + SHIM_PERCPU_TOUCH;
     regs->rcx = n;
     regs->rip = SHIM_VA_CODE + SHIM_OFF_TOUCH;
