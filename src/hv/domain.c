@@ -419,6 +419,7 @@ void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
     s->wpt_emulated = atomic_load(&d->wpt_emulated);
     s->wpt_refused = atomic_load(&d->wpt_refused);
     s->continuations = atomic_load(&d->continuations);
+    s->touch_overflow = atomic_load(&d->touch_overflow);
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         s->exits += atomic_load(&d->vcpus[i].vcpu.stats.exits);
     if (d->created_dirty)

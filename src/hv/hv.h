@@ -74,6 +74,7 @@ struct hv_domain_stats {
     uint64_t continuations;  /* hypercalls re-entered */
     uint64_t exits;
     uint64_t dirty_marked;   /* guest pages memvisor wrote (dirty log) */
+    uint64_t touch_overflow; /* touch-list overflows (docs/pv-on-kvm.md) */
 };
 
 /* pool_frames: the machine memory memvisor manages, in 4 KiB frames. */

@@ -107,6 +107,7 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
     assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), &frames, &tables),
                      0);
     hv_domain_stats(d, &st);
+    assert_int_equal(st.touch_overflow, 0);
     {
         const char *line;
         char summary[512] = "";
