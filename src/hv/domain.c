@@ -121,6 +121,7 @@ static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
     shim_vcpu_sregs(&d->shim, i, d->l4_mfn << PAGE_SHIFT, &sr);
     if ((r = kvm_vcpu_set_sregs(&pc->vcpu.kvm, &sr)) < 0)
         return r;
+    pc->cr3 = sr.cr3;
     n = shim_vcpu_msrs(&d->shim, i, idx, val);
     for (unsigned k = 0; k < n; k++)
         if ((r = kvm_vcpu_set_msr(&pc->vcpu.kvm, idx[k], val[k])) < 0)

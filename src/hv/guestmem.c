@@ -34,7 +34,7 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
                    uint64_t *l1e)
 {
     struct frames *f = &pc->d->hv->frames;
-    uint64_t mfn = pc->sregs.cr3 >> PAGE_SHIFT;
+    uint64_t mfn = pc->cr3 >> PAGE_SHIFT;
 
     if (!canonical(va))
         return -EFAULT;

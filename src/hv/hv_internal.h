@@ -46,8 +46,10 @@ struct pvcpu {
 
     /* Per exit: the registers as read, and what to resume with. */
     struct kvm_regs regs;
-    struct kvm_sregs sregs;
+    struct kvm_sregs sregs; /* valid when sregs_valid (pvcpu_sregs()) */
+    bool sregs_valid;
     bool sregs_dirty;
+    uint64_t cr3;           /* what CR3 holds: memvisor alone loads it */
     struct shim_frame ret;
     bool retry;          /* re-execute the hypercall (continuation) */
     bool no_result;      /* the handler set rax itself (iret) */
@@ -124,6 +126,9 @@ int __must_check pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err,
                               uint64_t err);
 /* Load CR3 for the current mode from pv's base pointers. */
 void pvcpu_load_cr3(struct pvcpu *pc);
+/* The segment and control registers, read from KVM on first use in an
+ * exit (most exits need none); the caller sets sregs_dirty after a change. */
+struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc);
 /* Real/guest-visible selectors. */
 uint64_t pvcpu_guest_cs(const struct pvcpu *pc);
 void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);

@@ -98,11 +98,13 @@ static long hc_callback_op(struct pvcpu *pc, uint64_t a[6])
 
 static long hc_fpu_taskswitch(struct pvcpu *pc, uint64_t a[6])
 {
+    struct kvm_sregs *sr = pvcpu_sregs(pc);
+
     pc->fpu_ts = a[0] != 0;
     if (pc->fpu_ts)
-        pc->sregs.cr0 |= 0x8;
+        sr->cr0 |= 0x8;
     else
-        pc->sregs.cr0 &= ~0x8ULL;
+        sr->cr0 &= ~0x8ULL;
     pc->sregs_dirty = true;
     return 0;
 }
@@ -186,22 +188,24 @@ static long hc_vm_assist(struct pvcpu *pc, uint64_t a[6])
 
 static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
 {
+    struct kvm_sregs *sr = pvcpu_sregs(pc);
+
     if (a[1] >= (1ULL << 47) && a[1] < 0xffff800000000000ULL)
         return -XEN_EINVAL; /* non-canonical */
     switch (a[0]) {
     case SEGBASE_FS:
         pc->fs_base = a[1];
-        pc->sregs.fs.base = a[1];
+        sr->fs.base = a[1];
         break;
     case SEGBASE_GS_USER:
         pc->gs_base_user = a[1];
         if (!pc->kernel_mode)
-            pc->sregs.gs.base = a[1];
+            sr->gs.base = a[1];
         break;
     case SEGBASE_GS_KERNEL:
         pc->gs_base_kernel = a[1];
         if (pc->kernel_mode)
-            pc->sregs.gs.base = a[1];
+            sr->gs.base = a[1];
         break;
     default:
         return -XEN_EINVAL;
@@ -267,7 +271,11 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
      * a kernel frame (RPL 0) or no user page tables stays in kernel mode. */
     to_user = (c.cs & 3) == 3 && hc_pv_base(pc, true) != ~0ULL;
     if (to_user && pc->kernel_mode) {
-        pc->gs_base_kernel = pc->sregs.gs.base;
+        struct kvm_sregs *sr = pvcpu_sregs(pc);
+
+        pc->gs_base_kernel = sr->gs.base;
+        sr->gs.base = pc->gs_base_user;
+        pc->sregs_dirty = true;
         pc->kernel_mode = false;
         pvcpu_load_cr3(pc);
     }
@@ -363,6 +371,7 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
     if (kvm_vcpu_set_sregs(&t->vcpu.kvm, &sregs) < 0 ||
         kvm_vcpu_set_regs(&t->vcpu.kvm, &regs) < 0)
         goto out;
+    t->cr3 = sregs.cr3;
     t->initialised = true;
     rc = 0;
 out:

@@ -88,17 +88,23 @@ uint64_t pvcpu_guest_cs(const struct pvcpu *pc)
     return pc->kernel_mode ? (FLAT_KERNEL_CS & ~3ULL) : FLAT_USER_CS;
 }
 
+struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc)
+{
+    if (!pc->sregs_valid) {
+        if (kvm_vcpu_get_sregs(&pc->vcpu.kvm, &pc->sregs) < 0)
+            pvcpu_crash(pc, "cannot read segment registers");
+        pc->sregs_valid = true;
+    }
+    return &pc->sregs;
+}
+
 void pvcpu_load_cr3(struct pvcpu *pc)
 {
     uint64_t base = hc_pv_base(pc, !pc->kernel_mode);
-    uint64_t gs = pc->kernel_mode ? pc->gs_base_kernel : pc->gs_base_user;
 
-    if (base != ~0ULL && pc->sregs.cr3 != base << 12) {
-        pc->sregs.cr3 = base << 12;
-        pc->sregs_dirty = true;
-    }
-    if (pc->sregs.gs.base != gs) {
-        pc->sregs.gs.base = gs;
+    if (base != ~0ULL && pc->cr3 != base << 12) {
+        pvcpu_sregs(pc)->cr3 = base << 12;
+        pc->cr3 = base << 12;
         pc->sregs_dirty = true;
     }
 }
@@ -106,9 +112,14 @@ void pvcpu_load_cr3(struct pvcpu *pc)
 /* Enter guest kernel mode (from user mode): its page tables, its GS. */
 static void to_kernel_mode(struct pvcpu *pc)
 {
+    struct kvm_sregs *sr;
+
     if (pc->kernel_mode)
         return;
-    pc->gs_base_user = pc->sregs.gs.base;
+    sr = pvcpu_sregs(pc);
+    pc->gs_base_user = sr->gs.base;
+    sr->gs.base = pc->gs_base_kernel;
+    pc->sregs_dirty = true;
     pc->kernel_mode = true;
     pvcpu_load_cr3(pc);
 }
@@ -250,7 +261,7 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
 
     switch (v) {
     case VECTOR_PF: {
-        uint64_t cr2 = pc->sregs.cr2;
+        uint64_t cr2 = pvcpu_sregs(pc)->cr2;
         uint64_t lstar = SHIM_VA_PERCPU(pc->id) + SHIM_PERCPU_SYSCALL;
 
         if (cr2 == lstar && ev->frame.rip == lstar)
@@ -290,7 +301,7 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
             /* The guest asked for TS (fpu_taskswitch): clear it and let
              * the guest's handler restore its FPU state. */
             pc->fpu_ts = false;
-            pc->sregs.cr0 &= ~CR0_TS;
+            pvcpu_sregs(pc)->cr0 &= ~CR0_TS;
             pc->sregs_dirty = true;
         }
         return pvcpu_bounce(pc, v, false, 0);
@@ -350,11 +361,11 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         pvcpu_crash(pc, "port %#x access", run->io.port);
         return -EIO;
     }
-    if (kvm_vcpu_get_regs(&v->kvm, &pc->regs) < 0 ||
-        kvm_vcpu_get_sregs(&v->kvm, &pc->sregs) < 0) {
+    if (kvm_vcpu_get_regs(&v->kvm, &pc->regs) < 0) {
         pvcpu_crash(pc, "cannot read registers");
         return -EIO;
     }
+    pc->sregs_valid = false;
     pc->sregs_dirty = false;
     if (entry == SHIM_ENTRY_TOUCH_DONE) {
         /* The shim stored the entries back: drop the holds and return to
@@ -398,7 +409,8 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         return VCPU_SHUTDOWN;
     if (r < 0 && entry != SHIM_ENTRY_HYPERCALL)
         return r;
-    if (pc->sregs_dirty && kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0) {
+    if (pc->sregs_dirty && pc->sregs_valid &&
+        kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0) {
         pvcpu_crash(pc, "cannot write segment registers");
         return -EIO;
     }
