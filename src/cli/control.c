@@ -140,12 +140,14 @@ static void stats(struct domain *d, struct out *o)
     }
     put(o, "},\"syscalls\":%llu,\"wpt_emulated\":%llu,\"wpt_refused\":%llu,"
            "\"continuations\":%llu,\"dirty_marked\":%llu,"
-           "\"touch_overflow\":%llu,\"stopped\":%s}",
+           "\"touch_overflow\":%llu,\"spurious_faults\":%llu,"
+           "\"stopped\":%s}",
         (unsigned long long)s.syscalls, (unsigned long long)s.wpt_emulated,
         (unsigned long long)s.wpt_refused,
         (unsigned long long)s.continuations,
         (unsigned long long)s.dirty_marked,
-        (unsigned long long)s.touch_overflow, hv_domain_stopped(d) ? "true" : "false");
+        (unsigned long long)s.touch_overflow,
+        (unsigned long long)s.spurious_faults, hv_domain_stopped(d) ? "true" : "false");
 }
 
 static void pfinfo(struct domain *d, const char *line, struct out *o)

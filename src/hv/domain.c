@@ -421,6 +421,7 @@ void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
     s->wpt_refused = atomic_load(&d->wpt_refused);
     s->continuations = atomic_load(&d->continuations);
     s->touch_overflow = atomic_load(&d->touch_overflow);
+    s->spurious_faults = atomic_load(&d->spurious_faults);
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         s->exits += atomic_load(&d->vcpus[i].vcpu.stats.exits);
     if (d->created_dirty)

@@ -74,6 +74,13 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
     return 0;
 }
 
+int gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
+                 uint64_t *l1e_maddr)
+{
+    uint64_t maddr;
+    return walk(pc, va, write, true, &maddr, l1e_maddr, NULL);
+}
+
 int gm_l1e_maddr(struct pvcpu *pc, uint64_t va, uint64_t *l1e_maddr)
 {
     uint64_t unused;

@@ -75,6 +75,7 @@ struct hv_domain_stats {
     uint64_t exits;
     uint64_t dirty_marked;   /* guest pages memvisor wrote (dirty log) */
     uint64_t touch_overflow; /* touch-list overflows (docs/pv-on-kvm.md) */
+    uint64_t spurious_faults; /* #PF retried: the tables allowed the access */
 };
 
 /* pool_frames: the machine memory memvisor manages, in 4 KiB frames. */

@@ -54,6 +54,8 @@ struct pvcpu {
     bool retry;          /* re-execute the hypercall (continuation) */
     bool no_result;      /* the handler set rax itself (iret) */
     uint64_t last_error; /* error code of the exception being handled */
+    uint64_t spurious_va; /* last page fault taken as spurious, and how */
+    unsigned spurious_streak; /* many times in a row */
 
     /* Page-table entries written from the host during this exit, to be
      * stored back by the shim's touch loop (shim.h); each holds a general
@@ -93,7 +95,7 @@ struct domain {
     _Atomic uint64_t hc_unknown;
     _Atomic uint64_t bounces[32];
     _Atomic uint64_t syscalls, wpt_emulated, wpt_refused, continuations;
-    _Atomic uint64_t touch_overflow;
+    _Atomic uint64_t touch_overflow, spurious_faults;
 };
 
 /* ---- guest memory (guestmem.c): through the vCPU's current page tables;
@@ -106,6 +108,10 @@ int __must_check gm_copy_to(struct pvcpu *pc, uint64_t va, const void *src,
  * writable-page-table path; no permission check on the leaf). */
 int __must_check gm_translate(struct pvcpu *pc, uint64_t va, uint64_t *maddr,
                               uint64_t *l1e_maddr, uint64_t *l1e);
+/* Would the current page tables let the guest make this access? (0 and
+ * the L1 entry's machine address if so) */
+int __must_check gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
+                              uint64_t *l1e_maddr);
 /* Machine address of the L1 entry that maps va (present or not). */
 int __must_check gm_l1e_maddr(struct pvcpu *pc, uint64_t va,
                               uint64_t *l1e_maddr);

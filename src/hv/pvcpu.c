@@ -279,6 +279,25 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
                 atomic_fetch_add_explicit(&pc->d->wpt_refused, 1,
                                           memory_order_relaxed);
         }
+        if (!(err & PFEC_FETCH)) {
+            /* Spurious: the tables already allow the access, the fault
+             * came from a translation another vCPU's update has not yet
+             * reached here (Xen's spurious_page_fault).  Make this vCPU
+             * re-read the entry and retry, a few times at most. */
+            uint64_t l1e_maddr;
+            if (gm_access_ok(pc, cr2, err & PFEC_WRITE, &l1e_maddr) == 0 &&
+                (pc->spurious_va != cr2 || pc->spurious_streak < 4)) {
+                pc->spurious_streak =
+                    pc->spurious_va == cr2 ? pc->spurious_streak + 1 : 1;
+                pc->spurious_va = cr2;
+                atomic_fetch_add_explicit(&pc->d->spurious_faults, 1,
+                                          memory_order_relaxed);
+                pvcpu_touch_add(pc, l1e_maddr);
+                pc->want_flush = true;
+                return 0;
+            }
+        }
+        pc->spurious_streak = 0;
         if (pc->kernel_mode)
             err &= ~PFEC_USER;
         pvcpu_set_cr2(pc, cr2);

@@ -135,7 +135,7 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
         test_note("  exits %llu, hypercalls mmu_update %llu mmuext_op %llu "
                   "update_va_mapping %llu memory_op %llu iret %llu, unknown "
                   "%llu, #GP %llu #PF %llu #UD %llu, wpt emulated %llu "
-                  "refused %llu, continuations %llu",
+                  "refused %llu, continuations %llu, spurious #PF %llu",
                   (unsigned long long)st.exits,
                   (unsigned long long)st.hypercalls[1],
                   (unsigned long long)st.hypercalls[26],
@@ -148,7 +148,8 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
                   (unsigned long long)st.bounces[6],
                   (unsigned long long)st.wpt_emulated,
                   (unsigned long long)st.wpt_refused,
-                  (unsigned long long)st.continuations);
+                  (unsigned long long)st.continuations,
+                  (unsigned long long)st.spurious_faults);
     }
     hv_domain_destroy(d);
     hv_fini(&hv);
