@@ -26,9 +26,11 @@
  *          bytes of the page instead, a write narrower than an entry, which
  *          makes the KVM drop every shadow of that page), then reload CR3
  *          and hand over (entry 34).  The store is a locked compare-and-
- *          exchange with the value just loaded: if another vCPU's hypercall
- *          changed the entry in between, nothing is written (that vCPU
- *          touches it itself), so the loop never changes memory.  The
+ *          exchange with the value just loaded, repeated with the fresh
+ *          value until it succeeds: another vCPU's hypercall, or the KVM
+ *          setting accessed/dirty bits, may change the entry in between;
+ *          the loop only ever writes an entry's current value, and always
+ *          writes once.  The
  *          stores make the KVM see page-table entries memvisor wrote from
  *          the host (a shadow MMU only notices guest writes); the CR3
  *          reload flushes this vCPU's TLB.  memvisor restores the guest's
@@ -73,10 +75,12 @@ touch:
     btrq $0, %rdi
     jc 3f
     movq (%rdi), %rax               /* an entry: store it back */
-    lock cmpxchgq %rax, (%rdi)
+5:  lock cmpxchgq %rax, (%rdi)
+    jnz 5b
     jmp 4f
 3:  movw (%rdi), %ax                /* a whole table: a 2-byte store */
-    lock cmpxchgw %ax, (%rdi)
+6:  lock cmpxchgw %ax, (%rdi)
+    jnz 6b
 4:  addq $8, %rsi
     decl %ecx
     jnz 1b
