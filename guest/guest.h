@@ -71,6 +71,8 @@ uint64_t probe_xsetbv(void);
 uint64_t probe_int80(void);
 uint64_t probe_ud2(void);
 uint64_t probe_div0(void);
+/* SYSCALL from guest kernel mode: not a hypercall entry (docs/abi.md). */
+uint64_t probe_syscall(void);
 /* int3 with rax = marker: returns the probe code if bounced as #BP, the
  * hypercall result if the transport took it for one, marker if ignored. */
 uint64_t probe_int3(uint64_t marker);
@@ -84,6 +86,21 @@ uint64_t hypercall_raw(struct vcpu *v, uint64_t addr, uint64_t rax_val,
  * if the hypervisor bounced a fault instead. */
 uint64_t iret_probe(struct vcpu *v, uint64_t cs, uint64_t ss,
                     uint64_t rflags);
+
+/* Enters guest user mode (iret with a ring-3 cs) at user_rip with rdi = arg
+ * and rsp = user_rsp; the user code ends with SYSCALL, which the hypervisor
+ * bounces to the syscall callback in kernel mode, and this returns the
+ * user's rax.  A fault on the way returns the probe code.  The caller points
+ * stack_switch() at a free part of its stack first. */
+uint64_t usermode_probe(struct vcpu *v, uint64_t user_rip, uint64_t user_rsp,
+                        uint64_t arg);
+/* User code for usermode_probe: rax = *(uint64_t *)rdi; syscall. */
+extern char user_read_and_syscall[];
+/* User code: cli (privileged), then SYSCALL if it was not refused. */
+extern char user_cli[];
+/* User code: xen_version(XENVER_version) through the hypercall page, then
+ * SYSCALL with its result. */
+extern char user_hypercall[];
 
 /* ---- the kernel object ---- */
 struct spinlock {
@@ -99,6 +116,7 @@ struct vcpu {
      * recover_rip with rsp = recover_rsp and rax = the probe code (the
      * hostile workload's calls into code it does not control). */
     uint64_t recover_rip, recover_rsp;
+    uint64_t user_return_rsp; /* where syscall_entry resumes the kernel */
     unsigned id;
     struct kernel *k;
     uint64_t stack_top;

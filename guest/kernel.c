@@ -23,7 +23,7 @@ extern char ap_entry[];
 extern char trap_0[], trap_1[], trap_2[], trap_3[], trap_4[], trap_5[],
     trap_6[], trap_7[], trap_8[], trap_9[], trap_10[], trap_11[], trap_12[],
     trap_13[], trap_14[], trap_15[], trap_16[], trap_17[], trap_18[],
-    trap_19[], trap_32[], trap_33[];
+    trap_19[], trap_32[], trap_33[], syscall_entry[];
 
 void kernel_main(struct start_info *si, uint64_t boot_rsp);
 void ap_main(struct vcpu *v);
@@ -42,6 +42,8 @@ _Static_assert(__builtin_offsetof(struct vcpu, recover_rip) == 0,
                "VCPU_RECOVER_RIP in head.S");
 _Static_assert(__builtin_offsetof(struct vcpu, recover_rsp) == 8,
                "VCPU_RECOVER_RSP in head.S");
+_Static_assert(__builtin_offsetof(struct vcpu, user_return_rsp) == 16,
+               "VCPU_USER_RETURN_RSP in head.S");
 
 void spin_lock(struct spinlock *l)
 {
@@ -143,6 +145,7 @@ void trap_dispatch(struct trap_regs *r)
     if (v->recover_rip && r->vector != VECTOR_FAILSAFE) {
         r->rip = v->recover_rip;
         r->rsp = v->recover_rsp;
+        r->cs = FLAT_KERNEL_CS & ~3ULL; /* RPL 0: resume in kernel mode */
         r->rax = PROBE_FAULTED | (r->vector & 0xff) |
                  ((r->error_code & 0xffffffff) << 8);
         v->recover_rip = 0;
@@ -192,6 +195,12 @@ static void vcpu_install_handlers(struct kernel *k, struct vcpu *v)
     rc = hc_callback_op(CALLBACKOP_register, &cb);
     if (rc)
         kprintf(k, "guest: vcpu %u register event callback: %ld\n", v->id,
+                rc);
+    cb.type = CALLBACKTYPE_syscall;
+    cb.address = (uint64_t)(uintptr_t)syscall_entry;
+    rc = hc_callback_op(CALLBACKOP_register, &cb);
+    if (rc)
+        kprintf(k, "guest: vcpu %u register syscall callback: %ld\n", v->id,
                 rc);
     cb.type = CALLBACKTYPE_failsafe;
     cb.address = (uint64_t)(uintptr_t)trap_33;
@@ -274,6 +283,7 @@ static unsigned vcpus_start(struct kernel *k, unsigned want)
         ctx->ctrlreg[3] = xen_pfn_to_cr3(k->l4_mfn);
         ctx->event_callback_eip = (uint64_t)(uintptr_t)trap_32;
         ctx->failsafe_callback_eip = (uint64_t)(uintptr_t)trap_33;
+        ctx->syscall_callback_eip = (uint64_t)(uintptr_t)syscall_entry;
         rc = hc_vcpu_op(VCPUOP_initialise, id, ctx);
         if (rc == 0)
             rc = hc_vcpu_op(VCPUOP_up, id, NULL);

@@ -174,7 +174,7 @@ static void attack_priv(struct hostile *h)
         {"wrmsr LSTAR", 9}, {"wrmsr EFER", 10},  {"rdmsr APIC_BASE", 11},
         {"invlpg", 12},     {"wbinvd", 13},      {"clts", 14},
         {"swapgs", 15},     {"rdpmc", 16},       {"mov to dr7", 17},
-        {"xsetbv", 18},     {"int $0x80", 19},
+        {"xsetbv", 18},     {"int $0x80", 19},  {"syscall in kernel mode", 20},
     };
     for (unsigned i = 0; i < sizeof(insns) / sizeof(insns[0]); i++) {
         uint64_t r = 0;
@@ -241,6 +241,9 @@ static void attack_priv(struct hostile *h)
         case 19:
             r = probe_int80();
             break;
+        case 20:
+            r = probe_syscall();
+            break;
         }
         probe_outcome(h, H_PRIV, r, insns[i].name);
     }
@@ -274,8 +277,32 @@ static void attack_priv(struct hostile *h)
         {"iret to ring 0 (cs 0x08)", 0x08, 0x10, 0x202},
         {"iret to ring 0 (cs 0x10)", 0x10, 0x18, 0x202},
         {"iret to ring 1 (cs 0xe019)", 0xe019, 0xe021, 0x202},
-        {"iret with IOPL 3", FLAT_KERNEL_CS, FLAT_KERNEL_SS, 0x3202},
+        /* RPL 0 asks for guest kernel mode (RPL 3 would mean user mode). */
+        {"iret with IOPL 3", FLAT_KERNEL_CS & ~3, FLAT_KERNEL_SS & ~3,
+         0x3202},
     };
+    /* The same from guest user mode (user base = the boot L4): cli there
+     * must come back to the kernel as #GP. */
+    long rc = mm_new_baseptr(k->l4_mfn, true);
+    uint64_t sp =
+        ((uint64_t)(uintptr_t)__builtin_frame_address(0) - 2048) & ~15ULL;
+    if (rc == 0 && hc_stack_switch(FLAT_KERNEL_SS, sp) == 0) {
+        uint64_t r = usermode_probe(h->v, (uint64_t)(uintptr_t)user_cli, sp,
+                                    0);
+        (void)hc_stack_switch(FLAT_KERNEL_SS, h->v->stack_top);
+        probe_outcome(h, H_PRIV, r, "cli in user mode");
+        (void)hc_stack_switch(FLAT_KERNEL_SS, sp);
+        r = usermode_probe(h->v, (uint64_t)(uintptr_t)user_hypercall, sp, 0);
+        (void)hc_stack_switch(FLAT_KERNEL_SS, h->v->stack_top);
+        count_fault(h->v, r);
+        outcome(h, H_PRIV, (r & PROBE_FAULTED) || (int64_t)r < 0,
+                "hypercall from user mode", (int64_t)r);
+        rc = mm_new_baseptr(0, true);
+        if (rc)
+            vfail(h->v, "hostile", "clearing the user base pointer: %ld", rc);
+    } else {
+        vfail(h->v, "hostile", "cannot enter user mode: %ld", rc);
+    }
     for (unsigned i = 0; i < sizeof(irets) / sizeof(irets[0]); i++) {
         uint64_t r = iret_probe(h->v, irets[i].cs, irets[i].ss,
                                 irets[i].rflags);

@@ -33,12 +33,13 @@ enum {
     P_PIN_REFUSED,
     P_RW_REFUSED,
     P_FREED,
+    P_USER,
 };
 static const char *const ptchurn_counters[] = {
     "rounds",     "spaces",     "pins",        "unpins",
     "switches",   "ro-by-mmu",  "ro-by-uva",   "ro-by-direct",
     "pte-by-mmu", "pte-by-uva", "pte-by-direct", "pf-bounced",
-    "pin-refused", "rw-refused", "tables-freed", NULL};
+    "pin-refused", "rw-refused", "tables-freed", "user-mode-trips", NULL};
 
 #define NR_L1 2
 #define DATA_PER_L1 8
@@ -207,6 +208,31 @@ static void churn_entries(struct kernel *k, struct vcpu *v, struct space *s,
         v->c[P_PTE_DIRECT]++;
 }
 
+/* Into guest user mode on this space's user base pointer and back by
+ * SYSCALL: the user code reads the private mapping. */
+static void user_trip(struct vcpu *v, const struct space *s)
+{
+    uint64_t sp =
+        ((uint64_t)(uintptr_t)__builtin_frame_address(0) - 2048) & ~15ULL;
+    long rc = hc_stack_switch(FLAT_KERNEL_SS, sp);
+    if (rc) {
+        vfail(v, "ptchurn", "stack_switch: %ld", rc);
+        return;
+    }
+    uint64_t r = usermode_probe(v, (uint64_t)(uintptr_t)user_read_and_syscall,
+                                private_va(s, NR_DATA - 1) + GUEST_PAGE_SIZE,
+                                private_va(s, 0) + 8);
+    (void)hc_stack_switch(FLAT_KERNEL_SS, v->stack_top);
+    if (r & PROBE_FAULTED)
+        vfail(v, "ptchurn", "user-mode trip on slot %u: vector %u error %x",
+              s->slot, PROBE_VECTOR(r), PROBE_ERRCODE(r));
+    else if (r != s->data_pfn[0])
+        vfail(v, "ptchurn", "user mode read %lx, want pfn %lu", r,
+              s->data_pfn[0]);
+    else
+        v->c[P_USER]++;
+}
+
 static int ptchurn_run(struct kernel *k, struct vcpu *v)
 {
     uint64_t rounds = cmdline_num(k, "rounds", 8);
@@ -302,6 +328,7 @@ static int ptchurn_run(struct kernel *k, struct vcpu *v)
             }
             churn_entries(k, v, s, round + 1, method);
             method = (method + 1) % PTE_METHODS;
+            user_trip(v, s);
         }
         {
             long rc = mm_new_baseptr(k->l4_mfn, false);
@@ -310,7 +337,10 @@ static int ptchurn_run(struct kernel *k, struct vcpu *v)
                       rc);
                 return -1; /* cannot unpin what is in use */
             }
-            (void)mm_new_baseptr(0, true);
+            rc = mm_new_baseptr(0, true);
+            if (rc)
+                vfail(v, "ptchurn", "clearing the user base pointer: %ld",
+                      rc);
         }
         for (unsigned si = 0; si < built; si++)
             for (unsigned i = 0; i < NR_DATA; i++) {
