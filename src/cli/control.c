@@ -139,11 +139,11 @@ static void stats(struct domain *d, struct out *o)
         first = false;
     }
     put(o, "},\"syscalls\":%llu,\"wpt_emulated\":%llu,\"wpt_refused\":%llu,"
-           "\"continuations\":%llu,\"stopped\":%s}",
+           "\"continuations\":%llu,\"dirty_marked\":%llu,\"stopped\":%s}",
         (unsigned long long)s.syscalls, (unsigned long long)s.wpt_emulated,
         (unsigned long long)s.wpt_refused,
         (unsigned long long)s.continuations,
-        hv_domain_stopped(d) ? "true" : "false");
+        (unsigned long long)s.dirty_marked, hv_domain_stopped(d) ? "true" : "false");
 }
 
 static void pfinfo(struct domain *d, const char *line, struct out *o)

@@ -497,14 +497,14 @@ int frame_put_type(struct frames *f, mfn_t mfn, unsigned flags,
     for (;;) {
         bool pt = frame_type_level(x) != 0;
 
-        if (tcount(x) == 0)
-            return -EUCLEAN;
         if ((flags & FRAME_TF_PARTIAL_SET) && !legacy) {
             /* Clean-up mode: act only on a frame that is still partial. */
             if (!(x & FRAME_TYPE_PARTIAL))
                 return 0;
             if (tcount(x) != 1)
                 return -EUCLEAN;
+        } else if (tcount(x) == 0) {
+            return -EUCLEAN;
         } else if (!legacy && pt &&
                    ((x & FRAME_TYPE_PARTIAL) || !(x & FRAME_TYPE_VALIDATED))) {
             /* A full put claims a full reference of a validated table. */

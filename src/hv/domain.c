@@ -69,6 +69,14 @@ static uint64_t touch_refs(void *arg, mfn_t mfn)
     return n;
 }
 
+/* pv's page-table writes, pins and m2p updates are writes to the guest. */
+static void pv_mark_dirty(void *arg, mfn_t mfn)
+{
+    struct domain *d = arg;
+    if (d->created_dirty)
+        (void)!dirty_mark(&d->dirty, _gfn(mfn_x(mfn)), 1);
+}
+
 static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
 {
     struct pvcpu *pc = &d->vcpus[i];
@@ -105,6 +113,9 @@ static void domain_teardown(struct domain *d)
         if (d->vcpus[i].vcpu.group)
             vcpu_destroy(&d->vcpus[i].vcpu);
     }
+    if (d->created_dirty)
+        dirty_fini(&d->dirty);
+    d->created_dirty = false;
     if (d->created_vm)
         kvm_vm_destroy(&d->vm);
     if (d->created_pv) {
@@ -190,6 +201,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     }
     d->created_pv = true;
     d->pv->hooks.extra_refs = touch_refs;
+    d->pv->hooks.mark_dirty = pv_mark_dirty;
     d->pv->hooks.arg = d;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));
@@ -242,6 +254,9 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         errf(err, errlen, "KVM memory: %s", strerror(-r));
         goto fail;
     }
+    if ((r = dirty_init(&d->dirty, &d->vm, NULL, f->nr_frames, 1)) < 0)
+        goto fail;
+    d->created_dirty = true;
     if ((r = vcpu_group_init(&d->group, pvcpu_exit, pvcpu_diag, d)) < 0)
         goto fail;
     d->created_group = true;
@@ -379,6 +394,9 @@ void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
     s->continuations = atomic_load(&d->continuations);
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         s->exits += atomic_load(&d->vcpus[i].vcpu.stats.exits);
+    if (d->created_dirty)
+        s->dirty_marked = __atomic_load_n(&d->dirty.stats.marks,
+                                          __ATOMIC_RELAXED);
 }
 
 /* H2: quiescent while running the query. */

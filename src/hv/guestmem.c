@@ -117,8 +117,12 @@ static int copy(struct pvcpu *pc, uint64_t va, void *host, uint64_t len,
                    (const uint8_t *)frames_ptr(f, mfn) +
                        (maddr & (PAGE_SIZE - 1)),
                    n);
-        if (to_guest)
+        if (to_guest) {
+            /* the write is logged before the frame can change hands */
+            if (pc->d->created_dirty)
+                BUG_ON(dirty_mark(&pc->d->dirty, _gfn(mfn_x(mfn)), 1) < 0);
             BUG_ON(frame_put_and_type(f, mfn, 0, NULL, NULL) < 0);
+        }
         else
             frame_put(f, mfn);
         done += n;

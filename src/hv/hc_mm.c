@@ -194,10 +194,27 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
             .domid = PV_DOMID_SELF,
         };
         unsigned long cmd = op;
+        bool refused = false;
         long done;
 
         if (gm_copy_from(pc, ext, va, n * 8) < 0)
             return (long)start;
+        if (op == XENMEM_decrease_reservation) {
+            /* The shared info frame is the hypervisor's page lent to the
+             * guest: it can be mapped, never given back. */
+            uint64_t si = pc->d->shared_info_mfn;
+            for (uint64_t k = 0; k < n; k++) {
+                uint64_t first = ext[k] & ~((1ULL << g.extent_order) - 1);
+                if (si >= first && si - first < (1ULL << g.extent_order)) {
+                    n = k;
+                    refused = true;
+                    break;
+                }
+            }
+            if (n == 0)
+                return (long)start;
+            r.nr_extents = n;
+        }
         do
             done = pv_memory_op(pc->pv, &cmd, &r);
         while (done == -ERESTART);
@@ -207,7 +224,7 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
             gm_copy_to(pc, va, ext, (uint64_t)done * 8) < 0)
             return (long)start;
         start += (uint64_t)done;
-        if ((uint64_t)done < n)
+        if ((uint64_t)done < n || refused)
             return (long)start;
         if (start < g.nr_extents && preempt_now(pc)) {
             a[0] = op | (start << MEMOP_EXTENT_SHIFT);

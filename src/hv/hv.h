@@ -73,7 +73,7 @@ struct hv_domain_stats {
     uint64_t wpt_refused;    /* ... refused and bounced as #PF */
     uint64_t continuations;  /* hypercalls re-entered */
     uint64_t exits;
-    uint64_t pauses;
+    uint64_t dirty_marked;   /* guest pages memvisor wrote (dirty log) */
 };
 
 /* pool_frames: the machine memory memvisor manages, in 4 KiB frames. */

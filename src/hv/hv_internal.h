@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 
 #include "dev/console.h"
+#include "dirty/dirty.h"
 #include "hv/hv.h"
 #include "shim/shim.h"
 #include "vcpu/vcpu.h"
@@ -71,6 +72,10 @@ struct domain {
     struct kvm_vm vm;
     struct vcpu_group group;
     struct console console;
+    /* Every write memvisor makes to the guest's memory is marked here
+     * (gfn == mfn for a PV domain). */
+    struct dirty_log dirty;
+    bool created_dirty;
     struct pvcpu vcpus[HV_MAX_VCPUS];
     pthread_mutex_t vcpu_op_lock; /* VCPUOP_initialise/up against each other */
     uint64_t p2m_va, start_info_va, shared_info_mfn;

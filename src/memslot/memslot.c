@@ -20,6 +20,13 @@ static void *ms_alloc(struct memslots *ms, size_t n, size_t size)
     return calloc(n ? n : 1, size);
 }
 
+static void copy_slots(struct memslot *dst, const struct memslot *src,
+                       uint32_t n)
+{
+    if (n)
+        memcpy(dst, src, n * sizeof(*dst));
+}
+
 static uint64_t slot_end(const struct memslot *s)
 {
     return gfn_x(s->base) + s->npages;
@@ -103,6 +110,8 @@ struct action {
     struct memslot old; /* DELETE, FLAGS */
     struct memslot new; /* FLAGS, CREATE */
     struct dirty_slot *prep; /* a dirty slot to publish at commit */
+    bool fresh_id;           /* CREATE: id allocated for it */
+    bool id_reused;          /* DELETE: a CREATE took over its id */
 };
 
 struct plan {
@@ -248,7 +257,7 @@ static int alloc_id(struct memslots *ms, uint32_t *id)
 static void plan_release_ids(struct memslots *ms, struct plan *p)
 {
     for (uint32_t i = 0; i < p->nacts; i++)
-        if (p->acts[i].kind == ACT_CREATE)
+        if (p->acts[i].kind == ACT_CREATE && p->acts[i].fresh_id)
             bitmap_clear(ms->id_used, p->acts[i].new.id - ms->id_base);
 }
 
@@ -320,7 +329,12 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
     }
     free(kept);
 
-    /* creates, with fresh ids (not the deleted ones: rollback needs them) */
+    /* creates: reuse the ids of deleted slots first (KVM sees the delete
+     * before the create, and a rollback deletes the create before it
+     * recreates the old slot), then fresh ids */
+    uint32_t ndel = 0, reuse = 0;
+    while (ndel < p->nacts && p->acts[ndel].kind == ACT_DELETE)
+        ndel++;
     for (uint32_t d = 0; d < p->nd; d++) {
         if (p->derived[d].id != UINT32_MAX)
             continue;
@@ -328,9 +342,15 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
         memset(a, 0, sizeof(*a));
         a->kind = ACT_CREATE;
         a->new = p->derived[d];
-        rc = alloc_id(ms, &a->new.id);
-        if (rc)
-            return rc; /* ids of earlier creates released by the caller */
+        if (reuse < ndel) {
+            a->new.id = p->acts[reuse].old.id;
+            p->acts[reuse++].id_reused = true;
+        } else {
+            rc = alloc_id(ms, &a->new.id);
+            if (rc)
+                return rc; /* ids of earlier creates released by the caller */
+            a->fresh_id = true;
+        }
         p->nacts++;
         p->derived[d].id = a->new.id;
     }
@@ -354,10 +374,9 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
     p->new_slots = ms_alloc(ms, p->new_nr, sizeof(*p->new_slots));
     if (!p->new_slots)
         return -ENOMEM;
-    memcpy(p->new_slots, ms->slots, p->i0 * sizeof(*ms->slots));
-    memcpy(p->new_slots + p->i0, p->derived, p->nd * sizeof(*p->derived));
-    memcpy(p->new_slots + p->i0 + p->nd, ms->slots + p->i1,
-           (ms->nr - p->i1) * sizeof(*ms->slots));
+    copy_slots(p->new_slots, ms->slots, p->i0);
+    copy_slots(p->new_slots + p->i0, p->derived, p->nd);
+    copy_slots(p->new_slots + p->i0 + p->nd, ms->slots + p->i1, ms->nr - p->i1);
 
     /* the new tracking table and the removals to announce */
     p->new_tracks = ms_alloc(ms, (size_t)ms->nr_tracks + 1,
@@ -385,8 +404,9 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
                 (gfn_x(p->new_tracks[k].gfn) == ov->lo &&
                  (uintptr_t)p->new_tracks[k].t < (uintptr_t)ov->track_t)))
             k++;
-        memmove(&p->new_tracks[k + 1], &p->new_tracks[k],
-                (p->new_nr_tracks - k) * sizeof(n));
+        if (p->new_nr_tracks > k)
+            memmove(&p->new_tracks[k + 1], &p->new_tracks[k],
+                    (p->new_nr_tracks - k) * sizeof(n));
         p->new_tracks[k] = n;
         p->new_nr_tracks++;
     }
@@ -432,7 +452,7 @@ static void plan_commit(struct memslots *ms, struct plan *p)
             dirty_slot_publish_locked(ms->dirty, a->prep);
             a->prep = NULL;
         }
-        if (a->kind == ACT_DELETE)
+        if (a->kind == ACT_DELETE && !a->id_reused)
             bitmap_clear(ms->id_used, a->old.id - ms->id_base);
     }
     free(ms->slots);
@@ -849,7 +869,9 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
         memcpy(data, host, len);
         return 0;
     }
-    bool refused = false, tracked = false;
+    /* P2M_RAM_RO is ROM to the guest: its stores are shown to subscribers
+     * and dropped */
+    bool refused = e.type == P2M_RAM_RO, tracked = false;
     for (uint32_t i = track_lower(ms->tracks, ms->nr_tracks, g);
          i < ms->nr_tracks && gfn_x(ms->tracks[i].gfn) == g; i++) {
         struct memslot_tracker *t = ms->tracks[i].t;
@@ -896,7 +918,7 @@ int memslot_snapshot(struct memslots *ms, struct memslot **out, uint32_t *nr)
     pthread_rwlock_rdlock(&ms->view);
     *out = malloc((ms->nr ? ms->nr : 1) * sizeof(**out));
     if (*out) {
-        memcpy(*out, ms->slots, ms->nr * sizeof(**out));
+        copy_slots(*out, ms->slots, ms->nr);
         *nr = ms->nr;
     }
     pthread_rwlock_unlock(&ms->view);

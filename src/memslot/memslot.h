@@ -193,8 +193,9 @@ int __must_check memslot_untrack(struct memslots *ms, gfn_t gfn,
 
 /*
  * A KVM_EXIT_MMIO at gpa (from a vCPU thread).  RAM gfn: a store is shown
- * to the gfn's subscribers and, unless one refuses, written through the
- * dirty accessor; a load is served from the frame.  Returns 0 when handled
+ * to the gfn's subscribers and, unless one refuses or the entry is
+ * P2M_RAM_RO (ROM to the guest), written through the dirty accessor; a load
+ * is served from the frame.  Returns 0 when handled
  * (including refused stores), -ENOENT when gpa is not RAM (real MMIO).
  */
 int __must_check memslot_handle_mmio(struct memslots *ms, gpa_t gpa,

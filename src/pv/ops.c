@@ -137,10 +137,14 @@ static int op_enter(struct pv_vcpu *v)
     return 1;
 }
 
-/* End of an MMU operation: the guest sees rc only after the drain (P5). */
+/*
+ * End of an MMU operation: the guest sees rc only after the deferred put is
+ * drained (P5).  If one is pending, hold rc back and make the caller
+ * re-issue; the re-issue drains first (op_enter()) and then returns rc.
+ */
 static int op_exit(struct pv_vcpu *v, int rc)
 {
-    if (rc != -ERESTART && pv_drain(v)) {
+    if (rc != -ERESTART && !mfn_eq(v->old_table, INVALID_MFN)) {
         v->cont_pending = true;
         v->cont_rc = rc;
         return -ERESTART;
@@ -213,8 +217,31 @@ static bool own_domain(const struct pv_domain *d, domid_t dom)
     return dom == PV_DOMID_SELF || dom == d->id;
 }
 
-int pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,
-                  uint32_t count, uint32_t *pdone, uint32_t foreigndom)
+static int mmu_one(struct pv_vcpu *v, const void *reqs, uint32_t i)
+{
+    const struct mmu_update *r = (const struct mmu_update *)reqs + i;
+
+    switch (r->ptr & 7) {
+    case MMU_NORMAL_PT_UPDATE:
+    case MMU_PT_UPDATE_NO_TRANSLATE:
+        return mmu_pt_update(v, r->ptr & ~7ULL, r->val, false);
+    case MMU_PT_UPDATE_PRESERVE_AD:
+        return mmu_pt_update(v, r->ptr & ~7ULL, r->val, true);
+    case MMU_MACHPHYS_UPDATE:
+        return mmu_machphys(v, r->ptr & ~7ULL, r->val);
+    default:
+        return -ENOSYS;
+    }
+}
+
+/*
+ * The batch loop of mmu_update and mmuext_op: drain first, then requests
+ * [*pdone, count) until an error, a pending deferred put or a preemption
+ * (checked before each request but the first).
+ */
+static int op_batch(struct pv_vcpu *v, bool own, const void *reqs,
+                    uint32_t count, uint32_t *pdone,
+                    int (*one)(struct pv_vcpu *, const void *, uint32_t))
 {
     uint32_t start = *pdone, i;
     int rc = op_enter(v);
@@ -222,34 +249,28 @@ int pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,
     if (rc != 1)
         return rc;
     rc = 0;
-    if (!own_domain(v->d, (domid_t)foreigndom) || (foreigndom >> 16))
+    if (!own)
         return op_exit(v, -EPERM);
     for (i = start; i < count; i++) {
-        const struct mmu_update *r = &reqs[i];
-
-        if (pv_drain(v) || (i > start && pv_preempt_check(v))) {
+        if (!mfn_eq(v->old_table, INVALID_MFN) ||
+            (i > start && pv_preempt_check(v))) {
             rc = -ERESTART;
             break;
         }
-        switch (r->ptr & 7) {
-        case MMU_NORMAL_PT_UPDATE:
-        case MMU_PT_UPDATE_NO_TRANSLATE:
-            rc = mmu_pt_update(v, r->ptr & ~7ULL, r->val, false);
-            break;
-        case MMU_PT_UPDATE_PRESERVE_AD:
-            rc = mmu_pt_update(v, r->ptr & ~7ULL, r->val, true);
-            break;
-        case MMU_MACHPHYS_UPDATE:
-            rc = mmu_machphys(v, r->ptr & ~7ULL, r->val);
-            break;
-        default:
-            rc = -ENOSYS;
-        }
+        rc = one(v, reqs, i);
         if (rc)
             break;
         (*pdone)++;
     }
     return op_exit(v, rc);
+}
+
+int pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,
+                  uint32_t count, uint32_t *pdone, uint32_t foreigndom)
+{
+    return op_batch(v,
+                    own_domain(v->d, (domid_t)foreigndom) && !(foreigndom >> 16),
+                    reqs, count, pdone, mmu_one);
 }
 
 /* ------------------------------------------------------------ mmuext_op */
@@ -382,28 +403,16 @@ static int mmuext_one(struct pv_vcpu *v, const struct mmuext_op *op)
     }
 }
 
+static int mmuext_at(struct pv_vcpu *v, const void *ops, uint32_t i)
+{
+    return mmuext_one(v, (const struct mmuext_op *)ops + i);
+}
+
 int pv_mmuext_op(struct pv_vcpu *v, const struct mmuext_op *ops,
                  uint32_t count, uint32_t *pdone, domid_t foreigndom)
 {
-    uint32_t start = *pdone, i;
-    int rc = op_enter(v);
-
-    if (rc != 1)
-        return rc;
-    rc = 0;
-    if (!own_domain(v->d, foreigndom))
-        return op_exit(v, -EPERM);
-    for (i = start; i < count; i++) {
-        if (pv_drain(v) || (i > start && pv_preempt_check(v))) {
-            rc = -ERESTART;
-            break;
-        }
-        rc = mmuext_one(v, &ops[i]);
-        if (rc)
-            break;
-        (*pdone)++;
-    }
-    return op_exit(v, rc);
+    return op_batch(v, own_domain(v->d, foreigndom), ops, count, pdone,
+                    mmuext_at);
 }
 
 /* ----------------------------------------------------- update_va_mapping */

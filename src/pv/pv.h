@@ -284,8 +284,10 @@ int __must_check pv_vcpu_init(struct pv_vcpu *v, struct pv_domain *d);
 /*
  * Preemption hook (deterministic): the n-th preemption check from now on
  * this vCPU says "preempt" (n >= 1; 0 disarms); with repeat, every n-th.
- * Checks happen between entries of L2..L4 (de)validation and between the
- * operations of a call, never before the first (forward progress).
+ * Checks happen before every entry index (present or not) of an L2..L4
+ * (de)validation except the first one of the call, between the requests of
+ * a batch, between extents and between frames of pv_domain_relinquish();
+ * never before the first (forward progress).
  */
 void pv_vcpu_set_preempt(struct pv_vcpu *v, uint64_t n, bool repeat);
 
@@ -309,6 +311,9 @@ int __must_check pv_drain(struct pv_vcpu *v);
  * mmu_update: apply reqs[*pdone .. count).  *pdone counts the requests done
  * (cumulative across re-issues).  Returns 0, -ERESTART (re-issue the same
  * call), or the error of request *pdone (no rollback of earlier ones).
+ * -ERESTART also comes when a deferred put is pending (an L2..L4 entry
+ * replaced, a preempted unpin): the re-issue drains it first (P5), and a
+ * result held back for the drain is returned by the re-issue.
  * foreigndom: PV_DOMID_SELF or the own id (bits 15..0), 0 in bits 31..16.
  */
 int __must_check pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,

@@ -120,6 +120,17 @@ static int fatal_exit(struct vcpu *v)
             at = append(buf, sizeof(buf), at, " %#llx",
                         (unsigned long long)run->internal.data[i]);
         at = append(buf, sizeof(buf), at, "\n");
+        /* KVM's emulation-failure layout: flags, then insn_size and up to
+         * 15 instruction bytes */
+        if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+            run->internal.ndata >= 2 && (run->internal.data[0] & 1)) {
+            const uint8_t *b = (const uint8_t *)&run->internal.data[1];
+            unsigned n = MIN((unsigned)b[0], 15u);
+            at = append(buf, sizeof(buf), at, " instruction bytes:");
+            for (unsigned i = 0; i < n; i++)
+                at = append(buf, sizeof(buf), at, " %02x", b[1 + i]);
+            at = append(buf, sizeof(buf), at, "\n");
+        }
     } else if (run->exit_reason == KVM_EXIT_FAIL_ENTRY) {
         at = append(buf, sizeof(buf), at, " hardware reason %#llx\n",
                     run->fail_entry.hardware_entry_failure_reason);

@@ -22,6 +22,7 @@ struct pvenv {
     struct pv_domain d;
     struct pv_vcpu v[PVENV_VCPUS];
     uint64_t restarts; /* -ERESTART re-issues seen by the helpers */
+    bool no_check;     /* helpers skip the check (a rule is off) */
 };
 
 void pvenv_init(struct pvenv *e, uint64_t nr_frames);

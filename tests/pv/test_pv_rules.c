@@ -582,6 +582,40 @@ static void test_relinquish(void **state)
     pvenv_fini(&E); /* relinquish re-issued until done, all frames freed */
 }
 
+static unsigned dirty_calls;
+
+static void count_dirty(void *arg, mfn_t mfn)
+{
+    (void)arg;
+    (void)mfn;
+    dirty_calls++;
+}
+
+/* Log-dirty learns about validation, pin, unpin and machphys updates. */
+static void test_mark_dirty(void **state)
+{
+    mfn_t l2, l1;
+    struct mmu_update u;
+    uint32_t done = 0;
+
+    (void)state;
+    pvenv_init(&E, 64);
+    E.d.hooks.mark_dirty = count_dirty;
+    l2 = pvenv_page(&E);
+    l1 = pvenv_page(&E);
+    pvenv_pt(&E, l2)[0] = pvenv_pte(l1, PT_FLAGS);
+    dirty_calls = 0;
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L2_TABLE, mfn_x(l2)), 0);
+    assert_int_equal(dirty_calls, 3); /* validate l2, validate l1, pin */
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_UNPIN_TABLE, mfn_x(l2)), 0);
+    assert_int_equal(dirty_calls, 4);
+    u = (struct mmu_update){(mfn_x(l1) << 12) + MMU_MACHPHYS_UPDATE, 7};
+    assert_int_equal(pv_mmu_update(&E.v[0], &u, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(dirty_calls, 5);
+    E.d.hooks.mark_dirty = NULL;
+    pvenv_fini(&E);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_memory_op),
         cmocka_unit_test(test_pageframe_info),
         cmocka_unit_test(test_relinquish),
+        cmocka_unit_test(test_mark_dirty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

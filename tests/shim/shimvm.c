@@ -7,15 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-int shimvm_init(struct shimvm *s, const void *code, size_t len, bool ring3)
+int shimvm_init_vm(struct shimvm *s, const void *code, size_t len,
+                   unsigned nr_vcpus)
 {
     struct kvm_vm_config cfg;
-    struct kvm_cpuid2 *cpuid;
-    struct kvm_sregs sr;
-    struct kvm_regs regs;
-    uint32_t idx[8];
-    uint64_t val[8];
-    unsigned n;
     int r;
 
     memset(s, 0, sizeof(*s));
@@ -33,7 +28,7 @@ int shimvm_init(struct shimvm *s, const void *code, size_t len, bool ring3)
         if (mfn_x(m) != i)
             return -EINVAL;
     }
-    if ((r = shim_init(&s->shim, &s->frames, SHIMVM_HV, 1)) < 0)
+    if ((r = shim_init(&s->shim, &s->frames, SHIMVM_HV, nr_vcpus)) < 0)
         return r;
     s->l4 = _mfn(1);
     s->l3 = _mfn(2);
@@ -47,6 +42,7 @@ int shimvm_init(struct shimvm *s, const void *code, size_t len, bool ring3)
     uint64_t *l1 = frames_ptr(&s->frames, s->l1);
     l4[0] = (mfn_x(s->l3) << 12) | 0x27;
     l4[SHIM_L4_SLOT] = shim_l4e(&s->shim);
+    l4[SHIM_L4_SLOT + 1] = shim_l4e_directmap(&s->shim);
     l3[0] = (mfn_x(s->l2) << 12) | 0x27;
     l2[0] = (mfn_x(s->l1) << 12) | 0x27;
     for (unsigned i = 1; i < 512; i++) /* page 0 stays unmapped */
@@ -58,41 +54,62 @@ int shimvm_init(struct shimvm *s, const void *code, size_t len, bool ring3)
     cfg = kvm_vm_config_default(&s->sys, false, 0);
     if ((r = kvm_vm_create(&s->vm, &s->sys, &cfg)) < 0)
         return r;
-    if ((r = kvm_vm_set_memory_region(&s->vm, 0, 0, 0,
-                                      SHIMVM_FRAMES * PAGE_SIZE,
-                                      s->frames.base)) < 0)
-        return r;
-    if ((r = kvm_vcpu_create(&s->vcpu, &s->vm, 0)) < 0)
-        return r;
+    return kvm_vm_set_memory_region(&s->vm, 0, 0, 0,
+                                    SHIMVM_FRAMES * PAGE_SIZE,
+                                    s->frames.base);
+}
+
+int shimvm_setup_vcpu(struct shimvm *s, struct kvm_vcpu *v, unsigned id,
+                      bool ring3)
+{
+    struct kvm_cpuid2 *cpuid;
+    struct kvm_sregs sr;
+    struct kvm_regs regs;
+    uint32_t idx[8];
+    uint64_t val[8];
+    unsigned n;
+    int r;
+
     if ((r = kvm_sys_supported_cpuid(&s->sys, &cpuid)) < 0)
         return r;
-    r = kvm_vcpu_set_cpuid(&s->vcpu, cpuid);
+    r = kvm_vcpu_set_cpuid(v, cpuid);
     free(cpuid);
     if (r < 0)
         return r;
-    shim_vcpu_sregs(&s->shim, 0, mfn_x(s->l4) << 12, &sr);
-    if ((r = kvm_vcpu_set_sregs(&s->vcpu, &sr)) < 0)
+    shim_vcpu_sregs(&s->shim, id, mfn_x(s->l4) << 12, &sr);
+    if ((r = kvm_vcpu_set_sregs(v, &sr)) < 0)
         return r;
-    n = shim_vcpu_msrs(&s->shim, 0, idx, val);
+    n = shim_vcpu_msrs(&s->shim, id, idx, val);
     for (unsigned i = 0; i < n; i++)
-        if ((r = kvm_vcpu_set_msr(&s->vcpu, idx[i], val[i])) < 0)
+        if ((r = kvm_vcpu_set_msr(v, idx[i], val[i])) < 0)
             return r;
     if (ring3) {
         struct shim_frame to = {
             .rip = mfn_x(s->code) << 12,
             .cs = SHIM_SEL_CS3,
             .rflags = SHIM_RFLAGS_FIXED,
-            .rsp = (mfn_x(s->data) + 1) << 12,
+            .rsp = (mfn_x(s->data) + 1 + id) << 12,
             .ss = SHIM_SEL_DS3,
         };
-        shim_vcpu_start(&s->shim, 0, &to, &regs);
+        shim_vcpu_start(&s->shim, id, &to, &regs);
     } else {
         memset(&regs, 0, sizeof(regs));
         regs.rflags = SHIM_RFLAGS_FIXED;
         regs.rip = mfn_x(s->code) << 12;
-        regs.rsp = SHIM_VA_PERCPU(0) + SHIM_PERCPU_STACK_TOP - 64;
+        regs.rsp = SHIM_VA_PERCPU(id) + SHIM_PERCPU_STACK_TOP - 64;
     }
-    return kvm_vcpu_set_regs(&s->vcpu, &regs);
+    return kvm_vcpu_set_regs(v, &regs);
+}
+
+int shimvm_init(struct shimvm *s, const void *code, size_t len, bool ring3)
+{
+    int r = shimvm_init_vm(s, code, len, 1);
+
+    if (r < 0)
+        return r;
+    if ((r = kvm_vcpu_create(&s->vcpu, &s->vm, 0)) < 0)
+        return r;
+    return shimvm_setup_vcpu(s, &s->vcpu, 0, ring3);
 }
 
 void shimvm_fini(struct shimvm *s)

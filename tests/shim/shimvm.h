@@ -27,6 +27,13 @@ struct shimvm {
 /* Sets up everything; code is copied to s->code's page; the vCPU starts in
  * ring 3 at the code (ring3) or in ring 0 at it (!ring3). */
 int shimvm_init(struct shimvm *s, const void *code, size_t len, bool ring3);
+/* Only memory, shim (nr_vcpus) and the VM; no vCPU. */
+int shimvm_init_vm(struct shimvm *s, const void *code, size_t len,
+                   unsigned nr_vcpus);
+/* Make KVM vCPU v (created by the caller as vCPU id) start at the code:
+ * in ring 3 with its own stack page, or in ring 0. */
+int shimvm_setup_vcpu(struct shimvm *s, struct kvm_vcpu *v, unsigned id,
+                      bool ring3);
 void shimvm_fini(struct shimvm *s);
 static inline void *shimvm_ptr(struct shimvm *s, uint64_t va)
 {
