@@ -24,8 +24,7 @@
  * left them, its guard pages intact, its exception handlers still working.
  *
  * Options: calls=<random hypercalls per vCPU> (default 64), quiet=1 (print
- * refusals only as counts), known-bug=shared-info (report, without failing,
- * that the hypervisor let the guest give back its shared info frame).
+ * refusals only as counts).
  */
 #include "guest.h"
 
@@ -586,14 +585,7 @@ static void attack_mem(struct hostile *h)
     if (h->shared_mfn && h->v->id == 0) {
         uint64_t sh = h->shared_mfn;
         rc = resv(XENMEM_decrease_reservation, &sh, 1, 0, DOMID_SELF);
-        if (rc > 0 && cmdline_has(h->k->cmdline, sizeof(h->k->cmdline),
-                                  "known-bug=shared-info"))
-            kprintf(h->k, "hostile: vcpu %u KNOWN BUG: the shared info frame "
-                          "was given back (%ld)\n",
-                    h->v->id, rc);
-        else
-            outcome(h, H_MEM, rc <= 0, "give back the shared info frame",
-                    rc);
+        outcome(h, H_MEM, rc <= 0, "give back the shared info frame", rc);
     }
     uint64_t own = h->k->p2m[h->garbage];
     rc = resv(XENMEM_decrease_reservation, &own, 1, 0, 5);
