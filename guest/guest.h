@@ -84,8 +84,7 @@ uint64_t hypercall_raw(struct vcpu *v, uint64_t addr, uint64_t rax_val,
  * resuming at the next instruction on the same stack: returns the CPL and
  * IOPL it resumed with ((rflags & 0x3000) | (cs & 3)), or the probe code
  * if the hypervisor bounced a fault instead. */
-uint64_t iret_probe(struct vcpu *v, uint64_t cs, uint64_t ss,
-                    uint64_t rflags);
+uint64_t iret_probe(struct vcpu *v, uint64_t cs, uint64_t ss, uint64_t rflags);
 
 /* Enters guest user mode (iret with a ring-3 cs) at user_rip with rdi = arg
  * and rsp = user_rsp; the user code ends with SYSCALL, which the hypervisor
@@ -175,9 +174,9 @@ void vcpu_yield(void);
 
 /* ---- memory (mm.c) ---- */
 enum pte_method {
-    PTE_BY_MMU_UPDATE,  /* mmu_update on the entry's machine address */
-    PTE_BY_UVA,         /* update_va_mapping on the virtual address */
-    PTE_BY_DIRECT,      /* a plain store into the read-only L1: emulated */
+    PTE_BY_MMU_UPDATE, /* mmu_update on the entry's machine address */
+    PTE_BY_UVA,        /* update_va_mapping on the virtual address */
+    PTE_BY_DIRECT,     /* a plain store into the read-only L1: emulated */
     PTE_METHODS,
 };
 extern const char *const pte_method_name[PTE_METHODS];
