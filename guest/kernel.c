@@ -188,25 +188,25 @@ static void vcpu_install_handlers(struct kernel *k, struct vcpu *v)
     long rc = hc_set_trap_table(k->traps);
     if (rc)
         kprintf(k, "guest: vcpu %u set_trap_table: %ld\n", v->id, rc);
-    struct callback_register cb = {
-        .type = CALLBACKTYPE_event,
-        .address = (uint64_t)(uintptr_t)trap_32,
+    const struct {
+        uint16_t type;
+        const char *name;
+        const char *entry;
+    } callbacks[] = {
+        {CALLBACKTYPE_event, "event", trap_32},
+        {CALLBACKTYPE_syscall, "syscall", syscall_entry},
+        {CALLBACKTYPE_failsafe, "failsafe", trap_33},
     };
-    rc = hc_callback_op(CALLBACKOP_register, &cb);
-    if (rc)
-        kprintf(k, "guest: vcpu %u register event callback: %ld\n", v->id, rc);
-    cb.type = CALLBACKTYPE_syscall;
-    cb.address = (uint64_t)(uintptr_t)syscall_entry;
-    rc = hc_callback_op(CALLBACKOP_register, &cb);
-    if (rc)
-        kprintf(k, "guest: vcpu %u register syscall callback: %ld\n", v->id,
-                rc);
-    cb.type = CALLBACKTYPE_failsafe;
-    cb.address = (uint64_t)(uintptr_t)trap_33;
-    rc = hc_callback_op(CALLBACKOP_register, &cb);
-    if (rc)
-        kprintf(k, "guest: vcpu %u register failsafe callback: %ld\n", v->id,
-                rc);
+    for (unsigned i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++) {
+        struct callback_register cb = {
+            .type = callbacks[i].type,
+            .address = (uint64_t)(uintptr_t)callbacks[i].entry,
+        };
+        rc = hc_callback_op(CALLBACKOP_register, &cb);
+        if (rc)
+            kprintf(k, "guest: vcpu %u register %s callback: %ld\n", v->id,
+                    callbacks[i].name, rc);
+    }
     rc = hc_stack_switch(FLAT_KERNEL_SS, v->stack_top);
     if (rc)
         kprintf(k, "guest: vcpu %u stack_switch: %ld\n", v->id, rc);
