@@ -73,6 +73,8 @@ uint64_t probe_ud2(void);
 uint64_t probe_div0(void);
 /* SYSCALL from guest kernel mode: not a hypercall entry (docs/abi.md). */
 uint64_t probe_syscall(void);
+/* An x87 instruction: #NM while CR0.TS is set (fpu_taskswitch). */
+uint64_t probe_fnop(void);
 /* int3 with rax = marker: returns the probe code if bounced as #BP, the
  * hypercall result if the transport took it for one, marker if ignored. */
 uint64_t probe_int3(uint64_t marker);
@@ -214,7 +216,7 @@ struct workload {
     int (*run)(struct kernel *k, struct vcpu *v);
     const char *const *counters; /* names, NULL-terminated */
 };
-extern const struct workload work_dirty, work_ptchurn, work_balloon,
+extern const struct workload work_abi, work_dirty, work_ptchurn, work_balloon,
     work_hostile;
 
 static inline struct vcpu *this_vcpu(void)

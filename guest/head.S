@@ -193,6 +193,7 @@ PROBE probe_xsetbv, "xor %ecx, %ecx; xor %eax, %eax; xor %edx, %edx", xsetbv
 PROBE probe_int80, nop, "int $0x80"
 PROBE probe_ud2, nop, ud2
 PROBE probe_syscall, nop, syscall
+PROBE probe_fnop, nop, fnop
 PROBE probe_div0, "xor %ecx, %ecx; mov $1, %eax; xor %edx, %edx", "div %ecx"
 
 /* int3 is a trap: the bounce frame's rip is the next instruction. */

@@ -413,8 +413,8 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
     kprintf(k, "guest: %u vcpu(s) online, %lu free pages\n", k->nr_vcpus,
             k->free_count);
 
-    static const struct workload *const all[] = {&work_dirty, &work_ptchurn,
-                                                 &work_balloon, &work_hostile};
+    static const struct workload *const all[] = {
+        &work_abi, &work_dirty, &work_ptchurn, &work_balloon, &work_hostile};
     int failed = 0, ran = 0;
     for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (!cmdline_has(k->cmdline, sizeof(k->cmdline), all[i]->name) &&
@@ -425,7 +425,7 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
             failed++;
     }
     if (!ran)
-        kprintf(k, "guest: no workload on the command line (dirty ptchurn "
+        kprintf(k, "guest: no workload on the command line (abi dirty ptchurn "
                    "balloon hostile all)\n");
     print_traps(k);
     if (failed) {
