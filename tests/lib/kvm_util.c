@@ -268,6 +268,7 @@ static bool park_locked(struct kvmtest_runner *r, bool at_sync)
 {
     while (must_park(r, at_sync)) {
         r->parked = true;
+        r->parked_at_sync = at_sync;
         pthread_cond_broadcast(&r->cond);
         pthread_cond_wait(&r->cond, &r->lock);
     }
@@ -331,9 +332,9 @@ int kvmtest_runner_start(struct kvmtest_runner *r, struct kvmtest_vm *vm)
     return rc;
 }
 
-static int wait_parked_locked(struct kvmtest_runner *r)
+static int wait_parked_locked(struct kvmtest_runner *r, bool at_sync)
 {
-    while (!r->parked && !r->exited)
+    while (!(r->parked && (r->parked_at_sync || !at_sync)) && !r->exited)
         pthread_cond_wait(&r->cond, &r->lock);
     return r->error;
 }
@@ -344,7 +345,7 @@ int kvmtest_runner_stop(struct kvmtest_runner *r)
 
     pthread_mutex_lock(&r->lock);
     r->stop_req = true;
-    rc = wait_parked_locked(r);
+    rc = wait_parked_locked(r, true);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
@@ -357,7 +358,7 @@ int kvmtest_runner_pause(struct kvmtest_runner *r)
     r->pause_req = true;
     if (!r->parked)
         kvm_vcpu_kick(&r->vm->vcpu.k);
-    rc = wait_parked_locked(r);
+    rc = wait_parked_locked(r, false);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }

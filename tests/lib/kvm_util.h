@@ -144,6 +144,7 @@ struct kvmtest_runner {
     bool stop_req;  /* park at the next SYNC */
     bool pause_req; /* park as soon as possible (kicked) */
     bool parked;    /* the vCPU thread is parked */
+    bool parked_at_sync; /* ... at a SYNC (not in the middle of its loop) */
     bool done;      /* the guest reported DONE */
     bool exited;    /* the thread left its loop */
     bool quit;      /* leave the thread */
