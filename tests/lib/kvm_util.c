@@ -24,6 +24,7 @@ static const uint64_t guest_fn_addr[] = {
     [GUEST_DIRTY_WRITER] = KVMTEST_SYM_guest_dirty_writer,
     [GUEST_STORE_LIST] = KVMTEST_SYM_guest_store_list,
     [GUEST_SYNC_LOOP] = KVMTEST_SYM_guest_sync_loop,
+    [GUEST_STRIDE_WRITER] = KVMTEST_SYM_guest_stride_writer,
 };
 
 static void build_sysmem(uint8_t *m)

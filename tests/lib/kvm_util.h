@@ -77,6 +77,7 @@ enum kvmtest_guest_fn {
     GUEST_DIRTY_WRITER,
     GUEST_STORE_LIST,
     GUEST_SYNC_LOOP,
+    GUEST_STRIDE_WRITER,
 };
 
 struct kvmtest_vm;
