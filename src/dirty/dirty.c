@@ -382,6 +382,41 @@ int dirty_mark(struct dirty_log *d, gfn_t gfn, uint64_t nr)
     return 0;
 }
 
+/*
+ * Guest memory is shared with running vCPUs (and device models): copy it
+ * with relaxed atomic accesses, 8 bytes at a time where aligned, so that a
+ * concurrent reader or writer is a race on values, never undefined
+ * behaviour in memvisor.
+ */
+static void guest_copy(uint8_t *dst, const uint8_t *src, uint64_t n,
+                       bool dst_is_guest)
+{
+    while (n && ((uintptr_t)(dst_is_guest ? dst : src) & 7)) {
+        if (dst_is_guest)
+            __atomic_store_n(dst, *src, __ATOMIC_RELAXED);
+        else
+            *dst = __atomic_load_n(src, __ATOMIC_RELAXED);
+        dst++, src++, n--;
+    }
+    for (; n >= 8; dst += 8, src += 8, n -= 8) {
+        uint64_t w;
+        if (dst_is_guest) {
+            memcpy(&w, src, 8);
+            __atomic_store_n((uint64_t *)(void *)dst, w, __ATOMIC_RELAXED);
+        } else {
+            w = __atomic_load_n((const uint64_t *)(const void *)src,
+                                __ATOMIC_RELAXED);
+            memcpy(dst, &w, 8);
+        }
+    }
+    for (; n; dst++, src++, n--) {
+        if (dst_is_guest)
+            __atomic_store_n(dst, *src, __ATOMIC_RELAXED);
+        else
+            *dst = __atomic_load_n(src, __ATOMIC_RELAXED);
+    }
+}
+
 static int copy_guest(struct dirty_log *d, gpa_t gpa, void *buf, uint64_t len,
                       bool to_guest)
 {
@@ -401,13 +436,13 @@ static int copy_guest(struct dirty_log *d, gpa_t gpa, void *buf, uint64_t len,
             return -EFAULT;
         uint8_t *host = (uint8_t *)frames_ptr(d->p2m->frames, e.mfn) + off;
         if (to_guest) {
-            memcpy(host, p, n);
+            guest_copy(host, p, n, true);
             /* mark after the write: a harvest that takes the bit sees the
              * new bytes (D1) */
             bitmap_atomic_set(d->log, a >> PAGE_SHIFT);
             __atomic_fetch_add(&d->stats.marks, 1, __ATOMIC_RELAXED);
         } else {
-            memcpy(p, host, n);
+            guest_copy(p, host, n, false);
         }
         a += n;
         p += n;

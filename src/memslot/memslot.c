@@ -887,6 +887,8 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
     uint8_t *host = (uint8_t *)frames_ptr(ms->frames, e.mfn) +
                     (gpa & (PAGE_SIZE - 1));
     if (!is_write) {
+        if (ms->dirty)
+            return dirty_copy_from_guest(ms->dirty, data, _gpa(gpa), len);
         memcpy(data, host, len);
         return 0;
     }

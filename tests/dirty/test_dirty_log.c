@@ -118,7 +118,7 @@ static void run_dirty_log(const struct kvm_vm_config *cfg, uint64_t iterations,
         v.quiesced = true;
         assert_int_equal(harvest(&v), 0);
         for (uint64_t i = 0; i < NPAGES; i++) {
-            uint64_t val = *(uint64_t *)memfix_host(&f, MEMFIX_GFN0 + i);
+            uint64_t val = __atomic_load_n((uint64_t *)memfix_host(&f, MEMFIX_GFN0 + i), __ATOMIC_RELAXED);
             if (val == it && !bitmap_test(v.seen, i))
                 res->lost++;
             if (val > it)

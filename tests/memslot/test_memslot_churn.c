@@ -173,7 +173,7 @@ static void run_churn(const struct kvm_vm_config *cfg, uint64_t iterations,
         assert_int_equal(kvmtest_runner_stop(&f->runner), 0);
         harvest(c);
         for (uint64_t i = 0; i < NP; i++) {
-            uint64_t v = *(uint64_t *)memfix_host(f, G(i));
+            uint64_t v = __atomic_load_n((uint64_t *)memfix_host(f, G(i)), __ATOMIC_RELAXED);
             if (v == it && !bitmap_test(c->seen, i))
                 c->lost++;
             if (v > it)
