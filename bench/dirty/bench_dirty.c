@@ -79,15 +79,13 @@ static int guest_pass(struct ctx *c)
 static int run_mode(bool ring)
 {
     static struct ctx c;
-    struct kvm_sys sys;
     static const uint64_t strides[] = {100, 10, 1};
     uint64_t *buf = bitmap_alloc(NPAGES);
+    struct kvm_vm_config cfg;
     int rc;
 
-    if (kvm_sys_open(&sys, NULL))
+    if (kvmtest_vm_config(&cfg, ring, 65536 * 16))
         return 1;
-    struct kvm_vm_config cfg = kvm_vm_config_default(&sys, ring, 65536 * 16);
-    kvm_sys_close(&sys);
     if (ring && cfg.dirty_mode != KVM_DIRTY_RING) {
         printf("ring: not offered by this KVM\n");
         return 0;

@@ -122,6 +122,18 @@ int kvmtest_vcpu_reset(struct kvmtest_vm *vm, enum kvmtest_guest_fn fn)
     return kvm_vcpu_set_regs(v, &r);
 }
 
+int kvmtest_vm_config(struct kvm_vm_config *cfg, bool ring, uint32_t ring_bytes)
+{
+    struct kvm_sys sys;
+    int rc = kvm_sys_open(&sys, NULL);
+
+    if (rc)
+        return rc;
+    *cfg = kvm_vm_config_default(&sys, ring, ring_bytes);
+    kvm_sys_close(&sys);
+    return 0;
+}
+
 int vm_create_with_one_vcpu(struct kvmtest_vm **out, enum kvmtest_guest_fn fn,
                             const struct kvm_vm_config *cfg,
                             const struct kvm_ops *ops)

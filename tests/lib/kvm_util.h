@@ -82,6 +82,10 @@ enum kvmtest_guest_fn {
 
 struct kvmtest_vm;
 
+/* Probe KVM for the dirty-log mode it offers: the ring of ring_bytes when
+ * ring is asked for and offered, else the best bitmap mode. */
+int kvmtest_vm_config(struct kvm_vm_config *cfg, bool ring, uint32_t ring_bytes);
+
 /* Exit hooks: return 0 when handled (the vCPU re-enters), -errno to stop. */
 struct kvmtest_hooks {
     /* KVM_EXIT_MMIO: a store or load to a gpa without a writable slot. */

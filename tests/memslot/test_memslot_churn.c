@@ -207,10 +207,8 @@ static void run_churn(const struct kvm_vm_config *cfg, uint64_t iterations,
 
 static struct kvm_vm_config config(bool ring)
 {
-    struct kvm_sys sys;
-    assert_int_equal(kvm_sys_open(&sys, NULL), 0);
-    struct kvm_vm_config cfg = kvm_vm_config_default(&sys, ring, 4096 * 16);
-    kvm_sys_close(&sys);
+    struct kvm_vm_config cfg;
+    assert_int_equal(kvmtest_vm_config(&cfg, ring, 4096 * 16), 0);
     return cfg;
 }
 
