@@ -179,14 +179,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct dirty_log dirty;
     struct memslots ms;
     mfn_t m;
+    uint64_t m0 = 0;
 
     sys.caps.nr_memslots = MAXID;
     memset(&kvm, 0, sizeof(kvm));
     memset(&ref, 0, sizeof(ref));
-    if (frames_init(&frames, NF) || frames_domain_add(&frames, DOM, NF))
+    if (frames_init(&frames, NF + 1) || frames_domain_add(&frames, DOM, NF))
         abort();
-    for (int i = 0; i < NF; i++)
+    for (int i = 0; i < NF; i++) {
         CHECK(frames_alloc(&frames, DOM, 0, &m) == 0);
+        if (i == 0)
+            m0 = mfn_x(m);
+        CHECK(mfn_x(m) == m0 + (uint64_t)i);
+    }
     CHECK(p2m_init(&p2m, &frames, DOM, P2M_HVM, NR_GFNS) == 0);
     CHECK(dirty_init(&dirty, &vm, &p2m, NR_GFNS, MAXID) == 0);
     CHECK(memslot_init(&ms, &vm, &frames, &p2m, &dirty, 1, MAXID - 1) == 0);
@@ -217,10 +222,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (uint64_t k = 0; k < n; k++)
                 if (ref.type[g + k] != P2M_INVALID)
                     want = -EEXIST;
-            rc = memslot_populate(&ms, _gfn(g), _mfn(mf), n, t);
+            rc = memslot_populate(&ms, _gfn(g), _mfn(m0 + mf), n, t);
             if (!want)
                 for (uint64_t k = 0; k < n; k++) {
-                    ref.mfn[g + k] = mf + k;
+                    ref.mfn[g + k] = m0 + mf + k;
                     ref.type[g + k] = t;
                 }
             break;
@@ -312,7 +317,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dirty_fini(&dirty);
     p2m_fini(&p2m);
     for (uint64_t k = 0; k < NF; k++)
-        CHECK(frame_put_alloc_ref(&frames, _mfn(k)) == 0);
+        CHECK(frame_put_alloc_ref(&frames, _mfn(m0 + k)) == 0);
     frames_fini(&frames);
     return 0;
 }
