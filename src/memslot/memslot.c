@@ -130,10 +130,17 @@ struct plan {
     bool need_flush;
 };
 
+/* Whether gfn g is tracked with the overlay applied; *cur is a cursor
+ * into ms->tracks for a caller that walks g upwards (start at 0). */
 static bool ov_tracked(struct memslots *ms, const struct overlay *ov,
-                       uint64_t g)
+                       uint64_t g, uint32_t *cur)
 {
-    uint32_t n = nr_trackers(ms->tracks, ms->nr_tracks, g);
+    uint32_t n = 0;
+
+    while (*cur < ms->nr_tracks && gfn_x(ms->tracks[*cur].gfn) < g)
+        (*cur)++;
+    while (*cur + n < ms->nr_tracks && gfn_x(ms->tracks[*cur + n].gfn) == g)
+        n++;
 
     if (ov->track_t && g == ov->lo)
         n = ov->track_add ? n + 1 : n - 1;
@@ -184,8 +191,8 @@ static int derive(struct memslots *ms, const struct overlay *ov,
 {
     bool log_on = ov->log_dirty < 0 ? ms->log_dirty : ov->log_dirty;
     uint64_t n = MIN(p->hi - p->lo, DERIVE_CHUNK);
+    uint32_t cap = 0, cur = track_lower(ms->tracks, ms->nr_tracks, p->lo);
     struct p2m_entry *e;
-    uint32_t cap = 0;
     int rc = 0;
 
     p->nd = 0;
@@ -201,10 +208,16 @@ static int derive(struct memslots *ms, const struct overlay *ov,
             if (!p2m_is_ram(x.type))
                 continue;
             uint32_t flags = 0;
-            if (x.type == P2M_RAM_RO || ov_tracked(ms, ov, g))
+            if (x.type == P2M_RAM_RO || ov_tracked(ms, ov, g, &cur))
                 flags = MEMSLOT_RO;
             else if (log_on || x.type == P2M_LOGDIRTY)
                 flags = MEMSLOT_LOG;
+            struct memslot *last = p->nd ? &p->derived[p->nd - 1] : NULL;
+            if (last && slot_end(last) == g && last->flags == flags &&
+                mfn_x(last->mfn) + last->npages == mfn_x(x.mfn)) {
+                last->npages++; /* the common case: the run goes on */
+                continue;
+            }
             struct memslot s = {0, _gfn(g), 1, x.mfn, flags};
             rc = derived_push(ms, p, &cap, &s);
         }
