@@ -22,7 +22,7 @@ enum check_result check_verify(const uint64_t *page, uint64_t pfn,
     if (page[1] != pfn) {
         *bad_word = 1;
         return page[0] == (CHECK_MAGIC ^ page[1]) ? CHECK_BAD_PFN
-                                                    : CHECK_BAD_MAGIC;
+                                                  : CHECK_BAD_MAGIC;
     }
     if (page[0] != (CHECK_MAGIC ^ pfn))
         return CHECK_BAD_MAGIC;

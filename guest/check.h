@@ -29,16 +29,15 @@ enum check_result {
     CHECK_BAD_BODY, /* header right, body torn */
 };
 
-static inline uint64_t check_word(uint64_t pfn, uint64_t counter,
-                                  uint64_t tag, unsigned i)
+static inline uint64_t check_word(uint64_t pfn, uint64_t counter, uint64_t tag,
+                                  unsigned i)
 {
-    uint64_t x = (pfn << 24) ^ (counter * 0x9E3779B97F4A7C15ULL) ^
-                 (tag << 56) ^ ((uint64_t)i * 0xD6E8FEB86659FD93ULL);
+    uint64_t x = (pfn << 24) ^ (counter * 0x9E3779B97F4A7C15ULL) ^ (tag << 56) ^
+                 ((uint64_t)i * 0xD6E8FEB86659FD93ULL);
     return x ^ (x >> 29);
 }
 
-void check_fill(uint64_t *page, uint64_t pfn, uint64_t counter,
-                uint64_t tag);
+void check_fill(uint64_t *page, uint64_t pfn, uint64_t counter, uint64_t tag);
 /* Verifies the page against (pfn, counter, tag); *bad_word (may be NULL)
  * gets the index of the first word that differs. */
 enum check_result check_verify(const uint64_t *page, uint64_t pfn,

@@ -71,6 +71,10 @@ uint64_t probe_xsetbv(void);
 uint64_t probe_int80(void);
 uint64_t probe_ud2(void);
 uint64_t probe_div0(void);
+/* SYSCALL from guest kernel mode: not a hypercall entry (docs/abi.md). */
+uint64_t probe_syscall(void);
+/* An x87 instruction: #NM while CR0.TS is set (fpu_taskswitch). */
+uint64_t probe_fnop(void);
 /* int3 with rax = marker: returns the probe code if bounced as #BP, the
  * hypercall result if the transport took it for one, marker if ignored. */
 uint64_t probe_int3(uint64_t marker);
@@ -82,8 +86,22 @@ uint64_t hypercall_raw(struct vcpu *v, uint64_t addr, uint64_t rax_val,
  * resuming at the next instruction on the same stack: returns the CPL and
  * IOPL it resumed with ((rflags & 0x3000) | (cs & 3)), or the probe code
  * if the hypervisor bounced a fault instead. */
-uint64_t iret_probe(struct vcpu *v, uint64_t cs, uint64_t ss,
-                    uint64_t rflags);
+uint64_t iret_probe(struct vcpu *v, uint64_t cs, uint64_t ss, uint64_t rflags);
+
+/* Enters guest user mode (iret with a ring-3 cs) at user_rip with rdi = arg
+ * and rsp = user_rsp; the user code ends with SYSCALL, which the hypervisor
+ * bounces to the syscall callback in kernel mode, and this returns the
+ * user's rax.  A fault on the way returns the probe code.  The caller points
+ * stack_switch() at a free part of its stack first. */
+uint64_t usermode_probe(struct vcpu *v, uint64_t user_rip, uint64_t user_rsp,
+                        uint64_t arg);
+/* User code for usermode_probe: rax = *(uint64_t *)rdi; syscall. */
+extern char user_read_and_syscall[];
+/* User code: cli (privileged), then SYSCALL if it was not refused. */
+extern char user_cli[];
+/* User code: xen_version(XENVER_version) through the hypercall page, then
+ * SYSCALL with its result. */
+extern char user_hypercall[];
 
 /* ---- the kernel object ---- */
 struct spinlock {
@@ -99,6 +117,7 @@ struct vcpu {
      * recover_rip with rsp = recover_rsp and rax = the probe code (the
      * hostile workload's calls into code it does not control). */
     uint64_t recover_rip, recover_rsp;
+    uint64_t user_return_rsp; /* where syscall_entry resumes the kernel */
     unsigned id;
     struct kernel *k;
     uint64_t stack_top;
@@ -157,9 +176,9 @@ void vcpu_yield(void);
 
 /* ---- memory (mm.c) ---- */
 enum pte_method {
-    PTE_BY_MMU_UPDATE,  /* mmu_update on the entry's machine address */
-    PTE_BY_UVA,         /* update_va_mapping on the virtual address */
-    PTE_BY_DIRECT,      /* a plain store into the read-only L1: emulated */
+    PTE_BY_MMU_UPDATE, /* mmu_update on the entry's machine address */
+    PTE_BY_UVA,        /* update_va_mapping on the virtual address */
+    PTE_BY_DIRECT,     /* a plain store into the read-only L1: emulated */
     PTE_METHODS,
 };
 extern const char *const pte_method_name[PTE_METHODS];
@@ -197,7 +216,7 @@ struct workload {
     int (*run)(struct kernel *k, struct vcpu *v);
     const char *const *counters; /* names, NULL-terminated */
 };
-extern const struct workload work_dirty, work_ptchurn, work_balloon,
+extern const struct workload work_abi, work_dirty, work_ptchurn, work_balloon,
     work_hostile;
 
 static inline struct vcpu *this_vcpu(void)

@@ -192,6 +192,8 @@ PROBE probe_mov_to_dr7, nop, "mov %rdi, %dr7"
 PROBE probe_xsetbv, "xor %ecx, %ecx; xor %eax, %eax; xor %edx, %edx", xsetbv
 PROBE probe_int80, nop, "int $0x80"
 PROBE probe_ud2, nop, ud2
+PROBE probe_syscall, nop, syscall
+PROBE probe_fnop, nop, fnop
 PROBE probe_div0, "xor %ecx, %ecx; mov $1, %eax; xor %edx, %edx", "div %ecx"
 
 /* int3 is a trap: the bounce frame's rip is the next instruction. */
@@ -206,6 +208,72 @@ probe_int3:
  * _Static_assert in kernel.c. */
 #define VCPU_RECOVER_RIP 0
 #define VCPU_RECOVER_RSP 8
+
+#define VCPU_USER_RETURN_RSP 16
+#define FLAT_USER_CS 0xe033
+#define FLAT_USER_SS 0xe02b
+
+/* usermode_probe(v, user_rip, user_rsp, arg) */
+    .globl usermode_probe
+usermode_probe:
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rdi, %rbx
+    mov %rsp, VCPU_USER_RETURN_RSP(%rbx)
+    lea usermode_return(%rip), %rax
+    mov %rax, VCPU_RECOVER_RIP(%rbx)
+    mov %rsp, VCPU_RECOVER_RSP(%rbx)
+    mov %rcx, %rdi
+    pushq $FLAT_USER_SS
+    push %rdx                           /* rsp */
+    pushq $0x202                        /* rflags */
+    pushq $FLAT_USER_CS
+    push %rsi                           /* rip */
+    pushq $0                            /* flags */
+    xor %eax, %eax
+    jmp hypercall_page + HYPERCALL_IRET * 32
+usermode_return:
+    movq $0, VCPU_RECOVER_RIP(%rbx)
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    ret
+
+/* The syscall callback: kernel mode, on the stack_switch() stack, with
+ * the bounce frame { rcx, r11, rip, cs, rflags, rsp, ss } that it drops. */
+    .globl syscall_entry
+syscall_entry:
+    mov %rsp, %rbx
+    and $-STACK_SIZE, %rbx
+    mov (%rbx), %rbx                    /* struct vcpu *, at the stack base */
+    mov VCPU_USER_RETURN_RSP(%rbx), %rsp
+    jmp usermode_return
+
+    .globl user_cli
+user_cli:
+    cli
+    syscall
+
+/* A hypercall (xen_version) attempted from guest user mode. */
+    .globl user_hypercall
+user_hypercall:
+    xor %edi, %edi
+    xor %esi, %esi
+    call hypercall_page + 17 * 32
+    syscall
+
+    .globl user_read_and_syscall
+user_read_and_syscall:
+    mov (%rdi), %rax
+    syscall
+    ud2
 
 /* hypercall_raw(v, addr, rax, a1, a2, a3) */
     .globl hypercall_raw

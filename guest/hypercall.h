@@ -15,8 +15,8 @@ extern char hypercall_page[4096];
 /* Any hypercall by number (the hostile workload calls numbers that are not
  * constants).  The hypervisor may clobber rcx, r11 and the argument
  * registers. */
-static inline long hypercall(unsigned nr, uint64_t a1, uint64_t a2,
-                             uint64_t a3, uint64_t a4, uint64_t a5)
+static inline long hypercall(unsigned nr, uint64_t a1, uint64_t a2, uint64_t a3,
+                             uint64_t a4, uint64_t a5)
 {
     register uint64_t r10 __asm__("r10") = a4;
     register uint64_t r8 __asm__("r8") = a5;
@@ -59,8 +59,8 @@ static inline long hc_update_va_mapping(uint64_t va, uint64_t pte,
 
 static inline long hc_memory_op(unsigned cmd, void *arg)
 {
-    return hypercall(__HYPERVISOR_memory_op, cmd, (uint64_t)(uintptr_t)arg,
-                     0, 0, 0);
+    return hypercall(__HYPERVISOR_memory_op, cmd, (uint64_t)(uintptr_t)arg, 0,
+                     0, 0);
 }
 
 static inline long hc_sched_op(int cmd, void *arg)
@@ -83,8 +83,8 @@ static inline long hc_xen_version(int cmd, void *arg)
 
 static inline long hc_set_trap_table(const struct trap_info *t)
 {
-    return hypercall(__HYPERVISOR_set_trap_table, (uint64_t)(uintptr_t)t, 0,
-                     0, 0, 0);
+    return hypercall(__HYPERVISOR_set_trap_table, (uint64_t)(uintptr_t)t, 0, 0,
+                     0, 0);
 }
 
 static inline long hc_callback_op(int cmd, void *arg)

@@ -22,16 +22,16 @@ extern const uint64_t __extable_start[], __extable_end[];
 extern char ap_entry[];
 extern char trap_0[], trap_1[], trap_2[], trap_3[], trap_4[], trap_5[],
     trap_6[], trap_7[], trap_8[], trap_9[], trap_10[], trap_11[], trap_12[],
-    trap_13[], trap_14[], trap_15[], trap_16[], trap_17[], trap_18[],
-    trap_19[], trap_32[], trap_33[];
+    trap_13[], trap_14[], trap_15[], trap_16[], trap_17[], trap_18[], trap_19[],
+    trap_32[], trap_33[], syscall_entry[];
 
 void kernel_main(struct start_info *si, uint64_t boot_rsp);
 void ap_main(struct vcpu *v);
 
 /* Saved by trap_common (head.S), lowest address first. */
 struct trap_regs {
-    uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx,
-        rbx, rax;
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx,
+        rax;
     uint64_t vector, error_code;
     uint64_t rip, cs, rflags, rsp, ss;
 };
@@ -42,6 +42,8 @@ _Static_assert(__builtin_offsetof(struct vcpu, recover_rip) == 0,
                "VCPU_RECOVER_RIP in head.S");
 _Static_assert(__builtin_offsetof(struct vcpu, recover_rsp) == 8,
                "VCPU_RECOVER_RSP in head.S");
+_Static_assert(__builtin_offsetof(struct vcpu, user_return_rsp) == 16,
+               "VCPU_USER_RETURN_RSP in head.S");
 
 void spin_lock(struct spinlock *l)
 {
@@ -143,6 +145,7 @@ void trap_dispatch(struct trap_regs *r)
     if (v->recover_rip && r->vector != VECTOR_FAILSAFE) {
         r->rip = v->recover_rip;
         r->rsp = v->recover_rsp;
+        r->cs = FLAT_KERNEL_CS & ~3ULL; /* RPL 0: resume in kernel mode */
         r->rax = PROBE_FAULTED | (r->vector & 0xff) |
                  ((r->error_code & 0xffffffff) << 8);
         v->recover_rip = 0;
@@ -185,20 +188,25 @@ static void vcpu_install_handlers(struct kernel *k, struct vcpu *v)
     long rc = hc_set_trap_table(k->traps);
     if (rc)
         kprintf(k, "guest: vcpu %u set_trap_table: %ld\n", v->id, rc);
-    struct callback_register cb = {
-        .type = CALLBACKTYPE_event,
-        .address = (uint64_t)(uintptr_t)trap_32,
+    const struct {
+        uint16_t type;
+        const char *name;
+        const char *entry;
+    } callbacks[] = {
+        {CALLBACKTYPE_event, "event", trap_32},
+        {CALLBACKTYPE_syscall, "syscall", syscall_entry},
+        {CALLBACKTYPE_failsafe, "failsafe", trap_33},
     };
-    rc = hc_callback_op(CALLBACKOP_register, &cb);
-    if (rc)
-        kprintf(k, "guest: vcpu %u register event callback: %ld\n", v->id,
-                rc);
-    cb.type = CALLBACKTYPE_failsafe;
-    cb.address = (uint64_t)(uintptr_t)trap_33;
-    rc = hc_callback_op(CALLBACKOP_register, &cb);
-    if (rc)
-        kprintf(k, "guest: vcpu %u register failsafe callback: %ld\n", v->id,
-                rc);
+    for (unsigned i = 0; i < sizeof(callbacks) / sizeof(callbacks[0]); i++) {
+        struct callback_register cb = {
+            .type = callbacks[i].type,
+            .address = (uint64_t)(uintptr_t)callbacks[i].entry,
+        };
+        rc = hc_callback_op(CALLBACKOP_register, &cb);
+        if (rc)
+            kprintf(k, "guest: vcpu %u register %s callback: %ld\n", v->id,
+                    callbacks[i].name, rc);
+    }
     rc = hc_stack_switch(FLAT_KERNEL_SS, v->stack_top);
     if (rc)
         kprintf(k, "guest: vcpu %u stack_switch: %ld\n", v->id, rc);
@@ -237,8 +245,7 @@ void ap_main(struct vcpu *v)
     uint32_t seen = 0;
     for (;;) {
         uint32_t gen;
-        while ((gen = __atomic_load_n(&k->work_gen, __ATOMIC_ACQUIRE)) ==
-               seen)
+        while ((gen = __atomic_load_n(&k->work_gen, __ATOMIC_ACQUIRE)) == seen)
             vcpu_yield();
         seen = gen;
         k->work(k, v);
@@ -274,6 +281,7 @@ static unsigned vcpus_start(struct kernel *k, unsigned want)
         ctx->ctrlreg[3] = xen_pfn_to_cr3(k->l4_mfn);
         ctx->event_callback_eip = (uint64_t)(uintptr_t)trap_32;
         ctx->failsafe_callback_eip = (uint64_t)(uintptr_t)trap_33;
+        ctx->syscall_callback_eip = (uint64_t)(uintptr_t)syscall_entry;
         rc = hc_vcpu_op(VCPUOP_initialise, id, ctx);
         if (rc == 0)
             rc = hc_vcpu_op(VCPUOP_up, id, NULL);
@@ -315,8 +323,8 @@ static int run_workload(struct kernel *k, const struct workload *w)
         for (unsigned i = 0; i < k->nr_vcpus; i++)
             sum += k->vcpus[i].c[c];
         if (len < sizeof(line))
-            len += (size_t)ksnprintf(line + len, sizeof(line) - len,
-                                     " %s=%lu", w->counters[c], sum);
+            len += (size_t)ksnprintf(line + len, sizeof(line) - len, " %s=%lu",
+                                     w->counters[c], sum);
     }
     for (unsigned i = 0; i < k->nr_vcpus; i++) {
         fails += k->vcpus[i].fails;
@@ -340,8 +348,8 @@ static void print_traps(struct kernel *k)
         for (unsigned i = 0; i < k->nr_vcpus; i++)
             sum += k->vcpus[i].traps[vec];
         if (sum && len < sizeof(line))
-            len += (size_t)ksnprintf(line + len, sizeof(line) - len,
-                                     " #%u=%lu", vec, sum);
+            len += (size_t)ksnprintf(line + len, sizeof(line) - len, " #%u=%lu",
+                                     vec, sum);
     }
     kprintf(k, "%s\n", line);
 }
@@ -379,8 +387,9 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
     char magic[33];
     kmemcpy(magic, si->magic, 32);
     magic[32] = '\0';
-    kprintf(k, "guest: memvisor pvkernel, start_info magic '%s' nr_pages=%lu "
-               "cmdline '%s'\n",
+    kprintf(k,
+            "guest: memvisor pvkernel, start_info magic '%s' nr_pages=%lu "
+            "cmdline '%s'\n",
             magic, si->nr_pages, k->cmdline);
     long ver = hc_xen_version(XENVER_version, NULL);
     kprintf(k, "guest: hypervisor version %ld.%ld seed=%lu\n", ver >> 16,
@@ -398,15 +407,14 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
     }
     map_shared_info(k);
 
-    unsigned want =
-        (unsigned)cmdline_get(k->cmdline, sizeof(k->cmdline), "vcpus",
-                              MAX_VCPUS);
+    unsigned want = (unsigned)cmdline_get(k->cmdline, sizeof(k->cmdline),
+                                          "vcpus", MAX_VCPUS);
     k->nr_vcpus = vcpus_start(k, want ? want : 1);
     kprintf(k, "guest: %u vcpu(s) online, %lu free pages\n", k->nr_vcpus,
             k->free_count);
 
     static const struct workload *const all[] = {
-        &work_dirty, &work_ptchurn, &work_balloon, &work_hostile};
+        &work_abi, &work_dirty, &work_ptchurn, &work_balloon, &work_hostile};
     int failed = 0, ran = 0;
     for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (!cmdline_has(k->cmdline, sizeof(k->cmdline), all[i]->name) &&
@@ -417,7 +425,7 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
             failed++;
     }
     if (!ran)
-        kprintf(k, "guest: no workload on the command line (dirty ptchurn "
+        kprintf(k, "guest: no workload on the command line (abi dirty ptchurn "
                    "balloon hostile all)\n");
     print_traps(k);
     if (failed) {

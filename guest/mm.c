@@ -114,9 +114,9 @@ long mm_unpin(uint64_t mfn)
 
 long mm_new_baseptr(uint64_t mfn, bool user)
 {
-    struct mmuext_op op = {
-        .cmd = user ? MMUEXT_NEW_USER_BASEPTR : MMUEXT_NEW_BASEPTR,
-        .arg1.mfn = mfn};
+    struct mmuext_op op = {.cmd = user ? MMUEXT_NEW_USER_BASEPTR
+                                       : MMUEXT_NEW_BASEPTR,
+                           .arg1.mfn = mfn};
     return hc_mmuext_op(&op, 1, NULL);
 }
 
@@ -226,12 +226,10 @@ static long build_chunk(struct kernel *k, unsigned c)
         if (pfn < k->physmap_pfns && k->p2m[pfn] != INVALID_P2M)
             t[j] = pte_make(k->p2m[pfn], PTE_DATA);
     }
-    long rc = mm_set_physmap_pte(k, l1pfn,
-                                 pte_make(l1mfn, PTE_DATA & ~_PAGE_RW),
-                                 PTE_BY_UVA);
+    long rc = mm_set_physmap_pte(
+        k, l1pfn, pte_make(l1mfn, PTE_DATA & ~_PAGE_RW), PTE_BY_UVA);
     if (rc) {
-        kprintf(k, "guest: making new L1 pfn %lu read-only: %ld\n", l1pfn,
-                rc);
+        kprintf(k, "guest: making new L1 pfn %lu read-only: %ld\n", l1pfn, rc);
         mm_free(k, l1pfn);
         return rc;
     }
@@ -264,11 +262,12 @@ int mm_init(struct kernel *k, uint64_t boot_rsp)
     struct start_info *si = k->si;
     k->nr_pages = si->nr_pages;
     k->p2m = (uint64_t *)(uintptr_t)si->mfn_list;
-    k->physmap_pfns = k->nr_pages < PHYSMAP_MAX_PFNS ? k->nr_pages
-                                                     : PHYSMAP_MAX_PFNS;
+    k->physmap_pfns =
+        k->nr_pages < PHYSMAP_MAX_PFNS ? k->nr_pages : PHYSMAP_MAX_PFNS;
     if (si->pt_base < VIRT_BASE || si->mfn_list < VIRT_BASE) {
-        kprintf(k, "FAIL: boot: pt_base %lx / mfn_list %lx outside the "
-                   "bootstrap region\n",
+        kprintf(k,
+                "FAIL: boot: pt_base %lx / mfn_list %lx outside the "
+                "bootstrap region\n",
                 si->pt_base, si->mfn_list);
         return -1;
     }

@@ -1,8 +1,8 @@
 /* pt.c - page-table entry rules as the guest expects them (see pt.h). */
 #include "pt.h"
 
-bool pte_is_legal_guest(uint64_t pte, unsigned level, unsigned slot,
-                        bool owned, bool is_table, unsigned maxphys_bits)
+bool pte_is_legal_guest(uint64_t pte, unsigned level, unsigned slot, bool owned,
+                        bool is_table, unsigned maxphys_bits)
 {
     if (!pte_present(pte))
         return !(level == 4 && l4_slot_is_hypervisor(slot) && pte);

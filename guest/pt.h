@@ -41,8 +41,8 @@
 #define PTE_ADDR_MASK 0x000FFFFFFFFFF000ULL
 
 /* Default flags: a data page, a page-table page in its parent. */
-#define PTE_DATA (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | \
-                  _PAGE_DIRTY)
+#define PTE_DATA                                                               \
+    (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY)
 #define PTE_TABLE (_PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED)
 
 #define VIRT_BASE 0xFFFFFFFF80000000ULL
@@ -73,8 +73,7 @@ static inline unsigned pt_index(uint64_t va, unsigned level)
 }
 
 /* Canonical form of an address built from L4..L1 indexes. */
-static inline uint64_t pt_va(unsigned l4, unsigned l3, unsigned l2,
-                             unsigned l1)
+static inline uint64_t pt_va(unsigned l4, unsigned l3, unsigned l2, unsigned l1)
 {
     uint64_t va = ((uint64_t)l4 << 39) | ((uint64_t)l3 << 30) |
                   ((uint64_t)l2 << 21) | ((uint64_t)l1 << 12);
@@ -119,7 +118,7 @@ static inline uint64_t pt_entry_maddr(uint64_t mfn, unsigned idx)
  * maxphys_bits), no writable mapping of a page table at L1, nothing in the
  * hypervisor's L4 slots, only owned frames.
  */
-bool pte_is_legal_guest(uint64_t pte, unsigned level, unsigned slot,
-                        bool owned, bool is_table, unsigned maxphys_bits);
+bool pte_is_legal_guest(uint64_t pte, unsigned level, unsigned slot, bool owned,
+                        bool is_table, unsigned maxphys_bits);
 
 #endif

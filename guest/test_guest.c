@@ -165,8 +165,8 @@ static void t_pte_rules(void **state)
         bool owned, is_table, legal;
     } cases[] = {
         {pte_make(5, PTE_DATA), 1, 0, true, false, true},
-        {pte_make(5, PTE_DATA), 1, 0, false, false, false},  /* unowned */
-        {pte_make(5, PTE_DATA), 1, 0, true, true, false},    /* RW table */
+        {pte_make(5, PTE_DATA), 1, 0, false, false, false}, /* unowned */
+        {pte_make(5, PTE_DATA), 1, 0, true, true, false},   /* RW table */
         {pte_make(5, PTE_DATA & ~_PAGE_RW), 1, 0, true, true, true},
         {pte_make(5, PTE_DATA | _PAGE_PSE), 1, 0, true, false, true}, /* PAT */
         {pte_make(5, PTE_TABLE | _PAGE_PSE), 2, 0, true, true, false},
@@ -184,9 +184,9 @@ static void t_pte_rules(void **state)
         {pte_make(1ULL << 34, PTE_DATA), 1, 0, true, false, false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bool got = pte_is_legal_guest(cases[i].pte, cases[i].level,
-                                      cases[i].slot, cases[i].owned,
-                                      cases[i].is_table, 46);
+        bool got =
+            pte_is_legal_guest(cases[i].pte, cases[i].level, cases[i].slot,
+                               cases[i].owned, cases[i].is_table, 46);
         if (got != cases[i].legal)
             fail_msg("case %zu: pte %llx level %u slot %u: %d, want %d", i,
                      (unsigned long long)cases[i].pte, cases[i].level,

@@ -25,9 +25,9 @@ enum {
     B_VERIFIED,
 };
 static const char *const balloon_counters[] = {
-    "rounds",      "out",          "in-populate", "in-increase",
-    "scrubbed-ok", "gone-faults",  "double-free-refused", "remap-refused", "verified",
-    NULL};
+    "rounds",      "out",         "in-populate",         "in-increase",
+    "scrubbed-ok", "gone-faults", "double-free-refused", "remap-refused",
+    "verified",    NULL};
 
 #define MAX_BATCH 64
 
@@ -131,8 +131,10 @@ static int balloon_run(struct kernel *k, struct vcpu *v)
         if (rc) {
             v->c[B_REMAP_REFUSED]++;
         } else {
-            vfail(v, "balloon", "frame %lx mapped again after it was given "
-                                "back", ext2[0]);
+            vfail(v, "balloon",
+                  "frame %lx mapped again after it was given "
+                  "back",
+                  ext2[0]);
             (void)mm_set_physmap_pte(k, pfns[idx[0]], 0, PTE_BY_UVA);
         }
         spin_unlock(&k->balloon_lock);
@@ -150,8 +152,8 @@ static int balloon_run(struct kernel *k, struct vcpu *v)
         spin_unlock(&k->balloon_lock);
         if (rc != (long)b) {
             vfail(v, "balloon", "%s of %lu: %ld",
-                  by_increase ? "increase_reservation" : "populate_physmap",
-                  b, rc);
+                  by_increase ? "increase_reservation" : "populate_physmap", b,
+                  rc);
             goto out_unbalanced;
         }
         if (by_increase) {
@@ -191,8 +193,8 @@ static int balloon_run(struct kernel *k, struct vcpu *v)
 
         long resv = current_reservation();
         if (resv0 >= 0 && resv >= 0 && k->nr_vcpus == 1 && resv != resv0)
-            vfail(v, "balloon", "reservation %ld after round, %ld before",
-                  resv, resv0);
+            vfail(v, "balloon", "reservation %ld after round, %ld before", resv,
+                  resv0);
         v->c[B_ROUNDS]++;
     }
     for (uint64_t i = 0; i < n; i++) {

@@ -11,8 +11,8 @@
 #include "guest.h"
 
 enum { D_PASSES, D_PAGES, D_WRITTEN, D_VERIFIED, D_BAD };
-static const char *const dirty_counters[] = {"passes", "pages", "written",
-                                             "verified", "bad", NULL};
+static const char *const dirty_counters[] = {"passes",   "pages", "written",
+                                             "verified", "bad",   NULL};
 
 static uint64_t verify_all(struct vcpu *v, uint64_t n, uint64_t counter)
 {
@@ -25,9 +25,8 @@ static uint64_t verify_all(struct vcpu *v, uint64_t n, uint64_t counter)
         v->c[D_VERIFIED]++;
         if (r != CHECK_OK) {
             if (bad < 8)
-                vfail(v, "dirty",
-                      "pfn %lu counter %lu: %s at word %u (%lx)", pfn,
-                      counter, check_result_name(r), word,
+                vfail(v, "dirty", "pfn %lu counter %lu: %s at word %u (%lx)",
+                      pfn, counter, check_result_name(r), word,
                       mm_va(pfn)[word]);
             bad++;
         }
@@ -63,8 +62,8 @@ static int dirty_run(struct kernel *k, struct vcpu *v)
             if (r != CHECK_OK) {
                 v->c[D_BAD]++;
                 if (v->c[D_BAD] <= 8)
-                    vfail(v, "dirty", "pass %lu pfn %lu: %s at word %u",
-                          pass, pfn, check_result_name(r), word);
+                    vfail(v, "dirty", "pass %lu pfn %lu: %s at word %u", pass,
+                          pfn, check_result_name(r), word);
             }
             if (pass == inject && i == n / 2 && v->id == 0)
                 continue;

@@ -24,8 +24,7 @@
  * left them, its guard pages intact, its exception handlers still working.
  *
  * Options: calls=<random hypercalls per vCPU> (default 64), quiet=1 (print
- * refusals only as counts), known-bug=shared-info (report, without failing,
- * that the hypervisor let the guest give back its shared info frame).
+ * refusals only as counts).
  */
 #include "guest.h"
 
@@ -48,10 +47,10 @@ enum {
     H_INTEGRITY,
 };
 static const char *const hostile_counters[] = {
-    "attempts", "refused",  "priv",          "pte",
-    "hvrange",  "mmuext",   "mem",           "output",
-    "random",   "random-refused", "random-accepted", "raw",
-    "pf-bounced", "gp-bounced", "ud-bounced", "integrity-checks", NULL};
+    "attempts",         "refused", "priv",       "pte",        "hvrange",
+    "mmuext",           "mem",     "output",     "random",     "random-refused",
+    "random-accepted",  "raw",     "pf-bounced", "gp-bounced", "ud-bounced",
+    "integrity-checks", NULL};
 
 #define NR_GUARD 8
 
@@ -59,8 +58,8 @@ struct hostile {
     struct kernel *k;
     struct vcpu *v;
     bool quiet;
-    uint64_t scratch;  /* pfn whose physmap entry the attacks aim at */
-    uint64_t garbage;  /* pfn full of random bytes */
+    uint64_t scratch; /* pfn whose physmap entry the attacks aim at */
+    uint64_t garbage; /* pfn full of random bytes */
     uint64_t guard[NR_GUARD];
     uint64_t l4_snap[PT_ENTRIES], l3_snap[PT_ENTRIES], l2_snap[PT_ENTRIES];
     uint64_t max_mfn;
@@ -96,8 +95,8 @@ static void outcome(struct hostile *h, unsigned group, bool refused,
     if (refused) {
         v->c[H_REFUSED]++;
         if (!h->quiet)
-            kprintf(h->k, "hostile: vcpu %u %s: refused (%ld)\n", v->id,
-                    what, detail);
+            kprintf(h->k, "hostile: vcpu %u %s: refused (%ld)\n", v->id, what,
+                    detail);
     } else {
         vfail(v, "hostile", "%s: ACCEPTED (%ld)", what, detail);
     }
@@ -140,8 +139,8 @@ static void integrity(struct hostile *h, const char *after)
                   k->l2[i], h->l2_snap[i]);
     }
     for (unsigned i = 0; i < NR_GUARD; i++) {
-        enum check_result r = check_verify(mm_va(h->guard[i]), h->guard[i],
-                                           7, 0xc0 + v->id, NULL);
+        enum check_result r = check_verify(mm_va(h->guard[i]), h->guard[i], 7,
+                                           0xc0 + v->id, NULL);
         if (r != CHECK_OK)
             vfail(v, "hostile", "after %s: guard pfn %lu %s", after,
                   h->guard[i], check_result_name(r));
@@ -151,8 +150,7 @@ static void integrity(struct hostile *h, const char *after)
         (scratch_pte & ~(_PAGE_ACCESSED | _PAGE_DIRTY)) !=
             (pte_make(k->p2m[h->scratch], PTE_DATA) &
              ~(_PAGE_ACCESSED | _PAGE_DIRTY)))
-        vfail(v, "hostile", "after %s: scratch entry %lx", after,
-              scratch_pte);
+        vfail(v, "hostile", "after %s: scratch entry %lx", after, scratch_pte);
     uint64_t r = probe_ud2();
     if (!(r & PROBE_FAULTED) || PROBE_VECTOR(r) != 6)
         vfail(v, "hostile", "after %s: ud2 probe %lx", after, r);
@@ -174,7 +172,7 @@ static void attack_priv(struct hostile *h)
         {"wrmsr LSTAR", 9}, {"wrmsr EFER", 10},  {"rdmsr APIC_BASE", 11},
         {"invlpg", 12},     {"wbinvd", 13},      {"clts", 14},
         {"swapgs", 15},     {"rdpmc", 16},       {"mov to dr7", 17},
-        {"xsetbv", 18},     {"int $0x80", 19},
+        {"xsetbv", 18},     {"int $0x80", 19},   {"syscall in kernel mode", 20},
     };
     for (unsigned i = 0; i < sizeof(insns) / sizeof(insns[0]); i++) {
         uint64_t r = 0;
@@ -241,14 +239,16 @@ static void attack_priv(struct hostile *h)
         case 19:
             r = probe_int80();
             break;
+        case 20:
+            r = probe_syscall();
+            break;
         }
         probe_outcome(h, H_PRIV, r, insns[i].name);
     }
 
-    static const uint16_t ports[] = {0x20,  0x21,  0x40,  0x43,  0x60,
-                                     0x64,  0x70,  0x71,  0x80,  0x92,
-                                     0xe9,  0x3f8, 0x3f9, 0x3fd, 0x402,
-                                     0x510, 0x511, 0xcf8, 0xcfc, 0xffff};
+    static const uint16_t ports[] = {
+        0x20, 0x21,  0x40,  0x43,  0x60,  0x64,  0x70,  0x71,  0x80,  0x92,
+        0xe9, 0x3f8, 0x3f9, 0x3fd, 0x402, 0x510, 0x511, 0xcf8, 0xcfc, 0xffff};
     for (unsigned i = 0; i < sizeof(ports) / sizeof(ports[0]) + 4; i++) {
         uint16_t port = i < sizeof(ports) / sizeof(ports[0])
                             ? ports[i]
@@ -274,13 +274,35 @@ static void attack_priv(struct hostile *h)
         {"iret to ring 0 (cs 0x08)", 0x08, 0x10, 0x202},
         {"iret to ring 0 (cs 0x10)", 0x10, 0x18, 0x202},
         {"iret to ring 1 (cs 0xe019)", 0xe019, 0xe021, 0x202},
-        {"iret with IOPL 3", FLAT_KERNEL_CS, FLAT_KERNEL_SS, 0x3202},
+        /* RPL 0 asks for guest kernel mode (RPL 3 would mean user mode). */
+        {"iret with IOPL 3", FLAT_KERNEL_CS & ~3, FLAT_KERNEL_SS & ~3, 0x3202},
     };
+    /* The same from guest user mode (user base = the boot L4): cli there
+     * must come back to the kernel as #GP. */
+    long rc = mm_new_baseptr(k->l4_mfn, true);
+    uint64_t sp =
+        ((uint64_t)(uintptr_t)__builtin_frame_address(0) - 2048) & ~15ULL;
+    if (rc == 0 && hc_stack_switch(FLAT_KERNEL_SS, sp) == 0) {
+        uint64_t r = usermode_probe(h->v, (uint64_t)(uintptr_t)user_cli, sp, 0);
+        (void)hc_stack_switch(FLAT_KERNEL_SS, h->v->stack_top);
+        probe_outcome(h, H_PRIV, r, "cli in user mode");
+        (void)hc_stack_switch(FLAT_KERNEL_SS, sp);
+        r = usermode_probe(h->v, (uint64_t)(uintptr_t)user_hypercall, sp, 0);
+        (void)hc_stack_switch(FLAT_KERNEL_SS, h->v->stack_top);
+        count_fault(h->v, r);
+        outcome(h, H_PRIV, (r & PROBE_FAULTED) || (int64_t)r < 0,
+                "hypercall from user mode", (int64_t)r);
+        rc = mm_new_baseptr(0, true);
+        if (rc)
+            vfail(h->v, "hostile", "clearing the user base pointer: %ld", rc);
+    } else {
+        vfail(h->v, "hostile", "cannot enter user mode: %ld", rc);
+    }
     for (unsigned i = 0; i < sizeof(irets) / sizeof(irets[0]); i++) {
-        uint64_t r = iret_probe(h->v, irets[i].cs, irets[i].ss,
-                                irets[i].rflags);
-        bool refused = (r & PROBE_FAULTED) ||
-                       ((r & 3) == 3 && (r & 0x3000) != 0x3000);
+        uint64_t r =
+            iret_probe(h->v, irets[i].cs, irets[i].ss, irets[i].rflags);
+        bool refused =
+            (r & PROBE_FAULTED) || ((r & 3) == 3 && (r & 0x3000) != 0x3000);
         count_fault(h->v, r);
         outcome(h, H_PRIV, refused, irets[i].name, (int64_t)r);
     }
@@ -309,8 +331,7 @@ static void try_l1(struct hostile *h, uint64_t pte, const char *what)
     struct kernel *k = h->k;
     for (unsigned m = 0; m < PTE_METHODS; m++) {
         char desc[96];
-        ksnprintf(desc, sizeof(desc), "L1 %s by %s", what,
-                  pte_method_name[m]);
+        ksnprintf(desc, sizeof(desc), "L1 %s by %s", what, pte_method_name[m]);
         long rc;
         if (m == PTE_BY_DIRECT) {
             uint64_t r = probe_write64(
@@ -342,8 +363,7 @@ static void try_entry(struct hostile *h, uint64_t mfn, uint64_t *table,
         uint64_t before = table[idx];
         long rc;
         if (m == PTE_BY_DIRECT) {
-            uint64_t r =
-                probe_write64((uint64_t)(uintptr_t)&table[idx], val);
+            uint64_t r = probe_write64((uint64_t)(uintptr_t)&table[idx], val);
             count_fault(h->v, r);
             rc = r ? -(long)PROBE_VECTOR(r) - 1000 : 0;
         } else {
@@ -405,8 +425,7 @@ static void attack_pte(struct hostile *h)
         free2--;
     if (k->l2[free2] == 0) {
         try_entry(h, k->l2_mfn, k->l2, free2,
-                  pte_make(k->p2m[h->scratch] & ~511ULL,
-                           PTE_TABLE | _PAGE_PSE),
+                  pte_make(k->p2m[h->scratch] & ~511ULL, PTE_TABLE | _PAGE_PSE),
                   "L2 PSE (2 MiB page)");
         try_entry(h, k->l2_mfn, k->l2, free2,
                   pte_make(unowned_mfn(h, 0), PTE_TABLE),
@@ -416,8 +435,8 @@ static void attack_pte(struct hostile *h)
                   "L2 entry to a writable garbage page");
     }
     /* L3: PSE (1 GiB page). */
-    try_entry(h, k->l3_mfn, k->l3, 0,
-              pte_make(0, PTE_TABLE | _PAGE_PSE), "L3 PSE (1 GiB page)");
+    try_entry(h, k->l3_mfn, k->l3, 0, pte_make(0, PTE_TABLE | _PAGE_PSE),
+              "L3 PSE (1 GiB page)");
     /* L4: reserved bit 7, a writable self-map, the hypervisor's slots. */
     try_entry(h, k->l4_mfn, k->l4, 100,
               pte_make(k->l3_mfn, PTE_TABLE | _PAGE_PSE),
@@ -449,8 +468,9 @@ static void attack_hvrange(struct hostile *h)
         uint64_t r = probe_read64(pt_va(slot, 0, 0, 0), &val);
         count_fault(h->v, r);
         if (!r && !h->quiet)
-            kprintf(k, "hostile: vcpu %u note: slot %u readable from the "
-                       "guest kernel\n",
+            kprintf(k,
+                    "hostile: vcpu %u note: slot %u readable from the "
+                    "guest kernel\n",
                     h->v->id, slot);
     }
     long rc = hc_update_va_mapping(0x0000800000000000ULL,
@@ -497,8 +517,7 @@ static void attack_mmuext(struct hostile *h)
     /* A garbage page mapped read-only and pinned as L4: its entries do not
      * validate.  Afterwards it must be mappable writable again. */
     rc = mm_set_physmap_pte(k, h->garbage,
-                            pte_make(k->p2m[h->garbage],
-                                     PTE_DATA & ~_PAGE_RW),
+                            pte_make(k->p2m[h->garbage], PTE_DATA & ~_PAGE_RW),
                             PTE_BY_UVA);
     if (rc == 0) {
         long prc = mmuext1(MMUEXT_PIN_L4_TABLE, k->p2m[h->garbage]);
@@ -509,9 +528,8 @@ static void attack_mmuext(struct hostile *h)
         outcome(h, H_MMUEXT, prc < 0, "pin a garbage page as L1", prc);
         if (prc == 0)
             (void)mm_unpin(k->p2m[h->garbage]);
-        rc = mm_set_physmap_pte(k, h->garbage,
-                                pte_make(k->p2m[h->garbage], PTE_DATA),
-                                PTE_BY_UVA);
+        rc = mm_set_physmap_pte(
+            k, h->garbage, pte_make(k->p2m[h->garbage], PTE_DATA), PTE_BY_UVA);
         if (rc)
             vfail(h->v, "hostile",
                   "garbage page not writable after refused pins: %ld", rc);
@@ -519,8 +537,8 @@ static void attack_mmuext(struct hostile *h)
         vfail(h->v, "hostile", "mapping the garbage page read-only: %ld", rc);
     }
 
-    rc = hc_mmuext_op((const struct mmuext_op *)(uintptr_t)PRIVATE_BASE(250),
-                      1, NULL);
+    rc = hc_mmuext_op((const struct mmuext_op *)(uintptr_t)PRIVATE_BASE(250), 1,
+                      NULL);
     outcome(h, H_MMUEXT, rc < 0, "mmuext_op from an unmapped address", rc);
     struct mmu_update u = {.ptr = pt_entry_maddr(unowned_mfn(h, 0), 0),
                            .val = 0};
@@ -531,8 +549,8 @@ static void attack_mmuext(struct hostile *h)
     outcome(h, H_MMUEXT, rc < 0, "m2p update of an unowned frame", rc);
     u.ptr = mm_physmap_pte_maddr(k, h->scratch);
     u.val = *mm_physmap_ptep(k, h->scratch);
-    rc = hypercall(__HYPERVISOR_mmu_update, (uint64_t)(uintptr_t)&u, 1, 0,
-                   5, 0);
+    rc =
+        hypercall(__HYPERVISOR_mmu_update, (uint64_t)(uintptr_t)&u, 1, 0, 5, 0);
     outcome(h, H_MMUEXT, rc < 0, "mmu_update for foreign domain 5", rc);
 }
 
@@ -550,8 +568,8 @@ static long resv(unsigned cmd, uint64_t *ext, uint64_t n, unsigned order,
 
 static void attack_mem(struct hostile *h)
 {
-    uint64_t ext[4] = {unowned_mfn(h, 0), unowned_mfn(h, 1),
-                       unowned_mfn(h, 2), unowned_mfn(h, 3)};
+    uint64_t ext[4] = {unowned_mfn(h, 0), unowned_mfn(h, 1), unowned_mfn(h, 2),
+                       unowned_mfn(h, 3)};
     long rc = resv(XENMEM_decrease_reservation, ext, 4, 0, DOMID_SELF);
     outcome(h, H_MEM, rc <= 0, "give back 4 unowned frames", rc);
     /* The shared info page is the hypervisor's to keep while the domain
@@ -559,21 +577,13 @@ static void attack_mem(struct hostile *h)
     if (h->shared_mfn && h->v->id == 0) {
         uint64_t sh = h->shared_mfn;
         rc = resv(XENMEM_decrease_reservation, &sh, 1, 0, DOMID_SELF);
-        if (rc > 0 && cmdline_has(h->k->cmdline, sizeof(h->k->cmdline),
-                                  "known-bug=shared-info"))
-            kprintf(h->k, "hostile: vcpu %u KNOWN BUG: the shared info frame "
-                          "was given back (%ld)\n",
-                    h->v->id, rc);
-        else
-            outcome(h, H_MEM, rc <= 0, "give back the shared info frame",
-                    rc);
+        outcome(h, H_MEM, rc <= 0, "give back the shared info frame", rc);
     }
     uint64_t own = h->k->p2m[h->garbage];
     rc = resv(XENMEM_decrease_reservation, &own, 1, 0, 5);
     outcome(h, H_MEM, rc <= 0, "give back a frame for domain 5", rc);
-    rc = resv(XENMEM_populate_physmap,
-              (uint64_t *)(uintptr_t)PRIVATE_BASE(250), 1ULL << 40, 0,
-              DOMID_SELF);
+    rc = resv(XENMEM_populate_physmap, (uint64_t *)(uintptr_t)PRIVATE_BASE(250),
+              1ULL << 40, 0, DOMID_SELF);
     outcome(h, H_MEM, rc <= 0, "populate 2^40 extents from unmapped memory",
             rc);
     uint64_t pfn = h->k->nr_pages + 5;
@@ -581,8 +591,7 @@ static void attack_mem(struct hostile *h)
     outcome(h, H_MEM, rc <= 0, "increase by an order-30 extent", rc);
     rc = hc_memory_op(XENMEM_decrease_reservation,
                       (void *)(uintptr_t)pt_va(260, 0, 0, 0));
-    outcome(h, H_MEM, rc < 0, "memory_op argument in the hypervisor range",
-            rc);
+    outcome(h, H_MEM, rc < 0, "memory_op argument in the hypervisor range", rc);
     rc = hc_memory_op(63, NULL);
     outcome(h, H_MEM, rc < 0, "memory_op command 63", rc);
 }
@@ -603,8 +612,7 @@ static void attack_output(struct hostile *h)
     outcome(h, H_OUTPUT, rc < 0, "xen_version string into the L4", rc);
     /* 1 KiB straddling the end of start_info (writable) and the start of
      * the L4 (read-only): refused, the L4 untouched. */
-    rc = hc_xen_version(XENVER_capabilities,
-                        (void *)((uintptr_t)k->l4 - 512));
+    rc = hc_xen_version(XENVER_capabilities, (void *)((uintptr_t)k->l4 - 512));
     outcome(h, H_OUTPUT, rc < 0,
             "xen_version 1 KiB across a writable and a read-only page", rc);
 }
@@ -655,8 +663,8 @@ static uint64_t arg_of(struct hostile *h, unsigned kind)
  * callbacks, FPU and debug registers, a blocking sched_op). */
 #define K(x) (1U << (x))
 #define INVALID_PTRS (K(A_UNMAPPED) | K(A_HVRANGE) | K(A_NONCANON))
-#define ANY_INPUT                                                             \
-    (K(A_ZERO) | K(A_ONES) | K(A_RANDOM) | K(A_SMALL) | K(A_GARBAGE_PTR) |   \
+#define ANY_INPUT                                                              \
+    (K(A_ZERO) | K(A_ONES) | K(A_RANDOM) | K(A_SMALL) | K(A_GARBAGE_PTR) |     \
      INVALID_PTRS)
 
 struct hc_policy {
@@ -675,8 +683,7 @@ static const struct hc_policy policy[64] = {
     [__HYPERVISOR_memory_op] = {{K(A_RANDOM) | K(A_SMALL) | K(A_ONES),
                                  ANY_INPUT, 0}},
     [__HYPERVISOR_multicall] = {{ANY_INPUT, K(A_SMALL) | K(A_RANDOM), 0}},
-    [__HYPERVISOR_update_va_mapping] = {{K(A_ZERO) | K(A_RANDOM) |
-                                             INVALID_PTRS,
+    [__HYPERVISOR_update_va_mapping] = {{K(A_ZERO) | K(A_RANDOM) | INVALID_PTRS,
                                          ANY_INPUT, ANY_INPUT}},
     [__HYPERVISOR_set_timer_op] = {{ANY_INPUT, 0, 0}},
     [__HYPERVISOR_event_channel_op_compat] = {{ANY_INPUT, 0, 0}},
@@ -720,8 +727,8 @@ static void attack_random(struct hostile *h, uint64_t calls)
         bool numbered_beyond = krand_below(&v->rng, 8) == 0;
         if (numbered_beyond) {
             /* A stub whose number no hypercall has. */
-            nr = 37 + (unsigned)krand_below(&v->rng, XEN_HYPERCALL_NR_STUBS -
-                                                          37);
+            nr = 37 +
+                 (unsigned)krand_below(&v->rng, XEN_HYPERCALL_NR_STUBS - 37);
             for (unsigned i = 0; i < 3; i++)
                 a[i] = arg_of(h, pick_kind(h, ANY_INPUT));
         } else {
@@ -749,8 +756,9 @@ static void attack_random(struct hostile *h, uint64_t calls)
             v->c[H_RANDOM_ACCEPTED]++;
         }
         if (!h->quiet)
-            kprintf(h->k, "hostile: vcpu %u random hypercall %u(%lx, %lx, "
-                          "%lx): %ld\n",
+            kprintf(h->k,
+                    "hostile: vcpu %u random hypercall %u(%lx, %lx, "
+                    "%lx): %ld\n",
                     v->id, nr, a[0], a[1], a[2], rc);
         if (n % 16 == 15)
             integrity(h, "random hypercalls");
@@ -769,8 +777,7 @@ static void attack_random(struct hostile *h, uint64_t calls)
          "remote shutdown with a NULL argument"},
         {__HYPERVISOR_sched_op_compat, 1000, 0, "sched_op_compat 1000"},
         {__HYPERVISOR_vcpu_op, VCPUOP_down, 1000, "take down vCPU 1000"},
-        {__HYPERVISOR_vcpu_op, VCPUOP_initialise, 1000,
-         "initialise vCPU 1000"},
+        {__HYPERVISOR_vcpu_op, VCPUOP_initialise, 1000, "initialise vCPU 1000"},
         {__HYPERVISOR_vcpu_op, 1000, 0, "vcpu_op command 1000"},
         {__HYPERVISOR_set_segment_base, 1000, 0, "set_segment_base 1000"},
         {__HYPERVISOR_callback_op, 1000, 0, "callback_op command 1000"},
@@ -798,16 +805,15 @@ static void attack_raw(struct hostile *h)
                 h->v->id);
         return;
     }
-    static const uint64_t numbers[] = {128,        1000,
-                                       0x7fffffff, 0xffffffff,
-                                       ~0ULL,      0x8000000000000080ULL,
+    static const uint64_t numbers[] = {128,           1000,
+                                       0x7fffffff,    0xffffffff,
+                                       ~0ULL,         0x8000000000000080ULL,
                                        0x100000080ULL};
     for (unsigned i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
         uint64_t r = hypercall_raw(h->v, (uint64_t)(uintptr_t)(stub + off),
                                    numbers[i], 0, 0, 0);
         char what[64];
-        ksnprintf(what, sizeof(what), "raw hypercall number %lx",
-                  numbers[i]);
+        ksnprintf(what, sizeof(what), "raw hypercall number %lx", numbers[i]);
         count_fault(h->v, r);
         outcome(h, H_RAW, (int64_t)r < 0, what, (int64_t)r);
     }
@@ -816,14 +822,12 @@ static void attack_raw(struct hostile *h)
 static void find_stub_ports(struct hostile *h)
 {
     const uint8_t *s = (const uint8_t *)hypercall_page;
-    for (unsigned i = 0; i + 3 < 2 * XEN_HYPERCALL_STUB_SIZE &&
-                         h->nr_stub_ports < 8;
-         i++) {
+    for (unsigned i = 0;
+         i + 3 < 2 * XEN_HYPERCALL_STUB_SIZE && h->nr_stub_ports < 8; i++) {
         if (s[i] == 0x66 && s[i + 1] == 0xba)
             h->stub_ports[h->nr_stub_ports++] =
                 (uint16_t)(s[i + 2] | s[i + 3] << 8);
-        else if (s[i] == 0xe6 || s[i] == 0xe7 || s[i] == 0xe4 ||
-                 s[i] == 0xe5)
+        else if (s[i] == 0xe6 || s[i] == 0xe7 || s[i] == 0xe4 || s[i] == 0xe5)
             h->stub_ports[h->nr_stub_ports++] = s[i + 1];
     }
 }

@@ -33,12 +33,14 @@ enum {
     P_PIN_REFUSED,
     P_RW_REFUSED,
     P_FREED,
+    P_USER,
 };
 static const char *const ptchurn_counters[] = {
-    "rounds",     "spaces",     "pins",        "unpins",
-    "switches",   "ro-by-mmu",  "ro-by-uva",   "ro-by-direct",
-    "pte-by-mmu", "pte-by-uva", "pte-by-direct", "pf-bounced",
-    "pin-refused", "rw-refused", "tables-freed", NULL};
+    "rounds",      "spaces",     "pins",          "unpins",
+    "switches",    "ro-by-mmu",  "ro-by-uva",     "ro-by-direct",
+    "pte-by-mmu",  "pte-by-uva", "pte-by-direct", "pf-bounced",
+    "pin-refused", "rw-refused", "tables-freed",  "user-mode-trips",
+    NULL};
 
 #define NR_L1 2
 #define DATA_PER_L1 8
@@ -59,8 +61,7 @@ static uint64_t mfn_of(struct kernel *k, uint64_t pfn)
 
 static uint64_t private_va(const struct space *s, unsigned i)
 {
-    return PRIVATE_BASE(s->slot) +
-           ((uint64_t)(i / DATA_PER_L1) << 21) +
+    return PRIVATE_BASE(s->slot) + ((uint64_t)(i / DATA_PER_L1) << 21) +
            ((uint64_t)(i % DATA_PER_L1) << 12);
 }
 
@@ -99,8 +100,7 @@ static int build(struct kernel *k, struct vcpu *v, struct space *s,
     for (unsigned i = 0; i < NR_DATA; i++) {
         if ((s->data_pfn[i] = mm_alloc(k)) == INVALID_P2M)
             goto nomem;
-        check_fill(mm_va(s->data_pfn[i]), s->data_pfn[i], round,
-                   0x40 + v->id);
+        check_fill(mm_va(s->data_pfn[i]), s->data_pfn[i], round, 0x40 + v->id);
     }
     uint64_t *l4 = mm_va(s->table_pfn[0]);
     uint64_t *l3 = mm_va(s->table_pfn[1]);
@@ -108,8 +108,8 @@ static int build(struct kernel *k, struct vcpu *v, struct space *s,
     for (unsigned i = 0; i < NR_L1; i++) {
         uint64_t *l1 = mm_va(s->table_pfn[3 + i]);
         for (unsigned j = 0; j < DATA_PER_L1; j++)
-            l1[j] = pte_make(mfn_of(k, s->data_pfn[i * DATA_PER_L1 + j]),
-                             PTE_DATA);
+            l1[j] =
+                pte_make(mfn_of(k, s->data_pfn[i * DATA_PER_L1 + j]), PTE_DATA);
         l2[i] = pte_make(mfn_of(k, s->table_pfn[3 + i]), PTE_TABLE);
     }
     l3[0] = pte_make(mfn_of(k, s->table_pfn[2]), PTE_TABLE);
@@ -137,8 +137,7 @@ static bool check_private(struct vcpu *v, const struct space *s, unsigned i,
         return false;
     }
     enum check_result r = check_verify((const uint64_t *)(uintptr_t)va,
-                                       expect_pfn, counter, 0x40 + v->id,
-                                       NULL);
+                                       expect_pfn, counter, 0x40 + v->id, NULL);
     if (r != CHECK_OK) {
         vfail(v, "ptchurn", "private va %lx: %s (pfn word %lu, want %lu)", va,
               check_result_name(r), hdr, expect_pfn);
@@ -205,6 +204,31 @@ static void churn_entries(struct kernel *k, struct vcpu *v, struct space *s,
         vfail(v, "ptchurn", "restoring a private entry: %ld", rc);
     else
         v->c[P_PTE_DIRECT]++;
+}
+
+/* Into guest user mode on this space's user base pointer and back by
+ * SYSCALL: the user code reads the private mapping. */
+static void user_trip(struct vcpu *v, const struct space *s)
+{
+    uint64_t sp =
+        ((uint64_t)(uintptr_t)__builtin_frame_address(0) - 2048) & ~15ULL;
+    long rc = hc_stack_switch(FLAT_KERNEL_SS, sp);
+    if (rc) {
+        vfail(v, "ptchurn", "stack_switch: %ld", rc);
+        return;
+    }
+    uint64_t r = usermode_probe(v, (uint64_t)(uintptr_t)user_read_and_syscall,
+                                private_va(s, NR_DATA - 1) + GUEST_PAGE_SIZE,
+                                private_va(s, 0) + 8);
+    (void)hc_stack_switch(FLAT_KERNEL_SS, v->stack_top);
+    if (r & PROBE_FAULTED)
+        vfail(v, "ptchurn", "user-mode trip on slot %u: vector %u error %x",
+              s->slot, PROBE_VECTOR(r), PROBE_ERRCODE(r));
+    else if (r != s->data_pfn[0])
+        vfail(v, "ptchurn", "user mode read %lx, want pfn %lu", r,
+              s->data_pfn[0]);
+    else
+        v->c[P_USER]++;
 }
 
 static int ptchurn_run(struct kernel *k, struct vcpu *v)
@@ -274,8 +298,9 @@ static int ptchurn_run(struct kernel *k, struct vcpu *v)
             if (rc) {
                 v->c[P_RW_REFUSED]++;
             } else {
-                vfail(v, "ptchurn", "pinned table pfn %lu mapped writable by %s",
-                      pfn, pte_method_name[method]);
+                vfail(v, "ptchurn",
+                      "pinned table pfn %lu mapped writable by %s", pfn,
+                      pte_method_name[method]);
                 (void)set_rw(k, v, pfn, false, PTE_BY_UVA);
             }
             method = (method + 1) % PTE_METHODS;
@@ -302,22 +327,23 @@ static int ptchurn_run(struct kernel *k, struct vcpu *v)
             }
             churn_entries(k, v, s, round + 1, method);
             method = (method + 1) % PTE_METHODS;
+            user_trip(v, s);
         }
         {
             long rc = mm_new_baseptr(k->l4_mfn, false);
             if (rc) {
-                vfail(v, "ptchurn", "NEW_BASEPTR back to the boot L4: %ld",
-                      rc);
+                vfail(v, "ptchurn", "NEW_BASEPTR back to the boot L4: %ld", rc);
                 return -1; /* cannot unpin what is in use */
             }
-            (void)mm_new_baseptr(0, true);
+            rc = mm_new_baseptr(0, true);
+            if (rc)
+                vfail(v, "ptchurn", "clearing the user base pointer: %ld", rc);
         }
         for (unsigned si = 0; si < built; si++)
             for (unsigned i = 0; i < NR_DATA; i++) {
                 uint64_t pfn = spaces[si].data_pfn[i];
-                enum check_result r =
-                    check_verify(mm_va(pfn), pfn, round + 1, 0x40 + v->id,
-                                 NULL);
+                enum check_result r = check_verify(mm_va(pfn), pfn, round + 1,
+                                                   0x40 + v->id, NULL);
                 if (r != CHECK_OK)
                     vfail(v, "ptchurn", "data pfn %lu via physmap: %s", pfn,
                           check_result_name(r));
@@ -327,8 +353,7 @@ static int ptchurn_run(struct kernel *k, struct vcpu *v)
         for (unsigned si = 0; si < pinned; si++) {
             long rc = mm_unpin(mfn_of(k, spaces[si].table_pfn[0]));
             if (rc)
-                vfail(v, "ptchurn", "unpin slot %u: %ld", spaces[si].slot,
-                      rc);
+                vfail(v, "ptchurn", "unpin slot %u: %ld", spaces[si].slot, rc);
             else
                 v->c[P_UNPINS]++;
         }

@@ -483,7 +483,7 @@ struct xen_bounce_frame_err {
     uint64_t rip, cs, rflags, rsp, ss;
 };
 #define XEN_TRAP_HAS_ERRCODE(v)                                                \
-    ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 ||        \
+    ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 ||         \
      (v) == 29 || (v) == 30)
 
 /* ---------------------------------------------------------------------- */
@@ -592,8 +592,8 @@ struct start_info {
 #define XEN_ELFNOTE_XEN_VERSION 5 /* string, "xen-3.0" */
 #define XEN_ELFNOTE_GUEST_OS 6    /* string */
 #define XEN_ELFNOTE_GUEST_VERSION 7
-#define XEN_ELFNOTE_LOADER 8   /* string, "generic" */
-#define XEN_ELFNOTE_PAE_MODE 9 /* string */
+#define XEN_ELFNOTE_LOADER 8    /* string, "generic" */
+#define XEN_ELFNOTE_PAE_MODE 9  /* string */
 #define XEN_ELFNOTE_FEATURES 10 /* string, '|'-separated */
 #define XEN_ELFNOTE_BSD_SYMTAB 11
 #define XEN_ELFNOTE_HV_START_LOW 12
@@ -628,11 +628,9 @@ _Static_assert(__builtin_offsetof(struct start_info, pt_base) == 88,
 _Static_assert(__builtin_offsetof(struct start_info, cmd_line) == 128,
                "start_info.cmd_line");
 _Static_assert(sizeof(struct start_info) == 1168, "start_info");
-_Static_assert(__builtin_offsetof(struct vcpu_guest_context, user_regs) ==
-                   520,
+_Static_assert(__builtin_offsetof(struct vcpu_guest_context, user_regs) == 520,
                "vcpu_guest_context.user_regs");
-_Static_assert(__builtin_offsetof(struct vcpu_guest_context, ctrlreg) ==
-                   4984,
+_Static_assert(__builtin_offsetof(struct vcpu_guest_context, ctrlreg) == 4984,
                "vcpu_guest_context.ctrlreg");
 
 #endif
