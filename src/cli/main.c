@@ -268,7 +268,7 @@ static int guest_image(char *out, size_t len)
 static int cmd_demo(void)
 {
     static const char *const workloads[] = {"dirty", "ptchurn", "balloon",
-                                            "hostile"};
+                                            "hostile", "abi"};
     char image[PATH_MAX];
     int worst = 0;
 

@@ -154,11 +154,11 @@ def main():
     r = subprocess.run([memvisor, 'demo'], capture_output=True, text=True,
                        timeout=300)
     note(f'demo took {time.time() - t0:.1f} s')
-    passes = [w for w in ('dirty', 'ptchurn', 'balloon', 'hostile')
+    passes = [w for w in ('dirty', 'ptchurn', 'balloon', 'hostile', 'abi')
               if f'{w}: pass' in r.stdout]
-    ok(r.returncode == 0 and len(passes) == 4,
+    ok(r.returncode == 0 and len(passes) == 5,
        f'demo: every workload passes ({passes})')
-    ok(r.stderr.count('final audit: clean') == 4, 'demo: four clean audits')
+    ok(r.stderr.count('final audit: clean') == 5, 'demo: five clean audits')
 
 
 main()

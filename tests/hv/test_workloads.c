@@ -176,6 +176,7 @@ static void test_balloon_preempted(void **s)
 static void test_ptchurn(void **s) { (void)s; run("ptchurn", 2); }
 static void test_balloon(void **s) { (void)s; run("balloon", 2); }
 static void test_hostile(void **s) { (void)s; run("hostile", 2); }
+static void test_abi(void **s) { (void)s; run("abi", 2); }
 
 /* While paused, the guest makes no progress: no exit at all. */
 static void test_pause_stops_progress(void **state)
@@ -251,6 +252,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ptchurn),
         cmocka_unit_test(test_balloon),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_abi),
         cmocka_unit_test(test_pause_stops_progress),
         cmocka_unit_test(test_ptchurn_preempted),
         cmocka_unit_test(test_balloon_preempted),
