@@ -177,6 +177,28 @@ static int run(const struct run_opts *o)
         if (a < 0 || audit_failures)
             status = status ? status : EXIT_AUDIT;
     }
+    if (o->audit_ms) {
+        struct hv_domain_stats st;
+        uint64_t calls = 0, bounces = 0;
+
+        hv_domain_stats(d, &st);
+        for (unsigned i = 0; i < HV_NR_HYPERCALLS; i++)
+            calls += st.hypercalls[i];
+        for (unsigned i = 0; i < 32; i++)
+            bounces += st.bounces[i];
+        fprintf(stderr,
+                "memvisor: %llu exits, %llu hypercalls (%llu unknown numbers "
+                "refused), %llu exceptions bounced to the guest, %llu "
+                "page-table stores emulated and %llu refused, %llu "
+                "continuations, %llu guest pages written by memvisor\n",
+                (unsigned long long)st.exits, (unsigned long long)calls,
+                (unsigned long long)st.hypercalls_unknown,
+                (unsigned long long)bounces,
+                (unsigned long long)st.wpt_emulated,
+                (unsigned long long)st.wpt_refused,
+                (unsigned long long)st.continuations,
+                (unsigned long long)st.dirty_marked);
+    }
     if (ctl)
         control_stop(ctl);
     hv_domain_destroy(d);
