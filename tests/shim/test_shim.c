@@ -180,10 +180,59 @@ static void test_ring3_roundtrips(void **state)
     test_free(s);
 }
 
+/*
+ * The SYSCALL entry as hardware KVM runs it: in ring 0 with the caller's
+ * RSP.  This KVM also enters it in ring 0 when SYSCALL is executed from
+ * ring 0, which lets the path be tested here: the entry must save the
+ * caller's RSP, switch to the shim stack and hand over as entry 33, and
+ * memvisor's frame must take the vCPU on from there.
+ */
+static void test_syscall_ring0_entry(void **state)
+{
+    /* mov $0x11000, %rsp; syscall; out %al, $0xf0 */
+    static const uint8_t code[] = {0x48, 0xc7, 0xc4, 0x00, 0x10, 0x01, 0x00,
+                                   0x0f, 0x05, 0xe6, 0xf0};
+    struct shimvm *s = test_malloc(sizeof(*s));
+    struct kvm_regs regs;
+    struct shim_event ev;
+    int entry;
+    (void)state;
+
+    if (!test_have_kvm()) {
+        test_free(s);
+        skip();
+    }
+    assert_int_equal(shimvm_init(s, code, sizeof(code), false), 0);
+    assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
+    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
+    entry = shim_port_entry(s->vcpu.run->io.port, s->vcpu.run->io.size,
+                            true);
+    assert_int_equal(entry, SHIM_ENTRY_SYSCALL);
+    assert_int_equal(kvm_vcpu_get_regs(&s->vcpu, &regs), 0);
+    assert_int_equal(shim_event_read(&s->shim, 0, entry, regs.rsp, &ev), 0);
+    assert_int_equal(ev.frame.rsp, 0x11000);          /* saved caller RSP */
+    assert_int_equal(regs.rcx, (mfn_x(s->code) << 12) + 9); /* return RIP */
+    /* memvisor returns to the instruction after SYSCALL (ring 0 here, as
+     * the caller was) */
+    struct shim_frame to = {.rip = regs.rcx, .cs = SHIM_SEL_CS0,
+                            .rflags = regs.r11, .rsp = ev.frame.rsp,
+                            .ss = SHIM_SEL_DS0};
+    shim_resume(&s->shim, 0, &to, &regs);
+    assert_int_equal(kvm_vcpu_set_regs(&s->vcpu, &regs), 0);
+    assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
+    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
+    assert_int_equal(s->vcpu.run->io.port, 0xf0);
+    assert_int_equal(kvm_vcpu_get_regs(&s->vcpu, &regs), 0);
+    assert_int_equal(regs.rsp, 0x11000);
+    shimvm_fini(s);
+    test_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ring3_roundtrips),
+        cmocka_unit_test(test_syscall_ring0_entry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
