@@ -119,6 +119,17 @@ const char *hv_hypercall_name(unsigned nr);
 /* Test only: make pv preempt at every `every`-th check and turn every
  * preemption into a continuation through the guest (0: off). */
 void hv_domain_test_preempt(struct domain *d, uint64_t every);
+/* Test only: issue hypercall nr with args as vCPU `vcpu` would, from the
+ * calling thread, on a domain whose vCPUs are paused or not started; the
+ * guest's ring-3 return frame is {rip, rsp}.  Continuations are re-entered
+ * at once.  Returns the result the guest would see. */
+long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
+                              const uint64_t args[6], uint64_t rip,
+                              uint64_t rsp);
+/* Test only: write guest memory at a guest virtual address of vCPU 0's
+ * current address space (as a hypercall result would be written). */
+int __must_check hv_domain_test_poke(struct domain *d, uint64_t va,
+                                     const void *buf, uint64_t len);
 /* Test only: never run the shim's touch loop (host-written page-table
  * entries stay invisible to the KVM's shadow MMU). */
 void hv_domain_test_no_touch(struct domain *d);

@@ -496,6 +496,39 @@ long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
     }
 }
 
+long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
+                              const uint64_t args[6], uint64_t rip,
+                              uint64_t rsp)
+{
+    struct pvcpu *pc = &d->vcpus[vcpu % d->nr_vcpus];
+    uint64_t a[6];
+    long r = 0;
+
+    memcpy(a, args, sizeof(a));
+    memset(&pc->regs, 0, sizeof(pc->regs));
+    pc->sregs_valid = false;
+    pc->sregs_dirty = false;
+    pc->ret = (struct shim_frame){.rip = rip, .cs = SHIM_SEL_CS3,
+                                  .rflags = SHIM_RFLAGS_FIXED, .rsp = rsp,
+                                  .ss = SHIM_SEL_DS3};
+    for (unsigned i = 0; i < 100000; i++) {
+        r = hc_dispatch_one(pc, nr, a, false);
+        if (!pc->retry)
+            break;
+    }
+    if (pc->sregs_dirty && pc->sregs_valid)
+        (void)!kvm_vcpu_set_sregs(&pc->vcpu.kvm, &pc->sregs);
+    /* no shim runs here: drop what a touch loop would have stored back */
+    pvcpu_touch_release(pc);
+    return r;
+}
+
+int hv_domain_test_poke(struct domain *d, uint64_t va, const void *buf,
+                        uint64_t len)
+{
+    return gm_copy_to(&d->vcpus[0], va, buf, len);
+}
+
 void hypercall_dispatch(struct pvcpu *pc)
 {
     struct kvm_regs *r = &pc->regs;
