@@ -447,6 +447,10 @@ int hv_domain_audit(struct domain *d, char *msg, size_t len, uint64_t *frames,
     bool paused = hold_quiescent(d);
     int r = pv_audit(d->pv, &rep);
 
+    if (r == 0 && shim_check(&d->shim) < 0) {
+        r = -EUCLEAN;
+        snprintf(rep.first, sizeof(rep.first), "the shim's tables changed");
+    }
     if (paused)
         vcpu_group_resume(&d->group);
     if (frames)

@@ -104,8 +104,9 @@ const char *hv_domain_crash_text(struct domain *d);
 /* Console tail (NUL-terminated). */
 size_t hv_domain_console(struct domain *d, char *buf, size_t len);
 void hv_domain_stats(struct domain *d, struct hv_domain_stats *out);
-/* Frame-table audit (pauses the domain unless stopped).  0 or -EUCLEAN
- * with the first error in msg; *tables and *frames count what it saw. */
+/* Frame-table audit (pauses the domain unless stopped), and shim_check():
+ * 0 or -EUCLEAN with the first error in msg; *tables and *frames count
+ * what it saw. */
 int __must_check hv_domain_audit(struct domain *d, char *msg, size_t len,
                                  uint64_t *frames, uint64_t *tables);
 /* Page-frame info (Xen's PFINFO words) of up to max frames the domain

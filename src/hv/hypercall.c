@@ -141,7 +141,7 @@ static long hc_xen_version(struct pvcpu *pc, uint64_t a[6])
         return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -XEN_EFAULT : 0;
     }
     case XENVER_capabilities: {
-        static char s[XEN_CAPABILITIES_INFO_LEN] = "xen-3.0-x86_64";
+        static const char s[XEN_CAPABILITIES_INFO_LEN] = "xen-3.0-x86_64";
         return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -XEN_EFAULT : 0;
     }
     case XENVER_platform_parameters: {

@@ -166,6 +166,11 @@ unsigned shim_vcpu_msrs(const struct shim *s, unsigned i, uint32_t idx[8],
 void shim_vcpu_start(struct shim *s, unsigned i, const struct shim_frame *to,
                      struct kvm_regs *regs);
 
+/* Check S1-S3 and the tables: the image unchanged, every IDT gate at its
+ * stub with the right DPL, every slot-256/257 entry supervisor-only, the
+ * TSS stack pointers in place.  0 or -EUCLEAN. */
+int __must_check shim_check(const struct shim *s);
+
 /* Is (port, size, direction) a shim event?  Returns the entry or -1. */
 int shim_port_entry(uint16_t port, uint8_t size, bool out);
 /* Read the event for vCPU i whose shim stack pointer is rsp.  -EINVAL if

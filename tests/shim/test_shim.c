@@ -154,6 +154,7 @@ static void test_ring3_roundtrips(void **state)
     assert_int_equal(shimvm_init(s, payload_begin,
                                  (size_t)(payload_end - payload_begin), true),
                      0);
+    assert_int_equal(shim_check(&s->shim), 0);
     for (unsigned i = 0; i < 5000 && r == 0; i++) {
         assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
         if (s->vcpu.run->exit_reason != KVM_EXIT_IO) {
@@ -164,6 +165,7 @@ static void test_ring3_roundtrips(void **state)
         r = on_event(s, &seen);
     }
     assert_int_equal(r, 1);
+    assert_int_equal(shim_check(&s->shim), 0);
     assert_string_equal(seen.console, "hello");
     assert_int_equal(seen.hypercalls, 1);
     assert_int_equal(seen.syscalls, 1);
@@ -228,10 +230,45 @@ static void test_syscall_ring0_entry(void **state)
     test_free(s);
 }
 
+/* shim_check() catches each kind of damage. */
+static void test_check_catches(void **state)
+{
+    struct frames f;
+    struct shim s;
+    (void)state;
+
+    assert_int_equal(frames_init(&f, 256), 0);
+    assert_int_equal(frames_domain_add(&f, SHIMVM_HV, 256), 0);
+    assert_int_equal(shim_init(&s, &f, SHIMVM_HV, 2), 0);
+    assert_int_equal(shim_check(&s), 0);
+    for (unsigned k = 0; k < 4; k++) {
+        uint64_t *p, saved, *where;
+        switch (k) {
+        case 0: where = frames_ptr(&f, s.image); break;          /* code */
+        case 1: where = (uint64_t *)frames_ptr(&f, s.idt) + 6;   /* #BP gate */
+            break;
+        case 2: where = (uint64_t *)frames_ptr(&f, s.l1) + 0;    /* image PTE */
+            break;
+        default: where = (uint64_t *)frames_ptr(&f, s.percpu[1]); /* TSS */
+            break;
+        }
+        p = where;
+        saved = *p;
+        /* the U bit of the PTE; rsp0's low bits (TSS bytes 4..) */
+        *p ^= k == 2 ? 0x4 : k == 3 ? 0x1000000000ULL : 0x10;
+        assert_int_equal(shim_check(&s), -EUCLEAN);
+        *p = saved;
+        assert_int_equal(shim_check(&s), 0);
+    }
+    shim_fini(&s);
+    frames_fini(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ring3_roundtrips),
+        cmocka_unit_test(test_check_catches),
         cmocka_unit_test(test_syscall_ring0_entry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
