@@ -420,8 +420,8 @@ static long hc_multicall(struct pvcpu *pc, uint64_t a[6])
 
     if (a[1] > MULTICALL_MAX)
         return -XEN_EINVAL;
-    for (uint64_t i = 0; i < a[1]; i++) {
-        uint64_t va = a[0] + i * sizeof(e);
+    for (; a[1] > 0; a[0] += sizeof(e), a[1]--) {
+        uint64_t va = a[0];
         uint64_t args[6];
 
         if (gm_copy_from(pc, &e, va, sizeof(e)) < 0)
@@ -429,6 +429,15 @@ static long hc_multicall(struct pvcpu *pc, uint64_t a[6])
         memcpy(args, e.args, sizeof(args));
         e.result = (uint64_t)hc_dispatch_one(pc, (unsigned)MIN(e.op, 0xffffULL),
                                              args, true);
+        if (pc->retry) {
+            /* The entry must finish after the shim stored back what it
+             * changed: its remaining work goes back into the guest's entry
+             * and the multicall continues there (Xen does the same). */
+            memcpy(e.args, args, sizeof(args));
+            if (gm_copy_to(pc, va, &e, sizeof(e)) < 0)
+                return -XEN_EFAULT;
+            return 0;
+        }
         if (gm_copy_to(pc, va + offsetof(struct multicall_entry, result),
                        &e.result, sizeof(e.result)) < 0)
             return -XEN_EFAULT;
@@ -487,12 +496,14 @@ long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
             return r;
         atomic_fetch_add_explicit(&pc->d->continuations, 1,
                                   memory_order_relaxed);
-        /* Inside a multicall, or with nobody waiting, go on at once. */
-        if (!in_multicall &&
-            (vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt ||
-             i >= HC_MAX_RETRIES_INLINE ||
-             pvcpu_touch_room(pc) < SHIM_TOUCH_MAX / 2))
-            return r; /* caller re-enters through the guest */
+        /* Back to the guest (through the touch loop) when the touch list
+         * fills up, and, outside a multicall, when someone waits or after
+         * many rounds; otherwise go on at once. */
+        if (pvcpu_touch_room(pc) < SHIM_TOUCH_MAX / 2 ||
+            (!in_multicall &&
+             (vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt ||
+              i >= HC_MAX_RETRIES_INLINE)))
+            return r; /* pc->retry: the caller re-enters through the guest */
     }
 }
 
