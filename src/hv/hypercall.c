@@ -526,6 +526,7 @@ long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
         r = hc_dispatch_one(pc, nr, a, false);
         if (!pc->retry)
             break;
+        pvcpu_touch_release(pc); /* what the touch loop would have done */
     }
     if (pc->sregs_dirty && pc->sregs_valid)
         (void)!kvm_vcpu_set_sregs(&pc->vcpu.kvm, &pc->sregs);

@@ -211,10 +211,78 @@ static void test_random_hypercalls(void **state)
     hv_fini(&hv);
 }
 
+/* A multicall of 8 mmu_updates of 128 entries each changes more entries
+ * than one touch list holds: it must finish through continuations, every
+ * entry touched (no overflow), every result 0. */
+static void test_big_multicall(void **state)
+{
+    static uint8_t img[ELFGEN_MAX];
+    struct hv hv;
+    struct domain *d;
+    struct hv_domain_stats st;
+    struct frames_seen *fs = test_malloc(sizeof(*fs));
+    uint64_t reqs[256], calls[8][8], l1b, args[6] = {0};
+    char err[256], msg[200];
+    size_t n;
+    long r;
+    (void)state;
+
+    if (!test_have_kvm()) {
+        test_free(fs);
+        skip();
+    }
+    struct elfgen g = {
+        .vaddr = VA, .code = miniguest_begin,
+        .code_len = (size_t)(miniguest_end - miniguest_begin),
+        .memsz = (size_t)(miniguest_end - miniguest_begin),
+        .entry = VA, .virt_base = VA, .hypercall_page = VA + 0x1000,
+    };
+    n = elfgen_build(&g, img);
+    assert_int_equal(hv_init(&hv, POOL), 0);
+    struct hv_domain_config cfg = {
+        .image = img, .image_size = n, .mem_mib = 8, .nr_vcpus = 1,
+        .cmdline = "multicall", .console_fd = -1,
+    };
+    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    scan(d, fs);
+    assert_true(fs->nl1 >= 2);
+    l1b = fs->l1[fs->nl1 - 1]; /* maps VA + 2..4 MiB */
+    for (unsigned k = 0; k < 128; k++) {
+        reqs[2 * k] = (l1b << 12) | (448 + k % 64) * 8; /* unused pages */
+        reqs[2 * k + 1] = 0;                           /* unmap */
+    }
+    assert_int_equal(hv_domain_test_poke(d, VA + 0x300000, reqs,
+                                         sizeof(reqs)), 0);
+    for (unsigned c = 0; c < 8; c++) {
+        uint64_t e[8] = {1, ~0ULL, VA + 0x300000, 128, 0, 0x7ff0, 0, 0};
+        memcpy(calls[c], e, sizeof(e));
+    }
+    assert_int_equal(hv_domain_test_poke(d, VA + 0x301000, calls,
+                                         sizeof(calls)), 0);
+    args[0] = VA + 0x301000;
+    args[1] = 8;
+    r = hv_domain_test_hypercall(d, 0, 13, args, VA, VA + 0x3f0000);
+    assert_int_equal(r, 0);
+    hv_domain_stats(d, &st);
+    test_note("multicall of 8 x 128 mmu_update: %llu continuations, touch "
+              "overflow %llu", (unsigned long long)st.continuations,
+              (unsigned long long)st.touch_overflow);
+    assert_true(st.continuations > 0);
+    assert_int_equal(st.touch_overflow, 0);
+    /* each interrupted entry is dispatched again where it stopped */
+    assert_true(st.hypercalls[1] >= 8 && st.hypercalls[1] <= 8 + st.continuations);
+    assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), NULL, NULL), 0);
+    test_free(fs);
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_hypercalls),
+        cmocka_unit_test(test_big_multicall),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
