@@ -365,7 +365,10 @@ int hv_domain_wait(struct domain *d)
     vcpu_group_join(&d->group);
     if (d->group.crashed)
         return EXIT_CRASHED;
-    return d->group.exit_code == 0 ? 0 : (d->group.exit_code & 0x7f) ?: 1;
+    if (d->group.exit_code == 0)
+        return 0;
+    /* the shutdown reason (reboot 1, suspend 2, crash 3, ...) */
+    return (d->group.exit_code & 0x7f) ? (d->group.exit_code & 0x7f) : 1;
 }
 
 void hv_domain_destroy(struct domain *d)
