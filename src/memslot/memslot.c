@@ -406,8 +406,11 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
     if (!p->new_slots)
         return -ENOMEM;
     copy_slots(p->new_slots, ms->slots, p->i0);
-    copy_slots(p->new_slots + p->i0, p->derived, p->nd);
-    copy_slots(p->new_slots + p->i0 + p->nd, ms->slots + p->i1, ms->nr - p->i1);
+    if (p->nd)
+        copy_slots(p->new_slots + p->i0, p->derived, p->nd);
+    if (ms->nr > p->i1)
+        copy_slots(p->new_slots + p->i0 + p->nd, ms->slots + p->i1,
+                   ms->nr - p->i1);
 
     /* the new tracking table and the removals to announce */
     p->new_tracks = ms_alloc(ms, (size_t)ms->nr_tracks + 1,
