@@ -795,7 +795,7 @@ int memslot_move(struct memslots *ms, gfn_t from, gfn_t to, uint64_t nr)
         }
     /* the target takes the frames first (extra references) */
     for (i = 0; i < nr && !rc; i++) {
-        if (p2m_is_ram(e[i].type))
+        if (e[i].type != P2M_INVALID) /* RAM and MMIO entries move */
             rc = p2m_populate(ms->p2m, _gfn(m.to + i), e[i].mfn, e[i].type);
         else {
             struct p2m_entry t;
@@ -817,7 +817,7 @@ int memslot_move(struct memslots *ms, gfn_t from, gfn_t to, uint64_t nr)
         goto out;
 undo:
     for (uint64_t k = 0; k < i; k++)
-        if (p2m_is_ram(e[k].type))
+        if (e[k].type != P2M_INVALID)
             unpopulate(ms->p2m, m.to + k, 1);
 out:
     pthread_mutex_unlock(&ms->lock);
