@@ -514,8 +514,9 @@ static void announce(struct plan *p)
 }
 
 /*
- * One update: PREPARE -> QUIESCE -> FLUSH -> APPLY -> COMMIT, then the
- * caller's p2m step (after_commit), then ANNOUNCE.  ms.lock held.
+ * One update: PREPARE -> QUIESCE -> FLUSH -> APPLY -> COMMIT with the
+ * caller's p2m step (after_commit, under the view lock), then ANNOUNCE.
+ * ms.lock held.
  */
 static int update_locked(struct memslots *ms, const struct overlay *ov,
                          void (*after_commit)(struct memslots *, void *),
@@ -565,9 +566,13 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
     /* APPLY (ROLLBACK inside on failure) */
     if (!rc)
         rc = plan_apply(ms, &p);
-    /* COMMIT */
-    if (!rc)
+    /* COMMIT, and the p2m step: still under the view lock, so that no
+     * MMIO exit sees a frame in the middle of leaving the guest */
+    if (!rc) {
         plan_commit(ms, &p);
+        if (after_commit)
+            after_commit(ms, arg);
+    }
     if (ms->dirty)
         dirty_unlock(ms->dirty);
     pthread_rwlock_unlock(&ms->view);
@@ -576,8 +581,6 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
     if (rc)
         goto abort;
 
-    if (after_commit)
-        after_commit(ms, arg);
     /* ANNOUNCE */
     if (!ms->test_announce_early)
         announce(&p);
@@ -924,8 +927,10 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
         __atomic_fetch_add(&ms->stats.refused_writes, 1, __ATOMIC_RELAXED);
         return 0;
     }
-    if (ms->dirty)
-        return dirty_copy_to_guest(ms->dirty, _gpa(gpa), data, len);
+    if (ms->dirty) {
+        rc = dirty_copy_to_guest(ms->dirty, _gpa(gpa), data, len);
+        return rc == -EFAULT ? -ENOENT : rc; /* no longer RAM: dropped */
+    }
     memcpy(host, data, len);
     return 0;
 }

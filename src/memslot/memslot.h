@@ -58,8 +58,10 @@
  *   ms.lock (mutex) - serialises updates; held for a whole update;
  *   vCPU pause      - the pause hook, taken (when an update must flush a
  *                     logging slot) before any lock below;
- *   ms.view (rwlock)- the slot array and the tracking table; written only
- *                     from APPLY to COMMIT, read by memslot_handle_mmio()
+ *   ms.view (rwlock)- the slot array, the tracking table and the p2m
+ *                     entries an update removes or retypes; written from
+ *                     APPLY to the end of COMMIT's p2m step, read by
+ *                     memslot_handle_mmio()
  *                     on vCPU threads (so a store to a page being tracked
  *                     waits for the commit and is then reported);
  *   dirty.lock, p2m.lock (see their headers).
