@@ -13,7 +13,8 @@
  *          not own, reserved address bits, PSE at L2/L3, reserved bits at
  *          L4, the hypervisor's L4 slots 256-271, a writable self-map, a
  *          writable page used as a table
- *  hvrange the hypervisor's range: mapping it, writing and reading it
+ *  hvrange the hypervisor's range: mapping it, writing and reading it,
+ *          handing it to hypercalls as an input or output buffer
  *  mmuext  pins of foreign, writable and garbage frames, base pointers to
  *          data pages, unpins of what is not pinned, unknown commands
  *  mem     reservation operations on frames that are not the guest's
@@ -473,6 +474,18 @@ static void attack_hvrange(struct hostile *h)
                     "guest kernel\n",
                     h->v->id, slot);
     }
+    /* Hypercall arguments in the hypervisor range: the hypervisor must not
+     * read or write its own mappings on the guest's behalf. */
+    for (unsigned slot = XEN_L4_FIRST_HV_SLOT; slot <= XEN_L4_LAST_HV_SLOT;
+         slot++) {
+        uint64_t va = pt_va(slot, 0, 0, 0) + 0x1000;
+        long rc = hc_console_write((const char *)(uintptr_t)va, 8);
+        ksnprintf(what, sizeof(what), "console_io input from va %lx", va);
+        outcome(h, H_HVRANGE, rc < 0, what, rc);
+        rc = hc_xen_version(XENVER_extraversion, (void *)(uintptr_t)va);
+        ksnprintf(what, sizeof(what), "xen_version output to va %lx", va);
+        outcome(h, H_HVRANGE, rc < 0, what, rc);
+    }
     long rc = hc_update_va_mapping(0x0000800000000000ULL,
                                    pte_make(k->p2m[h->scratch], PTE_DATA),
                                    UVMF_INVLPG);
@@ -720,7 +733,7 @@ static unsigned pick_kind(struct hostile *h, uint32_t mask)
 static void attack_random(struct hostile *h, uint64_t calls)
 {
     struct vcpu *v = h->v;
-    uint64_t *garbage = mm_va(h->garbage);
+    uint64_t *garbage = mm_va(h->garbage); /* and the page after it */
     for (uint64_t n = 0; n < calls; n++) {
         unsigned nr;
         uint64_t a[3] = {0, 0, 0};
@@ -744,7 +757,10 @@ static void attack_random(struct hostile *h, uint64_t calls)
             nr == __HYPERVISOR_callback_op ||
             nr == __HYPERVISOR_sched_op_compat)
             continue; /* never drawn: no policy entry */
-        for (unsigned i = 0; i < 512; i++)
+        /* Both pages: an array that runs into the second one must not
+         * find zeros there (a zero multicall entry is set_trap_table(NULL),
+         * which legitimately clears the handlers). */
+        for (unsigned i = 0; i < 1024; i++)
             garbage[i] = krand(&v->rng);
         long rc = hypercall(nr, a[0], a[1], a[2], krand(&v->rng), 0);
         v->c[H_TRIED]++;
@@ -832,6 +848,33 @@ static void find_stub_ports(struct hostile *h)
     }
 }
 
+/* Two pages adjacent in the physmap: the garbage page and the page after
+ * it, into which hypercalls handed a pointer near the garbage page's end may
+ * legitimately write (multicall results, xen_version strings). */
+static uint64_t alloc_pair(struct kernel *k)
+{
+    uint64_t spare[16];
+    unsigned nspare = 0;
+    uint64_t found = INVALID_P2M;
+    uint64_t prev = mm_alloc(k);
+    while (prev != INVALID_P2M && nspare < 16) {
+        uint64_t next = mm_alloc(k);
+        if (next == INVALID_P2M) {
+            spare[nspare++] = prev;
+            break;
+        }
+        if (next == prev + 1) {
+            found = prev;
+            break;
+        }
+        spare[nspare++] = prev;
+        prev = next;
+    }
+    for (unsigned i = 0; i < nspare; i++)
+        mm_free(k, spare[i]);
+    return found;
+}
+
 static int hostile_run(struct kernel *k, struct vcpu *v)
 {
     static struct hostile hs[MAX_VCPUS];
@@ -843,7 +886,7 @@ static int hostile_run(struct kernel *k, struct vcpu *v)
     uint64_t calls = cmdline_num(k, "calls", 64);
 
     h->scratch = mm_alloc(k);
-    h->garbage = mm_alloc(k);
+    h->garbage = alloc_pair(k);
     for (unsigned i = 0; i < NR_GUARD; i++) {
         h->guard[i] = mm_alloc(k);
         if (h->guard[i] == INVALID_P2M) {
@@ -895,6 +938,7 @@ static int hostile_run(struct kernel *k, struct vcpu *v)
 
     mm_free(k, h->scratch);
     mm_free(k, h->garbage);
+    mm_free(k, h->garbage + 1);
     for (unsigned i = 0; i < NR_GUARD; i++)
         mm_free(k, h->guard[i]);
     return 0;

@@ -406,8 +406,11 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
     if (!p->new_slots)
         return -ENOMEM;
     copy_slots(p->new_slots, ms->slots, p->i0);
-    copy_slots(p->new_slots + p->i0, p->derived, p->nd);
-    copy_slots(p->new_slots + p->i0 + p->nd, ms->slots + p->i1, ms->nr - p->i1);
+    if (p->nd)
+        copy_slots(p->new_slots + p->i0, p->derived, p->nd);
+    if (ms->nr > p->i1)
+        copy_slots(p->new_slots + p->i0 + p->nd, ms->slots + p->i1,
+                   ms->nr - p->i1);
 
     /* the new tracking table and the removals to announce */
     p->new_tracks = ms_alloc(ms, (size_t)ms->nr_tracks + 1,
@@ -511,8 +514,9 @@ static void announce(struct plan *p)
 }
 
 /*
- * One update: PREPARE -> QUIESCE -> FLUSH -> APPLY -> COMMIT, then the
- * caller's p2m step (after_commit), then ANNOUNCE.  ms.lock held.
+ * One update: PREPARE -> QUIESCE -> FLUSH -> APPLY -> COMMIT with the
+ * caller's p2m step (after_commit, under the view lock), then ANNOUNCE.
+ * ms.lock held.
  */
 static int update_locked(struct memslots *ms, const struct overlay *ov,
                          void (*after_commit)(struct memslots *, void *),
@@ -562,9 +566,13 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
     /* APPLY (ROLLBACK inside on failure) */
     if (!rc)
         rc = plan_apply(ms, &p);
-    /* COMMIT */
-    if (!rc)
+    /* COMMIT, and the p2m step: still under the view lock, so that no
+     * MMIO exit sees a frame in the middle of leaving the guest */
+    if (!rc) {
         plan_commit(ms, &p);
+        if (after_commit)
+            after_commit(ms, arg);
+    }
     if (ms->dirty)
         dirty_unlock(ms->dirty);
     pthread_rwlock_unlock(&ms->view);
@@ -573,8 +581,6 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
     if (rc)
         goto abort;
 
-    if (after_commit)
-        after_commit(ms, arg);
     /* ANNOUNCE */
     if (!ms->test_announce_early)
         announce(&p);
@@ -792,7 +798,7 @@ int memslot_move(struct memslots *ms, gfn_t from, gfn_t to, uint64_t nr)
         }
     /* the target takes the frames first (extra references) */
     for (i = 0; i < nr && !rc; i++) {
-        if (p2m_is_ram(e[i].type))
+        if (e[i].type != P2M_INVALID) /* RAM and MMIO entries move */
             rc = p2m_populate(ms->p2m, _gfn(m.to + i), e[i].mfn, e[i].type);
         else {
             struct p2m_entry t;
@@ -814,7 +820,7 @@ int memslot_move(struct memslots *ms, gfn_t from, gfn_t to, uint64_t nr)
         goto out;
 undo:
     for (uint64_t k = 0; k < i; k++)
-        if (p2m_is_ram(e[k].type))
+        if (e[k].type != P2M_INVALID)
             unpopulate(ms->p2m, m.to + k, 1);
 out:
     pthread_mutex_unlock(&ms->lock);
@@ -921,8 +927,10 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
         __atomic_fetch_add(&ms->stats.refused_writes, 1, __ATOMIC_RELAXED);
         return 0;
     }
-    if (ms->dirty)
-        return dirty_copy_to_guest(ms->dirty, _gpa(gpa), data, len);
+    if (ms->dirty) {
+        rc = dirty_copy_to_guest(ms->dirty, _gpa(gpa), data, len);
+        return rc == -EFAULT ? -ENOENT : rc; /* no longer RAM: dropped */
+    }
     memcpy(host, data, len);
     return 0;
 }
