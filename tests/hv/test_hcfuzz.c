@@ -47,6 +47,31 @@ static uint64_t pick(uint64_t *seed, uint64_t region, uint64_t nr_frames)
     }
 }
 
+/* A booted, never-run domain of the tiny kernel (8 MiB) in a new hv. */
+static struct domain *mini_domain(struct hv *hv, unsigned vcpus,
+                                  const char *cmdline)
+{
+    static uint8_t img[ELFGEN_MAX];
+    struct domain *d = NULL;
+    char err[256];
+    struct elfgen g = {
+        .vaddr = VA, .code = miniguest_begin,
+        .code_len = (size_t)(miniguest_end - miniguest_begin),
+        .memsz = (size_t)(miniguest_end - miniguest_begin),
+        .entry = VA, .virt_base = VA, .hypercall_page = VA + 0x1000,
+    };
+    size_t n = elfgen_build(&g, img);
+    struct hv_domain_config cfg = {
+        .image = img, .image_size = n, .mem_mib = 8, .nr_vcpus = vcpus,
+        .cmdline = cmdline, .console_fd = -1,
+    };
+
+    assert_int_equal(hv_init(hv, POOL), 0);
+    if (hv_domain_create(hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    return d;
+}
+
 /* The domain's frames and which of them are page tables (pfinfo). */
 struct frames_seen {
     uint64_t mfn[2048], l1[64];
@@ -99,7 +124,6 @@ static void ext_op(uint64_t *seed, const struct frames_seen *fs,
 
 static void test_random_hypercalls(void **state)
 {
-    static uint8_t img[ELFGEN_MAX];
     static const unsigned implemented[] = {0, 1, 3, 4, 5, 12, 13, 14, 17,
                                            18, 21, 23, 24, 25, 26, 29, 30};
     uint64_t seed = test_seed(0x4c5), calls = test_scale(6000);
@@ -107,26 +131,12 @@ static void test_random_hypercalls(void **state)
     uint64_t accepted[70] = {0};
     struct hv hv;
     struct domain *d;
-    char err[256], msg[200];
-    size_t n;
+    char msg[200];
     (void)state;
 
     if (!test_have_kvm())
         skip();
-    struct elfgen g = {
-        .vaddr = VA, .code = miniguest_begin,
-        .code_len = (size_t)(miniguest_end - miniguest_begin),
-        .memsz = (size_t)(miniguest_end - miniguest_begin),
-        .entry = VA, .virt_base = VA, .hypercall_page = VA + 0x1000,
-    };
-    n = elfgen_build(&g, img);
-    assert_int_equal(hv_init(&hv, POOL), 0);
-    struct hv_domain_config cfg = {
-        .image = img, .image_size = n, .mem_mib = 8, .nr_vcpus = 2,
-        .cmdline = "fuzz", .console_fd = -1,
-    };
-    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
-        fail_msg("create: %s", err);
+    d = mini_domain(&hv, 2, "fuzz");
     /* random bytes in the free part of the mapped region (past 2 MiB) */
     for (unsigned p = 0; p < 64; p++) {
         uint64_t buf[512];
@@ -216,14 +226,12 @@ static void test_random_hypercalls(void **state)
  * entry touched (no overflow), every result 0. */
 static void test_big_multicall(void **state)
 {
-    static uint8_t img[ELFGEN_MAX];
     struct hv hv;
     struct domain *d;
     struct hv_domain_stats st;
     struct frames_seen *fs = test_malloc(sizeof(*fs));
     uint64_t reqs[256], calls[8][8], l1b, args[6] = {0};
-    char err[256], msg[200];
-    size_t n;
+    char msg[200];
     long r;
     (void)state;
 
@@ -231,20 +239,7 @@ static void test_big_multicall(void **state)
         test_free(fs);
         skip();
     }
-    struct elfgen g = {
-        .vaddr = VA, .code = miniguest_begin,
-        .code_len = (size_t)(miniguest_end - miniguest_begin),
-        .memsz = (size_t)(miniguest_end - miniguest_begin),
-        .entry = VA, .virt_base = VA, .hypercall_page = VA + 0x1000,
-    };
-    n = elfgen_build(&g, img);
-    assert_int_equal(hv_init(&hv, POOL), 0);
-    struct hv_domain_config cfg = {
-        .image = img, .image_size = n, .mem_mib = 8, .nr_vcpus = 1,
-        .cmdline = "multicall", .console_fd = -1,
-    };
-    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
-        fail_msg("create: %s", err);
+    d = mini_domain(&hv, 1, "multicall");
     scan(d, fs);
     assert_true(fs->nl1 >= 2);
     l1b = fs->l1[fs->nl1 - 1]; /* maps VA + 2..4 MiB */

@@ -58,12 +58,29 @@ static int free_image(void **state)
     return 0;
 }
 
+/* A domain of the guest kernel, 64 MiB, in a new hv (not started). */
+static struct domain *guest_domain(struct hv *hv, unsigned vcpus,
+                                   const char *cmdline)
+{
+    struct domain *d = NULL;
+    char err[256];
+    struct hv_domain_config cfg = {
+        .image = image, .image_size = image_size, .mem_mib = 64,
+        .nr_vcpus = vcpus, .cmdline = cmdline, .console_fd = -1,
+    };
+
+    assert_int_equal(hv_init(hv, (64 << 8) + 4096), 0);
+    if (hv_domain_create(hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    return d;
+}
+
 static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
 {
     struct hv hv;
     struct domain *d;
     struct hv_domain_stats st;
-    char cmdline[64], err[256], msg[200], want[64];
+    char cmdline[64], msg[200], want[64];
     static char con[65536];
     unsigned audits = 0;
     uint64_t frames = 0, tables = 0;
@@ -73,13 +90,7 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
     if (!test_have_kvm())
         skip();
     snprintf(cmdline, sizeof(cmdline), "%s", workload);
-    assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
-    struct hv_domain_config cfg = {
-        .image = image, .image_size = image_size, .mem_mib = 64,
-        .nr_vcpus = vcpus, .cmdline = cmdline, .console_fd = -1,
-    };
-    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
-        fail_msg("create: %s", err);
+    d = guest_domain(&hv, vcpus, cmdline);
     if (preempt)
         hv_domain_test_preempt(d, preempt);
     t0 = now_s();
@@ -184,18 +195,11 @@ static void test_pause_stops_progress(void **state)
     struct hv hv;
     struct domain *d;
     struct hv_domain_stats a, b;
-    char err[256];
     (void)state;
 
     if (!test_have_kvm())
         skip();
-    assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
-    struct hv_domain_config cfg = {
-        .image = image, .image_size = image_size, .mem_mib = 64,
-        .nr_vcpus = 2, .cmdline = "ptchurn dirty", .console_fd = -1,
-    };
-    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
-        fail_msg("create: %s", err);
+    d = guest_domain(&hv, 2, "ptchurn dirty");
     assert_int_equal(hv_domain_start(d), 0);
     sleep_ms(30);
     for (int i = 0; i < 5 && !hv_domain_stopped(d); i++) {
@@ -219,20 +223,13 @@ static void test_no_touch_fails(void **state)
 {
     struct hv hv;
     struct domain *d;
-    char err[256];
     static char con[65536];
     int status;
     (void)state;
 
     if (!test_have_kvm())
         skip();
-    assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
-    struct hv_domain_config cfg = {
-        .image = image, .image_size = image_size, .mem_mib = 64,
-        .nr_vcpus = 2, .cmdline = "ptchurn", .console_fd = -1,
-    };
-    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
-        fail_msg("create: %s", err);
+    d = guest_domain(&hv, 2, "ptchurn");
     hv_domain_test_no_touch(d);
     assert_int_equal(hv_domain_start(d), 0);
     status = hv_domain_wait(d);
