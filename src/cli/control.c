@@ -246,6 +246,13 @@ void control_handle(struct domain *d, const char *line, char *buf,
         put(&o, "}");
     } else if (!strcmp(cmd, "pfinfo")) {
         pfinfo(d, line, &o);
+    } else if (!strcmp(cmd, "dirty")) {
+        uint64_t pages = 0;
+        int r = hv_domain_dirty_harvest(d, &pages);
+        if (r < 0)
+            put(&o, "{\"ok\":false,\"error\":\"dirty: %s\"}", strerror(-r));
+        else
+            put(&o, "{\"ok\":true,\"pages\":%llu}", (unsigned long long)pages);
     } else if (!strcmp(cmd, "console")) {
         char tail[2048];
         hv_domain_console(d, tail, sizeof(tail));

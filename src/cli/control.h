@@ -9,6 +9,7 @@
  *   {"cmd":"audit"}        -> {"ok":true,"clean":true,"frames":N,"tables":N}
  *   {"cmd":"pfinfo"}       -> {"ok":true,"frames":N,"types":{...},"pinned":N}
  *   {"cmd":"pfinfo","mfn":M,"count":C} -> ... plus "list":[[mfn,info],...]
+ *   {"cmd":"dirty"}        -> {"ok":true,"pages":N}  (harvest the dirty log)
  *   {"cmd":"console"}      -> {"ok":true,"tail":"..."}
  *   {"cmd":"shutdown"}     -> {"ok":true}  (the guest stops: poweroff)
  *   anything else          -> {"ok":false,"error":"..."}

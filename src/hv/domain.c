@@ -276,15 +276,29 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         goto fail;
     }
     d->created_vm = true;
-    r = kvm_vm_set_memory_region(&d->vm, 0, 0, 0, f->nr_frames * PAGE_SIZE,
-                                 f->base);
-    if (r < 0) {
-        errf(err, errlen, "KVM memory: %s", strerror(-r));
-        goto fail;
-    }
     if ((r = dirty_init(&d->dirty, &d->vm, NULL, f->nr_frames, 1)) < 0)
         goto fail;
     d->created_dirty = true;
+    {
+        /* The slot logs the guest's writes; the dirty log knows it from
+         * the same critical section on (dirty.h's slot contract). */
+        struct dirty_slot *ds;
+
+        if ((r = dirty_slot_prepare(&d->dirty, 0, _gfn(0), f->nr_frames,
+                                    &ds)) < 0)
+            goto fail;
+        dirty_lock(&d->dirty);
+        r = kvm_vm_set_memory_region(&d->vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0,
+                                     f->nr_frames * PAGE_SIZE, f->base);
+        if (r == 0)
+            dirty_slot_publish_locked(&d->dirty, ds);
+        dirty_unlock(&d->dirty);
+        if (r < 0) {
+            dirty_slot_discard(ds);
+            errf(err, errlen, "KVM memory: %s", strerror(-r));
+            goto fail;
+        }
+    }
     if ((r = vcpu_group_init(&d->group, pvcpu_exit, pvcpu_diag, d)) < 0)
         goto fail;
     d->created_group = true;
@@ -463,6 +477,24 @@ int hv_domain_audit(struct domain *d, char *msg, size_t len, uint64_t *frames,
     if (msg && len)
         snprintf(msg, len, "%s", r == 0 ? "" : rep.first);
     return r;
+}
+
+static int count_bits(gfn_t base, uint64_t bits, void *opaque)
+{
+    (void)base;
+    *(uint64_t *)opaque += (uint64_t)__builtin_popcountll(bits);
+    return 0;
+}
+
+int hv_domain_dirty_harvest(struct domain *d, uint64_t *pages)
+{
+    int r;
+
+    *pages = 0;
+    if ((r = dirty_sync(&d->dirty)) < 0)
+        return r;
+    return dirty_harvest(&d->dirty, _gfn(0), d->hv->frames.nr_frames,
+                         count_bits, pages);
 }
 
 int hv_domain_pfinfo(struct domain *d, uint64_t *cursor, unsigned max,

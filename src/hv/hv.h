@@ -116,6 +116,11 @@ int __must_check hv_domain_pfinfo(struct domain *d, uint64_t *cursor,
                                   unsigned max, uint64_t *mfns,
                                   uint32_t *info);
 uint64_t hv_domain_nr_pages(const struct domain *d);
+/* Pull KVM's log of the guest's writes into the domain's dirty log and
+ * hand out every page logged since the last harvest (the guest's own
+ * writes and memvisor's): *pages says how many.  Safe while running; exact
+ * while paused (DESIGN invariant 6). */
+int __must_check hv_domain_dirty_harvest(struct domain *d, uint64_t *pages);
 const char *hv_hypercall_name(unsigned nr);
 /* Test only: make pv preempt at every `every`-th check and turn every
  * preemption into a continuation through the guest (0: off). */

@@ -60,7 +60,7 @@ class Control:
 
 
 def main():
-    print('1..24', flush=True)
+    print('1..25', flush=True)
     r = subprocess.run([memvisor], capture_output=True, text=True)
     ok(r.returncode == 2 and 'usage' in r.stderr, 'no command: usage, status 2')
     r = subprocess.run([memvisor, 'run', '/nonexistent/kernel'],
@@ -123,6 +123,9 @@ def main():
         note(f'{audits} audits while paused, all clean: {clean}')
         ok(clean, 'audits while paused mid-run are clean')
         ok(c(cmd='resume')['ok'] is False, 'resume when not paused is refused')
+        dv = c(cmd='dirty')
+        note(f'dirty harvest: {dv}')
+        ok(dv['ok'] and dv['pages'] > 0, 'dirty harvest over the socket')
         out, err = p.communicate(timeout=120)
         st_code = p.returncode
         note(err.strip())

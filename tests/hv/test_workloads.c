@@ -242,6 +242,43 @@ static void test_no_touch_fails(void **state)
     hv_fini(&hv);
 }
 
+/* The guest's writes reach the dirty log: the dirty workload writes 2048
+ * pages per vCPU pass; harvested while it runs and after, the pages add
+ * up to at least that; while paused, a second harvest finds nothing new. */
+static void test_dirty_log(void **state)
+{
+    struct hv hv;
+    struct domain *d;
+    uint64_t pages, total = 0, harvests = 0, again;
+    (void)state;
+
+    if (!test_have_kvm())
+        skip();
+    d = guest_domain(&hv, 2, "dirty");
+    assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0); /* the build */
+    test_note("build wrote %llu pages", (unsigned long long)pages);
+    assert_int_equal(hv_domain_start(d), 0);
+    while (!hv_domain_stopped(d)) {
+        sleep_ms(10);
+        hv_domain_pause(d);
+        assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
+        assert_int_equal(hv_domain_dirty_harvest(d, &again), 0);
+        assert_int_equal(again, 0); /* paused: the harvest was exact */
+        hv_domain_resume(d);
+        total += pages;
+        harvests++;
+    }
+    assert_int_equal(hv_domain_wait(d), 0);
+    assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
+    total += pages;
+    test_note("dirty workload: %llu pages harvested in %llu harvests while "
+              "running + 1 after", (unsigned long long)total,
+              (unsigned long long)harvests);
+    assert_true(total >= 2048);
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +291,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ptchurn_preempted),
         cmocka_unit_test(test_balloon_preempted),
         cmocka_unit_test(test_no_touch_fails),
+        cmocka_unit_test(test_dirty_log),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
