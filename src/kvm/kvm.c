@@ -1,0 +1,605 @@
+/*
+ * kvm.c - system calls to /dev/kvm, behind struct kvm_ops (see kvm.h).
+ */
+#include "kvm/kvm.h"
+
+#include "lib/types.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- the real operations ------------------------------------------------ */
+
+static int neg_errno(int r)
+{
+    return r < 0 ? -errno : r;
+}
+
+static int real_open_dev(void)
+{
+    return neg_errno(open("/dev/kvm", O_RDWR | O_CLOEXEC));
+}
+
+static int real_sys_ioctl(int fd, unsigned long req, unsigned long arg)
+{
+    return neg_errno(ioctl(fd, req, arg));
+}
+
+static int real_get_supported_cpuid(int fd, struct kvm_cpuid2 *cpuid)
+{
+    return neg_errno(ioctl(fd, KVM_GET_SUPPORTED_CPUID, cpuid));
+}
+
+static int real_enable_cap(int vmfd, const struct kvm_enable_cap *cap)
+{
+    return neg_errno(ioctl(vmfd, KVM_ENABLE_CAP, cap));
+}
+
+static int real_set_user_memory_region(
+    int vmfd, const struct kvm_userspace_memory_region *r)
+{
+    return neg_errno(ioctl(vmfd, KVM_SET_USER_MEMORY_REGION, r));
+}
+
+static int real_get_dirty_log(int vmfd, struct kvm_dirty_log *log)
+{
+    return neg_errno(ioctl(vmfd, KVM_GET_DIRTY_LOG, log));
+}
+
+static int real_clear_dirty_log(int vmfd, struct kvm_clear_dirty_log *log)
+{
+    return neg_errno(ioctl(vmfd, KVM_CLEAR_DIRTY_LOG, log));
+}
+
+static int real_reset_dirty_rings(int vmfd)
+{
+    return neg_errno(ioctl(vmfd, KVM_RESET_DIRTY_RINGS, 0));
+}
+
+static int real_create_vcpu(int vmfd, unsigned long id)
+{
+    return neg_errno(ioctl(vmfd, KVM_CREATE_VCPU, id));
+}
+
+static int real_vm_ioctl(int vmfd, unsigned long req, void *arg)
+{
+    return neg_errno(ioctl(vmfd, req, arg));
+}
+
+static int real_run(int vcpufd)
+{
+    return neg_errno(ioctl(vcpufd, KVM_RUN, 0));
+}
+
+static int real_regs(int vcpufd, struct kvm_regs *regs, bool write)
+{
+    return neg_errno(ioctl(vcpufd, write ? KVM_SET_REGS : KVM_GET_REGS, regs));
+}
+
+static int real_sregs(int vcpufd, struct kvm_sregs *sregs, bool write)
+{
+    return neg_errno(
+        ioctl(vcpufd, write ? KVM_SET_SREGS : KVM_GET_SREGS, sregs));
+}
+
+static int real_set_cpuid(int vcpufd, const struct kvm_cpuid2 *cpuid)
+{
+    return neg_errno(ioctl(vcpufd, KVM_SET_CPUID2, cpuid));
+}
+
+static int real_vcpu_ioctl(int vcpufd, unsigned long req, void *arg)
+{
+    return neg_errno(ioctl(vcpufd, req, arg));
+}
+
+static int real_mmap(int fd, size_t len, uint64_t offset, void **out)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
+    if (p == MAP_FAILED)
+        return -errno;
+    *out = p;
+    return 0;
+}
+
+static void real_munmap(void *addr, size_t len)
+{
+    munmap(addr, len);
+}
+
+static const struct kvm_ops real_ops = {
+    .open_dev = real_open_dev,
+    .sys_ioctl = real_sys_ioctl,
+    .get_supported_cpuid = real_get_supported_cpuid,
+    .enable_cap = real_enable_cap,
+    .set_user_memory_region = real_set_user_memory_region,
+    .get_dirty_log = real_get_dirty_log,
+    .clear_dirty_log = real_clear_dirty_log,
+    .reset_dirty_rings = real_reset_dirty_rings,
+    .create_vcpu = real_create_vcpu,
+    .vm_ioctl = real_vm_ioctl,
+    .run = real_run,
+    .regs = real_regs,
+    .sregs = real_sregs,
+    .set_cpuid = real_set_cpuid,
+    .vcpu_ioctl = real_vcpu_ioctl,
+    .map = real_mmap,
+    .unmap = real_munmap,
+};
+
+const struct kvm_ops *kvm_ops_real(void)
+{
+    return &real_ops;
+}
+
+/* ---- system --------------------------------------------------------------- */
+
+static int check_ext(struct kvm_sys *sys, long cap)
+{
+    int r = sys->ops->sys_ioctl(sys->fd, KVM_CHECK_EXTENSION, (unsigned long)cap);
+    return r < 0 ? 0 : r;
+}
+
+int kvm_sys_open(struct kvm_sys *sys, const struct kvm_ops *ops)
+{
+    int r;
+
+    memset(sys, 0, sizeof(*sys));
+    sys->ops = ops ? ops : kvm_ops_real();
+    sys->fd = sys->ops->open_dev();
+    if (sys->fd < 0) {
+        r = sys->fd;
+        goto fail;
+    }
+    r = sys->ops->sys_ioctl(sys->fd, KVM_GET_API_VERSION, 0);
+    if (r < 0)
+        goto fail_close;
+    if (r != KVM_API_VERSION || !check_ext(sys, KVM_CAP_USER_MEMORY)) {
+        r = -EOPNOTSUPP;
+        goto fail_close;
+    }
+    r = sys->ops->sys_ioctl(sys->fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (r < 0)
+        goto fail_close;
+    if ((size_t)r < sizeof(struct kvm_run)) {
+        r = -EOPNOTSUPP;
+        goto fail_close;
+    }
+    sys->run_size = (size_t)r;
+
+    sys->caps.nr_memslots = (uint32_t)check_ext(sys, KVM_CAP_NR_MEMSLOTS);
+    if (sys->caps.nr_memslots == 0)
+        sys->caps.nr_memslots = 32; /* KVM's documented minimum */
+    sys->caps.readonly_mem = check_ext(sys, KVM_CAP_READONLY_MEM) > 0;
+    sys->caps.manual_protect =
+        (uint32_t)check_ext(sys, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    r = check_ext(sys, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+    if (r > 0) {
+        sys->caps.dirty_ring_max = (uint32_t)r;
+        sys->caps.dirty_ring_acq_rel = true;
+    } else {
+        sys->caps.dirty_ring_max = (uint32_t)check_ext(sys, KVM_CAP_DIRTY_LOG_RING);
+    }
+    sys->caps.irqchip = check_ext(sys, KVM_CAP_IRQCHIP) > 0;
+    sys->caps.immediate_exit = check_ext(sys, KVM_CAP_IMMEDIATE_EXIT) > 0;
+    return 0;
+
+fail_close:
+    close(sys->fd);
+fail:
+    sys->fd = -1;
+    return r;
+}
+
+void kvm_sys_close(struct kvm_sys *sys)
+{
+    if (sys->fd >= 0)
+        close(sys->fd);
+    sys->fd = -1;
+}
+
+int kvm_sys_supported_cpuid(struct kvm_sys *sys, struct kvm_cpuid2 **out)
+{
+    uint32_t n = 256;
+
+    for (;;) {
+        struct kvm_cpuid2 *c =
+            calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+        if (!c)
+            return -ENOMEM;
+        c->nent = n;
+        int r = sys->ops->get_supported_cpuid(sys->fd, c);
+        if (r == 0) {
+            *out = c;
+            return 0;
+        }
+        free(c);
+        if (r != -E2BIG || n >= 4096)
+            return r;
+        n *= 2;
+    }
+}
+
+/* ---- VM ------------------------------------------------------------------- */
+
+struct kvm_vm_config kvm_vm_config_default(const struct kvm_sys *sys,
+                                           bool want_ring, uint32_t ring_bytes)
+{
+    struct kvm_vm_config c = {.dirty_mode = KVM_DIRTY_BITMAP};
+
+    if (want_ring && sys->caps.dirty_ring_max >= ring_bytes && ring_bytes) {
+        c.dirty_mode = KVM_DIRTY_RING;
+        c.ring_bytes = ring_bytes;
+    } else if (sys->caps.manual_protect & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) {
+        c.dirty_mode = KVM_DIRTY_BITMAP_MANUAL;
+    }
+    return c;
+}
+
+int kvm_vm_create(struct kvm_vm *vm, struct kvm_sys *sys,
+                  const struct kvm_vm_config *cfg)
+{
+    int r;
+
+    memset(vm, 0, sizeof(*vm));
+    vm->sys = sys;
+    vm->ops = sys->ops;
+    vm->fd = sys->ops->sys_ioctl(sys->fd, KVM_CREATE_VM, 0);
+    if (vm->fd < 0) {
+        r = vm->fd;
+        vm->fd = -1;
+        return r;
+    }
+    vm->dirty_mode = cfg->dirty_mode;
+    switch (cfg->dirty_mode) {
+    case KVM_DIRTY_BITMAP:
+        break;
+    case KVM_DIRTY_BITMAP_MANUAL: {
+        struct kvm_enable_cap cap = {
+            .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            .args = {KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE},
+        };
+        if (!(sys->caps.manual_protect & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+            r = -EOPNOTSUPP;
+            goto fail;
+        }
+        r = vm->ops->enable_cap(vm->fd, &cap);
+        if (r < 0)
+            goto fail;
+        vm->manual_protect = true;
+        break;
+    }
+    case KVM_DIRTY_RING: {
+        struct kvm_enable_cap cap = {
+            .cap = sys->caps.dirty_ring_acq_rel ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+                                                : KVM_CAP_DIRTY_LOG_RING,
+            .args = {cfg->ring_bytes},
+        };
+        if (!sys->caps.dirty_ring_max) {
+            r = -EOPNOTSUPP;
+            goto fail;
+        }
+        if (cfg->ring_bytes > sys->caps.dirty_ring_max) {
+            r = -E2BIG;
+            goto fail;
+        }
+        if (cfg->ring_bytes < PAGE_SIZE ||
+            (cfg->ring_bytes & (cfg->ring_bytes - 1))) {
+            r = -EINVAL;
+            goto fail;
+        }
+        r = vm->ops->enable_cap(vm->fd, &cap);
+        if (r < 0)
+            goto fail;
+        vm->ring_bytes = cfg->ring_bytes;
+        break;
+    }
+    default:
+        r = -EINVAL;
+        goto fail;
+    }
+    return 0;
+
+fail:
+    close(vm->fd);
+    memset(vm, 0, sizeof(*vm));
+    vm->fd = -1;
+    return r;
+}
+
+void kvm_vm_destroy(struct kvm_vm *vm)
+{
+    if (vm->fd >= 0)
+        close(vm->fd);
+    vm->fd = -1;
+}
+
+int kvm_vm_set_memory_region(struct kvm_vm *vm, uint32_t slot, uint32_t flags,
+                             uint64_t gpa, uint64_t size, void *hva)
+{
+    struct kvm_userspace_memory_region r = {
+        .slot = slot,
+        .flags = flags,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)hva,
+    };
+    return vm->ops->set_user_memory_region(vm->fd, &r);
+}
+
+int kvm_vm_get_dirty_log(struct kvm_vm *vm, uint32_t slot, uint64_t *bitmap)
+{
+    struct kvm_dirty_log log = {.slot = slot, .dirty_bitmap = bitmap};
+    return vm->ops->get_dirty_log(vm->fd, &log);
+}
+
+int kvm_vm_clear_dirty_log(struct kvm_vm *vm, uint32_t slot,
+                           uint64_t first_page, uint32_t num_pages,
+                           uint64_t *bitmap)
+{
+    struct kvm_clear_dirty_log log = {
+        .slot = slot,
+        .num_pages = num_pages,
+        .first_page = first_page,
+        .dirty_bitmap = bitmap,
+    };
+    if (first_page % 64)
+        return -EINVAL;
+    return vm->ops->clear_dirty_log(vm->fd, &log);
+}
+
+int kvm_vm_reset_dirty_rings(struct kvm_vm *vm)
+{
+    return vm->ops->reset_dirty_rings(vm->fd);
+}
+
+int kvm_vm_create_irqchip(struct kvm_vm *vm)
+{
+    return vm->ops->vm_ioctl(vm->fd, KVM_CREATE_IRQCHIP, NULL);
+}
+
+int kvm_vm_ioctl(struct kvm_vm *vm, unsigned long req, void *arg)
+{
+    return vm->ops->vm_ioctl(vm->fd, req, arg);
+}
+
+/* ---- vCPU ----------------------------------------------------------------- */
+
+int kvm_vcpu_create(struct kvm_vcpu *vcpu, struct kvm_vm *vm, uint32_t id)
+{
+    void *p;
+    int r;
+
+    memset(vcpu, 0, sizeof(*vcpu));
+    vcpu->vm = vm;
+    vcpu->id = id;
+    vcpu->fd = vm->ops->create_vcpu(vm->fd, id);
+    if (vcpu->fd < 0) {
+        r = vcpu->fd;
+        goto fail;
+    }
+    r = vm->ops->map(vcpu->fd, vm->sys->run_size, 0, &p);
+    if (r < 0)
+        goto fail_close;
+    vcpu->run = p;
+    if (vm->ring_bytes) {
+        r = vm->ops->map(vcpu->fd, vm->ring_bytes,
+                          (uint64_t)KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE, &p);
+        if (r < 0)
+            goto fail_unmap;
+        vcpu->ring = p;
+        vcpu->ring_entries = vm->ring_bytes / sizeof(struct kvm_dirty_gfn);
+    }
+    vm->nr_vcpus++;
+    return 0;
+
+fail_unmap:
+    vm->ops->unmap(vcpu->run, vm->sys->run_size);
+fail_close:
+    close(vcpu->fd);
+fail:
+    memset(vcpu, 0, sizeof(*vcpu));
+    vcpu->fd = -1;
+    return r;
+}
+
+void kvm_vcpu_destroy(struct kvm_vcpu *vcpu)
+{
+    if (vcpu->fd < 0)
+        return;
+    if (vcpu->ring)
+        vcpu->vm->ops->unmap(vcpu->ring, vcpu->vm->ring_bytes);
+    if (vcpu->run)
+        vcpu->vm->ops->unmap(vcpu->run, vcpu->vm->sys->run_size);
+    close(vcpu->fd);
+    vcpu->vm->nr_vcpus--;
+    vcpu->fd = -1;
+    vcpu->run = NULL;
+    vcpu->ring = NULL;
+}
+
+static void kick_handler(int sig)
+{
+    (void)sig;
+}
+
+int kvm_kick_signal_install(int signo)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = kick_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: KVM_RUN must return -EINTR */
+    if (sigaction(signo, &sa, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+void kvm_vcpu_bind_thread(struct kvm_vcpu *vcpu, int signo)
+{
+    vcpu->thread = pthread_self();
+    vcpu->kick_signal = signo;
+    __atomic_store_n(&vcpu->thread_bound, true, __ATOMIC_RELEASE);
+}
+
+void kvm_vcpu_kick(struct kvm_vcpu *vcpu)
+{
+    __atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&vcpu->thread_bound, __ATOMIC_ACQUIRE))
+        pthread_kill(vcpu->thread, vcpu->kick_signal);
+}
+
+int kvm_vcpu_run(struct kvm_vcpu *vcpu)
+{
+    int r = vcpu->vm->ops->run(vcpu->fd);
+
+    if (r == -EINTR)
+        __atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+    return r < 0 ? r : 0;
+}
+
+int kvm_vcpu_get_regs(struct kvm_vcpu *vcpu, struct kvm_regs *r)
+{
+    return vcpu->vm->ops->regs(vcpu->fd, r, false);
+}
+
+int kvm_vcpu_set_regs(struct kvm_vcpu *vcpu, const struct kvm_regs *r)
+{
+    struct kvm_regs copy = *r;
+    return vcpu->vm->ops->regs(vcpu->fd, &copy, true);
+}
+
+int kvm_vcpu_get_sregs(struct kvm_vcpu *vcpu, struct kvm_sregs *s)
+{
+    return vcpu->vm->ops->sregs(vcpu->fd, s, false);
+}
+
+int kvm_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct kvm_sregs *s)
+{
+    struct kvm_sregs copy = *s;
+    return vcpu->vm->ops->sregs(vcpu->fd, &copy, true);
+}
+
+int kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu, const struct kvm_cpuid2 *cpuid)
+{
+    return vcpu->vm->ops->set_cpuid(vcpu->fd, cpuid);
+}
+
+/* KVM_GET/SET_MSRS with one entry (kvm_msrs ends in a flexible array). */
+union one_msr {
+    struct kvm_msrs hdr;
+    uint8_t bytes[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+};
+
+static int one_msr_ioctl(struct kvm_vcpu *vcpu, unsigned long req,
+                         uint32_t index, uint64_t *value)
+{
+    union one_msr m;
+
+    memset(&m, 0, sizeof(m));
+    m.hdr.nmsrs = 1;
+    m.hdr.entries[0].index = index;
+    m.hdr.entries[0].data = *value;
+    int r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd, req, &m);
+    if (r < 0)
+        return r;
+    if (r != 1)
+        return -EINVAL;
+    *value = m.hdr.entries[0].data;
+    return 0;
+}
+
+int kvm_vcpu_set_msr(struct kvm_vcpu *vcpu, uint32_t index, uint64_t value)
+{
+    return one_msr_ioctl(vcpu, KVM_SET_MSRS, index, &value);
+}
+
+int kvm_vcpu_get_msr(struct kvm_vcpu *vcpu, uint32_t index, uint64_t *value)
+{
+    *value = 0;
+    return one_msr_ioctl(vcpu, KVM_GET_MSRS, index, value);
+}
+
+int kvm_vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req, void *arg)
+{
+    return vcpu->vm->ops->vcpu_ioctl(vcpu->fd, req, arg);
+}
+
+uint32_t kvm_vcpu_ring_harvest(struct kvm_vcpu *vcpu, kvm_ring_fn fn,
+                               void *opaque)
+{
+    uint32_t n = 0;
+
+    if (!vcpu->ring)
+        return 0;
+    for (;;) {
+        struct kvm_dirty_gfn *e =
+            &vcpu->ring[vcpu->ring_fetch & (vcpu->ring_entries - 1)];
+        uint32_t flags = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
+        if (!(flags & KVM_DIRTY_GFN_F_DIRTY) || (flags & KVM_DIRTY_GFN_F_RESET))
+            break;
+        fn(e->slot, e->offset, opaque);
+        __atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+        vcpu->ring_fetch++;
+        n++;
+    }
+    return n;
+}
+
+const char *kvm_exit_reason_name(uint32_t reason)
+{
+    static const char *const names[] = {
+        [KVM_EXIT_UNKNOWN] = "UNKNOWN",
+        [KVM_EXIT_EXCEPTION] = "EXCEPTION",
+        [KVM_EXIT_IO] = "IO",
+        [KVM_EXIT_HYPERCALL] = "HYPERCALL",
+        [KVM_EXIT_DEBUG] = "DEBUG",
+        [KVM_EXIT_HLT] = "HLT",
+        [KVM_EXIT_MMIO] = "MMIO",
+        [KVM_EXIT_IRQ_WINDOW_OPEN] = "IRQ_WINDOW_OPEN",
+        [KVM_EXIT_SHUTDOWN] = "SHUTDOWN",
+        [KVM_EXIT_FAIL_ENTRY] = "FAIL_ENTRY",
+        [KVM_EXIT_INTR] = "INTR",
+        [KVM_EXIT_SET_TPR] = "SET_TPR",
+        [KVM_EXIT_TPR_ACCESS] = "TPR_ACCESS",
+        [KVM_EXIT_INTERNAL_ERROR] = "INTERNAL_ERROR",
+        [KVM_EXIT_SYSTEM_EVENT] = "SYSTEM_EVENT",
+        [KVM_EXIT_DIRTY_RING_FULL] = "DIRTY_RING_FULL",
+    };
+    if (reason < ARRAY_SIZE(names) && names[reason])
+        return names[reason];
+    return "?";
+}
+
+int kvm_vm_check(const struct kvm_vm *vm)
+{
+    if (vm->fd < 0)
+        return 0; /* K1: closed */
+    if ((vm->ring_bytes != 0) != (vm->dirty_mode == KVM_DIRTY_RING))
+        return -EUCLEAN;
+    if (vm->manual_protect != (vm->dirty_mode == KVM_DIRTY_BITMAP_MANUAL))
+        return -EUCLEAN;
+    if (vm->ring_bytes && (vm->ring_bytes & (vm->ring_bytes - 1)))
+        return -EUCLEAN;
+    return 0;
+}
+
+int kvm_vcpu_check(const struct kvm_vcpu *vcpu)
+{
+    if (vcpu->fd < 0)
+        return (vcpu->run || vcpu->ring) ? -EUCLEAN : 0;
+    if (!vcpu->run)
+        return -EUCLEAN;
+    if ((vcpu->ring != NULL) != (vcpu->vm->ring_bytes != 0))
+        return -EUCLEAN;
+    if (vcpu->ring &&
+        vcpu->ring_entries * sizeof(struct kvm_dirty_gfn) != vcpu->vm->ring_bytes)
+        return -EUCLEAN;
+    return 0;
+}

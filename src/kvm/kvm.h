@@ -1,0 +1,251 @@
+/*
+ * kvm.h - the only door to KVM: the system, VM and vCPU file descriptors,
+ * every ioctl memvisor issues, and the mmaps that go with them.
+ *
+ * Owns: /dev/kvm (struct kvm_sys), one VM fd per domain (struct kvm_vm),
+ * one fd, kvm_run mapping and optional dirty-ring mapping per vCPU
+ * (struct kvm_vcpu).  This header is the only one that includes
+ * <linux/kvm.h>; other modules see the KVM ABI structures (kvm_run,
+ * kvm_regs, kvm_sregs, kvm_dirty_gfn, ...) only through it and never issue
+ * an ioctl themselves.
+ *
+ * Operations table.  Every ioctl and mmap goes through a struct kvm_ops, one
+ * function pointer per ioctl family.  kvm_ops_real() returns the table that
+ * issues the real system calls; a test builds a wrapping table that forwards
+ * to it and fails exactly the call it chooses (the test double for failure
+ * injection).  Every op returns 0 (or a non-negative result) or -errno.
+ *
+ * Invariants:
+ *  K1. A struct kvm_sys, kvm_vm or kvm_vcpu is either fully initialised
+ *      (all fds open, all mappings in place) or all-zero with every fd -1;
+ *      the open and create functions release what they took on failure.
+ *  K2. vm->ring_bytes != 0 iff the dirty ring was enabled on the VM, which
+ *      happened before the first vCPU was created; then every vCPU's ring is
+ *      mapped and vcpu->ring_fetch counts the entries harvested so far.
+ *  K3. vm->manual_protect is true iff KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 was
+ *      enabled (without INITIALLY_SET); ring and bitmap modes exclude each
+ *      other (KVM's rule on x86).
+ *  K4. vcpu->run->immediate_exit is written only by kvm_vcpu_kick() (set) and
+ *      by kvm_vcpu_run() in the vCPU's own thread (clear, after KVM_RUN
+ *      returned), so a kick is never lost: either KVM_RUN has not yet
+ *      started and returns -EINTR at once, or the signal interrupts it.
+ *
+ * Locking: none inside.  One thread at a time per kvm_vm for memory-slot
+ * and dirty-log calls (the memslot and dirty modules serialise them); one
+ * thread per vCPU calls kvm_vcpu_run() and the register calls;
+ * kvm_vcpu_kick() and kvm_vcpu_ring_harvest() may be called from any thread
+ * (ring harvest: one harvester per vCPU at a time).
+ *
+ * Errors: -errno from the kernel (-ENOMEM, -EINVAL, -EEXIST, -EFAULT,
+ * -EINTR from a kicked KVM_RUN, -ENXIO dirty log in ring mode ...),
+ * -EOPNOTSUPP when a needed capability is missing, -E2BIG for a ring larger
+ * than KVM allows.
+ */
+#ifndef MEMVISOR_KVM_KVM_H
+#define MEMVISOR_KVM_KVM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/compiler.h"
+
+struct kvm_ops {
+    /* open("/dev/kvm") */
+    int (*open_dev)(void);
+    /* /dev/kvm: KVM_GET_API_VERSION, KVM_CHECK_EXTENSION,
+     * KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VM (ioctls without a pointer). */
+    int (*sys_ioctl)(int fd, unsigned long req, unsigned long arg);
+    /* /dev/kvm: KVM_GET_SUPPORTED_CPUID */
+    int (*get_supported_cpuid)(int fd, struct kvm_cpuid2 *cpuid);
+    /* VM: KVM_ENABLE_CAP */
+    int (*enable_cap)(int vmfd, const struct kvm_enable_cap *cap);
+    /* VM: KVM_SET_USER_MEMORY_REGION */
+    int (*set_user_memory_region)(int vmfd,
+                                  const struct kvm_userspace_memory_region *r);
+    /* VM: KVM_GET_DIRTY_LOG */
+    int (*get_dirty_log)(int vmfd, struct kvm_dirty_log *log);
+    /* VM: KVM_CLEAR_DIRTY_LOG */
+    int (*clear_dirty_log)(int vmfd, struct kvm_clear_dirty_log *log);
+    /* VM: KVM_RESET_DIRTY_RINGS; returns the number of entries reset */
+    int (*reset_dirty_rings)(int vmfd);
+    /* VM: KVM_CREATE_VCPU; returns the vCPU fd */
+    int (*create_vcpu)(int vmfd, unsigned long id);
+    /* VM: KVM_CREATE_IRQCHIP, KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR,
+     * KVM_IRQ_LINE, KVM_SIGNAL_MSI and other VM ioctls not listed above */
+    int (*vm_ioctl)(int vmfd, unsigned long req, void *arg);
+    /* vCPU: KVM_RUN */
+    int (*run)(int vcpufd);
+    /* vCPU: KVM_GET_REGS/KVM_SET_REGS (set: write true) */
+    int (*regs)(int vcpufd, struct kvm_regs *regs, bool write);
+    /* vCPU: KVM_GET_SREGS/KVM_SET_SREGS */
+    int (*sregs)(int vcpufd, struct kvm_sregs *sregs, bool write);
+    /* vCPU: KVM_SET_CPUID2 */
+    int (*set_cpuid)(int vcpufd, const struct kvm_cpuid2 *cpuid);
+    /* vCPU: KVM_GET_MSRS/KVM_SET_MSRS, KVM_GET/SET_FPU, KVM_GET/SET_LAPIC,
+     * KVM_GET/SET_XCRS, KVM_GET/SET_VCPU_EVENTS ...; returns the ioctl's
+     * non-negative result */
+    int (*vcpu_ioctl)(int vcpufd, unsigned long req, void *arg);
+    /* mmap(NULL, len, READ|WRITE, MAP_SHARED, fd, offset) of a vCPU fd */
+    int (*map)(int fd, size_t len, uint64_t offset, void **out);
+    void (*unmap)(void *addr, size_t len);
+};
+
+/* The table that issues the real system calls. */
+const struct kvm_ops *kvm_ops_real(void);
+
+/* What /dev/kvm offers; filled by kvm_sys_open(). */
+struct kvm_caps {
+    uint32_t nr_memslots;     /* KVM_CAP_NR_MEMSLOTS (user slots per VM) */
+    bool readonly_mem;        /* KVM_CAP_READONLY_MEM */
+    uint32_t manual_protect;  /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 mask */
+    uint32_t dirty_ring_max;  /* max ring bytes, 0 if no ring */
+    bool dirty_ring_acq_rel;  /* the ring cap is KVM_CAP_DIRTY_LOG_RING_ACQ_REL */
+    bool irqchip;             /* KVM_CAP_IRQCHIP */
+    bool immediate_exit;      /* KVM_CAP_IMMEDIATE_EXIT */
+};
+
+struct kvm_sys {
+    const struct kvm_ops *ops;
+    int fd;
+    size_t run_size; /* KVM_GET_VCPU_MMAP_SIZE */
+    struct kvm_caps caps;
+};
+
+/* How the VM logs dirty pages (fixed at VM creation, K2/K3). */
+enum kvm_dirty_mode {
+    KVM_DIRTY_BITMAP,        /* KVM_GET_DIRTY_LOG clears as it reads */
+    KVM_DIRTY_BITMAP_MANUAL, /* GET copies, KVM_CLEAR_DIRTY_LOG re-protects */
+    KVM_DIRTY_RING,          /* per-vCPU rings, KVM_RESET_DIRTY_RINGS */
+};
+
+struct kvm_vm {
+    struct kvm_sys *sys;
+    const struct kvm_ops *ops;
+    int fd;
+    enum kvm_dirty_mode dirty_mode;
+    bool manual_protect;  /* K3 */
+    uint32_t ring_bytes;  /* K2; 0 unless ring mode */
+    uint32_t nr_vcpus;    /* created so far */
+};
+
+struct kvm_vcpu {
+    struct kvm_vm *vm;
+    int fd;
+    uint32_t id;
+    struct kvm_run *run;          /* mapped vcpu fd, sys->run_size bytes */
+    struct kvm_dirty_gfn *ring;   /* ring mode: ring_entries entries */
+    uint32_t ring_entries;
+    uint32_t ring_fetch;          /* next entry to harvest (free-running) */
+    pthread_t thread;             /* set by kvm_vcpu_bind_thread() */
+    bool thread_bound;
+    int kick_signal;
+};
+
+/* Open /dev/kvm through ops (NULL: kvm_ops_real()) and detect capabilities.
+ * -EOPNOTSUPP if the API version is not 12 or KVM_CAP_USER_MEMORY lacks. */
+int __must_check kvm_sys_open(struct kvm_sys *sys, const struct kvm_ops *ops);
+void kvm_sys_close(struct kvm_sys *sys);
+/* KVM_GET_SUPPORTED_CPUID into a malloc'ed table (*out; caller frees). */
+int __must_check kvm_sys_supported_cpuid(struct kvm_sys *sys,
+                                         struct kvm_cpuid2 **out);
+
+struct kvm_vm_config {
+    /* KVM_DIRTY_RING: ring_bytes must be a power of two, at least a page;
+     * -EOPNOTSUPP if KVM lacks the ring (or manual protect for
+     * KVM_DIRTY_BITMAP_MANUAL). */
+    enum kvm_dirty_mode dirty_mode;
+    uint32_t ring_bytes;
+};
+
+/* Pick the best mode KVM offers: the ring when want_ring and available,
+ * else the bitmap with manual protect, else the plain bitmap. */
+struct kvm_vm_config kvm_vm_config_default(const struct kvm_sys *sys,
+                                           bool want_ring, uint32_t ring_bytes);
+
+int __must_check kvm_vm_create(struct kvm_vm *vm, struct kvm_sys *sys,
+                               const struct kvm_vm_config *cfg);
+/* All vCPUs must have been destroyed. */
+void kvm_vm_destroy(struct kvm_vm *vm);
+
+/* KVM_SET_USER_MEMORY_REGION: slot id, flags (KVM_MEM_LOG_DIRTY_PAGES,
+ * KVM_MEM_READONLY), gpa, size in bytes (0 deletes), host address. */
+int __must_check kvm_vm_set_memory_region(struct kvm_vm *vm, uint32_t slot,
+                                          uint32_t flags, uint64_t gpa,
+                                          uint64_t size, void *hva);
+/* KVM_GET_DIRTY_LOG of one slot into bitmap (ALIGN_UP(npages,64)/8 bytes). */
+int __must_check kvm_vm_get_dirty_log(struct kvm_vm *vm, uint32_t slot,
+                                      uint64_t *bitmap);
+/* KVM_CLEAR_DIRTY_LOG: first_page % 64 == 0; num_pages a multiple of 64
+ * unless the range ends at the slot's end; bitmap bit i = first_page + i. */
+int __must_check kvm_vm_clear_dirty_log(struct kvm_vm *vm, uint32_t slot,
+                                        uint64_t first_page, uint32_t num_pages,
+                                        uint64_t *bitmap);
+/* KVM_RESET_DIRTY_RINGS; returns the number of entries reset or -errno. */
+int __must_check kvm_vm_reset_dirty_rings(struct kvm_vm *vm);
+/* KVM_CREATE_IRQCHIP. */
+int __must_check kvm_vm_create_irqchip(struct kvm_vm *vm);
+/* Any other VM ioctl (KVM_SET_TSS_ADDR, KVM_SIGNAL_MSI, ...). */
+int __must_check kvm_vm_ioctl(struct kvm_vm *vm, unsigned long req, void *arg);
+
+/* KVM_CREATE_VCPU, map kvm_run and (ring mode) the dirty ring. */
+int __must_check kvm_vcpu_create(struct kvm_vcpu *vcpu, struct kvm_vm *vm,
+                                 uint32_t id);
+void kvm_vcpu_destroy(struct kvm_vcpu *vcpu);
+
+/*
+ * Kicking.  kvm_kick_signal_install(signo) installs an empty handler
+ * (without SA_RESTART) for signo, once per process, before any kick.  The
+ * thread that will call kvm_vcpu_run() calls kvm_vcpu_bind_thread() first.
+ * kvm_vcpu_kick() sets immediate_exit and sends the signal to that thread:
+ * a KVM_RUN in progress or about to start returns -EINTR (K4).  A run loop
+ * sets its own request flag before kicking and checks it after -EINTR.
+ */
+int __must_check kvm_kick_signal_install(int signo);
+void kvm_vcpu_bind_thread(struct kvm_vcpu *vcpu, int signo);
+void kvm_vcpu_kick(struct kvm_vcpu *vcpu);
+
+/* KVM_RUN once.  0: vcpu->run->exit_reason says why it stopped; -EINTR:
+ * kicked or interrupted (immediate_exit is cleared again); other -errno. */
+int __must_check kvm_vcpu_run(struct kvm_vcpu *vcpu);
+
+int __must_check kvm_vcpu_get_regs(struct kvm_vcpu *vcpu, struct kvm_regs *r);
+int __must_check kvm_vcpu_set_regs(struct kvm_vcpu *vcpu,
+                                   const struct kvm_regs *r);
+int __must_check kvm_vcpu_get_sregs(struct kvm_vcpu *vcpu,
+                                    struct kvm_sregs *s);
+int __must_check kvm_vcpu_set_sregs(struct kvm_vcpu *vcpu,
+                                    const struct kvm_sregs *s);
+int __must_check kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu,
+                                    const struct kvm_cpuid2 *cpuid);
+/* Set one MSR (KVM_SET_MSRS with one entry). */
+int __must_check kvm_vcpu_set_msr(struct kvm_vcpu *vcpu, uint32_t index,
+                                  uint64_t value);
+int __must_check kvm_vcpu_get_msr(struct kvm_vcpu *vcpu, uint32_t index,
+                                  uint64_t *value);
+/* Any other vCPU ioctl (KVM_GET_FPU, KVM_SET_LAPIC, ...). */
+int __must_check kvm_vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req,
+                                void *arg);
+
+/*
+ * Dirty ring harvest (ring mode).  Calls fn(slot, offset, opaque) for each
+ * entry the kernel published since the last harvest, in ring order, and
+ * marks it harvested; fn cannot fail (it records into a preallocated log).
+ * Ignores nothing: fn validates slot/offset.  Returns the number of entries
+ * harvested.  The caller then calls kvm_vm_reset_dirty_rings() before it
+ * reads the pages (KVM's rule: reset before reading).
+ */
+typedef void (*kvm_ring_fn)(uint32_t slot, uint64_t offset, void *opaque);
+uint32_t kvm_vcpu_ring_harvest(struct kvm_vcpu *vcpu, kvm_ring_fn fn,
+                               void *opaque);
+
+/* Human-readable exit reason, for logs and test failures. */
+const char *kvm_exit_reason_name(uint32_t reason);
+
+/* Check K1-K3 on a VM and K1/K2 on a vCPU: 0 or -EUCLEAN. */
+int __must_check kvm_vm_check(const struct kvm_vm *vm);
+int __must_check kvm_vcpu_check(const struct kvm_vcpu *vcpu);
+
+#endif
