@@ -62,16 +62,16 @@ static void populate(struct pv_vcpu *v, uint64_t *out, uint64_t n,
         die("populate_physmap", done);
 }
 
+/*
+ * One mmuext op, in one call: the preemption hook is disarmed, so the
+ * whole (de)validation runs inside the timed call.
+ */
 static int ext(struct pv_vcpu *v, unsigned cmd, mfn_t m)
 {
     struct mmuext_op op = {.cmd = cmd, .arg1 = mfn_x(m)};
     uint32_t done = 0;
-    int rc;
 
-    do {
-        rc = pv_mmuext_op(v, &op, 1, &done, PV_DOMID_SELF);
-    } while (rc == -ERESTART);
-    return rc;
+    return pv_mmuext_op(v, &op, 1, &done, PV_DOMID_SELF);
 }
 
 static int cmp(const void *a, const void *b)
