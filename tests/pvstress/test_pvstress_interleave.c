@@ -533,9 +533,9 @@ static const struct scenario scenarios[] = {
     {"cleanup-put-revalidated", 3, setup_tree, op_cleanup_put, RULE_CLEANUP_PUT,
      2},
     {"double-deferred-put", 2, setup_bad_l2, op_double_deferred, RULE_DEFERRED,
-     2},
+     3},
     {"pin-base-update", 2, setup_four, op_four, RULE_NONE, 2},
-    {"resumed-child-invalid", 2, setup_bad_l3, op_bad_l3, RULE_NONE, 2},
+    {"resumed-child-invalid", 2, setup_bad_l3, op_bad_l3, RULE_NONE, 3},
 };
 
 static void test_freed_child(void **state)
