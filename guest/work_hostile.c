@@ -388,15 +388,19 @@ static bool unowned(struct hostile *h, uint64_t m)
 static uint64_t unowned_mfn(struct hostile *h, unsigned i)
 {
     static const uint64_t above[] = {1, 2, 1000, 1ULL << 20};
-    uint64_t m = i == 2 ? 0 : h->max_mfn + above[i % 4];
+    uint64_t m = h->max_mfn + above[i % 4];
+    if (i == 2 && unowned(h, 0))
+        return 0;
     if (i >= 3) {
-        /* A random frame below our highest. */
-        for (unsigned tries = 0; tries < 64; tries++) {
-            m = krand_below(&h->v->rng, h->max_mfn + 1);
-            if (unowned(h, m))
-                return m;
+        /* A random frame below our highest (each try scans the p2m). */
+        for (unsigned tries = 0; tries < 16; tries++) {
+            uint64_t r = krand_below(&h->v->rng, h->max_mfn + 1);
+            if (unowned(h, r))
+                return r;
         }
     }
+    /* Above the p2m's highest frame only the shared info page can be
+     * ours: at most one step. */
     while (!unowned(h, m))
         m++;
     return m;
