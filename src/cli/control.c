@@ -139,11 +139,15 @@ static void stats(struct domain *d, struct out *o)
         first = false;
     }
     put(o, "},\"syscalls\":%llu,\"wpt_emulated\":%llu,\"wpt_refused\":%llu,"
-           "\"continuations\":%llu,\"dirty_marked\":%llu,\"stopped\":%s}",
+           "\"continuations\":%llu,\"dirty_marked\":%llu,"
+           "\"touch_overflow\":%llu,\"spurious_faults\":%llu,"
+           "\"stopped\":%s}",
         (unsigned long long)s.syscalls, (unsigned long long)s.wpt_emulated,
         (unsigned long long)s.wpt_refused,
         (unsigned long long)s.continuations,
-        (unsigned long long)s.dirty_marked, hv_domain_stopped(d) ? "true" : "false");
+        (unsigned long long)s.dirty_marked,
+        (unsigned long long)s.touch_overflow,
+        (unsigned long long)s.spurious_faults, hv_domain_stopped(d) ? "true" : "false");
 }
 
 static void pfinfo(struct domain *d, const char *line, struct out *o)
@@ -242,6 +246,13 @@ void control_handle(struct domain *d, const char *line, char *buf,
         put(&o, "}");
     } else if (!strcmp(cmd, "pfinfo")) {
         pfinfo(d, line, &o);
+    } else if (!strcmp(cmd, "dirty")) {
+        uint64_t pages = 0;
+        int r = hv_domain_dirty_harvest(d, &pages);
+        if (r < 0)
+            put(&o, "{\"ok\":false,\"error\":\"dirty: %s\"}", strerror(-r));
+        else
+            put(&o, "{\"ok\":true,\"pages\":%llu}", (unsigned long long)pages);
     } else if (!strcmp(cmd, "console")) {
         char tail[2048];
         hv_domain_console(d, tail, sizeof(tail));
@@ -335,7 +346,8 @@ static void *control_thread(void *arg)
     return NULL;
 }
 
-int control_start(struct control **out, const char *path, struct domain *d)
+int control_start(struct control **out, const char *path, struct domain *d,
+                  int pause_depth)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     struct control *c;
@@ -347,6 +359,7 @@ int control_start(struct control **out, const char *path, struct domain *d)
     if (!c)
         return -ENOMEM;
     c->d = d;
+    c->pause_depth = pause_depth;
     snprintf(c->path, sizeof(c->path), "%s", path);
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

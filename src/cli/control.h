@@ -9,6 +9,7 @@
  *   {"cmd":"audit"}        -> {"ok":true,"clean":true,"frames":N,"tables":N}
  *   {"cmd":"pfinfo"}       -> {"ok":true,"frames":N,"types":{...},"pinned":N}
  *   {"cmd":"pfinfo","mfn":M,"count":C} -> ... plus "list":[[mfn,info],...]
+ *   {"cmd":"dirty"}        -> {"ok":true,"pages":N}  (harvest the dirty log)
  *   {"cmd":"console"}      -> {"ok":true,"tail":"..."}
  *   {"cmd":"shutdown"}     -> {"ok":true}  (the guest stops: poweroff)
  *   anything else          -> {"ok":false,"error":"..."}
@@ -33,8 +34,9 @@
 
 struct control;
 
+/* pause_depth: pauses already taken on the socket's behalf (--paused). */
 int __must_check control_start(struct control **out, const char *path,
-                               struct domain *d);
+                               struct domain *d, int pause_depth);
 void control_stop(struct control *c);
 
 /* Handle one request line; the response (one line, no newline) goes to out.

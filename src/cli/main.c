@@ -8,7 +8,8 @@
  * run: boots the PV kernel image, the guest console on stdout; the exit
  * status is the guest's (0 after a poweroff, the shutdown reason
  * otherwise, 70 if the domain crashed, 2 for a usage or load error).
- * --control serves the control socket (docs/control.md) while it runs.
+ * --control serves the control socket (docs/control.md) while it runs;
+ * --paused starts the guest paused (a "resume" request lets it go).
  * --audit-every pauses the guest every MS milliseconds and audits the frame
  * table (the result goes to stderr; a failed audit makes the exit status 71).
  */
@@ -37,14 +38,15 @@ struct run_opts {
     const char *cmdline;
     const char *control;
     unsigned audit_ms;
-    bool quiet_stats;
+    bool paused; /* start paused: resume through the control socket */
 };
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: memvisor run <image> [--mem MiB] [--vcpus N] "
-            "[--cmdline \"...\"] [--control PATH] [--audit-every MS]\n"
+            "[--cmdline \"...\"] [--control PATH] [--audit-every MS] "
+            "[--paused]\n"
             "       memvisor demo\n");
 }
 
@@ -122,8 +124,16 @@ static int run(const struct run_opts *o)
         hv_fini(&hv);
         return EXIT_USAGE;
     }
+    if (o->paused && !o->control) {
+        fprintf(stderr, "memvisor: --paused needs --control\n");
+        hv_domain_destroy(d);
+        hv_fini(&hv);
+        return EXIT_USAGE;
+    }
+    if (o->paused)
+        hv_domain_pause(d);
     if (o->control) {
-        r = control_start(&ctl, o->control, d);
+        r = control_start(&ctl, o->control, d, o->paused ? 1 : 0);
         if (r < 0) {
             fprintf(stderr, "memvisor: control socket %s: %s\n", o->control,
                     strerror(-r));
@@ -166,6 +176,28 @@ static int run(const struct run_opts *o)
                     a == 0 ? "" : ": ", a == 0 ? "" : msg);
         if (a < 0 || audit_failures)
             status = status ? status : EXIT_AUDIT;
+    }
+    if (o->audit_ms) {
+        struct hv_domain_stats st;
+        uint64_t calls = 0, bounces = 0;
+
+        hv_domain_stats(d, &st);
+        for (unsigned i = 0; i < HV_NR_HYPERCALLS; i++)
+            calls += st.hypercalls[i];
+        for (unsigned i = 0; i < 32; i++)
+            bounces += st.bounces[i];
+        fprintf(stderr,
+                "memvisor: %llu exits, %llu hypercalls (%llu unknown numbers "
+                "refused), %llu exceptions bounced to the guest, %llu "
+                "page-table stores emulated and %llu refused, %llu "
+                "continuations, %llu guest pages written by memvisor\n",
+                (unsigned long long)st.exits, (unsigned long long)calls,
+                (unsigned long long)st.hypercalls_unknown,
+                (unsigned long long)bounces,
+                (unsigned long long)st.wpt_emulated,
+                (unsigned long long)st.wpt_refused,
+                (unsigned long long)st.continuations,
+                (unsigned long long)st.dirty_marked);
     }
     if (ctl)
         control_stop(ctl);
@@ -212,6 +244,8 @@ static int cmd_run(int argc, char **argv)
                    !parse_u64(argv[i + 1], &v) && v > 0 && v < 600000) {
             o.audit_ms = (unsigned)v;
             i++;
+        } else if (!strcmp(a, "--paused")) {
+            o.paused = true;
         } else if (a[0] != '-' && !o.image) {
             o.image = a;
         } else {
@@ -256,7 +290,7 @@ static int guest_image(char *out, size_t len)
 static int cmd_demo(void)
 {
     static const char *const workloads[] = {"dirty", "ptchurn", "balloon",
-                                            "hostile"};
+                                            "hostile", "abi"};
     char image[PATH_MAX];
     int worst = 0;
 

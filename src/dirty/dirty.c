@@ -254,13 +254,19 @@ int dirty_sync(struct dirty_log *d)
 /* ---- harvest -------------------------------------------------------------- */
 
 /*
- * Re-protect in KVM the gfns of bits (chunk at gfn base, 64-aligned) for
- * every published slot they fall in: KVM_CLEAR_DIRTY_LOG wants a
- * slot-relative first page that is a multiple of 64, so a chunk that
- * straddles a slot's 64-page boundary becomes two words of one call.
+ * Re-protect in KVM the gfns of words[0..n) (the log words at gfn base, a
+ * multiple of 64) for every published slot they fall in.
+ * KVM_CLEAR_DIRTY_LOG wants a slot-relative first page that is a multiple
+ * of 64 and a length that is one too (or ends at the slot's end), so the
+ * bits are re-based onto the slot: one call per slot per batch, covering
+ * only the bits that are handed out.
  */
-static int clear_chunk(struct dirty_log *d, uint64_t base, uint64_t bits)
+#define BATCH_WORDS 64
+
+static int clear_batch(struct dirty_log *d, uint64_t base, const uint64_t *words,
+                       uint32_t n)
 {
+    uint64_t end = base + 64ULL * n;
     uint32_t i = lower_bound(d, base + 1);
 
     /* the slot that starts at or below base, then those starting inside */
@@ -269,24 +275,26 @@ static int clear_chunk(struct dirty_log *d, uint64_t base, uint64_t bits)
     for (; i < d->nr_slots; i++) {
         struct dirty_slot *s = d->sorted[i];
         uint64_t sb = gfn_x(s->base), se = sb + s->npages;
-        if (sb >= base + 64)
+        if (sb >= end)
             break;
         if (se <= base)
             continue;
-        uint64_t lo = MAX(sb, base), hi = MIN(se, base + 64);
+        uint64_t lo = MAX(sb, base), hi = MIN(se, end);
         uint64_t first = ALIGN_DOWN(lo - sb, 64);
-        uint64_t mask[2] = {0, 0};
-        bool any = false;
+        uint64_t mask[BATCH_WORDS + 2];
+        uint64_t used = 0;
+        memset(mask, 0, sizeof(mask));
         for (uint64_t g = lo; g < hi; g++) {
-            if (!((bits >> (g - base)) & 1))
+            uint64_t off = g - base;
+            if (!(words[off / 64] >> (off % 64) & 1))
                 continue;
             uint64_t rel = g - sb - first;
             mask[rel / 64] |= 1ULL << (rel % 64);
-            any = true;
+            used = rel / 64 + 1;
         }
-        if (!any)
+        if (!used)
             continue;
-        uint64_t num = mask[1] ? 128 : 64;
+        uint64_t num = used * 64;
         if (first + num > s->npages)
             num = s->npages - first; /* ends at the slot's end: allowed */
         d->stats.clear_calls++;
@@ -297,36 +305,65 @@ static int clear_chunk(struct dirty_log *d, uint64_t base, uint64_t bits)
     return 0;
 }
 
+/* Put back words[from..n) of a batch at gfn base (D2). */
+static void put_back(struct dirty_log *d, uint64_t base, const uint64_t *words,
+                     uint32_t from, uint32_t n)
+{
+    for (uint32_t k = from; k < n; k++) {
+        if (!words[k])
+            continue;
+        bitmap_atomic_or_word(d->log, base / 64 + k, words[k]);
+        d->stats.put_back += (uint64_t)__builtin_popcountll(words[k]);
+    }
+}
+
 int dirty_harvest(struct dirty_log *d, gfn_t gfn, uint64_t nr,
                   dirty_consumer_fn fn, void *opaque)
 {
-    uint64_t start = gfn_x(gfn), end;
+    uint64_t start = gfn_x(gfn), end, words[BATCH_WORDS];
     int rc = 0;
 
     if (range_check(start, nr, d->nr_gfns))
         return -EFAULT;
     end = start + nr;
     dirty_lock(d);
-    for (uint64_t base = ALIGN_DOWN(start, 64); base < end && !rc; base += 64) {
-        uint64_t mask = ~0ULL;
-        if (base < start)
-            mask &= ~0ULL << (start - base);
-        if (end - base < 64)
-            mask &= (1ULL << (end - base)) - 1;
-        uint64_t bits = atomic_fetch_and_explicit(
-                            (_Atomic uint64_t *)&d->log[base / 64], ~mask,
-                            memory_order_acq_rel) & mask;
-        if (!bits)
+    for (uint64_t base = ALIGN_DOWN(start, 64); base < end && !rc;
+         base += 64 * BATCH_WORDS) {
+        uint32_t n = 0;
+        bool any = false;
+        /* take a batch of words */
+        for (uint64_t cb = base; cb < end && n < BATCH_WORDS; cb += 64, n++) {
+            uint64_t mask = ~0ULL;
+            if (cb < start)
+                mask &= ~0ULL << (start - cb);
+            if (end - cb < 64)
+                mask &= (1ULL << (end - cb)) - 1;
+            _Atomic uint64_t *w = (_Atomic uint64_t *)&d->log[cb / 64];
+            words[n] = 0;
+            if (atomic_load_explicit(w, memory_order_relaxed) & mask)
+                words[n] = atomic_fetch_and_explicit(w, ~mask,
+                                                     memory_order_acq_rel) & mask;
+            any |= words[n] != 0;
+        }
+        if (!any)
             continue;
+        /* re-protect them in KVM before anyone reads the pages */
         if (d->mode == KVM_DIRTY_BITMAP_MANUAL && !d->test_skip_clear)
-            rc = clear_chunk(d, base, bits);
-        if (!rc)
-            rc = fn(_gfn(base), bits, opaque);
+            rc = clear_batch(d, base, words, n);
         if (rc) {
-            bitmap_atomic_or_word(d->log, base / 64, bits); /* D2 */
-            d->stats.put_back += (uint64_t)__builtin_popcountll(bits);
-        } else {
-            d->stats.handed_out += (uint64_t)__builtin_popcountll(bits);
+            put_back(d, base, words, 0, n);
+            break;
+        }
+        /* hand them out chunk by chunk */
+        for (uint32_t k = 0; k < n; k++) {
+            if (!words[k])
+                continue;
+            rc = fn(_gfn(base + 64ULL * k), words[k], opaque);
+            if (rc) {
+                put_back(d, base, words, k, n);
+                break;
+            }
+            d->stats.handed_out += (uint64_t)__builtin_popcountll(words[k]);
         }
     }
     dirty_unlock(d);
@@ -343,6 +380,41 @@ int dirty_mark(struct dirty_log *d, gfn_t gfn, uint64_t nr)
         bitmap_atomic_set(d->log, gfn_x(gfn) + i);
     __atomic_fetch_add(&d->stats.marks, nr, __ATOMIC_RELAXED);
     return 0;
+}
+
+/*
+ * Guest memory is shared with running vCPUs (and device models): copy it
+ * with relaxed atomic accesses, 8 bytes at a time where aligned, so that a
+ * concurrent reader or writer is a race on values, never undefined
+ * behaviour in memvisor.
+ */
+static void guest_copy(uint8_t *dst, const uint8_t *src, uint64_t n,
+                       bool dst_is_guest)
+{
+    while (n && ((uintptr_t)(dst_is_guest ? dst : src) & 7)) {
+        if (dst_is_guest)
+            __atomic_store_n(dst, *src, __ATOMIC_RELAXED);
+        else
+            *dst = __atomic_load_n(src, __ATOMIC_RELAXED);
+        dst++, src++, n--;
+    }
+    for (; n >= 8; dst += 8, src += 8, n -= 8) {
+        uint64_t w;
+        if (dst_is_guest) {
+            memcpy(&w, src, 8);
+            __atomic_store_n((uint64_t *)(void *)dst, w, __ATOMIC_RELAXED);
+        } else {
+            w = __atomic_load_n((const uint64_t *)(const void *)src,
+                                __ATOMIC_RELAXED);
+            memcpy(dst, &w, 8);
+        }
+    }
+    for (; n; dst++, src++, n--) {
+        if (dst_is_guest)
+            __atomic_store_n(dst, *src, __ATOMIC_RELAXED);
+        else
+            *dst = __atomic_load_n(src, __ATOMIC_RELAXED);
+    }
 }
 
 static int copy_guest(struct dirty_log *d, gpa_t gpa, void *buf, uint64_t len,
@@ -364,13 +436,13 @@ static int copy_guest(struct dirty_log *d, gpa_t gpa, void *buf, uint64_t len,
             return -EFAULT;
         uint8_t *host = (uint8_t *)frames_ptr(d->p2m->frames, e.mfn) + off;
         if (to_guest) {
-            memcpy(host, p, n);
+            guest_copy(host, p, n, true);
             /* mark after the write: a harvest that takes the bit sees the
              * new bytes (D1) */
             bitmap_atomic_set(d->log, a >> PAGE_SHIFT);
             __atomic_fetch_add(&d->stats.marks, 1, __ATOMIC_RELAXED);
         } else {
-            memcpy(p, host, n);
+            guest_copy(p, host, n, false);
         }
         a += n;
         p += n;

@@ -9,9 +9,11 @@
  * Sources and how they reach the log:
  *  - KVM bitmap with manual protect (KVM_DIRTY_BITMAP_MANUAL): dirty_sync()
  *    copies each slot's bitmap (KVM_GET_DIRTY_LOG, which does not clear or
- *    re-protect) and ORs it into the log.  dirty_harvest() re-protects
- *    (KVM_CLEAR_DIRTY_LOG, 64-page aligned, only the bits it hands out) a
- *    chunk just before its consumer reads the pages.
+ *    re-protect) and ORs it into the log.  dirty_harvest() takes the log
+ *    in batches of up to 64 chunks of 64 pages, re-protects exactly the
+ *    bits it took (KVM_CLEAR_DIRTY_LOG, 64-page aligned, one call per slot
+ *    per batch), then hands the batch's chunks to the consumer: a page is
+ *    always re-protected before its consumer reads it.
  *  - KVM bitmap without manual protect (KVM_DIRTY_BITMAP): GET clears and
  *    re-protects as it reads; harvest has nothing to clear.
  *  - Dirty ring (KVM_DIRTY_RING): dirty_sync() collects every vCPU's ring
@@ -147,10 +149,11 @@ int __must_check dirty_sync_locked(struct dirty_log *d);
 
 /*
  * Hand out the logged gfns of [gfn, gfn + nr), 64-gfn-aligned chunk by
- * chunk: take the chunk's bits, re-protect them in KVM (manual mode), then
- * call fn(chunk_base, bits, opaque), where bit i is chunk_base + i.  If the
- * clear or fn fails, that chunk's bits go back (D2) and the error returns;
- * chunks handed out before stay handed out.  Does not sync first.
+ * chunk: take a batch of chunks' bits, re-protect them in KVM (manual
+ * mode), then call fn(chunk_base, bits, opaque) per chunk, where bit i is
+ * chunk_base + i.  If the clear or fn fails, the bits of that chunk and of
+ * the batch's later chunks go back (D2) and the error returns; chunks
+ * handed out before stay handed out.  Does not sync first.
  */
 typedef int (*dirty_consumer_fn)(gfn_t chunk_base, uint64_t bits,
                                  void *opaque);

@@ -246,6 +246,8 @@ static void frame_free(struct frames *f, mfn_t mfn)
     struct frame *pg = frames_get_frame(f, mfn);
     domid_t d = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 
+    if (f->free_hook)
+        f->free_hook(f->free_hook_arg, mfn, d);
     memset(frames_ptr(f, mfn), 0, PAGE_SIZE); /* F3 */
     pthread_mutex_lock(&f->alloc_lock);
     BUG_ON(d >= FRAME_MAX_DOMAINS || !f->domains[d].tot_frames);

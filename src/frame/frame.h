@@ -181,6 +181,13 @@ struct frames {
     uint64_t nr_free;
     uint64_t cursor;    /* next-fit search start for order-0 allocations */
     struct frame_domain domains[FRAME_MAX_DOMAINS];
+    /*
+     * Called when a frame's last reference goes, before it is scrubbed and
+     * can be allocated again (flush translations, IOMMU, mapcaches).  It
+     * must not take references on the frame.  Set before use; optional.
+     */
+    void (*free_hook)(void *arg, mfn_t mfn, domid_t owner);
+    void *free_hook_arg;
 };
 
 /* Pool and table. nr_frames > 1 (frame 0 is reserved, F11). */

@@ -77,6 +77,32 @@ static void pv_mark_dirty(void *arg, mfn_t mfn)
         (void)!dirty_mark(&d->dirty, _gfn(mfn_x(mfn)), 1);
 }
 
+/*
+ * A frame becomes a page table: the KVM may still shadow it from an
+ * earlier life as a page table (its contents since rewritten or scrubbed
+ * from the host), so the vCPU doing this runs a whole-page touch before it
+ * returns to the guest.  Outside a vCPU thread (build, teardown) no vCPU
+ * runs, and the domain's VM has no shadow of a frame it never used.
+ */
+static void pv_type_changed(void *arg, mfn_t mfn, uint64_t old_type,
+                            uint64_t new_type)
+{
+    struct domain *d = arg;
+    uint64_t t = new_type & FRAME_TYPE_MASK;
+    pthread_t self = pthread_self();
+
+    (void)old_type;
+    if (t < FRAME_TYPE_L1 || t > FRAME_TYPE_L4)
+        return;
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        struct pvcpu *pc = &d->vcpus[i];
+        if (pc->vcpu.thread_started && pthread_equal(pc->vcpu.thread, self)) {
+            pvcpu_touch_add(pc, (mfn_x(mfn) << PAGE_SHIFT) | SHIM_TOUCH_PAGE);
+            return;
+        }
+    }
+}
+
 static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
 {
     struct pvcpu *pc = &d->vcpus[i];
@@ -95,6 +121,7 @@ static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
     shim_vcpu_sregs(&d->shim, i, d->l4_mfn << PAGE_SHIFT, &sr);
     if ((r = kvm_vcpu_set_sregs(&pc->vcpu.kvm, &sr)) < 0)
         return r;
+    pc->cr3 = sr.cr3;
     n = shim_vcpu_msrs(&d->shim, i, idx, val);
     for (unsigned k = 0; k < n; k++)
         if ((r = kvm_vcpu_set_msr(&pc->vcpu.kvm, idx[k], val[k])) < 0)
@@ -202,6 +229,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     d->created_pv = true;
     d->pv->hooks.extra_refs = touch_refs;
     d->pv->hooks.mark_dirty = pv_mark_dirty;
+    d->pv->hooks.type_changed = pv_type_changed;
     d->pv->hooks.arg = d;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));
@@ -248,15 +276,29 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         goto fail;
     }
     d->created_vm = true;
-    r = kvm_vm_set_memory_region(&d->vm, 0, 0, 0, f->nr_frames * PAGE_SIZE,
-                                 f->base);
-    if (r < 0) {
-        errf(err, errlen, "KVM memory: %s", strerror(-r));
-        goto fail;
-    }
     if ((r = dirty_init(&d->dirty, &d->vm, NULL, f->nr_frames, 1)) < 0)
         goto fail;
     d->created_dirty = true;
+    {
+        /* The slot logs the guest's writes; the dirty log knows it from
+         * the same critical section on (dirty.h's slot contract). */
+        struct dirty_slot *ds;
+
+        if ((r = dirty_slot_prepare(&d->dirty, 0, _gfn(0), f->nr_frames,
+                                    &ds)) < 0)
+            goto fail;
+        dirty_lock(&d->dirty);
+        r = kvm_vm_set_memory_region(&d->vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0,
+                                     f->nr_frames * PAGE_SIZE, f->base);
+        if (r == 0)
+            dirty_slot_publish_locked(&d->dirty, ds);
+        dirty_unlock(&d->dirty);
+        if (r < 0) {
+            dirty_slot_discard(ds);
+            errf(err, errlen, "KVM memory: %s", strerror(-r));
+            goto fail;
+        }
+    }
     if ((r = vcpu_group_init(&d->group, pvcpu_exit, pvcpu_diag, d)) < 0)
         goto fail;
     d->created_group = true;
@@ -337,7 +379,10 @@ int hv_domain_wait(struct domain *d)
     vcpu_group_join(&d->group);
     if (d->group.crashed)
         return EXIT_CRASHED;
-    return d->group.exit_code == 0 ? 0 : (d->group.exit_code & 0x7f) ?: 1;
+    if (d->group.exit_code == 0)
+        return 0;
+    /* the shutdown reason (reboot 1, suspend 2, crash 3, ...) */
+    return (d->group.exit_code & 0x7f) ? (d->group.exit_code & 0x7f) : 1;
 }
 
 void hv_domain_destroy(struct domain *d)
@@ -392,6 +437,8 @@ void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
     s->wpt_emulated = atomic_load(&d->wpt_emulated);
     s->wpt_refused = atomic_load(&d->wpt_refused);
     s->continuations = atomic_load(&d->continuations);
+    s->touch_overflow = atomic_load(&d->touch_overflow);
+    s->spurious_faults = atomic_load(&d->spurious_faults);
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         s->exits += atomic_load(&d->vcpus[i].vcpu.stats.exits);
     if (d->created_dirty)
@@ -417,6 +464,10 @@ int hv_domain_audit(struct domain *d, char *msg, size_t len, uint64_t *frames,
     bool paused = hold_quiescent(d);
     int r = pv_audit(d->pv, &rep);
 
+    if (r == 0 && shim_check(&d->shim) < 0) {
+        r = -EUCLEAN;
+        snprintf(rep.first, sizeof(rep.first), "the shim's tables changed");
+    }
     if (paused)
         vcpu_group_resume(&d->group);
     if (frames)
@@ -426,6 +477,24 @@ int hv_domain_audit(struct domain *d, char *msg, size_t len, uint64_t *frames,
     if (msg && len)
         snprintf(msg, len, "%s", r == 0 ? "" : rep.first);
     return r;
+}
+
+static int count_bits(gfn_t base, uint64_t bits, void *opaque)
+{
+    (void)base;
+    *(uint64_t *)opaque += (uint64_t)__builtin_popcountll(bits);
+    return 0;
+}
+
+int hv_domain_dirty_harvest(struct domain *d, uint64_t *pages)
+{
+    int r;
+
+    *pages = 0;
+    if ((r = dirty_sync(&d->dirty)) < 0)
+        return r;
+    return dirty_harvest(&d->dirty, _gfn(0), d->hv->frames.nr_frames,
+                         count_bits, pages);
 }
 
 int hv_domain_pfinfo(struct domain *d, uint64_t *cursor, unsigned max,

@@ -34,7 +34,7 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
                    uint64_t *l1e)
 {
     struct frames *f = &pc->d->hv->frames;
-    uint64_t mfn = pc->sregs.cr3 >> PAGE_SHIFT;
+    uint64_t mfn = pc->cr3 >> PAGE_SHIFT;
 
     if (!canonical(va))
         return -EFAULT;
@@ -72,6 +72,13 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
         return -EFAULT;
     *maddr = (mfn << PAGE_SHIFT) | (va & (PAGE_SIZE - 1));
     return 0;
+}
+
+int gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
+                 uint64_t *l1e_maddr)
+{
+    uint64_t maddr;
+    return walk(pc, va, write, true, &maddr, l1e_maddr, NULL);
 }
 
 int gm_l1e_maddr(struct pvcpu *pc, uint64_t va, uint64_t *l1e_maddr)

@@ -48,7 +48,14 @@ int hc_pv_set_base(struct pvcpu *pc, uint64_t mfn)
 
 static bool preempt_now(struct pvcpu *pc)
 {
-    return vcpu_pause_pending(&pc->vcpu);
+    return vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt;
+}
+
+void hv_domain_test_preempt(struct domain *d, uint64_t every)
+{
+    d->test_preempt = every != 0;
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        pv_vcpu_set_preempt(d->vcpus[i].pv, every, every != 0);
 }
 
 /*
@@ -89,15 +96,8 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn,
     while (count > 0) {
         uint32_t n = MIN(count, (uint32_t)MMU_CHUNK), done = 0;
 
-        if (is_mmu && pvcpu_touch_room(pc) < n) {
-            /* the touch list is full: let the shim store these back first */
-            if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
-                return -EFAULT;
-            a[0] = va;
-            a[1] = count | MMU_UPDATE_PREEMPTED;
-            pc->retry = true;
-            return 0;
-        }
+        if (is_mmu && pvcpu_touch_room(pc) < n)
+            goto preempt; /* let the shim store the entries back first */
         if (gm_copy_from(pc, buf, va, (uint64_t)n * size) < 0) {
             rc = -EFAULT;
             break;
@@ -120,21 +120,23 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn,
         done_total += done;
         va += (uint64_t)done * size;
         count -= done;
-        if (rc == -ERESTART || (rc == 0 && count > 0 && preempt_now(pc))) {
-            /* continuation: the rest, with *done carried in the guest */
-            if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
-                return -EFAULT;
-            a[0] = va;
-            a[1] = count | MMU_UPDATE_PREEMPTED;
-            pc->retry = true;
-            return 0;
-        }
+        if (rc == -ERESTART || (rc == 0 && count > 0 && preempt_now(pc)))
+            goto preempt;
         if (rc < 0)
             break;
     }
     if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
         return -EFAULT;
     return rc;
+
+preempt:
+    /* continuation: the rest, with *done carried in the guest */
+    if (a[2] && gm_copy_to(pc, a[2], &done_total, 4) < 0)
+        return -EFAULT;
+    a[0] = va;
+    a[1] = count | MMU_UPDATE_PREEMPTED;
+    pc->retry = true;
+    return 0;
 }
 
 long hc_mmu_update(struct pvcpu *pc, uint64_t a[6])
@@ -215,9 +217,21 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
                 return (long)start;
             r.nr_extents = n;
         }
-        do
+        for (;;) {
             done = pv_memory_op(pc->pv, &cmd, &r);
-        while (done == -ERESTART);
+            if (done != -ERESTART)
+                break;
+            if (preempt_now(pc)) {
+                /* continuation at the extent pv reached in this chunk */
+                uint64_t progress = cmd >> MEMOP_EXTENT_SHIFT;
+                if (op != XENMEM_decrease_reservation && progress > 0 &&
+                    gm_copy_to(pc, va, ext, progress * 8) < 0)
+                    return (long)start;
+                a[0] = op | ((start + progress) << MEMOP_EXTENT_SHIFT);
+                pc->retry = true;
+                return 0;
+            }
+        }
         if (done < 0)
             return start == 0 ? done : (long)start;
         if (op != XENMEM_decrease_reservation && done > 0 &&

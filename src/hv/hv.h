@@ -74,6 +74,8 @@ struct hv_domain_stats {
     uint64_t continuations;  /* hypercalls re-entered */
     uint64_t exits;
     uint64_t dirty_marked;   /* guest pages memvisor wrote (dirty log) */
+    uint64_t touch_overflow; /* touch-list overflows (docs/pv-on-kvm.md) */
+    uint64_t spurious_faults; /* #PF retried: the tables allowed the access */
 };
 
 /* pool_frames: the machine memory memvisor manages, in 4 KiB frames. */
@@ -102,8 +104,9 @@ const char *hv_domain_crash_text(struct domain *d);
 /* Console tail (NUL-terminated). */
 size_t hv_domain_console(struct domain *d, char *buf, size_t len);
 void hv_domain_stats(struct domain *d, struct hv_domain_stats *out);
-/* Frame-table audit (pauses the domain unless stopped).  0 or -EUCLEAN
- * with the first error in msg; *tables and *frames count what it saw. */
+/* Frame-table audit (pauses the domain unless stopped), and shim_check():
+ * 0 or -EUCLEAN with the first error in msg; *tables and *frames count
+ * what it saw. */
 int __must_check hv_domain_audit(struct domain *d, char *msg, size_t len,
                                  uint64_t *frames, uint64_t *tables);
 /* Page-frame info (Xen's PFINFO words) of up to max frames the domain
@@ -113,6 +116,28 @@ int __must_check hv_domain_pfinfo(struct domain *d, uint64_t *cursor,
                                   unsigned max, uint64_t *mfns,
                                   uint32_t *info);
 uint64_t hv_domain_nr_pages(const struct domain *d);
+/* Pull KVM's log of the guest's writes into the domain's dirty log and
+ * hand out every page logged since the last harvest (the guest's own
+ * writes and memvisor's): *pages says how many.  Safe while running; exact
+ * while paused (DESIGN invariant 6). */
+int __must_check hv_domain_dirty_harvest(struct domain *d, uint64_t *pages);
 const char *hv_hypercall_name(unsigned nr);
+/* Test only: make pv preempt at every `every`-th check and turn every
+ * preemption into a continuation through the guest (0: off). */
+void hv_domain_test_preempt(struct domain *d, uint64_t every);
+/* Test only: issue hypercall nr with args as vCPU `vcpu` would, from the
+ * calling thread, on a domain whose vCPUs are paused or not started; the
+ * guest's ring-3 return frame is {rip, rsp}.  Continuations are re-entered
+ * at once.  Returns the result the guest would see. */
+long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
+                              const uint64_t args[6], uint64_t rip,
+                              uint64_t rsp);
+/* Test only: write guest memory at a guest virtual address of vCPU 0's
+ * current address space (as a hypercall result would be written). */
+int __must_check hv_domain_test_poke(struct domain *d, uint64_t va,
+                                     const void *buf, uint64_t len);
+/* Test only: never run the shim's touch loop (host-written page-table
+ * entries stay invisible to the KVM's shadow MMU). */
+void hv_domain_test_no_touch(struct domain *d);
 
 #endif

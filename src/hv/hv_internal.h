@@ -46,12 +46,16 @@ struct pvcpu {
 
     /* Per exit: the registers as read, and what to resume with. */
     struct kvm_regs regs;
-    struct kvm_sregs sregs;
+    struct kvm_sregs sregs; /* valid when sregs_valid (pvcpu_sregs()) */
+    bool sregs_valid;
     bool sregs_dirty;
+    uint64_t cr3;           /* what CR3 holds: memvisor alone loads it */
     struct shim_frame ret;
     bool retry;          /* re-execute the hypercall (continuation) */
     bool no_result;      /* the handler set rax itself (iret) */
     uint64_t last_error; /* error code of the exception being handled */
+    uint64_t spurious_va; /* last page fault taken as spurious, and how */
+    unsigned spurious_streak; /* many times in a row */
 
     /* Page-table entries written from the host during this exit, to be
      * stored back by the shim's touch loop (shim.h); each holds a general
@@ -84,11 +88,14 @@ struct domain {
     int shutdown_reason;
     bool created_vm, created_group, created_shim, created_pv;
     bool leaked; /* teardown left frames behind (reported by tests) */
+    bool test_preempt; /* test only: every preemption point is taken */
+    bool test_no_touch; /* test only: skip the touch loop (shows it matters) */
 
     _Atomic uint64_t hc_count[HV_NR_HYPERCALLS];
     _Atomic uint64_t hc_unknown;
     _Atomic uint64_t bounces[32];
     _Atomic uint64_t syscalls, wpt_emulated, wpt_refused, continuations;
+    _Atomic uint64_t touch_overflow, spurious_faults;
 };
 
 /* ---- guest memory (guestmem.c): through the vCPU's current page tables;
@@ -101,6 +108,10 @@ int __must_check gm_copy_to(struct pvcpu *pc, uint64_t va, const void *src,
  * writable-page-table path; no permission check on the leaf). */
 int __must_check gm_translate(struct pvcpu *pc, uint64_t va, uint64_t *maddr,
                               uint64_t *l1e_maddr, uint64_t *l1e);
+/* Would the current page tables let the guest make this access? (0 and
+ * the L1 entry's machine address if so) */
+int __must_check gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
+                              uint64_t *l1e_maddr);
 /* Machine address of the L1 entry that maps va (present or not). */
 int __must_check gm_l1e_maddr(struct pvcpu *pc, uint64_t va,
                               uint64_t *l1e_maddr);
@@ -121,6 +132,9 @@ int __must_check pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err,
                               uint64_t err);
 /* Load CR3 for the current mode from pv's base pointers. */
 void pvcpu_load_cr3(struct pvcpu *pc);
+/* The segment and control registers, read from KVM on first use in an
+ * exit (most exits need none); the caller sets sregs_dirty after a change. */
+struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc);
 /* Real/guest-visible selectors. */
 uint64_t pvcpu_guest_cs(const struct pvcpu *pc);
 void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);

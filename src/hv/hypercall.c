@@ -98,11 +98,13 @@ static long hc_callback_op(struct pvcpu *pc, uint64_t a[6])
 
 static long hc_fpu_taskswitch(struct pvcpu *pc, uint64_t a[6])
 {
+    struct kvm_sregs *sr = pvcpu_sregs(pc);
+
     pc->fpu_ts = a[0] != 0;
     if (pc->fpu_ts)
-        pc->sregs.cr0 |= 0x8;
+        sr->cr0 |= 0x8;
     else
-        pc->sregs.cr0 &= ~0x8ULL;
+        sr->cr0 &= ~0x8ULL;
     pc->sregs_dirty = true;
     return 0;
 }
@@ -139,7 +141,7 @@ static long hc_xen_version(struct pvcpu *pc, uint64_t a[6])
         return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -XEN_EFAULT : 0;
     }
     case XENVER_capabilities: {
-        static char s[XEN_CAPABILITIES_INFO_LEN] = "xen-3.0-x86_64";
+        static const char s[XEN_CAPABILITIES_INFO_LEN] = "xen-3.0-x86_64";
         return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -XEN_EFAULT : 0;
     }
     case XENVER_platform_parameters: {
@@ -186,22 +188,24 @@ static long hc_vm_assist(struct pvcpu *pc, uint64_t a[6])
 
 static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
 {
+    struct kvm_sregs *sr = pvcpu_sregs(pc);
+
     if (a[1] >= (1ULL << 47) && a[1] < 0xffff800000000000ULL)
         return -XEN_EINVAL; /* non-canonical */
     switch (a[0]) {
     case SEGBASE_FS:
         pc->fs_base = a[1];
-        pc->sregs.fs.base = a[1];
+        sr->fs.base = a[1];
         break;
     case SEGBASE_GS_USER:
         pc->gs_base_user = a[1];
         if (!pc->kernel_mode)
-            pc->sregs.gs.base = a[1];
+            sr->gs.base = a[1];
         break;
     case SEGBASE_GS_KERNEL:
         pc->gs_base_kernel = a[1];
         if (pc->kernel_mode)
-            pc->sregs.gs.base = a[1];
+            sr->gs.base = a[1];
         break;
     default:
         return -XEN_EINVAL;
@@ -267,7 +271,11 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
      * a kernel frame (RPL 0) or no user page tables stays in kernel mode. */
     to_user = (c.cs & 3) == 3 && hc_pv_base(pc, true) != ~0ULL;
     if (to_user && pc->kernel_mode) {
-        pc->gs_base_kernel = pc->sregs.gs.base;
+        struct kvm_sregs *sr = pvcpu_sregs(pc);
+
+        pc->gs_base_kernel = sr->gs.base;
+        sr->gs.base = pc->gs_base_user;
+        pc->sregs_dirty = true;
         pc->kernel_mode = false;
         pvcpu_load_cr3(pc);
     }
@@ -363,6 +371,7 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
     if (kvm_vcpu_set_sregs(&t->vcpu.kvm, &sregs) < 0 ||
         kvm_vcpu_set_regs(&t->vcpu.kvm, &regs) < 0)
         goto out;
+    t->cr3 = sregs.cr3;
     t->initialised = true;
     rc = 0;
 out:
@@ -411,8 +420,8 @@ static long hc_multicall(struct pvcpu *pc, uint64_t a[6])
 
     if (a[1] > MULTICALL_MAX)
         return -XEN_EINVAL;
-    for (uint64_t i = 0; i < a[1]; i++) {
-        uint64_t va = a[0] + i * sizeof(e);
+    for (; a[1] > 0; a[0] += sizeof(e), a[1]--) {
+        uint64_t va = a[0];
         uint64_t args[6];
 
         if (gm_copy_from(pc, &e, va, sizeof(e)) < 0)
@@ -420,6 +429,15 @@ static long hc_multicall(struct pvcpu *pc, uint64_t a[6])
         memcpy(args, e.args, sizeof(args));
         e.result = (uint64_t)hc_dispatch_one(pc, (unsigned)MIN(e.op, 0xffffULL),
                                              args, true);
+        if (pc->retry) {
+            /* The entry must finish after the shim stored back what it
+             * changed: its remaining work goes back into the guest's entry
+             * and the multicall continues there (Xen does the same). */
+            memcpy(e.args, args, sizeof(args));
+            if (gm_copy_to(pc, va, &e, sizeof(e)) < 0)
+                return -XEN_EFAULT;
+            return 0;
+        }
         if (gm_copy_to(pc, va + offsetof(struct multicall_entry, result),
                        &e.result, sizeof(e.result)) < 0)
             return -XEN_EFAULT;
@@ -478,12 +496,49 @@ long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
             return r;
         atomic_fetch_add_explicit(&pc->d->continuations, 1,
                                   memory_order_relaxed);
-        /* Inside a multicall, or with nobody waiting, go on at once. */
-        if (!in_multicall &&
-            (vcpu_pause_pending(&pc->vcpu) || i >= HC_MAX_RETRIES_INLINE ||
-             pvcpu_touch_room(pc) < SHIM_TOUCH_MAX / 2))
-            return r; /* caller re-enters through the guest */
+        /* Back to the guest (through the touch loop) when the touch list
+         * fills up, and, outside a multicall, when someone waits or after
+         * many rounds; otherwise go on at once. */
+        if (pvcpu_touch_room(pc) < SHIM_TOUCH_MAX / 2 ||
+            (!in_multicall &&
+             (vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt ||
+              i >= HC_MAX_RETRIES_INLINE)))
+            return r; /* pc->retry: the caller re-enters through the guest */
     }
+}
+
+long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
+                              const uint64_t args[6], uint64_t rip,
+                              uint64_t rsp)
+{
+    struct pvcpu *pc = &d->vcpus[vcpu % d->nr_vcpus];
+    uint64_t a[6];
+    long r = 0;
+
+    memcpy(a, args, sizeof(a));
+    memset(&pc->regs, 0, sizeof(pc->regs));
+    pc->sregs_valid = false;
+    pc->sregs_dirty = false;
+    pc->ret = (struct shim_frame){.rip = rip, .cs = SHIM_SEL_CS3,
+                                  .rflags = SHIM_RFLAGS_FIXED, .rsp = rsp,
+                                  .ss = SHIM_SEL_DS3};
+    for (unsigned i = 0; i < 100000; i++) {
+        r = hc_dispatch_one(pc, nr, a, false);
+        if (!pc->retry)
+            break;
+        pvcpu_touch_release(pc); /* what the touch loop would have done */
+    }
+    if (pc->sregs_dirty && pc->sregs_valid)
+        (void)!kvm_vcpu_set_sregs(&pc->vcpu.kvm, &pc->sregs);
+    /* no shim runs here: drop what a touch loop would have stored back */
+    pvcpu_touch_release(pc);
+    return r;
+}
+
+int hv_domain_test_poke(struct domain *d, uint64_t va, const void *buf,
+                        uint64_t len)
+{
+    return gm_copy_to(&d->vcpus[0], va, buf, len);
 }
 
 void hypercall_dispatch(struct pvcpu *pc)

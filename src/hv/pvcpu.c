@@ -88,17 +88,23 @@ uint64_t pvcpu_guest_cs(const struct pvcpu *pc)
     return pc->kernel_mode ? (FLAT_KERNEL_CS & ~3ULL) : FLAT_USER_CS;
 }
 
+struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc)
+{
+    if (!pc->sregs_valid) {
+        if (kvm_vcpu_get_sregs(&pc->vcpu.kvm, &pc->sregs) < 0)
+            pvcpu_crash(pc, "cannot read segment registers");
+        pc->sregs_valid = true;
+    }
+    return &pc->sregs;
+}
+
 void pvcpu_load_cr3(struct pvcpu *pc)
 {
     uint64_t base = hc_pv_base(pc, !pc->kernel_mode);
-    uint64_t gs = pc->kernel_mode ? pc->gs_base_kernel : pc->gs_base_user;
 
-    if (base != ~0ULL && pc->sregs.cr3 != base << 12) {
-        pc->sregs.cr3 = base << 12;
-        pc->sregs_dirty = true;
-    }
-    if (pc->sregs.gs.base != gs) {
-        pc->sregs.gs.base = gs;
+    if (base != ~0ULL && pc->cr3 != base << 12) {
+        pvcpu_sregs(pc)->cr3 = base << 12;
+        pc->cr3 = base << 12;
         pc->sregs_dirty = true;
     }
 }
@@ -106,9 +112,14 @@ void pvcpu_load_cr3(struct pvcpu *pc)
 /* Enter guest kernel mode (from user mode): its page tables, its GS. */
 static void to_kernel_mode(struct pvcpu *pc)
 {
+    struct kvm_sregs *sr;
+
     if (pc->kernel_mode)
         return;
-    pc->gs_base_user = pc->sregs.gs.base;
+    sr = pvcpu_sregs(pc);
+    pc->gs_base_user = sr->gs.base;
+    sr->gs.base = pc->gs_base_kernel;
+    pc->sregs_dirty = true;
     pc->kernel_mode = true;
     pvcpu_load_cr3(pc);
 }
@@ -250,7 +261,7 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
 
     switch (v) {
     case VECTOR_PF: {
-        uint64_t cr2 = pc->sregs.cr2;
+        uint64_t cr2 = pvcpu_sregs(pc)->cr2;
         uint64_t lstar = SHIM_VA_PERCPU(pc->id) + SHIM_PERCPU_SYSCALL;
 
         if (cr2 == lstar && ev->frame.rip == lstar)
@@ -268,6 +279,25 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
                 atomic_fetch_add_explicit(&pc->d->wpt_refused, 1,
                                           memory_order_relaxed);
         }
+        if (!(err & PFEC_FETCH)) {
+            /* Spurious: the tables already allow the access, the fault
+             * came from a translation another vCPU's update has not yet
+             * reached here (Xen's spurious_page_fault).  Make this vCPU
+             * re-read the entry and retry, a few times at most. */
+            uint64_t l1e_maddr;
+            if (gm_access_ok(pc, cr2, err & PFEC_WRITE, &l1e_maddr) == 0 &&
+                (pc->spurious_va != cr2 || pc->spurious_streak < 4)) {
+                pc->spurious_streak =
+                    pc->spurious_va == cr2 ? pc->spurious_streak + 1 : 1;
+                pc->spurious_va = cr2;
+                atomic_fetch_add_explicit(&pc->d->spurious_faults, 1,
+                                          memory_order_relaxed);
+                pvcpu_touch_add(pc, l1e_maddr);
+                pc->want_flush = true;
+                return 0;
+            }
+        }
+        pc->spurious_streak = 0;
         if (pc->kernel_mode)
             err &= ~PFEC_USER;
         pvcpu_set_cr2(pc, cr2);
@@ -290,7 +320,7 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
             /* The guest asked for TS (fpu_taskswitch): clear it and let
              * the guest's handler restore its FPU state. */
             pc->fpu_ts = false;
-            pc->sregs.cr0 &= ~CR0_TS;
+            pvcpu_sregs(pc)->cr0 &= ~CR0_TS;
             pc->sregs_dirty = true;
         }
         return pvcpu_bounce(pc, v, false, 0);
@@ -305,14 +335,22 @@ void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr)
     mfn_t mfn = _mfn(maddr >> PAGE_SHIFT);
 
     if (pc->nr_touch == SHIM_TOUCH_MAX) {
-        /* never reached: callers take a continuation first; a full list
-         * still gets a TLB flush */
+        /* callers take a continuation before the list fills; a pin of a
+         * very large tree can still overflow it: counted, and the TLB is
+         * flushed (docs/pv-on-kvm.md, known limits) */
+        atomic_fetch_add_explicit(&pc->d->touch_overflow, 1,
+                                  memory_order_relaxed);
         pc->want_flush = true;
         return;
     }
     if (!frames_mfn_valid(f, mfn) || frame_get(f, mfn, pc->d->id) < 0)
         return; /* not the domain's frame (any more): nothing to show */
     pc->touch[pc->nr_touch++] = maddr;
+}
+
+void hv_domain_test_no_touch(struct domain *d)
+{
+    d->test_no_touch = true;
 }
 
 void pvcpu_touch_release(struct pvcpu *pc)
@@ -342,11 +380,11 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         pvcpu_crash(pc, "port %#x access", run->io.port);
         return -EIO;
     }
-    if (kvm_vcpu_get_regs(&v->kvm, &pc->regs) < 0 ||
-        kvm_vcpu_get_sregs(&v->kvm, &pc->sregs) < 0) {
+    if (kvm_vcpu_get_regs(&v->kvm, &pc->regs) < 0) {
         pvcpu_crash(pc, "cannot read registers");
         return -EIO;
     }
+    pc->sregs_valid = false;
     pc->sregs_dirty = false;
     if (entry == SHIM_ENTRY_TOUCH_DONE) {
         /* The shim stored the entries back: drop the holds and return to
@@ -390,11 +428,14 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         return VCPU_SHUTDOWN;
     if (r < 0 && entry != SHIM_ENTRY_HYPERCALL)
         return r;
-    if (pc->sregs_dirty && kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0) {
+    if (pc->sregs_dirty && pc->sregs_valid &&
+        kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0) {
         pvcpu_crash(pc, "cannot write segment registers");
         return -EIO;
     }
     shim_resume(&d->shim, pc->id, &pc->ret, &pc->regs);
+    if (d->test_no_touch)
+        pvcpu_touch_release(pc);
     if (pc->nr_touch || pc->want_flush) {
         pc->touch_saved = pc->regs;
         shim_touch(&d->shim, pc->id, pc->touch, pc->nr_touch, &pc->regs);

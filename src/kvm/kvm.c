@@ -491,30 +491,39 @@ int kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu, const struct kvm_cpuid2 *cpuid)
     return vcpu->vm->ops->set_cpuid(vcpu->fd, cpuid);
 }
 
-struct one_msr {
+/* KVM_GET/SET_MSRS with one entry (kvm_msrs ends in a flexible array). */
+union one_msr {
     struct kvm_msrs hdr;
-    struct kvm_msr_entry e;
+    uint8_t bytes[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
 };
 
-int kvm_vcpu_set_msr(struct kvm_vcpu *vcpu, uint32_t index, uint64_t value)
+static int one_msr_ioctl(struct kvm_vcpu *vcpu, unsigned long req,
+                         uint32_t index, uint64_t *value)
 {
-    struct one_msr m = {.hdr.nmsrs = 1, .e = {.index = index, .data = value}};
-    int r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd, KVM_SET_MSRS, &m);
-    if (r < 0)
-        return r;
-    return r == 1 ? 0 : -EINVAL;
-}
+    union one_msr m;
 
-int kvm_vcpu_get_msr(struct kvm_vcpu *vcpu, uint32_t index, uint64_t *value)
-{
-    struct one_msr m = {.hdr.nmsrs = 1, .e = {.index = index}};
-    int r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd, KVM_GET_MSRS, &m);
+    memset(&m, 0, sizeof(m));
+    m.hdr.nmsrs = 1;
+    m.hdr.entries[0].index = index;
+    m.hdr.entries[0].data = *value;
+    int r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd, req, &m);
     if (r < 0)
         return r;
     if (r != 1)
         return -EINVAL;
-    *value = m.e.data;
+    *value = m.hdr.entries[0].data;
     return 0;
+}
+
+int kvm_vcpu_set_msr(struct kvm_vcpu *vcpu, uint32_t index, uint64_t value)
+{
+    return one_msr_ioctl(vcpu, KVM_SET_MSRS, index, &value);
+}
+
+int kvm_vcpu_get_msr(struct kvm_vcpu *vcpu, uint32_t index, uint64_t *value)
+{
+    *value = 0;
+    return one_msr_ioctl(vcpu, KVM_GET_MSRS, index, value);
 }
 
 int kvm_vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req, void *arg)

@@ -130,10 +130,17 @@ struct plan {
     bool need_flush;
 };
 
+/* Whether gfn g is tracked with the overlay applied; *cur is a cursor
+ * into ms->tracks for a caller that walks g upwards (start at 0). */
 static bool ov_tracked(struct memslots *ms, const struct overlay *ov,
-                       uint64_t g)
+                       uint64_t g, uint32_t *cur)
 {
-    uint32_t n = nr_trackers(ms->tracks, ms->nr_tracks, g);
+    uint32_t n = 0;
+
+    while (*cur < ms->nr_tracks && gfn_x(ms->tracks[*cur].gfn) < g)
+        (*cur)++;
+    while (*cur + n < ms->nr_tracks && gfn_x(ms->tracks[*cur + n].gfn) == g)
+        n++;
 
     if (ov->track_t && g == ov->lo)
         n = ov->track_add ? n + 1 : n - 1;
@@ -154,45 +161,69 @@ static struct p2m_entry ov_entry(const struct overlay *ov, uint64_t g,
     return e;
 }
 
+/* Append s to p->derived (merging with the last), growing it by doubling. */
+static int derived_push(struct memslots *ms, struct plan *p, uint32_t *cap,
+                        const struct memslot *s)
+{
+    if (p->nd && mergeable(&p->derived[p->nd - 1], s)) {
+        p->derived[p->nd - 1].npages += s->npages;
+        return 0;
+    }
+    if (p->nd == *cap) {
+        uint32_t ncap = *cap ? 2 * *cap : 16;
+        struct memslot *n = ms_alloc(ms, ncap, sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        copy_slots(n, p->derived, p->nd);
+        free(p->derived);
+        p->derived = n;
+        *cap = ncap;
+    }
+    p->derived[p->nd++] = *s;
+    return 0;
+}
+
+#define DERIVE_CHUNK 4096
+
 /* The derived slots of [lo, hi) into p->derived (ids unset). */
 static int derive(struct memslots *ms, const struct overlay *ov,
                   struct plan *p)
 {
-    uint64_t n = p->hi - p->lo;
     bool log_on = ov->log_dirty < 0 ? ms->log_dirty : ov->log_dirty;
+    uint64_t n = MIN(p->hi - p->lo, DERIVE_CHUNK);
+    uint32_t cap = 0, cur = track_lower(ms->tracks, ms->nr_tracks, p->lo);
     struct p2m_entry *e;
-    int rc;
+    int rc = 0;
 
-    e = ms_alloc(ms, n, sizeof(*e));
-    p->derived = ms_alloc(ms, n, sizeof(*p->derived));
-    if (!e || !p->derived) {
-        free(e);
-        return -ENOMEM;
-    }
-    rc = p2m_lookup_range(ms->p2m, _gfn(p->lo), n, e);
-    if (rc) {
-        free(e);
-        return rc;
-    }
     p->nd = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t g = p->lo + i;
-        struct p2m_entry x = ov_entry(ov, g, e[i]);
-        if (!p2m_is_ram(x.type))
-            continue;
-        uint32_t flags = 0;
-        if (x.type == P2M_RAM_RO || ov_tracked(ms, ov, g))
-            flags = MEMSLOT_RO;
-        else if (log_on || x.type == P2M_LOGDIRTY)
-            flags = MEMSLOT_LOG;
-        struct memslot s = {0, _gfn(g), 1, x.mfn, flags};
-        if (p->nd && mergeable(&p->derived[p->nd - 1], &s))
-            p->derived[p->nd - 1].npages++;
-        else
-            p->derived[p->nd++] = s;
+    e = ms_alloc(ms, n, sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    for (uint64_t c = p->lo; c < p->hi && !rc; c += n) {
+        uint64_t m = MIN(n, p->hi - c);
+        rc = p2m_lookup_range(ms->p2m, _gfn(c), m, e);
+        for (uint64_t i = 0; i < m && !rc; i++) {
+            uint64_t g = c + i;
+            struct p2m_entry x = ov_entry(ov, g, e[i]);
+            if (!p2m_is_ram(x.type))
+                continue;
+            uint32_t flags = 0;
+            if (x.type == P2M_RAM_RO || ov_tracked(ms, ov, g, &cur))
+                flags = MEMSLOT_RO;
+            else if (log_on || x.type == P2M_LOGDIRTY)
+                flags = MEMSLOT_LOG;
+            struct memslot *last = p->nd ? &p->derived[p->nd - 1] : NULL;
+            if (last && slot_end(last) == g && last->flags == flags &&
+                mfn_x(last->mfn) + last->npages == mfn_x(x.mfn)) {
+                last->npages++; /* the common case: the run goes on */
+                continue;
+            }
+            struct memslot s = {0, _gfn(g), 1, x.mfn, flags};
+            rc = derived_push(ms, p, &cap, &s);
+        }
     }
     free(e);
-    return 0;
+    return rc;
 }
 
 static void plan_free(struct plan *p)
@@ -375,8 +406,11 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
     if (!p->new_slots)
         return -ENOMEM;
     copy_slots(p->new_slots, ms->slots, p->i0);
-    copy_slots(p->new_slots + p->i0, p->derived, p->nd);
-    copy_slots(p->new_slots + p->i0 + p->nd, ms->slots + p->i1, ms->nr - p->i1);
+    if (p->nd)
+        copy_slots(p->new_slots + p->i0, p->derived, p->nd);
+    if (ms->nr > p->i1)
+        copy_slots(p->new_slots + p->i0 + p->nd, ms->slots + p->i1,
+                   ms->nr - p->i1);
 
     /* the new tracking table and the removals to announce */
     p->new_tracks = ms_alloc(ms, (size_t)ms->nr_tracks + 1,
@@ -480,8 +514,9 @@ static void announce(struct plan *p)
 }
 
 /*
- * One update: PREPARE -> QUIESCE -> FLUSH -> APPLY -> COMMIT, then the
- * caller's p2m step (after_commit), then ANNOUNCE.  ms.lock held.
+ * One update: PREPARE -> QUIESCE -> FLUSH -> APPLY -> COMMIT with the
+ * caller's p2m step (after_commit, under the view lock), then ANNOUNCE.
+ * ms.lock held.
  */
 static int update_locked(struct memslots *ms, const struct overlay *ov,
                          void (*after_commit)(struct memslots *, void *),
@@ -531,9 +566,13 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
     /* APPLY (ROLLBACK inside on failure) */
     if (!rc)
         rc = plan_apply(ms, &p);
-    /* COMMIT */
-    if (!rc)
+    /* COMMIT, and the p2m step: still under the view lock, so that no
+     * MMIO exit sees a frame in the middle of leaving the guest */
+    if (!rc) {
         plan_commit(ms, &p);
+        if (after_commit)
+            after_commit(ms, arg);
+    }
     if (ms->dirty)
         dirty_unlock(ms->dirty);
     pthread_rwlock_unlock(&ms->view);
@@ -542,8 +581,6 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
     if (rc)
         goto abort;
 
-    if (after_commit)
-        after_commit(ms, arg);
     /* ANNOUNCE */
     if (!ms->test_announce_early)
         announce(&p);
@@ -761,7 +798,7 @@ int memslot_move(struct memslots *ms, gfn_t from, gfn_t to, uint64_t nr)
         }
     /* the target takes the frames first (extra references) */
     for (i = 0; i < nr && !rc; i++) {
-        if (p2m_is_ram(e[i].type))
+        if (e[i].type != P2M_INVALID) /* RAM and MMIO entries move */
             rc = p2m_populate(ms->p2m, _gfn(m.to + i), e[i].mfn, e[i].type);
         else {
             struct p2m_entry t;
@@ -783,7 +820,7 @@ int memslot_move(struct memslots *ms, gfn_t from, gfn_t to, uint64_t nr)
         goto out;
 undo:
     for (uint64_t k = 0; k < i; k++)
-        if (p2m_is_ram(e[k].type))
+        if (e[k].type != P2M_INVALID)
             unpopulate(ms->p2m, m.to + k, 1);
 out:
     pthread_mutex_unlock(&ms->lock);
@@ -793,13 +830,16 @@ out:
 
 int memslot_set_log_dirty(struct memslots *ms, bool on)
 {
-    struct overlay ov = ov_window(0, ms->p2m->nr_gfns);
+    struct overlay ov;
     int rc = 0;
 
     if (!ms->dirty)
         return -EINVAL;
-    ov.log_dirty = on;
     pthread_mutex_lock(&ms->lock);
+    /* only flags change: the window is what the slots cover */
+    ov = ov_window(ms->nr ? gfn_x(ms->slots[0].base) : 0,
+                   ms->nr ? slot_end(&ms->slots[ms->nr - 1]) : 1);
+    ov.log_dirty = on;
     if (ms->log_dirty != on) {
         rc = update_locked(ms, &ov, NULL, NULL);
         if (!rc)
@@ -866,6 +906,8 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
     uint8_t *host = (uint8_t *)frames_ptr(ms->frames, e.mfn) +
                     (gpa & (PAGE_SIZE - 1));
     if (!is_write) {
+        if (ms->dirty)
+            return dirty_copy_from_guest(ms->dirty, data, _gpa(gpa), len);
         memcpy(data, host, len);
         return 0;
     }
@@ -885,8 +927,10 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
         __atomic_fetch_add(&ms->stats.refused_writes, 1, __ATOMIC_RELAXED);
         return 0;
     }
-    if (ms->dirty)
-        return dirty_copy_to_guest(ms->dirty, _gpa(gpa), data, len);
+    if (ms->dirty) {
+        rc = dirty_copy_to_guest(ms->dirty, _gpa(gpa), data, len);
+        return rc == -EFAULT ? -ENOENT : rc; /* no longer RAM: dropped */
+    }
     memcpy(host, data, len);
     return 0;
 }

@@ -58,8 +58,10 @@
  *   ms.lock (mutex) - serialises updates; held for a whole update;
  *   vCPU pause      - the pause hook, taken (when an update must flush a
  *                     logging slot) before any lock below;
- *   ms.view (rwlock)- the slot array and the tracking table; written only
- *                     from APPLY to COMMIT, read by memslot_handle_mmio()
+ *   ms.view (rwlock)- the slot array, the tracking table and the p2m
+ *                     entries an update removes or retypes; written from
+ *                     APPLY to the end of COMMIT's p2m step, read by
+ *                     memslot_handle_mmio()
  *                     on vCPU threads (so a store to a page being tracked
  *                     waits for the commit and is then reported);
  *   dirty.lock, p2m.lock (see their headers).
@@ -177,9 +179,10 @@ int __must_check memslot_remove(struct memslots *ms, gfn_t gfn, uint64_t nr);
  * P2M_RAM_RO and P2M_LOGDIRTY (read-only and per-range log toggles). */
 int __must_check memslot_set_type(struct memslots *ms, gfn_t gfn, uint64_t nr,
                                   enum p2m_type t);
-/* HVM: move the RAM of [from, from + nr) to [to, to + nr) (empty), keeping
- * frames and contents; the target gfns are marked dirty.  -EBUSY if a gfn
- * in the range is tracked. */
+/* HVM: move the entries (RAM and MMIO) of [from, from + nr) to
+ * [to, to + nr), which must be empty, keeping frames and contents; the
+ * target gfns are marked dirty.  -EBUSY if a gfn in the range is tracked,
+ * -EINVAL for a PV domain or overlapping ranges. */
 int __must_check memslot_move(struct memslots *ms, gfn_t from, gfn_t to,
                               uint64_t nr);
 /* Domain-wide log-dirty mode on or off (off flushes every log first). */

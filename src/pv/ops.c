@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/range.h"
 #include "pv/pv_internal.h"
 
 /* ---------------------------------------------------------------- set-up */
@@ -370,6 +371,48 @@ static int new_base(struct pv_vcpu *v, mfn_t *slot, mfn_t mfn, bool none_ok)
     return 0;
 }
 
+/*
+ * [va, va + len) lies in the guest's part of the address space: the lower
+ * canonical half, or the upper half above the hypervisor's L4 slots.
+ */
+static bool guest_range_ok(uint64_t va, uint64_t len)
+{
+    const uint64_t lower_end = 1ULL << 47;
+    const uint64_t hv_end = 0xFFFF800000000000ULL +
+                            ((uint64_t)PV_HV_L4_NR << 39);
+
+    if (va < lower_end)
+        return range_check(va, len, lower_end) == 0;
+    return va >= hv_end && range_check(va - hv_end, len, -hv_end) == 0;
+}
+
+/* CLEAR_PAGE / COPY_PAGE: write the frame through a transient writable
+ * reference, as any guest write would need one. */
+static int page_op(struct pv_vcpu *v, mfn_t dst, const mfn_t *src)
+{
+    struct pv_domain *d = v->d;
+    int rc;
+
+    if (src && (!frames_mfn_valid(d->f, *src) || frame_get(d->f, *src, d->id)))
+        return -EINVAL;
+    rc = frames_mfn_valid(d->f, dst)
+             ? frame_get_and_type(d->f, dst, d->id, FRAME_TYPE_WRITABLE,
+                                  pv_get_tf(v), &pv_type_ops, v)
+             : -EINVAL;
+    if (rc == 0) {
+        if (src)
+            memcpy(frames_ptr(d->f, dst), frames_ptr(d->f, *src), PAGE_SIZE);
+        else
+            memset(frames_ptr(d->f, dst), 0, PAGE_SIZE);
+        pv_mark_dirty(d, dst);
+        if (frame_put_and_type(d->f, dst, 0, &pv_type_ops, v))
+            pv_corrupt(d, dst, "transient writable reference lost");
+    }
+    if (src)
+        frame_put(d->f, *src);
+    return rc ? -EINVAL : 0;
+}
+
 static int mmuext_one(struct pv_vcpu *v, const struct mmuext_op *op)
 {
     mfn_t mfn = _mfn(op->arg1);
@@ -387,6 +430,20 @@ static int mmuext_one(struct pv_vcpu *v, const struct mmuext_op *op)
     case MMUEXT_NEW_USER_BASEPTR:
         /* Xen's ABI: mfn 0 means "no user base". */
         return new_base(v, &v->user_base, op->arg1 ? mfn : INVALID_MFN, true);
+    case MMUEXT_SET_LDT:
+        if ((op->arg1 & ~PAGE_MASK) || op->arg2 > PV_LDT_MAX_ENTS ||
+            !guest_range_ok(op->arg1, op->arg2 * 8))
+            return -EINVAL;
+        v->ldt_base = op->arg1;
+        v->ldt_ents = (uint32_t)op->arg2;
+        return 0;
+    case MMUEXT_CLEAR_PAGE:
+        return page_op(v, mfn, NULL);
+    case MMUEXT_COPY_PAGE: {
+        mfn_t src = _mfn(op->arg2);
+
+        return page_op(v, mfn, &src);
+    }
     case MMUEXT_TLB_FLUSH_LOCAL:
     case MMUEXT_INVLPG_LOCAL:
         pv_wtlb_flush(v, INVALID_MFN);
@@ -442,13 +499,12 @@ int pv_update_va_mapping(struct pv_vcpu *v, uint64_t va, uint64_t val,
                          uint64_t flags)
 {
     struct pv_domain *d = v->d;
-    int64_t sva = (int64_t)va;
     mfn_t l1;
     int rc = op_enter(v);
 
     if (rc != 1)
         return rc;
-    if ((sva >> 47) != 0 && (sva >> 47) != -1) /* not canonical */
+    if (!guest_range_ok(va, PAGE_SIZE))
         return op_exit(v, -EINVAL);
     l1 = walk_to_l1(d, v->base, va);
     if (mfn_eq(l1, INVALID_MFN) && !(va >> 47))

@@ -170,10 +170,8 @@ static int get_page_from_lne(struct pv_vcpu *v, uint64_t e, unsigned level,
     return pv_get_page_and_type(v, pte_mfn(e), FRAME_TYPE_PT(level - 1), ptf);
 }
 
-static bool entries_hold_refs(struct pv_domain *d, const uint64_t *pt,
-                              unsigned level, unsigned n)
+static bool entries_hold_refs(const uint64_t *pt, unsigned level, unsigned n)
 {
-    (void)d;
     for (unsigned i = 0; i < n; i++)
         if (!pv_is_hv_slot(level, i) && (pv_entry_load(pt, i) & PTE_P))
             return true;
@@ -269,7 +267,7 @@ static int promote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
             return rc;
         }
         if ((pg->partial_flags & PTF_PARTIAL_SET) ||
-            entries_hold_refs(d, pt, level, i)) {
+            entries_hold_refs(pt, level, i)) {
             v->old_table = mfn;
             v->old_partial = true;
         }

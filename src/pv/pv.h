@@ -55,14 +55,15 @@
  * is neither lockable nor writable.  A pv_vcpu is used by one thread at a
  * time.  pv_audit() needs a quiescent domain.
  *
- * Errors: -EINVAL (bad entry, bad command argument, type conflict, not
- * pinned / already pinned), -EPERM (frame of another domain, foreign
- * domain, hypervisor slot), -EBUSY (RW mapping of a page table, page table
- * while mapped RW), -ENOENT (no such frame), -ENOMEM (budget), -ENOSYS
- * (unknown command), -E2BIG (too many frames queried), -EFAULT (no
- * translation for a va), -ERESTART (preempted: re-issue the same call; the
- * progress is in *pdone / the command), -EUCLEAN (pv_audit(): accounting
- * corruption).
+ * Errors: -EINVAL (bad entry or argument, type conflict, invalid table,
+ * frame not allocated, hypervisor L4 slot, not pinned / already pinned, an
+ * address outside the guest's part of the address space), -EPERM (a frame
+ * of another domain, a foreign domain), -EBUSY (an RW mapping of a frame
+ * that has a page-table type), -ENOMEM (budget), -ENOSYS (unknown
+ * command), -E2BIG (too many frames queried), -EFAULT (no L1 maps a va),
+ * -ERESTART (preempted or a deferred put pending: re-issue the same call;
+ * the progress is in *pdone / the command), -EUCLEAN (pv_audit():
+ * accounting corruption).
  */
 #ifndef MEMVISOR_PV_PV_H
 #define MEMVISOR_PV_PV_H
@@ -137,6 +138,7 @@ BUILD_BUG_ON(sizeof(struct mmuext_op) != 24);
 #define MMUEXT_NEW_USER_BASEPTR 15
 #define MMUEXT_CLEAR_PAGE 16
 #define MMUEXT_COPY_PAGE 17
+#define PV_LDT_MAX_ENTS 8192
 
 /* memory_op reservations: Xen's command numbers and encoding. */
 #define XENMEM_increase_reservation 0
@@ -250,6 +252,8 @@ struct pv_vcpu {
     unsigned id;
     mfn_t base;      /* guest kernel L4 (INVALID_MFN: none); 1 gen + 1 type */
     mfn_t user_base; /* guest user L4 (INVALID_MFN: none); 1 gen + 1 type */
+    uint64_t ldt_base; /* MMUEXT_SET_LDT: linear address, page aligned */
+    uint32_t ldt_ents; /* ... and entries (<= PV_LDT_MAX_ENTS) */
     /*
      * The deferred put (Xen's old_guest_table): a type put this vCPU must
      * finish before any other MMU operation.  It holds one general

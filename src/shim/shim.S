@@ -22,7 +22,15 @@
  *                   out %al, $(SHIM_PORT_BASE + n); iretq
  *   0x300  touch: for each of %ecx machine addresses (as direct-map
  *          virtual addresses) in the list at %rsi, load the quadword and
- *          store it back, then reload CR3 and hand over (entry 34).  The
+ *          store it back (bit 0 set: load and store back the first two
+ *          bytes of the page instead, a write narrower than an entry, which
+ *          makes the KVM drop every shadow of that page), then reload CR3
+ *          and hand over (entry 34).  The store is a locked compare-and-
+ *          exchange with the value just loaded, repeated with the fresh
+ *          value until it succeeds: another vCPU's hypercall, or the KVM
+ *          setting accessed/dirty bits, may change the entry in between;
+ *          the loop only ever writes an entry's current value, and always
+ *          writes once.  The
  *          stores make the KVM see page-table entries memvisor wrote from
  *          the host (a shadow MMU only notices guest writes); the CR3
  *          reload flushes this vCPU's TLB.  memvisor restores the guest's
@@ -64,9 +72,16 @@ touch:
     testl %ecx, %ecx
     jz 2f
 1:  movq (%rsi), %rdi
-    movq (%rdi), %rax
-    movq %rax, (%rdi)
-    addq $8, %rsi
+    btrq $0, %rdi
+    jc 3f
+    movq (%rdi), %rax               /* an entry: store it back */
+5:  lock cmpxchgq %rax, (%rdi)
+    jnz 5b
+    jmp 4f
+3:  movw (%rdi), %ax                /* a whole table: a 2-byte store */
+6:  lock cmpxchgw %ax, (%rdi)
+    jnz 6b
+4:  addq $8, %rsi
     decl %ecx
     jnz 1b
 2:  movq %cr3, %rax

@@ -39,7 +39,7 @@ bool shim_vector_has_error(unsigned vector)
     }
 }
 
-static uint64_t *page(struct shim *s, mfn_t m)
+static uint64_t *page(const struct shim *s, mfn_t m)
 {
     return frames_ptr(s->frames, m);
 }
@@ -123,6 +123,8 @@ int shim_init(struct shim *s, struct frames *f, domid_t owner,
     int r;
 
     BUILD_BUG_ON(SHIM_OFF_PERCPU + SHIM_PERCPU_TEMPLATE_SIZE > PAGE_SIZE);
+    BUILD_BUG_ON(SHIM_PERCPU_TOUCH + 8 * SHIM_TOUCH_MAX + 64 >
+                 SHIM_PERCPU_STACK_TOP);
     if (nr_vcpus == 0 || nr_vcpus > SHIM_MAX_VCPUS)
         return -EINVAL;
     if (shim_image_bytes_size != SHIM_OFF_PERCPU + SHIM_PERCPU_TEMPLATE_SIZE)
@@ -229,7 +231,10 @@ void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
 
     BUG_ON(n > SHIM_TOUCH_MAX || i >= s->nr_vcpus);
     for (unsigned k = 0; k < n; k++)
-        list[k] = SHIM_VA_DIRECTMAP + (maddrs[k] & ~7ULL);
+        list[k] = (maddrs[k] & SHIM_TOUCH_PAGE)
+                      ? (SHIM_VA_DIRECTMAP + (maddrs[k] & PAGE_MASK)) |
+                            SHIM_TOUCH_PAGE
+                      : SHIM_VA_DIRECTMAP + (maddrs[k] & ~7ULL);
     regs->rsi = SHIM_VA_PERCPU(i) + SHIM_PERCPU_TOUCH;
     regs->rcx = n;
     regs->rip = SHIM_VA_CODE + SHIM_OFF_TOUCH;
@@ -320,6 +325,49 @@ void shim_vcpu_start(struct shim *s, unsigned i, const struct shim_frame *to,
     regs->rflags = SHIM_RFLAGS_FIXED;
     shim_resume(s, i, to, regs);
     regs->rip = SHIM_VA_CODE + SHIM_OFF_START;
+}
+
+static bool table_supervisor(const struct shim *s, mfn_t t, unsigned levels)
+{
+    const uint64_t *e = page(s, t);
+
+    for (unsigned i = 0; i < 512; i++) {
+        if (!(e[i] & PTE_P))
+            continue;
+        if (e[i] & 0x4ULL) /* U */
+            return false;
+        if (levels > 1 && !(e[i] & PTE_PSE) &&
+            !table_supervisor(s, _mfn((e[i] & 0x000ffffffffff000ULL) >>
+                                      PAGE_SHIFT),
+                              levels - 1))
+            return false;
+    }
+    return true;
+}
+
+int shim_check(const struct shim *s)
+{
+    const uint64_t *idt = page(s, s->idt);
+
+    if (memcmp(page(s, s->image), shim_image_bytes, shim_image_bytes_size))
+        return -EUCLEAN;
+    for (unsigned v = 0; v < 256; v++) {
+        unsigned entry = v < 32 ? v : SHIM_ENTRY_IRQ;
+        uint64_t stub = SHIM_VA_CODE + SHIM_OFF_VECTORS + 8 * entry;
+        unsigned dpl = (v == 3 || v == SHIM_ENTRY_HYPERCALL) ? 3 : 0;
+        if (idt[2 * v] != gate(stub, dpl) || idt[2 * v + 1] != stub >> 32)
+            return -EUCLEAN;
+    }
+    if (!table_supervisor(s, s->l3, 3) || !table_supervisor(s, s->dm_l3, 2))
+        return -EUCLEAN;
+    for (unsigned i = 0; i < s->nr_vcpus; i++) {
+        const uint8_t *p = frames_ptr(s->frames, s->percpu[i]);
+        uint64_t rsp0;
+        memcpy(&rsp0, p + 4, 8);
+        if (rsp0 != SHIM_VA_PERCPU(i) + SHIM_PERCPU_STACK_TOP)
+            return -EUCLEAN;
+    }
+    return 0;
 }
 
 int shim_port_entry(uint16_t port, uint8_t size, bool out)

@@ -87,7 +87,8 @@
 #define SHIM_PERCPU_SYSCALL 0x80
 #define SHIM_PERCPU_SAVED_RSP 0xf8
 #define SHIM_PERCPU_TOUCH 0x100 /* touch list, SHIM_TOUCH_MAX entries */
-#define SHIM_TOUCH_MAX 224
+#define SHIM_TOUCH_MAX 448     /* up to +0xf00; the stack needs 48 bytes */
+#define SHIM_TOUCH_PAGE 1ULL   /* list flag: the whole page, not an entry */
 #define SHIM_PERCPU_STACK_TOP 0x1000
 
 /* Entries: 0..31 are the CPU's exception vectors (4 is the hypercall
@@ -145,8 +146,8 @@ void shim_fini(struct shim *s);
 uint64_t shim_l4e(const struct shim *s);
 uint64_t shim_l4e_directmap(const struct shim *s);
 /* Prepare regs to run the touch loop over n (<= SHIM_TOUCH_MAX) machine
- * addresses of page-table entries; the return frame stays where
- * shim_resume() put it. */
+ * addresses of page-table entries (or of pages, with SHIM_TOUCH_PAGE); the
+ * return frame stays where shim_resume() put it. */
 void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
                 unsigned n, struct kvm_regs *regs);
 
@@ -164,6 +165,11 @@ unsigned shim_vcpu_msrs(const struct shim *s, unsigned i, uint32_t idx[8],
                         uint64_t val[8]);
 void shim_vcpu_start(struct shim *s, unsigned i, const struct shim_frame *to,
                      struct kvm_regs *regs);
+
+/* Check S1-S3 and the tables: the image unchanged, every IDT gate at its
+ * stub with the right DPL, every slot-256/257 entry supervisor-only, the
+ * TSS stack pointers in place.  0 or -EUCLEAN. */
+int __must_check shim_check(const struct shim *s);
 
 /* Is (port, size, direction) a shim event?  Returns the entry or -1. */
 int shim_port_entry(uint16_t port, uint8_t size, bool out);

@@ -118,7 +118,7 @@ static void run_dirty_log(const struct kvm_vm_config *cfg, uint64_t iterations,
         v.quiesced = true;
         assert_int_equal(harvest(&v), 0);
         for (uint64_t i = 0; i < NPAGES; i++) {
-            uint64_t val = *(uint64_t *)memfix_host(&f, MEMFIX_GFN0 + i);
+            uint64_t val = __atomic_load_n((uint64_t *)memfix_host(&f, MEMFIX_GFN0 + i), __ATOMIC_RELAXED);
             if (val == it && !bitmap_test(v.seen, i))
                 res->lost++;
             if (val > it)
@@ -154,13 +154,11 @@ static void report(const char *mode, const struct result *r)
 
 static void test_bitmap(void **state)
 {
-    struct kvm_sys sys;
+    struct kvm_vm_config cfg;
     struct result r;
 
     (void)state;
-    assert_int_equal(kvm_sys_open(&sys, NULL), 0);
-    struct kvm_vm_config cfg = kvm_vm_config_default(&sys, false, 0);
-    kvm_sys_close(&sys);
+    assert_int_equal(kvmtest_vm_config(&cfg, false, 0), 0);
     assert_int_equal(cfg.dirty_mode, KVM_DIRTY_BITMAP_MANUAL);
     run_dirty_log(&cfg, test_scale(100), false, 512, &r);
     report("bitmap+clear", &r);
@@ -172,20 +170,16 @@ static void test_bitmap(void **state)
 
 static void test_ring(void **state)
 {
-    struct kvm_sys sys;
+    struct kvm_vm_config cfg;
     struct result r;
 
     (void)state;
-    assert_int_equal(kvm_sys_open(&sys, NULL), 0);
-    if (!sys.caps.dirty_ring_max) {
-        kvm_sys_close(&sys);
+    /* 512 entries, far fewer than the pages: ring-full exits happen */
+    assert_int_equal(kvmtest_vm_config(&cfg, true, 512 * 16), 0);
+    if (cfg.dirty_mode != KVM_DIRTY_RING) {
         test_note("SKIP: no dirty ring");
         return;
     }
-    /* 512 entries, far fewer than the pages: ring-full exits happen */
-    struct kvm_vm_config cfg = kvm_vm_config_default(&sys, true, 512 * 16);
-    kvm_sys_close(&sys);
-    assert_int_equal(cfg.dirty_mode, KVM_DIRTY_RING);
     run_dirty_log(&cfg, test_scale(100), false, 4096, &r);
     report("ring", &r);
     assert_int_equal(r.lost, 0);
@@ -194,19 +188,32 @@ static void test_ring(void **state)
     assert_true(r.stale <= r.ring_full + r.iterations);
 }
 
+/* The plain bitmap (KVM_GET_DIRTY_LOG clears and re-protects as it reads),
+ * for a KVM without manual protect. */
+static void test_bitmap_plain(void **state)
+{
+    struct kvm_vm_config cfg = {.dirty_mode = KVM_DIRTY_BITMAP};
+    struct result r;
+
+    (void)state;
+    run_dirty_log(&cfg, test_scale(30), false, 512, &r);
+    report("plain bitmap", &r);
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.wrong, 0);
+    assert_int_equal(r.stale, 0);
+}
+
 /* The rule switched off: without KVM_CLEAR_DIRTY_LOG before the consumer
  * reads, KVM keeps reporting pages that were not written again (and a
  * write between the copy and a later clear would be lost).  test_bitmap's
  * stale == 0 assertion catches it. */
 static void test_bitmap_without_clear_is_caught(void **state)
 {
-    struct kvm_sys sys;
+    struct kvm_vm_config cfg;
     struct result r;
 
     (void)state;
-    assert_int_equal(kvm_sys_open(&sys, NULL), 0);
-    struct kvm_vm_config cfg = kvm_vm_config_default(&sys, false, 0);
-    kvm_sys_close(&sys);
+    assert_int_equal(kvmtest_vm_config(&cfg, false, 0), 0);
     run_dirty_log(&cfg, 4, true, 512, &r);
     report("bitmap, clear switched off", &r);
     assert_true(r.stale > 0);
@@ -217,6 +224,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bitmap),
         cmocka_unit_test(test_ring),
+        cmocka_unit_test(test_bitmap_plain),
         cmocka_unit_test(test_bitmap_without_clear_is_caught),
     };
     if (!test_have_kvm())

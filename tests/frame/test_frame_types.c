@@ -306,6 +306,32 @@ static void test_lock_and_pin(void **state)
     frames_fini(&F);
 }
 
+static unsigned freed;
+
+static void on_free(void *arg, mfn_t mfn, domid_t owner)
+{
+    (void)arg;
+    assert_int_equal(owner, 1);
+    assert_int_equal(frame_owner(&F, mfn), 1); /* not yet reusable */
+    freed++;
+}
+
+static void test_free_hook(void **state)
+{
+    mfn_t m = setup();
+
+    (void)state;
+    F.free_hook = on_free;
+    freed = 0;
+    assert_int_equal(frame_get(&F, m, 1), 0);
+    assert_int_equal(frame_put_alloc_ref(&F, m), 0);
+    assert_int_equal(freed, 0);
+    frame_put(&F, m);
+    assert_int_equal(freed, 1);
+    check();
+    frames_fini(&F);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_one_validator),
         cmocka_unit_test(test_safety_after_commit),
         cmocka_unit_test(test_lock_and_pin),
+        cmocka_unit_test(test_free_hook),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

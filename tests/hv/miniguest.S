@@ -14,7 +14,9 @@
  *   "mini: l1store-emulated"  a store to an L1 entry through the
  *                           read-only mapping, applied by memvisor
  * and powers off.  With "crash" first on its command line it executes ud2
- * before registering any handler (the domain must crash alone).
+ * before registering any handler (the domain must crash alone); with
+ * "bench" it makes 2000 xen_version hypercalls, then takes 1000 #GP bounces
+ * (mov to CR3, each returned from with the iret hypercall), then powers off.
  */
 #define HC(n) (hcpage + (n) * 32)
 #define VIRT_BASE 0xffffffff80000000
@@ -41,6 +43,8 @@ start:
     mov %rax, traps + 24(%rip)
     lea traps(%rip), %rdi
     call HC(0)                      /* set_trap_table */
+    cmpb $'b', 128(%r12)
+    je bench
 
     /* the command line */
     lea 128(%r12), %rdx
@@ -143,6 +147,23 @@ start:
     PRINT m_l1store, 24
 1:
     /* poweroff */
+    sub $16, %rsp
+    movl $0, (%rsp)
+    mov $2, %edi
+    mov %rsp, %rsi
+    call HC(29)
+    ud2
+
+bench:
+    mov $2000, %r13d
+1:  xor %edi, %edi
+    call HC(17)
+    dec %r13d
+    jnz 1b
+    mov $1000, %r13d
+1:  mov %cr3, %rax                  /* 0f 20 d8: 3 bytes, #GP */
+    dec %r13d
+    jnz 1b
     sub $16, %rsp
     movl $0, (%rsp)
     mov $2, %edi

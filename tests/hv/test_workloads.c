@@ -58,12 +58,29 @@ static int free_image(void **state)
     return 0;
 }
 
-static void run(const char *workload, unsigned vcpus)
+/* A domain of the guest kernel, 64 MiB, in a new hv (not started). */
+static struct domain *guest_domain(struct hv *hv, unsigned vcpus,
+                                   const char *cmdline)
+{
+    struct domain *d = NULL;
+    char err[256];
+    struct hv_domain_config cfg = {
+        .image = image, .image_size = image_size, .mem_mib = 64,
+        .nr_vcpus = vcpus, .cmdline = cmdline, .console_fd = -1,
+    };
+
+    assert_int_equal(hv_init(hv, (64 << 8) + 4096), 0);
+    if (hv_domain_create(hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    return d;
+}
+
+static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
 {
     struct hv hv;
     struct domain *d;
     struct hv_domain_stats st;
-    char cmdline[64], err[256], msg[200], want[64];
+    char cmdline[64], msg[200], want[64];
     static char con[65536];
     unsigned audits = 0;
     uint64_t frames = 0, tables = 0;
@@ -73,13 +90,9 @@ static void run(const char *workload, unsigned vcpus)
     if (!test_have_kvm())
         skip();
     snprintf(cmdline, sizeof(cmdline), "%s", workload);
-    assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
-    struct hv_domain_config cfg = {
-        .image = image, .image_size = image_size, .mem_mib = 64,
-        .nr_vcpus = vcpus, .cmdline = cmdline, .console_fd = -1,
-    };
-    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
-        fail_msg("create: %s", err);
+    d = guest_domain(&hv, vcpus, cmdline);
+    if (preempt)
+        hv_domain_test_preempt(d, preempt);
     t0 = now_s();
     assert_int_equal(hv_domain_start(d), 0);
     while (!hv_domain_stopped(d) && now_s() - t0 < 100) {
@@ -91,6 +104,9 @@ static void run(const char *workload, unsigned vcpus)
         audits++;
     }
     status = hv_domain_wait(d);
+    hv_domain_stats(d, &st);
+    if (preempt)
+        assert_true(st.continuations > 0);
     hv_domain_console(d, con, sizeof(con));
     if (status != 0)
         fail_msg("exit status %d; crash: %s\nconsole:\n%s", status,
@@ -102,6 +118,7 @@ static void run(const char *workload, unsigned vcpus)
     assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), &frames, &tables),
                      0);
     hv_domain_stats(d, &st);
+    assert_int_equal(st.touch_overflow, 0);
     {
         const char *line;
         char summary[512] = "";
@@ -129,7 +146,7 @@ static void run(const char *workload, unsigned vcpus)
         test_note("  exits %llu, hypercalls mmu_update %llu mmuext_op %llu "
                   "update_va_mapping %llu memory_op %llu iret %llu, unknown "
                   "%llu, #GP %llu #PF %llu #UD %llu, wpt emulated %llu "
-                  "refused %llu, continuations %llu",
+                  "refused %llu, continuations %llu, spurious #PF %llu",
                   (unsigned long long)st.exits,
                   (unsigned long long)st.hypercalls[1],
                   (unsigned long long)st.hypercalls[26],
@@ -142,16 +159,35 @@ static void run(const char *workload, unsigned vcpus)
                   (unsigned long long)st.bounces[6],
                   (unsigned long long)st.wpt_emulated,
                   (unsigned long long)st.wpt_refused,
-                  (unsigned long long)st.continuations);
+                  (unsigned long long)st.continuations,
+                  (unsigned long long)st.spurious_faults);
     }
     hv_domain_destroy(d);
     hv_fini(&hv);
 }
 
+static void run(const char *workload, unsigned vcpus)
+{
+    run_opts(workload, vcpus, 0);
+}
+
 static void test_dirty(void **s) { (void)s; run("dirty", 2); }
+/* Every preemption point of pv taken, every one a continuation through
+ * the guest: the workloads still pass and the audits stay clean. */
+static void test_ptchurn_preempted(void **s)
+{
+    (void)s;
+    run_opts("ptchurn", 2, 16);
+}
+static void test_balloon_preempted(void **s)
+{
+    (void)s;
+    run_opts("balloon", 2, 2);
+}
 static void test_ptchurn(void **s) { (void)s; run("ptchurn", 2); }
 static void test_balloon(void **s) { (void)s; run("balloon", 2); }
 static void test_hostile(void **s) { (void)s; run("hostile", 2); }
+static void test_abi(void **s) { (void)s; run("abi", 2); }
 
 /* While paused, the guest makes no progress: no exit at all. */
 static void test_pause_stops_progress(void **state)
@@ -159,18 +195,11 @@ static void test_pause_stops_progress(void **state)
     struct hv hv;
     struct domain *d;
     struct hv_domain_stats a, b;
-    char err[256];
     (void)state;
 
     if (!test_have_kvm())
         skip();
-    assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
-    struct hv_domain_config cfg = {
-        .image = image, .image_size = image_size, .mem_mib = 64,
-        .nr_vcpus = 2, .cmdline = "ptchurn dirty", .console_fd = -1,
-    };
-    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
-        fail_msg("create: %s", err);
+    d = guest_domain(&hv, 2, "ptchurn dirty");
     assert_int_equal(hv_domain_start(d), 0);
     sleep_ms(30);
     for (int i = 0; i < 5 && !hv_domain_stopped(d); i++) {
@@ -187,6 +216,69 @@ static void test_pause_stops_progress(void **state)
     hv_fini(&hv);
 }
 
+/* The touch loop switched off: the guest's page-table changes made by
+ * memvisor stay invisible to the KVM's shadow MMU and ptchurn's
+ * self-checks catch stale translations. */
+static void test_no_touch_fails(void **state)
+{
+    struct hv hv;
+    struct domain *d;
+    static char con[65536];
+    int status;
+    (void)state;
+
+    if (!test_have_kvm())
+        skip();
+    d = guest_domain(&hv, 2, "ptchurn");
+    hv_domain_test_no_touch(d);
+    assert_int_equal(hv_domain_start(d), 0);
+    status = hv_domain_wait(d);
+    hv_domain_console(d, con, sizeof(con));
+    test_note("without the touch loop: exit status %d, ptchurn %s", status,
+              strstr(con, "ptchurn: FAIL") ? "FAILS" : "passes");
+    assert_int_not_equal(status, 0);
+    assert_non_null(strstr(con, "ptchurn: FAIL"));
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
+/* The guest's writes reach the dirty log: the dirty workload writes 2048
+ * pages per vCPU pass; harvested while it runs and after, the pages add
+ * up to at least that; while paused, a second harvest finds nothing new. */
+static void test_dirty_log(void **state)
+{
+    struct hv hv;
+    struct domain *d;
+    uint64_t pages, total = 0, harvests = 0, again;
+    (void)state;
+
+    if (!test_have_kvm())
+        skip();
+    d = guest_domain(&hv, 2, "dirty");
+    assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0); /* the build */
+    test_note("build wrote %llu pages", (unsigned long long)pages);
+    assert_int_equal(hv_domain_start(d), 0);
+    while (!hv_domain_stopped(d)) {
+        sleep_ms(10);
+        hv_domain_pause(d);
+        assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
+        assert_int_equal(hv_domain_dirty_harvest(d, &again), 0);
+        assert_int_equal(again, 0); /* paused: the harvest was exact */
+        hv_domain_resume(d);
+        total += pages;
+        harvests++;
+    }
+    assert_int_equal(hv_domain_wait(d), 0);
+    assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
+    total += pages;
+    test_note("dirty workload: %llu pages harvested in %llu harvests while "
+              "running + 1 after", (unsigned long long)total,
+              (unsigned long long)harvests);
+    assert_true(total >= 2048);
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -194,7 +286,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ptchurn),
         cmocka_unit_test(test_balloon),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_abi),
         cmocka_unit_test(test_pause_stops_progress),
+        cmocka_unit_test(test_ptchurn_preempted),
+        cmocka_unit_test(test_balloon_preempted),
+        cmocka_unit_test(test_no_touch_fails),
+        cmocka_unit_test(test_dirty_log),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);

@@ -126,6 +126,20 @@ static void test_readonly_slot(void **state)
     munmap(mem, 1 << 20);
 }
 
+/* One-entry MSR access round-trips (IA32_SYSENTER_CS). */
+static void test_msr(void **state)
+{
+    struct kvmtest_vm *vm;
+    uint64_t v = 0;
+
+    (void)state;
+    assert_int_equal(vm_create_with_one_vcpu(&vm, GUEST_SYNC_LOOP, NULL, NULL), 0);
+    assert_int_equal(kvm_vcpu_set_msr(&vm->vcpu.k, 0x174, 0x10), 0);
+    assert_int_equal(kvm_vcpu_get_msr(&vm->vcpu.k, 0x174, &v), 0);
+    assert_int_equal(v, 0x10);
+    kvmtest_vm_free(vm);
+}
+
 /* A kick ends a running KVM_RUN with -EINTR; a kick before KVM_RUN too. */
 static void test_kick(void **state)
 {
@@ -203,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_store_list),
         cmocka_unit_test(test_readonly_slot),
+        cmocka_unit_test(test_msr),
         cmocka_unit_test(test_kick),
         cmocka_unit_test(test_create_faults),
     };

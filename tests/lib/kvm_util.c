@@ -24,6 +24,7 @@ static const uint64_t guest_fn_addr[] = {
     [GUEST_DIRTY_WRITER] = KVMTEST_SYM_guest_dirty_writer,
     [GUEST_STORE_LIST] = KVMTEST_SYM_guest_store_list,
     [GUEST_SYNC_LOOP] = KVMTEST_SYM_guest_sync_loop,
+    [GUEST_STRIDE_WRITER] = KVMTEST_SYM_guest_stride_writer,
 };
 
 static void build_sysmem(uint8_t *m)
@@ -119,6 +120,18 @@ int kvmtest_vcpu_reset(struct kvmtest_vm *vm, enum kvmtest_guest_fn fn)
     r.rsp = KVMTEST_STACK0_GPA - 64;
     r.rflags = 0x2;
     return kvm_vcpu_set_regs(v, &r);
+}
+
+int kvmtest_vm_config(struct kvm_vm_config *cfg, bool ring, uint32_t ring_bytes)
+{
+    struct kvm_sys sys;
+    int rc = kvm_sys_open(&sys, NULL);
+
+    if (rc)
+        return rc;
+    *cfg = kvm_vm_config_default(&sys, ring, ring_bytes);
+    kvm_sys_close(&sys);
+    return 0;
 }
 
 int vm_create_with_one_vcpu(struct kvmtest_vm **out, enum kvmtest_guest_fn fn,
@@ -268,6 +281,7 @@ static bool park_locked(struct kvmtest_runner *r, bool at_sync)
 {
     while (must_park(r, at_sync)) {
         r->parked = true;
+        r->parked_at_sync = at_sync;
         pthread_cond_broadcast(&r->cond);
         pthread_cond_wait(&r->cond, &r->lock);
     }
@@ -331,9 +345,9 @@ int kvmtest_runner_start(struct kvmtest_runner *r, struct kvmtest_vm *vm)
     return rc;
 }
 
-static int wait_parked_locked(struct kvmtest_runner *r)
+static int wait_parked_locked(struct kvmtest_runner *r, bool at_sync)
 {
-    while (!r->parked && !r->exited)
+    while (!(r->parked && (r->parked_at_sync || !at_sync)) && !r->exited)
         pthread_cond_wait(&r->cond, &r->lock);
     return r->error;
 }
@@ -344,7 +358,7 @@ int kvmtest_runner_stop(struct kvmtest_runner *r)
 
     pthread_mutex_lock(&r->lock);
     r->stop_req = true;
-    rc = wait_parked_locked(r);
+    rc = wait_parked_locked(r, true);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
@@ -357,7 +371,7 @@ int kvmtest_runner_pause(struct kvmtest_runner *r)
     r->pause_req = true;
     if (!r->parked)
         kvm_vcpu_kick(&r->vm->vcpu.k);
-    rc = wait_parked_locked(r);
+    rc = wait_parked_locked(r, false);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }

@@ -77,9 +77,14 @@ enum kvmtest_guest_fn {
     GUEST_DIRTY_WRITER,
     GUEST_STORE_LIST,
     GUEST_SYNC_LOOP,
+    GUEST_STRIDE_WRITER,
 };
 
 struct kvmtest_vm;
+
+/* Probe KVM for the dirty-log mode it offers: the ring of ring_bytes when
+ * ring is asked for and offered, else the best bitmap mode. */
+int kvmtest_vm_config(struct kvm_vm_config *cfg, bool ring, uint32_t ring_bytes);
 
 /* Exit hooks: return 0 when handled (the vCPU re-enters), -errno to stop. */
 struct kvmtest_hooks {
@@ -144,6 +149,7 @@ struct kvmtest_runner {
     bool stop_req;  /* park at the next SYNC */
     bool pause_req; /* park as soon as possible (kicked) */
     bool parked;    /* the vCPU thread is parked */
+    bool parked_at_sync; /* ... at a SYNC (not in the middle of its loop) */
     bool done;      /* the guest reported DONE */
     bool exited;    /* the thread left its loop */
     bool quit;      /* leave the thread */

@@ -85,7 +85,24 @@ void guest_store_list(void)
     ucall(KVMTEST_UCALL_DONE, n);
 }
 
-/* Loop: sum a value over every page of the region, report it.  Reads only. */
+/*
+ * One store into every writes_per_sync-th page of the region, in order,
+ * then SYNC; repeat.  (A fixed fraction of the pages per pass.)
+ */
+void guest_stride_writer(void);
+void guest_stride_writer(void)
+{
+    for (uint64_t pass = 1;; pass++) {
+        uint64_t base = ARGS->base, npages = ARGS->npages;
+        uint64_t stride = ARGS->writes_per_sync ? ARGS->writes_per_sync : 1;
+        for (uint64_t p = 0; p < npages; p += stride)
+            *(volatile uint64_t *)(base + p * 4096) = pass;
+        ARGS->writes += (npages + stride - 1) / stride;
+        ucall(KVMTEST_UCALL_SYNC, pass);
+    }
+}
+
+/* Report SYNC forever (kick and pause tests). */
 void guest_sync_loop(void);
 void guest_sync_loop(void)
 {

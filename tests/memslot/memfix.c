@@ -55,7 +55,7 @@ int memfix_init(struct memfix *f, enum kvmtest_guest_fn fn,
     rc = vm_create_with_one_vcpu(&f->vm, fn, cfg, ops);
     if (rc)
         return rc;
-    rc = frames_init(&f->frames, nr_frames);
+    rc = frames_init(&f->frames, nr_frames + 1); /* frame 0 is reserved */
     if (rc)
         goto fail_vm;
     rc = frames_domain_add(&f->frames, MEMFIX_DOM, nr_frames);

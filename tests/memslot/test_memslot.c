@@ -201,6 +201,17 @@ static void test_updates(void **state)
     assert_int_equal(memslot_move(&f.ms, _gfn(G(300)), _gfn(G(8)), 8), 0);
     assert_int_equal(nr_slots(&f), 2);
     check_all(&f);
+    /* an MMIO entry moves with its range, and makes no slot */
+    struct p2m_entry pe;
+    assert_int_equal(p2m_populate(&f.p2m, _gfn(G(150)), _mfn(0xfee00), P2M_MMIO), 0);
+    assert_int_equal(memslot_move(&f.ms, _gfn(G(149)), _gfn(G(400)), 3), 0);
+    assert_int_equal(p2m_lookup(&f.p2m, _gfn(G(401)), &pe), 0);
+    assert_int_equal(pe.type, P2M_MMIO);
+    assert_int_equal(p2m_lookup(&f.p2m, _gfn(G(150)), &pe), 0);
+    assert_int_equal(pe.type, P2M_INVALID);
+    assert_int_equal(memslot_remove(&f.ms, _gfn(G(400)), 3), 0);
+    assert_int_equal(nr_slots(&f), 2);
+    check_all(&f);
     /* delete a whole slot, and part of one */
     assert_int_equal(memslot_remove(&f.ms, _gfn(G(64)), 64), 0);
     assert_int_equal(nr_slots(&f), 2); /* [0, 64) and [128, 144) */

@@ -26,36 +26,45 @@ static void run(enum p2m_kind kind, const struct step *steps, size_t n)
     struct p2m p;
     mfn_t m;
 
+    uint64_t b; /* the table's mfn k is frame b + k (frame 0 is reserved) */
+
     assert_int_equal(frames_init(&f, 64), 0);
     assert_int_equal(frames_domain_add(&f, DOM, 32), 0);
     assert_int_equal(frames_domain_add(&f, OTHER, 32), 0);
-    /* DOM owns mfn 0..15, OTHER 16..31 */
-    for (int i = 0; i < 16; i++)
+    /* DOM owns the table's mfns 0..15, OTHER 16..31 */
+    for (int i = 0; i < 16; i++) {
         assert_int_equal(frames_alloc(&f, DOM, 0, &m), 0);
+        if (i == 0)
+            b = mfn_x(m);
+        assert_int_equal(mfn_x(m), b + (uint64_t)i);
+    }
     for (int i = 0; i < 16; i++)
         assert_int_equal(frames_alloc(&f, OTHER, 0, &m), 0);
-    assert_int_equal(p2m_init(&p, &f, DOM, kind, 32), 0);
+    assert_int_equal(p2m_init(&p, &f, DOM, kind, 40), 0);
     for (size_t i = 0; i < n; i++) {
         const struct step *s = &steps[i];
         struct p2m_entry e;
-        uint64_t before = s->mfn < 64 ? frame_count(&f, _mfn(s->mfn)) : 0;
+        uint64_t mfn = s->mfn < 64 ? s->mfn + b : s->mfn;
+        /* PV: the table's gfn == mfn, shifted alike */
+        uint64_t gfn = kind == P2M_PV && s->gfn < 32 ? s->gfn + b : s->gfn;
+        uint64_t before = mfn < 64 ? frame_count(&f, _mfn(mfn)) : 0;
         int rc = 0;
         switch (s->op) {
         case POP:
-            rc = p2m_populate(&p, _gfn(s->gfn), _mfn(s->mfn), s->type);
+            rc = p2m_populate(&p, _gfn(gfn), _mfn(mfn), s->type);
             break;
         case REM:
-            rc = p2m_remove(&p, _gfn(s->gfn), &e);
+            rc = p2m_remove(&p, _gfn(gfn), &e);
             break;
         case REP:
-            rc = p2m_replace(&p, _gfn(s->gfn), _mfn(s->mfn), s->type, &e);
+            rc = p2m_replace(&p, _gfn(gfn), _mfn(mfn), s->type, &e);
             break;
         case LOOK:
-            rc = p2m_lookup(&p, _gfn(s->gfn), &e);
+            rc = p2m_lookup(&p, _gfn(gfn), &e);
             if (!rc) {
                 assert_int_equal(e.type, s->type);
                 if (s->type != P2M_INVALID)
-                    assert_int_equal(mfn_x(e.mfn), s->mfn);
+                    assert_int_equal(mfn_x(e.mfn), mfn);
             }
             break;
         }
@@ -65,14 +74,14 @@ static void run(enum p2m_kind kind, const struct step *steps, size_t n)
         assert_int_equal(frames_check(&f), 0);
         assert_int_equal(p2m_mapcache_test_and_clear(&p), s->invalidate);
         if (s->op == POP && !rc && p2m_is_ram(s->type))
-            assert_int_equal(frame_count(&f, _mfn(s->mfn)), before + 1);
-        if (s->op == POP && rc && s->mfn < 64)
-            assert_int_equal(frame_count(&f, _mfn(s->mfn)), before);
+            assert_int_equal(frame_count(&f, _mfn(mfn)), before + 1);
+        if (s->op == POP && rc && mfn < 64)
+            assert_int_equal(frame_count(&f, _mfn(mfn)), before);
     }
     p2m_fini(&p);
     for (uint64_t i = 0; i < 32; i++) {
-        assert_int_equal(frame_count(&f, _mfn(i)), 1); /* all refs dropped */
-        assert_int_equal(frame_put_alloc_ref(&f, _mfn(i)), 0);
+        assert_int_equal(frame_count(&f, _mfn(b + i)), 1); /* all refs dropped */
+        assert_int_equal(frame_put_alloc_ref(&f, _mfn(b + i)), 0);
     }
     frames_fini(&f);
 }
@@ -85,7 +94,7 @@ static void test_hvm(void **state)
         {LOOK, 3, 7, P2M_RAM, 0, false},
         {POP, 3, 8, P2M_RAM, -EEXIST, false},
         {POP, 4, 20, P2M_RAM, -EPERM, false},      /* not ours */
-        {POP, 4, 63, P2M_RAM, -ENOENT, false},     /* free frame */
+        {POP, 4, 40, P2M_RAM, -ENOENT, false},     /* free frame */
         {POP, 4, 1000, P2M_RAM, -ENOENT, false},   /* outside the pool */
         {POP, 40, 1, P2M_RAM, -EFAULT, false},     /* outside the table */
         {POP, 4, 1, P2M_INVALID, -EINVAL, false},

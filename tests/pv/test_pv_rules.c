@@ -411,6 +411,36 @@ static void test_mmu_update_commands(void **state)
     pvenv_fini(&E);
 }
 
+/* Replacing an L2..L4 entry defers the old child's put; the call reports
+ * success only once the deferred put has drained, re-issue by re-issue. */
+static void test_deferred_put(void **state)
+{
+    struct tree t;
+    uint32_t done = 0;
+    mfn_t l3;
+    unsigned calls = 0;
+    int rc;
+
+    (void)state;
+    pvenv_init(&E, 128);
+    build_tree(&t, 1, 2, 3);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L4_TABLE, mfn_x(t.l4)), 0);
+    l3 = pte_mfn(pvenv_pt(&E, t.l4)[0]);
+    pv_vcpu_set_preempt(&E.v[0], 300, true);
+    while ((rc = pvenv_upd1(&E.v[0], t.l4, 0, 0, &done)) == -ERESTART) {
+        calls++;
+        assert_int_equal(done, 1); /* the update itself is done */
+        pvenv_check(&E);
+    }
+    assert_int_equal(rc, 0);
+    assert_true(calls >= 2);
+    assert_true(mfn_eq(E.v[0].old_table, INVALID_MFN));
+    assert_int_equal(frame_type_word(&E.f, l3) & FRAME_TYPE_COUNT_MASK, 0);
+    test_note("old L3 put drained over %u re-issues", calls);
+    pvenv_check(&E);
+    pvenv_fini(&E);
+}
+
 static void test_base_pointers(void **state)
 {
     struct tree t;
@@ -459,6 +489,8 @@ static void test_update_va_mapping(void **state)
     assert_int_equal(pv_update_va_mapping(&E.v[0], va + (1ULL << 21), 0, 0),
                      -EFAULT);
     assert_int_equal(pv_update_va_mapping(&E.v[0], 1ULL << 47, 0, 0), -EINVAL);
+    assert_int_equal(pv_update_va_mapping(&E.v[0], 0xFFFF801234567000ULL, 0,
+                                          0), -EINVAL); /* hypervisor's */
     assert_int_equal(pv_update_va_mapping(&E.v[1], va, 0, 0), -EFAULT);
     pvenv_check(&E);
     pvenv_fini(&E);
@@ -582,6 +614,130 @@ static void test_relinquish(void **state)
     pvenv_fini(&E); /* relinquish re-issued until done, all frames freed */
 }
 
+/* SET_LDT, CLEAR_PAGE, COPY_PAGE. */
+static void test_mmuext_misc(void **state)
+{
+    struct mmuext_op op = {.cmd = MMUEXT_SET_LDT, .arg1 = 0x10000, .arg2 = 16};
+    uint32_t done = 0;
+    mfn_t a, b, l1;
+
+    (void)state;
+    pvenv_init(&E, 64);
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    assert_true(E.v[0].ldt_base == 0x10000 && E.v[0].ldt_ents == 16);
+    static const uint64_t bad_ldt[][2] = {
+        {0x10008, 1},                       /* not page aligned */
+        {0x10000, PV_LDT_MAX_ENTS + 1},     /* too many entries */
+        {(1ULL << 47) - 4096, 1024},        /* leaves the lower half */
+        {0xFFFF800000000000ULL, 1},         /* hypervisor slots */
+        {0xFFFF87FFFFFFF000ULL, 1},
+        {0xFFFFFFFFFFFFF000ULL, 1024},      /* wraps */
+    };
+    for (unsigned i = 0; i < ARRAY_SIZE(bad_ldt); i++) {
+        op.arg1 = bad_ldt[i][0];
+        op.arg2 = bad_ldt[i][1];
+        done = 0;
+        assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+                         -EINVAL);
+    }
+    op.arg1 = 0xFFFF880000000000ULL; /* first guest address above them */
+    op.arg2 = PV_LDT_MAX_ENTS;
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    /* Copy and clear need the destination writable. */
+    a = pvenv_page(&E);
+    b = pvenv_page(&E);
+    l1 = pvenv_page(&E);
+    memset(pvenv_pt(&E, a), 0x5A, PAGE_SIZE);
+    op = (struct mmuext_op){.cmd = MMUEXT_COPY_PAGE, .arg1 = mfn_x(b),
+                            .arg2 = mfn_x(a)};
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(memcmp(pvenv_pt(&E, a), pvenv_pt(&E, b), PAGE_SIZE), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_CLEAR_PAGE, mfn_x(a)), 0);
+    assert_true(pvenv_pt(&E, a)[100] == 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE, mfn_x(l1)), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_CLEAR_PAGE, mfn_x(l1)),
+                     -EINVAL);
+    op.arg1 = mfn_x(l1);
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+                     -EINVAL);
+    op.arg1 = mfn_x(b);
+    op.arg2 = mfn_x(pvenv_page_of(&E, OTHER));
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+                     -EINVAL);
+    pvenv_check(&E);
+    pvenv_fini(&E);
+}
+
+/* The auditor itself: each kind of damage, made by hand on a healthy
+ * domain, must be reported; undoing it must make the audit pass again. */
+static void test_audit_catches(void **state)
+{
+    struct tree t;
+    mfn_t l1, l2, d, o;
+    uint64_t *e, saved;
+    struct frame *pg;
+
+    (void)state;
+    pvenv_init(&E, 128);
+    build_tree(&t, 1, 1, 1);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
+    l2 = pte_mfn(pvenv_pt(&E, pte_mfn(pvenv_pt(&E, t.l4)[0]))[511]);
+    l1 = pte_mfn(pvenv_pt(&E, l2)[0]);
+    d = t.data[0];
+    o = pvenv_page_of(&E, OTHER);
+    pvenv_check(&E);
+
+    /* A general reference nobody holds. */
+    assert_int_equal(frame_get(&E.f, d, DOM), 0);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    frame_put(&E.f, d);
+    pvenv_check(&E);
+    /* An entry written behind the hypervisor's back. */
+    e = &pvenv_pt(&E, l1)[30];
+    *e = pvenv_pte(d, PTE_P);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    *e = 0;
+    pvenv_check(&E);
+    /* An L2 entry retargeted at another domain's frame. */
+    e = &pvenv_pt(&E, l2)[0];
+    saved = *e;
+    *e = pvenv_pte(o, PT_FLAGS);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    *e = saved;
+    pvenv_check(&E);
+    /* A writable translation of a page table. */
+    atomic_store(&E.v[1].wtlb[3], mfn_x(l1));
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    atomic_store(&E.v[1].wtlb[3], PV_WTLB_EMPTY);
+    pvenv_check(&E);
+    /* A hypervisor slot overwritten. */
+    e = &pvenv_pt(&E, t.l4)[PV_HV_L4_FIRST + 2];
+    saved = *e;
+    *e = 0;
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    *e = saved;
+    pvenv_check(&E);
+    /* A lock left behind, a pin bit without its references. */
+    pg = frames_get_frame(&E.f, l2);
+    atomic_fetch_or(&pg->type_info, FRAME_TYPE_LOCKED);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    atomic_fetch_and(&pg->type_info, ~FRAME_TYPE_LOCKED);
+    atomic_fetch_or(&pg->type_info, FRAME_TYPE_PINNED);
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    atomic_fetch_and(&pg->type_info, ~FRAME_TYPE_PINNED);
+    pvenv_check(&E);
+    /* A base pointer the frame does not know about. */
+    E.v[2].base = t.l4;
+    assert_int_equal(pvenv_audit(&E), -EUCLEAN);
+    E.v[2].base = INVALID_MFN;
+    pvenv_check(&E);
+    pvenv_fini(&E);
+}
+
 static unsigned dirty_calls;
 
 static void count_dirty(void *arg, mfn_t mfn)
@@ -624,12 +780,15 @@ int main(void)
         cmocka_unit_test(test_pin_twice_and_foreign),
         cmocka_unit_test(test_preempt_everywhere),
         cmocka_unit_test(test_mmu_update_commands),
+        cmocka_unit_test(test_deferred_put),
         cmocka_unit_test(test_base_pointers),
         cmocka_unit_test(test_update_va_mapping),
         cmocka_unit_test(test_memory_op),
         cmocka_unit_test(test_pageframe_info),
         cmocka_unit_test(test_relinquish),
         cmocka_unit_test(test_mark_dirty),
+        cmocka_unit_test(test_audit_catches),
+        cmocka_unit_test(test_mmuext_misc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""check_disasm.py OBJDUMP OBJECT: fail if the object's code uses an
-instruction that fails (or lies) in emulated ring 0 on the emulating KVM
-(docs/quirks.md), or anything outside baseline general-register x86-64."""
+"""check_disasm.py OBJDUMP OBJECT [--expect MNEMONIC]: fail if the object's
+code uses an instruction that fails (or lies) in emulated ring 0 on the
+emulating KVM (docs/quirks.md), or anything outside baseline general-register
+x86-64.  With --expect, the check itself is tested: it must find MNEMONIC
+(in a deliberately bad object) and report it."""
 import re
 import subprocess
 import sys
@@ -31,7 +33,14 @@ for line in out.splitlines():
         continue
     if FORBIDDEN.match(mnem):
         bad.append(line.strip())
-print(f'1..1')
+expect = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == '--expect' else None
+print('1..1')
+if expect:
+    found = any(re.search(r'\s' + re.escape(expect) + r'\b', b) for b in bad)
+    print(f'# forbidden instructions found: {bad}')
+    print(('ok' if found else 'not ok') +
+          f' 1 - the check catches {expect} in a bad image')
+    sys.exit(0 if found else 1)
 if bad:
     print('# forbidden in ring 0: ' + '; '.join(bad))
     print('not ok 1 - shim image uses failing instructions')

@@ -112,10 +112,44 @@ static void test_ring0_quirks(void **state)
     assert_int_equal(mismatches, 0);
 }
 
+/* CR0.TS set through KVM_SET_SREGS: does a ring-3 FPU instruction take
+ * #NM (hardware) or run (this KVM keeps ring-3 FPU state native)? */
+static void test_cr0_ts_ring3(void **state)
+{
+    /* fldz; movaps %xmm0,%xmm1; int $4 */
+    static const uint8_t code[] = {0xd9, 0xee, 0x0f, 0x28, 0xc8, 0xcd, 0x04};
+    struct shimvm *s = test_malloc(sizeof(*s));
+    struct kvm_sregs sr;
+    int entry;
+    (void)state;
+
+    if (!test_have_kvm()) {
+        test_free(s);
+        skip();
+    }
+    assert_int_equal(shimvm_init(s, code, sizeof(code), true), 0);
+    assert_int_equal(kvm_vcpu_get_sregs(&s->vcpu, &sr), 0);
+    sr.cr0 |= 0x8; /* TS */
+    assert_int_equal(kvm_vcpu_set_sregs(&s->vcpu, &sr), 0);
+    assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
+    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
+    entry = shim_port_entry(s->vcpu.run->io.port, s->vcpu.run->io.size,
+                            true);
+    test_note("ring-3 FPU use with CR0.TS set -> %s",
+              entry == 7 ? "#NM" : entry == 4 ? "runs (no #NM)" : "other");
+    if (on_pvm())
+        assert_int_equal(entry, 4);
+    else
+        assert_int_equal(entry, 7);
+    shimvm_fini(s);
+    test_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ring0_quirks),
+        cmocka_unit_test(test_cr0_ts_ring3),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

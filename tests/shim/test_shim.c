@@ -154,6 +154,7 @@ static void test_ring3_roundtrips(void **state)
     assert_int_equal(shimvm_init(s, payload_begin,
                                  (size_t)(payload_end - payload_begin), true),
                      0);
+    assert_int_equal(shim_check(&s->shim), 0);
     for (unsigned i = 0; i < 5000 && r == 0; i++) {
         assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
         if (s->vcpu.run->exit_reason != KVM_EXIT_IO) {
@@ -164,6 +165,7 @@ static void test_ring3_roundtrips(void **state)
         r = on_event(s, &seen);
     }
     assert_int_equal(r, 1);
+    assert_int_equal(shim_check(&s->shim), 0);
     assert_string_equal(seen.console, "hello");
     assert_int_equal(seen.hypercalls, 1);
     assert_int_equal(seen.syscalls, 1);
@@ -180,10 +182,94 @@ static void test_ring3_roundtrips(void **state)
     test_free(s);
 }
 
+/*
+ * The SYSCALL entry as hardware KVM runs it: in ring 0 with the caller's
+ * RSP.  This KVM also enters it in ring 0 when SYSCALL is executed from
+ * ring 0, which lets the path be tested here: the entry must save the
+ * caller's RSP, switch to the shim stack and hand over as entry 33, and
+ * memvisor's frame must take the vCPU on from there.
+ */
+static void test_syscall_ring0_entry(void **state)
+{
+    /* mov $0x11000, %rsp; syscall; out %al, $0xf0 */
+    static const uint8_t code[] = {0x48, 0xc7, 0xc4, 0x00, 0x10, 0x01, 0x00,
+                                   0x0f, 0x05, 0xe6, 0xf0};
+    struct shimvm *s = test_malloc(sizeof(*s));
+    struct kvm_regs regs;
+    struct shim_event ev;
+    int entry;
+    (void)state;
+
+    if (!test_have_kvm()) {
+        test_free(s);
+        skip();
+    }
+    assert_int_equal(shimvm_init(s, code, sizeof(code), false), 0);
+    assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
+    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
+    entry = shim_port_entry(s->vcpu.run->io.port, s->vcpu.run->io.size,
+                            true);
+    assert_int_equal(entry, SHIM_ENTRY_SYSCALL);
+    assert_int_equal(kvm_vcpu_get_regs(&s->vcpu, &regs), 0);
+    assert_int_equal(shim_event_read(&s->shim, 0, entry, regs.rsp, &ev), 0);
+    assert_int_equal(ev.frame.rsp, 0x11000);          /* saved caller RSP */
+    assert_int_equal(regs.rcx, (mfn_x(s->code) << 12) + 9); /* return RIP */
+    /* memvisor returns to the instruction after SYSCALL (ring 0 here, as
+     * the caller was) */
+    struct shim_frame to = {.rip = regs.rcx, .cs = SHIM_SEL_CS0,
+                            .rflags = regs.r11, .rsp = ev.frame.rsp,
+                            .ss = SHIM_SEL_DS0};
+    shim_resume(&s->shim, 0, &to, &regs);
+    assert_int_equal(kvm_vcpu_set_regs(&s->vcpu, &regs), 0);
+    assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
+    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
+    assert_int_equal(s->vcpu.run->io.port, 0xf0);
+    assert_int_equal(kvm_vcpu_get_regs(&s->vcpu, &regs), 0);
+    assert_int_equal(regs.rsp, 0x11000);
+    shimvm_fini(s);
+    test_free(s);
+}
+
+/* shim_check() catches each kind of damage. */
+static void test_check_catches(void **state)
+{
+    struct frames f;
+    struct shim s;
+    (void)state;
+
+    assert_int_equal(frames_init(&f, 256), 0);
+    assert_int_equal(frames_domain_add(&f, SHIMVM_HV, 256), 0);
+    assert_int_equal(shim_init(&s, &f, SHIMVM_HV, 2), 0);
+    assert_int_equal(shim_check(&s), 0);
+    for (unsigned k = 0; k < 4; k++) {
+        uint64_t *p, saved, *where;
+        switch (k) {
+        case 0: where = frames_ptr(&f, s.image); break;          /* code */
+        case 1: where = (uint64_t *)frames_ptr(&f, s.idt) + 6;   /* #BP gate */
+            break;
+        case 2: where = (uint64_t *)frames_ptr(&f, s.l1) + 0;    /* image PTE */
+            break;
+        default: where = (uint64_t *)frames_ptr(&f, s.percpu[1]); /* TSS */
+            break;
+        }
+        p = where;
+        saved = *p;
+        /* the U bit of the PTE; rsp0's low bits (TSS bytes 4..) */
+        *p ^= k == 2 ? 0x4 : k == 3 ? 0x1000000000ULL : 0x10;
+        assert_int_equal(shim_check(&s), -EUCLEAN);
+        *p = saved;
+        assert_int_equal(shim_check(&s), 0);
+    }
+    shim_fini(&s);
+    frames_fini(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ring3_roundtrips),
+        cmocka_unit_test(test_check_catches),
+        cmocka_unit_test(test_syscall_ring0_entry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
