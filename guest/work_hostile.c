@@ -11,8 +11,9 @@
  *  pte     illegal entries by mmu_update, update_va_mapping and direct
  *          stores: writable mappings of page tables, frames the guest does
  *          not own, reserved address bits, PSE at L2/L3, reserved bits at
- *          L4, the hypervisor's L4 slots 256-271, a writable self-map, a
- *          writable page used as a table
+ *          L4, the hypervisor's L4 slots 256-271, writable and read-only
+ *          self-maps (linear tables are refused), a writable page used as
+ *          a table
  *  hvrange the hypervisor's range: mapping it, writing and reading it,
  *          handing it to hypercalls as an input or output buffer
  *  mmuext  pins of foreign, writable and garbage frames, base pointers to
@@ -448,6 +449,15 @@ static void attack_pte(struct hostile *h)
               "L4 entry with bit 7 (reserved)");
     try_entry(h, k->l4_mfn, k->l4, 101, pte_make(k->l4_mfn, PTE_TABLE),
               "L4 writable self-map");
+    /* Linear (same-level) tables, even read-only: memvisor refuses them
+     * (src/pv/pv.h), which closes Xen's linear-PT XSAs. */
+    try_entry(h, k->l4_mfn, k->l4, 102,
+              pte_make(k->l4_mfn, PTE_TABLE & ~_PAGE_RW),
+              "L4 read-only self-map");
+    if (k->l2[free2] == 0)
+        try_entry(h, k->l2_mfn, k->l2, free2,
+                  pte_make(k->l2_mfn, PTE_TABLE & ~_PAGE_RW),
+                  "L2 read-only self-map");
     for (unsigned slot = XEN_L4_FIRST_HV_SLOT; slot <= XEN_L4_LAST_HV_SLOT;
          slot++) {
         ksnprintf(what, sizeof(what), "L4 hypervisor slot %u", slot);
