@@ -48,6 +48,9 @@ struct vcpu;
 
 uint64_t probe_read64(uint64_t addr, uint64_t *out);
 uint64_t probe_write64(uint64_t addr, uint64_t val);
+uint64_t probe_write32(uint64_t addr, uint64_t val);
+uint64_t probe_or64(uint64_t addr, uint64_t val);
+uint64_t probe_xchg64(uint64_t addr, uint64_t val);
 uint64_t probe_mov_to_cr3(uint64_t val);
 uint64_t probe_mov_from_cr3(void);
 uint64_t probe_mov_to_cr0(uint64_t val);
