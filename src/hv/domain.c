@@ -1,0 +1,526 @@
+/*
+ * domain.c - the hypervisor object and the life of a domain (hv.h).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "boot/builder.h"
+#include "hv/hv_internal.h"
+#include "pv/pv.h"
+
+#define EXIT_CRASHED 70
+#define DOMAIN_EXTRA_FRAMES 64 /* shared info and slack for page tables */
+
+int hv_init(struct hv *hv, uint64_t pool_frames)
+{
+    int r;
+
+    memset(hv, 0, sizeof(*hv));
+    if ((r = frames_init(&hv->frames, pool_frames)) < 0)
+        return r;
+    if ((r = frames_domain_add(&hv->frames, HV_FRAME_DOMID, pool_frames)) < 0)
+        goto fail_frames;
+    if ((r = kvm_sys_open(&hv->kvm, NULL)) < 0)
+        goto fail_frames;
+    pthread_mutex_init(&hv->lock, NULL);
+    return 0;
+
+fail_frames:
+    frames_fini(&hv->frames);
+    return r;
+}
+
+void hv_fini(struct hv *hv)
+{
+    for (unsigned i = 0; i < HV_MAX_DOMAINS; i++)
+        BUG_ON(hv->domains[i] != NULL);
+    kvm_sys_close(&hv->kvm);
+    if (frames_domain_remove(&hv->frames, HV_FRAME_DOMID) < 0)
+        BUG_ON(true); /* a shim outlived its domain */
+    frames_fini(&hv->frames);
+    pthread_mutex_destroy(&hv->lock);
+}
+
+static void errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
+static void errf(char *err, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !len)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+}
+
+/* pv_audit(): the general references the touch lists hold (H2: the
+ * domain is quiescent, the lists are stable). */
+static uint64_t touch_refs(void *arg, mfn_t mfn)
+{
+    struct domain *d = arg;
+    uint64_t n = 0;
+
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        for (unsigned k = 0; k < d->vcpus[i].nr_touch; k++)
+            n += (d->vcpus[i].touch[k] >> PAGE_SHIFT) == mfn_x(mfn);
+    return n;
+}
+
+/* pv's page-table writes, pins and m2p updates are writes to the guest. */
+static void pv_mark_dirty(void *arg, mfn_t mfn)
+{
+    struct domain *d = arg;
+    if (d->created_dirty)
+        (void)!dirty_mark(&d->dirty, _gfn(mfn_x(mfn)), 1);
+}
+
+/*
+ * A frame becomes a page table: the KVM may still shadow it from an
+ * earlier life as a page table (its contents since rewritten or scrubbed
+ * from the host), so the vCPU doing this runs a whole-page touch before it
+ * returns to the guest.  Outside a vCPU thread (build, teardown) no vCPU
+ * runs, and the domain's VM has no shadow of a frame it never used.
+ */
+static void pv_type_changed(void *arg, mfn_t mfn, uint64_t old_type,
+                            uint64_t new_type)
+{
+    struct domain *d = arg;
+    uint64_t t = new_type & FRAME_TYPE_MASK;
+    pthread_t self = pthread_self();
+
+    (void)old_type;
+    if (t < FRAME_TYPE_L1 || t > FRAME_TYPE_L4)
+        return;
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        struct pvcpu *pc = &d->vcpus[i];
+        if (pc->vcpu.thread_started && pthread_equal(pc->vcpu.thread, self)) {
+            pvcpu_touch_add(pc, (mfn_x(mfn) << PAGE_SHIFT) | SHIM_TOUCH_PAGE);
+            return;
+        }
+    }
+}
+
+static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
+{
+    struct pvcpu *pc = &d->vcpus[i];
+    struct kvm_sregs sr;
+    uint32_t idx[8];
+    uint64_t val[8];
+    unsigned n;
+    int r;
+
+    pc->d = d;
+    pc->id = i;
+    if ((r = vcpu_create(&d->group, &pc->vcpu, &d->vm, i)) < 0)
+        return r;
+    if ((r = kvm_vcpu_set_cpuid(&pc->vcpu.kvm, cpuid)) < 0)
+        return r;
+    shim_vcpu_sregs(&d->shim, i, d->l4_mfn << PAGE_SHIFT, &sr);
+    if ((r = kvm_vcpu_set_sregs(&pc->vcpu.kvm, &sr)) < 0)
+        return r;
+    pc->cr3 = sr.cr3;
+    n = shim_vcpu_msrs(&d->shim, i, idx, val);
+    for (unsigned k = 0; k < n; k++)
+        if ((r = kvm_vcpu_set_msr(&pc->vcpu.kvm, idx[k], val[k])) < 0)
+            return r;
+    return 0;
+}
+
+static void domain_teardown(struct domain *d)
+{
+    struct frames *f = &d->hv->frames;
+    int r;
+
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        if (d->vcpus[i].d)
+            pvcpu_touch_release(&d->vcpus[i]);
+        if (d->vcpus[i].vcpu.group)
+            vcpu_destroy(&d->vcpus[i].vcpu);
+    }
+    if (d->created_dirty)
+        dirty_fini(&d->dirty);
+    d->created_dirty = false;
+    if (d->created_vm)
+        kvm_vm_destroy(&d->vm);
+    if (d->created_pv) {
+        for (unsigned i = 0; i < d->nr_vcpus; i++) {
+            if (!d->vcpus[i].pv)
+                continue;
+            do
+                r = pv_vcpu_destroy_pagetables(d->vcpus[i].pv);
+            while (r == -ERESTART);
+        }
+        do
+            r = pv_domain_relinquish(d->pv);
+        while (r == -ERESTART);
+        pv_domain_fini(d->pv);
+    }
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        free(d->vcpus[i].pv);
+    free(d->pv);
+    if (d->created_shim)
+        shim_fini(&d->shim);
+    /* -EBUSY if another layer still holds a frame: the budget entry stays
+     * (and the frames are freed when their holder lets go). */
+    if (frames_domain_remove(f, d->id) < 0)
+        d->leaked = true;
+    if (d->created_group)
+        vcpu_group_fini(&d->group);
+    console_fini(&d->console);
+    pthread_mutex_destroy(&d->vcpu_op_lock);
+}
+
+int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
+                     struct domain **out, char *err, size_t errlen)
+{
+    struct frames *f = &hv->frames;
+    struct boot_result *boot = NULL;
+    struct kvm_cpuid2 *cpuid = NULL;
+    struct kvm_vm_config vmcfg;
+    struct domain *d;
+    unsigned slot;
+    int r;
+
+    if (!cfg->image || cfg->nr_vcpus == 0 || cfg->nr_vcpus > HV_MAX_VCPUS ||
+        cfg->mem_mib == 0 || cfg->mem_mib > (f->nr_frames >> 8)) {
+        errf(err, errlen, "bad configuration (vcpus 1..%u, memory 1..%llu MiB)",
+             HV_MAX_VCPUS, (unsigned long long)(f->nr_frames >> 8));
+        return -EINVAL;
+    }
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    pthread_mutex_lock(&hv->lock);
+    for (slot = 0; slot < HV_MAX_DOMAINS && hv->domains[slot]; slot++)
+        ;
+    if (slot == HV_MAX_DOMAINS) {
+        pthread_mutex_unlock(&hv->lock);
+        free(d);
+        errf(err, errlen, "too many domains");
+        return -EBUSY;
+    }
+    hv->domains[slot] = d;
+    pthread_mutex_unlock(&hv->lock);
+
+    d->hv = hv;
+    d->id = (domid_t)(slot + 1);
+    d->nr_vcpus = cfg->nr_vcpus;
+    d->nr_pages = cfg->mem_mib << 8;
+    pthread_mutex_init(&d->vcpu_op_lock, NULL);
+    console_init(&d->console, cfg->console_fd);
+    r = frames_domain_add(f, d->id, d->nr_pages + DOMAIN_EXTRA_FRAMES);
+    if (r < 0) {
+        errf(err, errlen, "frame domain: %s", strerror(-r));
+        goto fail;
+    }
+
+    /* PV state: the domain, one pv_vcpu per vCPU, the shim in slot 256. */
+    r = -ENOMEM;
+    d->pv = calloc(1, sizeof(*d->pv));
+    if (!d->pv)
+        goto fail;
+    if ((r = pv_domain_init(d->pv, f, d->id)) < 0) {
+        errf(err, errlen, "pv domain: %s", strerror(-r));
+        goto fail;
+    }
+    d->created_pv = true;
+    d->pv->hooks.extra_refs = touch_refs;
+    d->pv->hooks.mark_dirty = pv_mark_dirty;
+    d->pv->hooks.type_changed = pv_type_changed;
+    d->pv->hooks.arg = d;
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));
+        r = -ENOMEM;
+        if (!d->vcpus[i].pv)
+            goto fail;
+        if ((r = pv_vcpu_init(d->vcpus[i].pv, d->pv)) < 0)
+            goto fail;
+    }
+    if ((r = shim_init(&d->shim, f, HV_FRAME_DOMID, d->nr_vcpus)) < 0) {
+        errf(err, errlen, "shim: %s", strerror(-r));
+        goto fail;
+    }
+    d->created_shim = true;
+    d->pv->hv_l4[0] = shim_l4e(&d->shim);
+    d->pv->hv_l4[1] = shim_l4e_directmap(&d->shim);
+
+    /* Build: ELF, frames, start-of-day page tables pinned through pv. */
+    boot = calloc(1, sizeof(*boot));
+    r = -ENOMEM;
+    if (!boot)
+        goto fail;
+    {
+        struct boot_params bp = {
+            .image = cfg->image, .size = cfg->image_size,
+            .nr_pages = d->nr_pages, .cmdline = cfg->cmdline,
+        };
+        r = boot_build(d->pv, d->vcpus[0].pv, &bp, boot);
+        if (r < 0) {
+            errf(err, errlen, "loading the kernel: %s", boot->error);
+            goto fail;
+        }
+    }
+    d->l4_mfn = mfn_x(boot->l4);
+    d->shared_info_mfn = mfn_x(boot->shared_info);
+    d->start_info_va = boot->start_info_va;
+    d->p2m_va = boot->p2m_va;
+
+    /* KVM: one VM, the pool as guest-physical memory (gpa = machine
+     * address: a PV guest sees machine frames), one vCPU per vCPU. */
+    vmcfg = kvm_vm_config_default(&hv->kvm, false, 0);
+    if ((r = kvm_vm_create(&d->vm, &hv->kvm, &vmcfg)) < 0) {
+        errf(err, errlen, "KVM VM: %s", strerror(-r));
+        goto fail;
+    }
+    d->created_vm = true;
+    if ((r = dirty_init(&d->dirty, &d->vm, NULL, f->nr_frames, 1)) < 0)
+        goto fail;
+    d->created_dirty = true;
+    {
+        /* The slot logs the guest's writes; the dirty log knows it from
+         * the same critical section on (dirty.h's slot contract). */
+        struct dirty_slot *ds;
+
+        if ((r = dirty_slot_prepare(&d->dirty, 0, _gfn(0), f->nr_frames,
+                                    &ds)) < 0)
+            goto fail;
+        dirty_lock(&d->dirty);
+        r = kvm_vm_set_memory_region(&d->vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0,
+                                     f->nr_frames * PAGE_SIZE, f->base);
+        if (r == 0)
+            dirty_slot_publish_locked(&d->dirty, ds);
+        dirty_unlock(&d->dirty);
+        if (r < 0) {
+            dirty_slot_discard(ds);
+            errf(err, errlen, "KVM memory: %s", strerror(-r));
+            goto fail;
+        }
+    }
+    if ((r = vcpu_group_init(&d->group, pvcpu_exit, pvcpu_diag, d)) < 0)
+        goto fail;
+    d->created_group = true;
+    if ((r = kvm_sys_supported_cpuid(&hv->kvm, &cpuid)) < 0)
+        goto fail;
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        if ((r = setup_vcpu(d, i, cpuid)) < 0) {
+            errf(err, errlen, "vCPU %u: %s", i, strerror(-r));
+            goto fail;
+        }
+    }
+
+    /* vCPU 0 starts in the guest kernel (ring 3), rsi = start_info. */
+    {
+        struct pvcpu *pc = &d->vcpus[0];
+        struct kvm_regs regs;
+        struct shim_frame to = {
+            .rip = boot->entry, .cs = SHIM_SEL_CS3,
+            .rflags = SHIM_RFLAGS_FIXED | SHIM_RFLAGS_IF,
+            .rsp = boot->stack_top, .ss = SHIM_SEL_DS3,
+        };
+
+        shim_vcpu_start(&d->shim, 0, &to, &regs);
+        regs.rsi = boot->start_info_va;
+        if ((r = kvm_vcpu_set_regs(&pc->vcpu.kvm, &regs)) < 0)
+            goto fail;
+        pc->kernel_mode = true;
+        pc->initialised = true;
+        pc->up = true;
+        vcpu_set_online(&pc->vcpu);
+        /* Events start masked (docs/abi.md). */
+        ((uint8_t *)frames_ptr(f, boot->shared_info))[1] = 1;
+    }
+    free(cpuid);
+    free(boot);
+    *out = d;
+    return 0;
+
+fail:
+    free(cpuid);
+    free(boot);
+    domain_teardown(d);
+    pthread_mutex_lock(&hv->lock);
+    hv->domains[slot] = NULL;
+    pthread_mutex_unlock(&hv->lock);
+    free(d);
+    return r < 0 ? r : -EINVAL;
+}
+
+int hv_domain_start(struct domain *d)
+{
+    return vcpu_group_start(&d->group);
+}
+
+void hv_domain_pause(struct domain *d)
+{
+    vcpu_group_pause(&d->group);
+}
+
+void hv_domain_resume(struct domain *d)
+{
+    vcpu_group_resume(&d->group);
+}
+
+void hv_domain_shutdown(struct domain *d, int reason)
+{
+    d->shutdown_reason = reason;
+    vcpu_group_stop(&d->group, reason);
+}
+
+bool hv_domain_stopped(struct domain *d)
+{
+    return vcpu_group_stopped(&d->group);
+}
+
+int hv_domain_wait(struct domain *d)
+{
+    vcpu_group_join(&d->group);
+    if (d->group.crashed)
+        return EXIT_CRASHED;
+    if (d->group.exit_code == 0)
+        return 0;
+    /* the shutdown reason (reboot 1, suspend 2, crash 3, ...) */
+    return (d->group.exit_code & 0x7f) ? (d->group.exit_code & 0x7f) : 1;
+}
+
+void hv_domain_destroy(struct domain *d)
+{
+    struct hv *hv = d->hv;
+
+    vcpu_group_stop(&d->group, d->shutdown_reason);
+    vcpu_group_join(&d->group);
+    domain_teardown(d);
+    pthread_mutex_lock(&hv->lock);
+    for (unsigned i = 0; i < HV_MAX_DOMAINS; i++)
+        if (hv->domains[i] == d)
+            hv->domains[i] = NULL;
+    pthread_mutex_unlock(&hv->lock);
+    free(d);
+}
+
+domid_t hv_domain_id(const struct domain *d)
+{
+    return d->id;
+}
+
+unsigned hv_domain_nr_vcpus(const struct domain *d)
+{
+    return d->nr_vcpus;
+}
+
+uint64_t hv_domain_nr_pages(const struct domain *d)
+{
+    return d->nr_pages;
+}
+
+const char *hv_domain_crash_text(struct domain *d)
+{
+    return d->group.diag;
+}
+
+size_t hv_domain_console(struct domain *d, char *buf, size_t len)
+{
+    return console_tail(&d->console, buf, len);
+}
+
+void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
+{
+    memset(s, 0, sizeof(*s));
+    for (unsigned i = 0; i < HV_NR_HYPERCALLS; i++)
+        s->hypercalls[i] = atomic_load(&d->hc_count[i]);
+    for (unsigned i = 0; i < 32; i++)
+        s->bounces[i] = atomic_load(&d->bounces[i]);
+    s->hypercalls_unknown = atomic_load(&d->hc_unknown);
+    s->syscalls = atomic_load(&d->syscalls);
+    s->wpt_emulated = atomic_load(&d->wpt_emulated);
+    s->wpt_refused = atomic_load(&d->wpt_refused);
+    s->continuations = atomic_load(&d->continuations);
+    s->touch_overflow = atomic_load(&d->touch_overflow);
+    s->spurious_faults = atomic_load(&d->spurious_faults);
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        s->exits += atomic_load(&d->vcpus[i].vcpu.stats.exits);
+    if (d->created_dirty)
+        s->dirty_marked = __atomic_load_n(&d->dirty.stats.marks,
+                                          __ATOMIC_RELAXED);
+}
+
+/* H2: quiescent while running the query. */
+static bool hold_quiescent(struct domain *d)
+{
+    if (vcpu_group_stopped(&d->group)) {
+        vcpu_group_join(&d->group);
+        return false;
+    }
+    vcpu_group_pause(&d->group);
+    return true;
+}
+
+int hv_domain_audit(struct domain *d, char *msg, size_t len, uint64_t *frames,
+                    uint64_t *tables)
+{
+    struct pv_audit_report rep;
+    bool paused = hold_quiescent(d);
+    int r = pv_audit(d->pv, &rep);
+
+    if (r == 0 && shim_check(&d->shim) < 0) {
+        r = -EUCLEAN;
+        snprintf(rep.first, sizeof(rep.first), "the shim's tables changed");
+    }
+    if (paused)
+        vcpu_group_resume(&d->group);
+    if (frames)
+        *frames = rep.frames;
+    if (tables)
+        *tables = rep.tables;
+    if (msg && len)
+        snprintf(msg, len, "%s", r == 0 ? "" : rep.first);
+    return r;
+}
+
+static int count_bits(gfn_t base, uint64_t bits, void *opaque)
+{
+    (void)base;
+    *(uint64_t *)opaque += (uint64_t)__builtin_popcountll(bits);
+    return 0;
+}
+
+int hv_domain_dirty_harvest(struct domain *d, uint64_t *pages)
+{
+    int r;
+
+    *pages = 0;
+    if ((r = dirty_sync(&d->dirty)) < 0)
+        return r;
+    return dirty_harvest(&d->dirty, _gfn(0), d->hv->frames.nr_frames,
+                         count_bits, pages);
+}
+
+int hv_domain_pfinfo(struct domain *d, uint64_t *cursor, unsigned max,
+                     uint64_t *mfns, uint32_t *info)
+{
+    struct frames *f = &d->hv->frames;
+    uint64_t arr[PV_PFINFO_MAX];
+    unsigned n = 0;
+    bool paused;
+    int r;
+
+    if (max > PV_PFINFO_MAX)
+        return -EINVAL;
+    paused = hold_quiescent(d);
+    for (uint64_t m = *cursor; m < f->nr_frames && n < max; m++) {
+        *cursor = m + 1;
+        if (frame_owner(f, _mfn(m)) == d->id)
+            arr[n++] = m;
+    }
+    memcpy(mfns, arr, n * sizeof(arr[0]));
+    r = pv_pageframe_info(d->pv, arr, n);
+    if (paused)
+        vcpu_group_resume(&d->group);
+    if (r < 0)
+        return r;
+    for (unsigned i = 0; i < n; i++)
+        info[i] = (uint32_t)arr[i];
+    return (int)n;
+}

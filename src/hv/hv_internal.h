@@ -1,0 +1,170 @@
+/*
+ * hv_internal.h - what the files of src/hv share: the domain and PV vCPU
+ * structures, guest-memory access, the hypercall table.  Never leaves the
+ * folder.
+ *
+ * Headers: include/xen/xen.h and pv/pv.h both define mmu_update and
+ * mmuext_op, so no file includes both: this header includes neither
+ * (pv objects are reached through pointers); hc_mm.c, wpt.c and domain.c
+ * speak pv.h, the others xen.h.
+ */
+#ifndef MEMVISOR_HV_HV_INTERNAL_H
+#define MEMVISOR_HV_HV_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "dev/console.h"
+#include "dirty/dirty.h"
+#include "hv/hv.h"
+#include "shim/shim.h"
+#include "vcpu/vcpu.h"
+
+struct pv_domain;
+struct pv_vcpu;
+
+/* A guest trap_info entry as we keep it. */
+struct hv_trap {
+    uint64_t address; /* 0: none */
+    uint8_t flags;    /* DPL bits 0-1, IF bit 2 */
+};
+
+/* Kernel- and user-mode state of one PV vCPU (Xen's arch.pv). */
+struct pvcpu {
+    struct domain *d;
+    unsigned id;
+    struct vcpu vcpu;
+    struct pv_vcpu *pv;
+    bool initialised; /* has a context (vCPU 0 from the builder) */
+    bool up;
+    bool kernel_mode;
+    struct hv_trap traps[256];
+    uint64_t event_cb, failsafe_cb, syscall_cb;
+    uint64_t kernel_ss, kernel_sp;
+    uint64_t fs_base, gs_base_kernel, gs_base_user;
+    uint64_t vm_assist;
+    bool fpu_ts;
+
+    /* Per exit: the registers as read, and what to resume with. */
+    struct kvm_regs regs;
+    struct kvm_sregs sregs; /* valid when sregs_valid (pvcpu_sregs()) */
+    bool sregs_valid;
+    bool sregs_dirty;
+    uint64_t cr3;           /* what CR3 holds: memvisor alone loads it */
+    struct shim_frame ret;
+    bool retry;          /* re-execute the hypercall (continuation) */
+    bool no_result;      /* the handler set rax itself (iret) */
+    uint64_t last_error; /* error code of the exception being handled */
+    uint64_t spurious_va; /* last page fault taken as spurious, and how */
+    unsigned spurious_streak; /* many times in a row */
+
+    /* Page-table entries written from the host during this exit, to be
+     * stored back by the shim's touch loop (shim.h); each holds a general
+     * reference on its frame until the loop is done. */
+    uint64_t touch[SHIM_TOUCH_MAX];
+    unsigned nr_touch;
+    bool want_flush;              /* run the loop even with no entries */
+    struct kvm_regs touch_saved;  /* the guest's registers meanwhile */
+};
+
+struct domain {
+    struct hv *hv;
+    domid_t id;
+    unsigned nr_vcpus;
+    uint64_t nr_pages;
+    struct pv_domain *pv;
+    struct shim shim;
+    struct kvm_vm vm;
+    struct vcpu_group group;
+    struct console console;
+    /* Every write memvisor makes to the guest's memory is marked here
+     * (gfn == mfn for a PV domain). */
+    struct dirty_log dirty;
+    bool created_dirty;
+    struct pvcpu vcpus[HV_MAX_VCPUS];
+    pthread_mutex_t vcpu_op_lock; /* VCPUOP_initialise/up against each other */
+    uint64_t p2m_va, start_info_va, shared_info_mfn;
+    uint64_t l4_mfn;
+    uint64_t *boot_p2m; /* copy of the start-of-day p2m (pfinfo) */
+    int shutdown_reason;
+    bool created_vm, created_group, created_shim, created_pv;
+    bool leaked; /* teardown left frames behind (reported by tests) */
+    bool test_preempt; /* test only: every preemption point is taken */
+    bool test_no_touch; /* test only: skip the touch loop (shows it matters) */
+
+    _Atomic uint64_t hc_count[HV_NR_HYPERCALLS];
+    _Atomic uint64_t hc_unknown;
+    _Atomic uint64_t bounces[32];
+    _Atomic uint64_t syscalls, wpt_emulated, wpt_refused, continuations;
+    _Atomic uint64_t touch_overflow, spurious_faults;
+};
+
+/* ---- guest memory (guestmem.c): through the vCPU's current page tables;
+ * every range checked; -EFAULT when not mapped to the guest as needed. */
+int __must_check gm_copy_from(struct pvcpu *pc, void *dst, uint64_t va,
+                              uint64_t len);
+int __must_check gm_copy_to(struct pvcpu *pc, uint64_t va, const void *src,
+                            uint64_t len);
+/* Machine address of va's byte and the L1 entry mapping it (for the
+ * writable-page-table path; no permission check on the leaf). */
+int __must_check gm_translate(struct pvcpu *pc, uint64_t va, uint64_t *maddr,
+                              uint64_t *l1e_maddr, uint64_t *l1e);
+/* Would the current page tables let the guest make this access? (0 and
+ * the L1 entry's machine address if so) */
+int __must_check gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
+                              uint64_t *l1e_maddr);
+/* Machine address of the L1 entry that maps va (present or not). */
+int __must_check gm_l1e_maddr(struct pvcpu *pc, uint64_t va,
+                              uint64_t *l1e_maddr);
+
+/* ---- events (pvcpu.c) */
+int pvcpu_exit(struct vcpu *v, void *opaque);
+void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
+/* Record a page-table entry written from the host (touch loop). */
+void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr);
+void pvcpu_touch_release(struct pvcpu *pc);
+/* Room left in the touch list before a continuation is needed. */
+static inline unsigned pvcpu_touch_room(const struct pvcpu *pc)
+{
+    return SHIM_TOUCH_MAX - pc->nr_touch;
+}
+/* Bounce an exception to the guest kernel; -errno crashes the domain. */
+int __must_check pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err,
+                              uint64_t err);
+/* Load CR3 for the current mode from pv's base pointers. */
+void pvcpu_load_cr3(struct pvcpu *pc);
+/* The segment and control registers, read from KVM on first use in an
+ * exit (most exits need none); the caller sets sregs_dirty after a change. */
+struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc);
+/* Real/guest-visible selectors. */
+uint64_t pvcpu_guest_cs(const struct pvcpu *pc);
+void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);
+void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...) __printf(2, 3);
+
+/* ---- hypercalls (hypercall.c, hc_mm.c) */
+#define HC_RESTART 1 /* a handler's "re-enter me" (args already updated) */
+typedef long (*hc_fn)(struct pvcpu *pc, uint64_t a[6]);
+struct hc_entry {
+    const char *name;
+    hc_fn fn;
+};
+void hypercall_dispatch(struct pvcpu *pc);
+long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
+                     bool in_multicall);
+long hc_mmu_update(struct pvcpu *pc, uint64_t a[6]);
+long hc_mmuext_op(struct pvcpu *pc, uint64_t a[6]);
+long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6]);
+long hc_memory_op(struct pvcpu *pc, uint64_t a[6]);
+/* pv-side helpers the xen.h files need */
+uint64_t hc_pv_base(struct pvcpu *pc, bool user);
+int __must_check hc_pv_set_base(struct pvcpu *pc, uint64_t mfn);
+/* Writable page tables (wpt.c): 1 handled (rip advanced in pc->ret), 0 not
+ * a page-table store (bounce), -errno refused (bounce). */
+int wpt_emulate(struct pvcpu *pc, uint64_t cr2);
+
+/* Map errno to Xen's negative error values (identical for the ones used). */
+static inline long hc_err(int e)
+{
+    return e;
+}
+
+#endif

@@ -1,0 +1,458 @@
+/*
+ * pvcpu.c - what a PV vCPU's shim events mean: hypercalls, exceptions
+ * bounced to the guest kernel in Xen's frame format, SYSCALL, software
+ * interrupts, writable-page-table faults, and the kernel/user switch.
+ *
+ * Every event arrives as one port exit from a shim stub (shim.h).  The
+ * handler reads the registers, decides, and leaves in pc->ret the ring-3
+ * frame to return through; pvcpu_exit() then writes it to the shim stack
+ * and resumes.  CR3 is switched here, through KVM_SET_SREGS, whenever the
+ * guest changes between kernel and user mode (separate base pointers, as
+ * Xen x86-64 keeps them).
+ *
+ * Guest-visible selectors are Xen's flat ones (FLAT_RING3_CS64 and
+ * FLAT_RING3_SS64); frames of events taken in guest kernel mode carry CS
+ * with RPL 0, so a kernel tells kernel from user interruptions by CS & 3,
+ * as on Xen.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hv/hv_internal.h"
+#include "xen/xen.h"
+
+#define RFLAGS_TF 0x100ULL
+#define RFLAGS_IF 0x200ULL
+#define RFLAGS_NT 0x4000ULL
+#define RFLAGS_RF 0x10000ULL
+#define RFLAGS_VM 0x20000ULL
+#define RFLAGS_AC 0x40000ULL
+#define CR0_TS 0x8ULL
+#define PFEC_USER 0x4ULL
+#define PFEC_WRITE 0x2ULL
+#define PFEC_PRESENT 0x1ULL
+#define PFEC_FETCH 0x10ULL
+#define VECTOR_NM 7
+#define VECTOR_UD 6
+#define VECTOR_GP 13
+#define VECTOR_PF 14
+#define VECTOR_BP 3
+
+void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    int n;
+
+    n = snprintf(buf, sizeof(buf), "domain %u vcpu %u crashed: ", pc->d->id,
+                 pc->id);
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof(buf))
+        vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+    va_end(ap);
+    vcpu_group_crash(&pc->d->group, &pc->vcpu, "%s\n", buf);
+}
+
+static struct vcpu_info *vcpu_info(struct pvcpu *pc)
+{
+    struct shared_info *si =
+        frames_ptr(&pc->d->hv->frames, _mfn(pc->d->shared_info_mfn));
+    return pc->id < XEN_LEGACY_MAX_VCPUS ? &si->vcpu_info[pc->id] : NULL;
+}
+
+void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2)
+{
+    struct vcpu_info *vi = vcpu_info(pc);
+    if (vi)
+        __atomic_store_n(&vi->arch.cr2, cr2, __ATOMIC_RELAXED);
+}
+
+static uint8_t upcall_mask(struct pvcpu *pc)
+{
+    struct vcpu_info *vi = vcpu_info(pc);
+    return vi ? __atomic_load_n(&vi->evtchn_upcall_mask, __ATOMIC_RELAXED) : 1;
+}
+
+static void set_upcall_mask(struct pvcpu *pc, uint8_t m)
+{
+    struct vcpu_info *vi = vcpu_info(pc);
+    if (vi)
+        __atomic_store_n(&vi->evtchn_upcall_mask, m, __ATOMIC_RELAXED);
+}
+
+uint64_t pvcpu_guest_cs(const struct pvcpu *pc)
+{
+    return pc->kernel_mode ? (FLAT_KERNEL_CS & ~3ULL) : FLAT_USER_CS;
+}
+
+struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc)
+{
+    if (!pc->sregs_valid) {
+        if (kvm_vcpu_get_sregs(&pc->vcpu.kvm, &pc->sregs) < 0)
+            pvcpu_crash(pc, "cannot read segment registers");
+        pc->sregs_valid = true;
+    }
+    return &pc->sregs;
+}
+
+void pvcpu_load_cr3(struct pvcpu *pc)
+{
+    uint64_t base = hc_pv_base(pc, !pc->kernel_mode);
+
+    if (base != ~0ULL && pc->cr3 != base << 12) {
+        pvcpu_sregs(pc)->cr3 = base << 12;
+        pc->cr3 = base << 12;
+        pc->sregs_dirty = true;
+    }
+}
+
+/* Enter guest kernel mode (from user mode): its page tables, its GS. */
+static void to_kernel_mode(struct pvcpu *pc)
+{
+    struct kvm_sregs *sr;
+
+    if (pc->kernel_mode)
+        return;
+    sr = pvcpu_sregs(pc);
+    pc->gs_base_user = sr->gs.base;
+    sr->gs.base = pc->gs_base_kernel;
+    pc->sregs_dirty = true;
+    pc->kernel_mode = true;
+    pvcpu_load_cr3(pc);
+}
+
+static bool canonical(uint64_t va)
+{
+    return va < (1ULL << 47) || va >= 0xffff800000000000ULL;
+}
+
+/*
+ * Push Xen's bounce frame on the guest kernel stack and continue at
+ * handler.  The interrupted context is pc->ret (ring 3) and the current
+ * rcx/r11 in pc->regs.
+ */
+static int bounce_to(struct pvcpu *pc, uint64_t handler, bool has_err,
+                     uint64_t err, bool mask_events)
+{
+    uint64_t frame[8], sp;
+    unsigned n = 0;
+    uint64_t cs = pvcpu_guest_cs(pc) | ((uint64_t)upcall_mask(pc) << 32);
+    struct shim_frame old = pc->ret;
+
+    if (!handler || !canonical(handler))
+        return -ENOENT;
+    if (!pc->kernel_mode) {
+        to_kernel_mode(pc);
+        sp = pc->kernel_sp;
+    } else {
+        sp = old.rsp;
+    }
+    sp &= ~15ULL;
+    frame[n++] = pc->regs.rcx;
+    frame[n++] = pc->regs.r11;
+    if (has_err)
+        frame[n++] = err;
+    frame[n++] = old.rip;
+    frame[n++] = cs;
+    frame[n++] = old.rflags;
+    frame[n++] = old.rsp;
+    frame[n++] = FLAT_KERNEL_SS;
+    sp -= n * 8;
+    if (gm_copy_to(pc, sp, frame, n * 8) < 0)
+        return -EFAULT;
+    if (mask_events)
+        set_upcall_mask(pc, 1);
+    pc->ret.rip = handler;
+    pc->ret.cs = SHIM_SEL_CS3;
+    pc->ret.rflags = (old.rflags & ~(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF |
+                                     RFLAGS_VM | RFLAGS_AC)) |
+                     SHIM_RFLAGS_FIXED;
+    pc->ret.rsp = sp;
+    pc->ret.ss = SHIM_SEL_DS3;
+    return 0;
+}
+
+int pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err, uint64_t err)
+{
+    const struct hv_trap *t = &pc->traps[vector & 255];
+    int r;
+
+    if (vector < 32)
+        atomic_fetch_add_explicit(&pc->d->bounces[vector], 1,
+                                  memory_order_relaxed);
+    r = bounce_to(pc, t->address, has_err, err, t->flags & 4);
+    if (r == -ENOENT) {
+        pvcpu_crash(pc,
+                    "vector %u (error %#llx) at rip %#llx in %s mode and no "
+                    "handler registered",
+                    vector, (unsigned long long)err,
+                    (unsigned long long)pc->ret.rip,
+                    pc->kernel_mode ? "kernel" : "user");
+        return -EIO;
+    }
+    if (r < 0) {
+        /* Xen would use the failsafe callback; the kernel stack is
+         * unusable, so nothing of the guest can run. */
+        pvcpu_crash(pc, "cannot write the bounce frame of vector %u: %s",
+                    vector, strerror(-r));
+        return -EIO;
+    }
+    return 0;
+}
+
+static int on_syscall(struct pvcpu *pc)
+{
+    atomic_fetch_add_explicit(&pc->d->syscalls, 1, memory_order_relaxed);
+    /* The instruction is done: continue after it, with SYSCALL's flags. */
+    pc->ret.rip = pc->regs.rcx;
+    pc->ret.rflags = pc->regs.r11 | SHIM_RFLAGS_FIXED;
+    pc->ret.cs = SHIM_SEL_CS3;
+    pc->ret.ss = SHIM_SEL_DS3;
+    if (pc->kernel_mode || !pc->syscall_cb) {
+        /* Not a hypercall entry here (docs/abi.md): #UD at the SYSCALL. */
+        pc->ret.rip = pc->regs.rcx - 2;
+        return pvcpu_bounce(pc, VECTOR_UD, false, 0);
+    }
+    if (bounce_to(pc, pc->syscall_cb, false, 0, false) < 0) {
+        pvcpu_crash(pc, "cannot write the SYSCALL frame");
+        return -EIO;
+    }
+    return 0;
+}
+
+static unsigned ev_error_vector(const struct pvcpu *pc)
+{
+    return (unsigned)(pc->last_error >> 3);
+}
+
+/* `int $n` from ring 3: #UD here (the emulating KVM), #GP(n*8+2) on
+ * hardware.  Deliver to the guest's gate if its DPL allows the caller. */
+static int soft_int(struct pvcpu *pc, unsigned vector, bool *handled)
+{
+    uint8_t insn[2];
+    unsigned n;
+
+    *handled = false;
+    if (gm_copy_from(pc, insn, pc->ret.rip, 2) < 0 || insn[0] != 0xcd)
+        return 0;
+    n = insn[1];
+    if (vector == VECTOR_GP && pc->regs.rip != 0 && (ev_error_vector(pc) != n))
+        return 0;
+    *handled = true;
+    if (!pc->traps[n].address ||
+        (pc->traps[n].flags & 3) < (pc->kernel_mode ? 1 : 3))
+        /* Architecturally: #GP(n*8+2) at the instruction. */
+        return pvcpu_bounce(pc, VECTOR_GP, true, n * 8 + 2);
+    pc->ret.rip += 2;
+    return pvcpu_bounce(pc, n, false, 0);
+}
+
+static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
+{
+    unsigned v = ev->entry;
+    uint64_t err = ev->error;
+
+    pc->last_error = err;
+    bool handled;
+    int r;
+
+    switch (v) {
+    case VECTOR_PF: {
+        uint64_t cr2 = pvcpu_sregs(pc)->cr2;
+        uint64_t lstar = SHIM_VA_PERCPU(pc->id) + SHIM_PERCPU_SYSCALL;
+
+        if (cr2 == lstar && ev->frame.rip == lstar)
+            return on_syscall(pc); /* SYSCALL that stayed in ring 3 */
+        if (pc->kernel_mode &&
+            (err & (PFEC_PRESENT | PFEC_WRITE | PFEC_FETCH)) ==
+                (PFEC_PRESENT | PFEC_WRITE)) {
+            r = wpt_emulate(pc, cr2);
+            if (r == 1) {
+                atomic_fetch_add_explicit(&pc->d->wpt_emulated, 1,
+                                          memory_order_relaxed);
+                return 0;
+            }
+            if (r < 0)
+                atomic_fetch_add_explicit(&pc->d->wpt_refused, 1,
+                                          memory_order_relaxed);
+        }
+        if (!(err & PFEC_FETCH)) {
+            /* Spurious: the tables already allow the access, the fault
+             * came from a translation another vCPU's update has not yet
+             * reached here (Xen's spurious_page_fault).  Make this vCPU
+             * re-read the entry and retry, a few times at most. */
+            uint64_t l1e_maddr;
+            if (gm_access_ok(pc, cr2, err & PFEC_WRITE, &l1e_maddr) == 0 &&
+                (pc->spurious_va != cr2 || pc->spurious_streak < 4)) {
+                pc->spurious_streak =
+                    pc->spurious_va == cr2 ? pc->spurious_streak + 1 : 1;
+                pc->spurious_va = cr2;
+                atomic_fetch_add_explicit(&pc->d->spurious_faults, 1,
+                                          memory_order_relaxed);
+                pvcpu_touch_add(pc, l1e_maddr);
+                pc->want_flush = true;
+                return 0;
+            }
+        }
+        pc->spurious_streak = 0;
+        if (pc->kernel_mode)
+            err &= ~PFEC_USER;
+        pvcpu_set_cr2(pc, cr2);
+        return pvcpu_bounce(pc, VECTOR_PF, true, err);
+    }
+    case VECTOR_UD:
+        r = soft_int(pc, v, &handled);
+        if (handled)
+            return r;
+        return pvcpu_bounce(pc, v, false, 0);
+    case VECTOR_GP:
+        if ((err & 7) == 2) {
+            r = soft_int(pc, v, &handled);
+            if (handled)
+                return r;
+        }
+        return pvcpu_bounce(pc, v, true, err);
+    case VECTOR_NM:
+        if (pc->fpu_ts) {
+            /* The guest asked for TS (fpu_taskswitch): clear it and let
+             * the guest's handler restore its FPU state. */
+            pc->fpu_ts = false;
+            pvcpu_sregs(pc)->cr0 &= ~CR0_TS;
+            pc->sregs_dirty = true;
+        }
+        return pvcpu_bounce(pc, v, false, 0);
+    default:
+        return pvcpu_bounce(pc, v, ev->has_error, err);
+    }
+}
+
+void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr)
+{
+    struct frames *f = &pc->d->hv->frames;
+    mfn_t mfn = _mfn(maddr >> PAGE_SHIFT);
+
+    if (pc->nr_touch == SHIM_TOUCH_MAX) {
+        /* callers take a continuation before the list fills; a pin of a
+         * very large tree can still overflow it: counted, and the TLB is
+         * flushed (docs/pv-on-kvm.md, known limits) */
+        atomic_fetch_add_explicit(&pc->d->touch_overflow, 1,
+                                  memory_order_relaxed);
+        pc->want_flush = true;
+        return;
+    }
+    if (!frames_mfn_valid(f, mfn) || frame_get(f, mfn, pc->d->id) < 0)
+        return; /* not the domain's frame (any more): nothing to show */
+    pc->touch[pc->nr_touch++] = maddr;
+}
+
+void hv_domain_test_no_touch(struct domain *d)
+{
+    d->test_no_touch = true;
+}
+
+void pvcpu_touch_release(struct pvcpu *pc)
+{
+    for (unsigned i = 0; i < pc->nr_touch; i++)
+        frame_put(&pc->d->hv->frames, _mfn(pc->touch[i] >> PAGE_SHIFT));
+    pc->nr_touch = 0;
+    pc->want_flush = false;
+}
+
+int pvcpu_exit(struct vcpu *v, void *opaque)
+{
+    struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
+    struct domain *d = opaque;
+    struct kvm_run *run = v->kvm.run;
+    struct shim_event ev;
+    int entry, r;
+
+    if (run->exit_reason != KVM_EXIT_IO) {
+        pvcpu_crash(pc, "unexpected exit %s",
+                    kvm_exit_reason_name(run->exit_reason));
+        return -EIO;
+    }
+    entry = shim_port_entry(run->io.port, run->io.size,
+                            run->io.direction == KVM_EXIT_IO_OUT);
+    if (entry < 0) {
+        pvcpu_crash(pc, "port %#x access", run->io.port);
+        return -EIO;
+    }
+    if (kvm_vcpu_get_regs(&v->kvm, &pc->regs) < 0) {
+        pvcpu_crash(pc, "cannot read registers");
+        return -EIO;
+    }
+    pc->sregs_valid = false;
+    pc->sregs_dirty = false;
+    if (entry == SHIM_ENTRY_TOUCH_DONE) {
+        /* The shim stored the entries back: drop the holds and return to
+         * the guest with its own registers through the frame in place. */
+        pvcpu_touch_release(pc);
+        if (kvm_vcpu_set_regs(&v->kvm, &pc->touch_saved) < 0) {
+            pvcpu_crash(pc, "cannot write registers");
+            return -EIO;
+        }
+        return VCPU_CONTINUE;
+    }
+    r = shim_event_read(&d->shim, pc->id, (unsigned)entry, pc->regs.rsp, &ev);
+    if (r < 0 || (entry != SHIM_ENTRY_SYSCALL && ev.frame.cs != SHIM_SEL_CS3)) {
+        pvcpu_crash(pc, "event %d from ring 0 (rsp %#llx, frame cs %#llx rip "
+                        "%#llx): a fault inside the shim",
+                    entry, (unsigned long long)pc->regs.rsp,
+                    (unsigned long long)ev.frame.cs,
+                    (unsigned long long)ev.frame.rip);
+        return -EIO;
+    }
+    pc->ret = ev.frame;
+    pc->retry = false;
+
+    if (entry == SHIM_ENTRY_HYPERCALL) {
+        if (!pc->kernel_mode)
+            pc->regs.rax = (uint64_t)-XEN_EPERM;
+        else
+            hypercall_dispatch(pc);
+    } else if (entry == SHIM_ENTRY_SYSCALL) {
+        pc->ret.rsp = shim_saved_rsp(&d->shim, pc->id);
+        r = on_syscall(pc);
+    } else if (entry == SHIM_ENTRY_IRQ) {
+        r = 0; /* no interrupt sources yet: resume */
+    } else if (entry < 32) {
+        r = on_exception(pc, &ev);
+    } else {
+        pvcpu_crash(pc, "unknown shim entry %d", entry);
+        r = -EIO;
+    }
+    if (vcpu_group_stopped(&d->group))
+        return VCPU_SHUTDOWN;
+    if (r < 0 && entry != SHIM_ENTRY_HYPERCALL)
+        return r;
+    if (pc->sregs_dirty && pc->sregs_valid &&
+        kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0) {
+        pvcpu_crash(pc, "cannot write segment registers");
+        return -EIO;
+    }
+    shim_resume(&d->shim, pc->id, &pc->ret, &pc->regs);
+    if (d->test_no_touch)
+        pvcpu_touch_release(pc);
+    if (pc->nr_touch || pc->want_flush) {
+        pc->touch_saved = pc->regs;
+        shim_touch(&d->shim, pc->id, pc->touch, pc->nr_touch, &pc->regs);
+    }
+    if (kvm_vcpu_set_regs(&v->kvm, &pc->regs) < 0) {
+        pvcpu_crash(pc, "cannot write registers");
+        return -EIO;
+    }
+    return VCPU_CONTINUE;
+}
+
+void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque)
+{
+    struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
+    (void)opaque;
+    snprintf(buf, len, " guest %s mode; last ring-3 rip %#llx rsp %#llx\n",
+             pc->kernel_mode ? "kernel" : "user",
+             (unsigned long long)pc->ret.rip,
+             (unsigned long long)pc->ret.rsp);
+}

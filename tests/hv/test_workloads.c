@@ -1,0 +1,302 @@
+/*
+ * test_workloads.c - the guest kernel (guest/pvkernel, path in argv[1])
+ * runs each workload to completion on 2 vCPUs: self-checks pass, the
+ * frame-table audit is clean while the guest runs (taken with all vCPUs
+ * paused, repeatedly) and after it stopped; console output checked.  Also:
+ * while paused, no vCPU makes progress.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hv/hv.h"
+#include "testlib.h"
+
+static const char *image_path;
+static uint8_t *image;
+static size_t image_size;
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int load_image(void **state)
+{
+    struct stat st;
+    int fd;
+    (void)state;
+
+    fd = open(image_path, O_RDONLY);
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return -1;
+    image_size = (size_t)st.st_size;
+    image = malloc(image_size);
+    if (!image || read(fd, image, image_size) != (ssize_t)image_size)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+static int free_image(void **state)
+{
+    (void)state;
+    free(image);
+    return 0;
+}
+
+/* A domain of the guest kernel, 64 MiB, in a new hv (not started). */
+static struct domain *guest_domain(struct hv *hv, unsigned vcpus,
+                                   const char *cmdline)
+{
+    struct domain *d = NULL;
+    char err[256];
+    struct hv_domain_config cfg = {
+        .image = image, .image_size = image_size, .mem_mib = 64,
+        .nr_vcpus = vcpus, .cmdline = cmdline, .console_fd = -1,
+    };
+
+    assert_int_equal(hv_init(hv, (64 << 8) + 4096), 0);
+    if (hv_domain_create(hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    return d;
+}
+
+static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
+{
+    struct hv hv;
+    struct domain *d;
+    struct hv_domain_stats st;
+    char cmdline[64], msg[200], want[64];
+    static char con[65536];
+    unsigned audits = 0;
+    uint64_t frames = 0, tables = 0;
+    double t0;
+    int status;
+
+    if (!test_have_kvm())
+        skip();
+    snprintf(cmdline, sizeof(cmdline), "%s", workload);
+    d = guest_domain(&hv, vcpus, cmdline);
+    if (preempt)
+        hv_domain_test_preempt(d, preempt);
+    t0 = now_s();
+    assert_int_equal(hv_domain_start(d), 0);
+    while (!hv_domain_stopped(d) && now_s() - t0 < 100) {
+        sleep_ms(15);
+        if (hv_domain_stopped(d))
+            break;
+        if (hv_domain_audit(d, msg, sizeof(msg), &frames, &tables) < 0)
+            fail_msg("audit while paused: %s", msg);
+        audits++;
+    }
+    status = hv_domain_wait(d);
+    hv_domain_stats(d, &st);
+    if (preempt)
+        assert_true(st.continuations > 0);
+    hv_domain_console(d, con, sizeof(con));
+    if (status != 0)
+        fail_msg("exit status %d; crash: %s\nconsole:\n%s", status,
+                 hv_domain_crash_text(d), con);
+    snprintf(want, sizeof(want), "%s: pass", workload);
+    if (!strstr(con, want) || !strstr(con, "guest: pass") ||
+        strstr(con, "FAIL"))
+        fail_msg("console:\n%s", con);
+    assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), &frames, &tables),
+                     0);
+    hv_domain_stats(d, &st);
+    assert_int_equal(st.touch_overflow, 0);
+    {
+        const char *line;
+        char summary[512] = "";
+        /* the workload's summary line "<w>: <counters>" before "pass" */
+        char key[64];
+        snprintf(key, sizeof(key), "\n%s: ", workload);
+        /* the last "<w>: ..." line that is neither "start" nor "pass" */
+        const char *found = NULL;
+        for (const char *p = strstr(con, key); p; p = strstr(p + 1, key))
+            if (strncmp(p + strlen(key), "start", 5) &&
+                strncmp(p + strlen(key), "pass\n", 5))
+                found = p;
+        line = found;
+        if (line) {
+            const char *end = strchr(line + 1, '\n');
+            size_t len = end ? (size_t)(end - line - 1) : strlen(line + 1);
+            snprintf(summary, sizeof(summary), "%.*s", (int)MIN(len, 500),
+                     line + 1);
+        }
+        test_note("%s on %u vCPUs: %.2f s, %u audits while paused + final "
+                  "clean (%llu frames, %llu page tables)",
+                  workload, vcpus, now_s() - t0, audits,
+                  (unsigned long long)frames, (unsigned long long)tables);
+        test_note("  guest: %s", summary);
+        test_note("  exits %llu, hypercalls mmu_update %llu mmuext_op %llu "
+                  "update_va_mapping %llu memory_op %llu iret %llu, unknown "
+                  "%llu, #GP %llu #PF %llu #UD %llu, wpt emulated %llu "
+                  "refused %llu, continuations %llu, spurious #PF %llu",
+                  (unsigned long long)st.exits,
+                  (unsigned long long)st.hypercalls[1],
+                  (unsigned long long)st.hypercalls[26],
+                  (unsigned long long)st.hypercalls[14],
+                  (unsigned long long)st.hypercalls[12],
+                  (unsigned long long)st.hypercalls[23],
+                  (unsigned long long)st.hypercalls_unknown,
+                  (unsigned long long)st.bounces[13],
+                  (unsigned long long)st.bounces[14],
+                  (unsigned long long)st.bounces[6],
+                  (unsigned long long)st.wpt_emulated,
+                  (unsigned long long)st.wpt_refused,
+                  (unsigned long long)st.continuations,
+                  (unsigned long long)st.spurious_faults);
+    }
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
+static void run(const char *workload, unsigned vcpus)
+{
+    run_opts(workload, vcpus, 0);
+}
+
+static void test_dirty(void **s) { (void)s; run("dirty", 2); }
+/* Every preemption point of pv taken, every one a continuation through
+ * the guest: the workloads still pass and the audits stay clean. */
+static void test_ptchurn_preempted(void **s)
+{
+    (void)s;
+    run_opts("ptchurn", 2, 16);
+}
+static void test_balloon_preempted(void **s)
+{
+    (void)s;
+    run_opts("balloon", 2, 2);
+}
+static void test_ptchurn(void **s) { (void)s; run("ptchurn", 2); }
+static void test_balloon(void **s) { (void)s; run("balloon", 2); }
+static void test_hostile(void **s) { (void)s; run("hostile", 2); }
+static void test_abi(void **s) { (void)s; run("abi", 2); }
+
+/* While paused, the guest makes no progress: no exit at all. */
+static void test_pause_stops_progress(void **state)
+{
+    struct hv hv;
+    struct domain *d;
+    struct hv_domain_stats a, b;
+    (void)state;
+
+    if (!test_have_kvm())
+        skip();
+    d = guest_domain(&hv, 2, "ptchurn dirty");
+    assert_int_equal(hv_domain_start(d), 0);
+    sleep_ms(30);
+    for (int i = 0; i < 5 && !hv_domain_stopped(d); i++) {
+        hv_domain_pause(d);
+        hv_domain_stats(d, &a);
+        sleep_ms(20);
+        hv_domain_stats(d, &b);
+        assert_int_equal(a.exits, b.exits);
+        hv_domain_resume(d);
+        sleep_ms(10);
+    }
+    assert_int_equal(hv_domain_wait(d), 0);
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
+/* The touch loop switched off: the guest's page-table changes made by
+ * memvisor stay invisible to the KVM's shadow MMU and ptchurn's
+ * self-checks catch stale translations. */
+static void test_no_touch_fails(void **state)
+{
+    struct hv hv;
+    struct domain *d;
+    static char con[65536];
+    int status;
+    (void)state;
+
+    if (!test_have_kvm())
+        skip();
+    d = guest_domain(&hv, 2, "ptchurn");
+    hv_domain_test_no_touch(d);
+    assert_int_equal(hv_domain_start(d), 0);
+    status = hv_domain_wait(d);
+    hv_domain_console(d, con, sizeof(con));
+    test_note("without the touch loop: exit status %d, ptchurn %s", status,
+              strstr(con, "ptchurn: FAIL") ? "FAILS" : "passes");
+    assert_int_not_equal(status, 0);
+    assert_non_null(strstr(con, "ptchurn: FAIL"));
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
+/* The guest's writes reach the dirty log: the dirty workload writes 2048
+ * pages per vCPU pass; harvested while it runs and after, the pages add
+ * up to at least that; while paused, a second harvest finds nothing new. */
+static void test_dirty_log(void **state)
+{
+    struct hv hv;
+    struct domain *d;
+    uint64_t pages, total = 0, harvests = 0, again;
+    (void)state;
+
+    if (!test_have_kvm())
+        skip();
+    d = guest_domain(&hv, 2, "dirty");
+    assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0); /* the build */
+    test_note("build wrote %llu pages", (unsigned long long)pages);
+    assert_int_equal(hv_domain_start(d), 0);
+    while (!hv_domain_stopped(d)) {
+        sleep_ms(10);
+        hv_domain_pause(d);
+        assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
+        assert_int_equal(hv_domain_dirty_harvest(d, &again), 0);
+        assert_int_equal(again, 0); /* paused: the harvest was exact */
+        hv_domain_resume(d);
+        total += pages;
+        harvests++;
+    }
+    assert_int_equal(hv_domain_wait(d), 0);
+    assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
+    total += pages;
+    test_note("dirty workload: %llu pages harvested in %llu harvests while "
+              "running + 1 after", (unsigned long long)total,
+              (unsigned long long)harvests);
+    assert_true(total >= 2048);
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dirty),
+        cmocka_unit_test(test_ptchurn),
+        cmocka_unit_test(test_balloon),
+        cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_abi),
+        cmocka_unit_test(test_pause_stops_progress),
+        cmocka_unit_test(test_ptchurn_preempted),
+        cmocka_unit_test(test_balloon_preempted),
+        cmocka_unit_test(test_no_touch_fails),
+        cmocka_unit_test(test_dirty_log),
+    };
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
+        return 2;
+    }
+    image_path = argv[1];
+    return cmocka_run_group_tests(tests, load_image, free_image);
+}
