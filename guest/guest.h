@@ -3,10 +3,12 @@
  * vCPUs, console, traps and probes, memory management, the workloads.
  *
  * The guest kernel runs in ring 3 on the PV ABI of include/xen/xen.h only.
- * Its state hangs off one struct kernel (the only global, because the trap
- * entry has no other way to find it) and one struct vcpu per vCPU, found
+ * Its state hangs off one struct kernel and one struct vcpu per vCPU, found
  * from the stack: each vCPU's stack is STACK_SIZE-aligned and starts with a
- * pointer to its struct vcpu.
+ * pointer to its struct vcpu.  The kernel object, the stacks and the
+ * workloads' per-vCPU arrays (work_pfns, hostile's state) are the only
+ * globals: static storage in the image, because the kernel has no heap until
+ * its physmap exists and the trap entry has no other way to find its state.
  *
  * Invariants:
  *  1. Every frame the guest maps is one its p2m list says it owns; a pfn whose
@@ -48,6 +50,9 @@ struct vcpu;
 
 uint64_t probe_read64(uint64_t addr, uint64_t *out);
 uint64_t probe_write64(uint64_t addr, uint64_t val);
+uint64_t probe_write32(uint64_t addr, uint64_t val);
+uint64_t probe_or64(uint64_t addr, uint64_t val);
+uint64_t probe_xchg64(uint64_t addr, uint64_t val);
 uint64_t probe_mov_to_cr3(uint64_t val);
 uint64_t probe_mov_from_cr3(void);
 uint64_t probe_mov_to_cr0(uint64_t val);

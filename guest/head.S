@@ -170,6 +170,9 @@ probe_read64:
     EXTABLE 1b
 
 PROBE probe_write64, nop, "mov %rsi, (%rdi)"
+PROBE probe_write32, nop, "movl %esi, (%rdi)"
+PROBE probe_or64, nop, "orq %rsi, (%rdi)"
+PROBE probe_xchg64, nop, "xchg %rsi, (%rdi)"
 PROBE probe_mov_to_cr3, nop, "mov %rdi, %cr3"
 PROBE probe_mov_from_cr3, nop, "mov %cr3, %rax"
 PROBE probe_mov_to_cr0, nop, "mov %rdi, %cr0"

@@ -11,8 +11,10 @@
  *  pte     illegal entries by mmu_update, update_va_mapping and direct
  *          stores: writable mappings of page tables, frames the guest does
  *          not own, reserved address bits, PSE at L2/L3, reserved bits at
- *          L4, the hypervisor's L4 slots 256-271, a writable self-map, a
- *          writable page used as a table
+ *          L4, the hypervisor's L4 slots 256-271, writable and read-only
+ *          self-maps (linear tables are refused), a writable page used as
+ *          a table; stores other than an 8-byte mov (or, 4-byte mov, xchg)
+ *          into an L1 entry
  *  hvrange the hypervisor's range: mapping it, writing and reading it,
  *          handing it to hypercalls as an input or output buffer
  *  mmuext  pins of foreign, writable and garbage frames, base pointers to
@@ -388,15 +390,19 @@ static bool unowned(struct hostile *h, uint64_t m)
 static uint64_t unowned_mfn(struct hostile *h, unsigned i)
 {
     static const uint64_t above[] = {1, 2, 1000, 1ULL << 20};
-    uint64_t m = i == 2 ? 0 : h->max_mfn + above[i % 4];
+    uint64_t m = h->max_mfn + above[i % 4];
+    if (i == 2 && unowned(h, 0))
+        return 0;
     if (i >= 3) {
-        /* A random frame below our highest. */
-        for (unsigned tries = 0; tries < 64; tries++) {
-            m = krand_below(&h->v->rng, h->max_mfn + 1);
-            if (unowned(h, m))
-                return m;
+        /* A random frame below our highest (each try scans the p2m). */
+        for (unsigned tries = 0; tries < 16; tries++) {
+            uint64_t r = krand_below(&h->v->rng, h->max_mfn + 1);
+            if (unowned(h, r))
+                return r;
         }
     }
+    /* Above the p2m's highest frame only the shared info page can be
+     * ours: at most one step. */
     while (!unowned(h, m))
         m++;
     return m;
@@ -419,6 +425,39 @@ static void attack_pte(struct hostile *h)
            "address bit 51 (reserved)");
     try_l1(h, pte_make(1ULL << 38, PTE_DATA & ~_PAGE_RW),
            "frame beyond physical memory");
+
+    /* Stores other than a plain 8-byte mov into an L1 entry that maps a
+     * page table read-only: each would make it writable.  Refused, or if
+     * the hypervisor emulates them, validated (the entry stays read-only). */
+    {
+        uint64_t ro = pte_make(k->l1_mfn[0], PTE_DATA & ~_PAGE_RW);
+        long rc = mm_set_physmap_pte(k, h->scratch, ro, PTE_BY_UVA);
+        if (rc) {
+            vfail(h->v, "hostile", "read-only map of an L1: %ld", rc);
+        } else {
+            uint64_t *ptep = mm_physmap_ptep(k, h->scratch);
+            uint64_t addr = (uint64_t)(uintptr_t)ptep;
+            static const char *const kinds[] = {"or of RW", "4-byte mov",
+                                                "xchg"};
+            for (unsigned i = 0; i < 3; i++) {
+                uint64_t r =
+                    i == 0   ? probe_or64(addr, _PAGE_RW)
+                    : i == 1 ? probe_write32(addr, (uint32_t)(ro | _PAGE_RW))
+                             : probe_xchg64(addr, ro | _PAGE_RW);
+                count_fault(h->v, r);
+                (void)mm_flush_va(physmap_va(h->scratch));
+                bool still_ro = !(*ptep & _PAGE_RW);
+                ksnprintf(what, sizeof(what),
+                          "%s into the L1 entry of a read-only L1 mapping",
+                          kinds[i]);
+                outcome(h, H_PTE, still_ro, what,
+                        r ? (int64_t)PROBE_VECTOR(r) : 0);
+                if (!still_ro)
+                    (void)mm_set_physmap_pte(k, h->scratch, ro, PTE_BY_UVA);
+            }
+        }
+        restore_scratch(h);
+    }
 
     /* L2: PSE, an unowned table, a writable page used as a table. */
     unsigned free2 = PT_ENTRIES - 1;
@@ -444,6 +483,15 @@ static void attack_pte(struct hostile *h)
               "L4 entry with bit 7 (reserved)");
     try_entry(h, k->l4_mfn, k->l4, 101, pte_make(k->l4_mfn, PTE_TABLE),
               "L4 writable self-map");
+    /* Linear (same-level) tables, even read-only: memvisor refuses them
+     * (src/pv/pv.h), which closes Xen's linear-PT XSAs. */
+    try_entry(h, k->l4_mfn, k->l4, 102,
+              pte_make(k->l4_mfn, PTE_TABLE & ~_PAGE_RW),
+              "L4 read-only self-map");
+    if (k->l2[free2] == 0)
+        try_entry(h, k->l2_mfn, k->l2, free2,
+                  pte_make(k->l2_mfn, PTE_TABLE & ~_PAGE_RW),
+                  "L2 read-only self-map");
     for (unsigned slot = XEN_L4_FIRST_HV_SLOT; slot <= XEN_L4_LAST_HV_SLOT;
          slot++) {
         ksnprintf(what, sizeof(what), "L4 hypervisor slot %u", slot);

@@ -24,13 +24,25 @@
 #include "memfix.h"
 
 #define NPAGES (1ULL << 18) /* 1 GiB */
-#define ROUNDS 3
+#define ROUNDS 5
 
 static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return v[n / 2];
 }
 
 struct ctx {
@@ -113,7 +125,7 @@ static int run_mode(bool ring)
         return 1;
 
     for (unsigned s = 0; s < ARRAY_SIZE(strides); s++) {
-        double ours = 0, bare = 0;
+        double ours_r[ROUNDS], bare_r[ROUNDS];
         uint64_t pages = 0;
         a->writes_per_sync = strides[s];
         for (int r = 0; r < ROUNDS; r++) {
@@ -127,7 +139,7 @@ static int run_mode(bool ring)
             if (dirty_sync(&c.f.dirty) ||
                 dirty_harvest(&c.f.dirty, _gfn(0), c.f.nr_gfns, consume, &n))
                 return 1;
-            ours += (double)(now_ns() - t + c.ring_ns);
+            ours_r[r] = (double)(now_ns() - t + c.ring_ns);
             pages = n;
             /* bare ioctls for the same pass */
             c.bare = true;
@@ -144,14 +156,15 @@ static int run_mode(bool ring)
                     kvm_vm_clear_dirty_log(&c.f.vm->vm, id, 0, (uint32_t)NPAGES, buf))
                     return 1;
             }
-            bare += (double)(now_ns() - t + c.ring_ns);
+            bare_r[r] = (double)(now_ns() - t + c.ring_ns);
             /* the bare round's bits are in KVM's log (bitmap: cleared by
              * the bare CLEAR; the domain log holds none of them) */
         }
+        double ours = median(ours_r, ROUNDS), bare = median(bare_r, ROUNDS);
         printf("%-13s %3" PRIu64 "%% dirty: %7" PRIu64 " pages, harvest %9.3f ms, "
                "bare ioctls %9.3f ms, ratio %6.2f\n",
                ring ? "ring" : "bitmap+clear", 100 / strides[s], pages,
-               ours / ROUNDS / 1e6, bare / ROUNDS / 1e6, ours / bare);
+               ours / 1e6, bare / 1e6, ours / bare);
     }
     uint64_t bytes = dirty_memory_bytes(&c.f.dirty);
     printf("%-13s dirty-log memory: %" PRIu64 " bytes = %.2f bits per guest-physical "
@@ -167,7 +180,7 @@ static int run_mode(bool ring)
 
 int main(void)
 {
-    printf("dirty-log harvest, 1 GiB guest (%d rounds each)\n", ROUNDS);
+    printf("dirty-log harvest, 1 GiB guest (medians of %d rounds)\n", ROUNDS);
     if (run_mode(false) || run_mode(true)) {
         fprintf(stderr, "bench-dirty: failed\n");
         return 1;

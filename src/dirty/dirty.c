@@ -261,7 +261,7 @@ int dirty_sync(struct dirty_log *d)
  * bits are re-based onto the slot: one call per slot per batch, covering
  * only the bits that are handed out.
  */
-#define BATCH_WORDS 64
+#define BATCH_WORDS 512
 
 static int clear_batch(struct dirty_log *d, uint64_t base, const uint64_t *words,
                        uint32_t n)
@@ -284,13 +284,15 @@ static int clear_batch(struct dirty_log *d, uint64_t base, const uint64_t *words
         uint64_t mask[BATCH_WORDS + 2];
         uint64_t used = 0;
         memset(mask, 0, sizeof(mask));
-        for (uint64_t g = lo; g < hi; g++) {
-            uint64_t off = g - base;
-            if (!(words[off / 64] >> (off % 64) & 1))
-                continue;
-            uint64_t rel = g - sb - first;
-            mask[rel / 64] |= 1ULL << (rel % 64);
-            used = rel / 64 + 1;
+        for (uint64_t k = (lo - base) / 64; k <= (hi - 1 - base) / 64; k++) {
+            for (uint64_t w = words[k]; w; w &= w - 1) {
+                uint64_t g = base + 64 * k + (uint64_t)__builtin_ctzll(w);
+                if (g < lo || g >= hi)
+                    continue;
+                uint64_t rel = g - sb - first;
+                mask[rel / 64] |= 1ULL << (rel % 64);
+                used = rel / 64 + 1;
+            }
         }
         if (!used)
             continue;

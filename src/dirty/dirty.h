@@ -10,10 +10,11 @@
  *  - KVM bitmap with manual protect (KVM_DIRTY_BITMAP_MANUAL): dirty_sync()
  *    copies each slot's bitmap (KVM_GET_DIRTY_LOG, which does not clear or
  *    re-protect) and ORs it into the log.  dirty_harvest() takes the log
- *    in batches of up to 64 chunks of 64 pages, re-protects exactly the
- *    bits it took (KVM_CLEAR_DIRTY_LOG, 64-page aligned, one call per slot
- *    per batch), then hands the batch's chunks to the consumer: a page is
- *    always re-protected before its consumer reads it.
+ *    in batches of up to 512 chunks of 64 pages (128 MiB), re-protects
+ *    exactly the bits it took (KVM_CLEAR_DIRTY_LOG, 64-page aligned, one
+ *    call per slot per batch: each call flushes TLBs), then hands the
+ *    batch's chunks to the consumer: a page is always re-protected before
+ *    its consumer reads it.
  *  - KVM bitmap without manual protect (KVM_DIRTY_BITMAP): GET clears and
  *    re-protects as it reads; harvest has nothing to clear.
  *  - Dirty ring (KVM_DIRTY_RING): dirty_sync() collects every vCPU's ring

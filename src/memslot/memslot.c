@@ -539,8 +539,11 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
         announce(&p);
 
     /* QUIESCE: no vCPU in KVM_RUN while a logging slot's log is pulled
-     * and the slot changes, so no write lands in a log that is going. */
-    if (p.need_flush && ms->pause.pause && !ms->test_skip_flush) {
+     * and the slot changes, so no write lands in a log that is going; and
+     * none while a slot is deleted and recreated, so no vCPU fetches an
+     * instruction from memory that is momentarily absent. */
+    bool deletes = p.nacts && p.acts[0].kind == ACT_DELETE;
+    if ((p.need_flush || deletes) && ms->pause.pause && !ms->test_skip_flush) {
         ms->pause.pause(ms->pause.opaque);
         ms->stats.pauses++;
         paused = true;

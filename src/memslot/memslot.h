@@ -56,8 +56,9 @@
  *
  * Locking, in acquisition order:
  *   ms.lock (mutex) - serialises updates; held for a whole update;
- *   vCPU pause      - the pause hook, taken (when an update must flush a
- *                     logging slot) before any lock below;
+ *   vCPU pause      - the pause hook, taken (when an update deletes a
+ *                     slot or stops a slot's logging) before any lock
+ *                     below;
  *   ms.view (rwlock)- the slot array, the tracking table and the p2m
  *                     entries an update removes or retypes; written from
  *                     APPLY to the end of COMMIT's p2m step, read by
