@@ -46,6 +46,7 @@ $(FUZZ_BUILD)/build.ninja:
 fuzz: deps $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD)
 	@for f in $(FUZZ_BUILD)/tests/fuzz/fuzz-*; do \
+	    [ -f "$$f" ] && [ -x "$$f" ] || continue; \
 	    name=$${f##*/fuzz-}; mkdir -p out/corpus/$$name; \
 	    echo "== $$name ($(FUZZ_SECONDS)s)"; \
 	    $$f -max_total_time=$(FUZZ_SECONDS) out/corpus/$$name tests/fuzz/corpus/$$name || exit 1; \

@@ -4,7 +4,7 @@ set -euo pipefail
 dir=${1:-build-bench}
 found=0
 for b in "$dir"/bench/*/bench-*; do
-    [ -x "$b" ] || continue
+    [ -f "$b" ] && [ -x "$b" ] || continue
     found=1
     echo "== ${b##*/}"
     "$b"

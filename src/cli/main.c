@@ -95,8 +95,8 @@ static int run(const struct run_opts *o)
     struct hv hv;
     struct domain *d;
     struct control *ctl = NULL;
-    uint8_t *image;
-    size_t size;
+    uint8_t *image = NULL;
+    size_t size = 0;
     char err[256];
     unsigned audits = 0, audit_failures = 0;
     int r, status;
@@ -283,7 +283,8 @@ static int guest_image(char *out, size_t len)
             return -ENOENT;
         *slash = 0;
     }
-    snprintf(out, len, "%s/guest/pvkernel", self);
+    if ((size_t)snprintf(out, len, "%s/guest/pvkernel", self) >= len)
+        return -ENAMETOOLONG;
     return access(out, R_OK) == 0 ? 0 : -ENOENT;
 }
 

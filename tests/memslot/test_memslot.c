@@ -392,7 +392,8 @@ static void assert_pending_is_written(struct base *b)
         bool ro = written[i] >= G(100) && written[i] < G(104);
         if (bitmap_test(map, written[i]) == ro)
             fail_msg("gfn +%" PRIu64 " pending %d",
-                     written[i] - MEMFIX_GFN0, bitmap_test(map, written[i]));
+                     (uint64_t)(written[i] - MEMFIX_GFN0),
+                     bitmap_test(map, written[i]));
         n += !ro;
     }
     assert_int_equal(bitmap_weight(map, b->f.nr_gfns), n);
