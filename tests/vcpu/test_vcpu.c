@@ -167,7 +167,12 @@ static void test_crash_isolated(void **state)
     rig_init(bad, r0_int3, sizeof(r0_int3), 1, false, true);
     vcpu_group_join(&bad->g);
     assert_true(bad->g.crashed);
-    test_note("crash report:\n%s", bad->g.diag);
+    test_note("crash report:");
+    /* one TAP comment per line: a bare line is not TAP */
+    for (const char *p = bad->g.diag, *nl; *p; p = nl ? nl + 1 : "") {
+        nl = strchr(p, '\n');
+        test_note("  %.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
+    }
     assert_non_null(strstr(bad->g.diag, "fatal exit"));
     assert_non_null(strstr(bad->g.diag, "suberror"));
     assert_non_null(strstr(bad->g.diag, "rip="));
