@@ -293,8 +293,9 @@ static unsigned vcpus_start(struct kernel *k, unsigned want)
         for (unsigned spin = 0; !__atomic_load_n(&v->online, __ATOMIC_ACQUIRE);
              spin++) {
             vcpu_yield();
-            if (spin > 200000) {
-                kprintf(k, "guest: vcpu %u never came online\n", id);
+            /* >= 100 s of yields: a slow host, never a lost vCPU */
+            if (spin > 2000000) {
+                kprintf(k, "FAIL: guest: vcpu %u never came online\n", id);
                 return n;
             }
         }

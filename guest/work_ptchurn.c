@@ -72,6 +72,16 @@ static long set_rw(struct kernel *k, struct vcpu *v, uint64_t pfn, bool rw,
     if (!rw)
         pte &= ~_PAGE_RW;
     long rc = mm_set_physmap_pte(k, pfn, pte, (enum pte_method)method);
+    /* Success means the entry changed: a lost update would leave a table
+     * read-only in the allocator (or a pinned one writable). */
+    uint64_t now = *mm_physmap_ptep(k, pfn);
+    if (rc == 0 && (pte_mfn(now) != mfn_of(k, pfn) ||
+                    (now & _PAGE_RW) != (pte & _PAGE_RW))) {
+        vfail(v, "ptchurn", "pfn %lu made %s by %s: entry is %lx, want %lx",
+              pfn, rw ? "writable" : "read-only", pte_method_name[method], now,
+              pte);
+        return -XEN_EIO;
+    }
     if (rc == 0 && !rw)
         v->c[P_RO_MMU + method]++;
     return rc;

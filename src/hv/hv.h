@@ -19,6 +19,11 @@
  *  H2. hv_domain_audit() and hv_domain_pfinfo() run only while the domain
  *      is paused or stopped (they pause it themselves).
  *  H3. A crash stops only that domain: the process and other domains run on.
+ *  H4. A continuation of mmu_update or mmuext_op always reaches pv, even
+ *      with no request left: pv may hold a call's result back until a
+ *      deferred put is drained, and only the call's own re-issue collects
+ *      it.  So no operation is answered with another's held-back result
+ *      (which would report success for an update never made).
  *
  * Locking: hv->lock protects the domain table.  Per domain, the vCPU group
  * lock (vcpu.h) orders pause/resume/stop; hypercalls of different vCPUs run
@@ -139,5 +144,8 @@ int __must_check hv_domain_test_poke(struct domain *d, uint64_t va,
 /* Test only: never run the shim's touch loop (host-written page-table
  * entries stay invisible to the KVM's shadow MMU). */
 void hv_domain_test_no_touch(struct domain *d);
+/* Test only: break H4 (a continuation with no request left does not reach
+ * pv), to show the workloads catch it. */
+void hv_domain_test_skip_empty_reissue(struct domain *d);
 
 #endif

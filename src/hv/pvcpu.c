@@ -407,6 +407,11 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
     }
     pc->ret = ev.frame;
     pc->retry = false;
+    /* Any other event means the guest got past a spurious fault: the
+     * retry limit counts faults in a row only (the touch loop's own
+     * hand-over comes between two retries and returned above). */
+    if (entry != VECTOR_PF)
+        pc->spurious_streak = 0;
 
     if (entry == SHIM_ENTRY_HYPERCALL) {
         if (!pc->kernel_mode)
