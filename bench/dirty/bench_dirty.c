@@ -20,30 +20,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "../bench.h"
 #include "lib/bitmap.h"
 #include "memfix.h"
 
 #define NPAGES (1ULL << 18) /* 1 GiB */
 #define ROUNDS 5
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return v[n / 2];
-}
 
 struct ctx {
     struct memfix f;

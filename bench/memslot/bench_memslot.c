@@ -19,32 +19,15 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "../bench.h"
 #include "memfix.h"
 
 #define NPAGES 16384
 #define N 200
 #define G(x) (MEMFIX_GFN0 + (x))
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static struct memfix f;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return v[n / 2];
-}
 static struct memslot_tracker trk;
 
 static int nop_write(struct memslot_tracker *t, gpa_t a, const void *b, uint32_t n)

@@ -49,7 +49,7 @@ static void populate(struct pv_vcpu *v, uint64_t *out, uint64_t n,
     struct pv_reservation r = {.extent_start = out,
                                .nr_extents = n,
                                .extent_order = order,
-                               .domid = PV_DOMID_SELF};
+                               .domid = DOMID_SELF};
     unsigned long cmd = XENMEM_populate_physmap;
     long done;
 
@@ -68,10 +68,10 @@ static void populate(struct pv_vcpu *v, uint64_t *out, uint64_t n,
  */
 static int ext(struct pv_vcpu *v, unsigned cmd, mfn_t m)
 {
-    struct mmuext_op op = {.cmd = cmd, .arg1 = mfn_x(m)};
+    struct mmuext_op op = {.cmd = cmd, .arg1.mfn = mfn_x(m)};
     uint32_t done = 0;
 
-    return pv_mmuext_op(v, &op, 1, &done, PV_DOMID_SELF);
+    return pv_mmuext_op(v, &op, 1, &done, DOMID_SELF);
 }
 
 static int cmp(const void *a, const void *b)

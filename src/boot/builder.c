@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "lib/range.h"
+#include "xen/xen.h"
 
-#define HC_IRET 23
 #define MAPPING_SLACK (512ULL << 10)
 #define MAPPING_ALIGN (4ULL << 20)
 
@@ -32,7 +32,7 @@ void boot_hypercall_stub(unsigned nr, uint8_t out[32])
     unsigned i = 0;
 
     memset(out, 0xcc, 32); /* never executed: callers enter at +0 only */
-    if (nr == HC_IRET) {
+    if (nr == __HYPERVISOR_iret) {
         out[i++] = 0x51;                   /* push %rcx */
         out[i++] = 0x41, out[i++] = 0x53;  /* push %r11 */
         out[i++] = 0x50;                   /* push %rax */
@@ -43,7 +43,7 @@ void boot_hypercall_stub(unsigned nr, uint8_t out[32])
     out[i++] = 0;
     out[i++] = 0;
     out[i++] = 0xcd, out[i++] = BOOT_HYPERCALL_VECTOR; /* int $4 */
-    if (nr == HC_IRET)
+    if (nr == __HYPERVISOR_iret)
         out[i++] = 0x0f, out[i++] = 0x0b;  /* ud2: iret never returns */
     else
         out[i++] = 0xc3;                   /* ret */
@@ -137,7 +137,7 @@ static int set_m2p(struct pv_vcpu *v, const mfn_t *p2m, uint64_t nr)
             req[i].val = base + i;
         }
         do
-            rc = pv_mmu_update(v, req, n, &done, PV_DOMID_SELF);
+            rc = pv_mmu_update(v, req, n, &done, DOMID_SELF);
         while (rc == -ERESTART);
         if (rc < 0)
             return rc;
@@ -176,21 +176,7 @@ static void fill_start_info(struct pv_domain *d, const mfn_t *p2m,
                             const struct boot_params *p,
                             const struct layout *l, struct boot_result *r)
 {
-    struct start_info_fields {
-        char magic[32];
-        uint64_t nr_pages, shared_info;
-        uint32_t flags, pad0;
-        uint64_t store_mfn;
-        uint32_t store_evtchn, pad1;
-        uint64_t console_mfn;
-        uint32_t console_evtchn, pad2;
-        uint64_t pt_base, nr_pt_frames, mfn_list, mod_start, mod_len;
-        char cmd_line[1024];
-        uint64_t first_p2m_pfn, nr_p2m_frames;
-    } *si = pfn_ptr(d, p2m, l->si_pfn);
-    BUILD_BUG_ON(sizeof(*si) != 1168);
-    BUILD_BUG_ON(offsetof(struct start_info_fields, pt_base) != 88);
-    BUILD_BUG_ON(offsetof(struct start_info_fields, cmd_line) != 128);
+    struct start_info *si = pfn_ptr(d, p2m, l->si_pfn);
 
     snprintf(si->magic, sizeof(si->magic), "xen-3.0-x86_64");
     si->nr_pages = p->nr_pages;
@@ -268,13 +254,13 @@ int boot_build(struct pv_domain *d, struct pv_vcpu *v0,
     /* Validate and pin through the pv code, then make it vCPU 0's base. */
     {
         struct mmuext_op ops[2] = {
-            {.cmd = MMUEXT_PIN_L4_TABLE, .arg1 = mfn_x(r->l4)},
-            {.cmd = MMUEXT_NEW_BASEPTR, .arg1 = mfn_x(r->l4)},
+            {.cmd = MMUEXT_PIN_L4_TABLE, .arg1.mfn = mfn_x(r->l4)},
+            {.cmd = MMUEXT_NEW_BASEPTR, .arg1.mfn = mfn_x(r->l4)},
         };
         uint32_t done = 0;
 
         do
-            rc = pv_mmuext_op(v0, ops, 2, &done, PV_DOMID_SELF);
+            rc = pv_mmuext_op(v0, ops, 2, &done, DOMID_SELF);
         while (rc == -ERESTART);
         if (rc < 0) {
             fail(r, rc, "pinning the bootstrap L4 (op %u): %s", done,

@@ -12,21 +12,10 @@
 
 #include "hv/hv_internal.h"
 #include "pv/pv.h"
+#include "xen/xen.h"
 
 #define MMU_CHUNK 128
 #define EXTENT_CHUNK 256
-#define XEN_DOMID_SELF 0x7FF0U
-
-/* The guest's struct xen_memory_reservation (Xen's x86-64 layout). */
-struct guest_reservation {
-    uint64_t extent_start;
-    uint64_t nr_extents;
-    uint32_t extent_order;
-    uint32_t mem_flags;
-    uint16_t domid;
-    uint16_t pad[3];
-};
-BUILD_BUG_ON(sizeof(struct guest_reservation) != 32);
 
 uint64_t hc_pv_base(struct pvcpu *pc, bool user)
 {
@@ -36,12 +25,12 @@ uint64_t hc_pv_base(struct pvcpu *pc, bool user)
 
 int hc_pv_set_base(struct pvcpu *pc, uint64_t mfn)
 {
-    struct mmuext_op op = {.cmd = MMUEXT_NEW_BASEPTR, .arg1 = mfn};
+    struct mmuext_op op = {.cmd = MMUEXT_NEW_BASEPTR, .arg1.mfn = mfn};
     uint32_t done = 0;
     int rc;
 
     do
-        rc = pv_mmuext_op(pc->pv, &op, 1, &done, PV_DOMID_SELF);
+        rc = pv_mmuext_op(pc->pv, &op, 1, &done, DOMID_SELF);
     while (rc == -ERESTART);
     return rc;
 }
@@ -105,7 +94,7 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn,
         if (a[2] && gm_copy_from(pc, &done_total, a[2], 4) < 0)
             return -EFAULT;
     }
-    if ((uint32_t)a[3] != XEN_DOMID_SELF && (uint32_t)a[3] != pc->d->id)
+    if ((uint32_t)a[3] != DOMID_SELF && (uint32_t)a[3] != pc->d->id)
         return -ESRCH;
     while (count > 0 || reissue) {
         uint32_t n = MIN(count, (uint32_t)MMU_CHUNK), done = 0;
@@ -118,7 +107,7 @@ static long batch(struct pvcpu *pc, uint64_t a[6], size_t size, batch_fn fn,
             break;
         }
         for (;;) {
-            rc = fn(pc->pv, buf, n, &done, PV_DOMID_SELF);
+            rc = fn(pc->pv, buf, n, &done, DOMID_SELF);
             if (rc != -ERESTART || preempt_now(pc))
                 break;
         }
@@ -192,7 +181,7 @@ long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6])
 
 static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
 {
-    struct guest_reservation g;
+    struct xen_memory_reservation g;
     uint64_t ext[EXTENT_CHUNK];
     uint64_t start = a[0] >> MEMOP_EXTENT_SHIFT;
 
@@ -200,7 +189,7 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
         return -EFAULT;
     if (g.nr_extents > (~0U >> MEMOP_EXTENT_SHIFT) || start > g.nr_extents)
         return (long)start; /* Xen: a malformed request is "start done" */
-    if (g.domid != XEN_DOMID_SELF && g.domid != pc->d->id)
+    if (g.domid != DOMID_SELF && g.domid != pc->d->id)
         return -ESRCH;
     if (g.extent_order > PV_MAX_EXTENT_ORDER)
         return (long)start;
@@ -210,7 +199,7 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
         struct pv_reservation r = {
             .extent_start = ext, .nr_extents = n,
             .extent_order = g.extent_order, .mem_flags = g.mem_flags,
-            .domid = PV_DOMID_SELF,
+            .domid = DOMID_SELF,
         };
         unsigned long cmd = op;
         bool refused = false;
@@ -280,7 +269,7 @@ long hc_memory_op(struct pvcpu *pc, uint64_t a[6])
     case 4: /* XENMEM_maximum_reservation */
         if (gm_copy_from(pc, &domid, a[1], 2) < 0)
             return -EFAULT;
-        if (domid != XEN_DOMID_SELF && domid != pc->d->id)
+        if (domid != DOMID_SELF && domid != pc->d->id)
             return -ESRCH;
         if (op == 3)
             return (long)frames_domain_tot(&pc->d->hv->frames, pc->d->id);

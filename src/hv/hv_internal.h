@@ -3,10 +3,9 @@
  * structures, guest-memory access, the hypercall table.  Never leaves the
  * folder.
  *
- * Headers: include/xen/xen.h and pv/pv.h both define mmu_update and
- * mmuext_op, so no file includes both: this header includes neither
- * (pv objects are reached through pointers); hc_mm.c, wpt.c and domain.c
- * speak pv.h, the others xen.h.
+ * Headers: this header includes neither include/xen/xen.h nor pv/pv.h
+ * (pv objects are reached through pointers); pv.h takes the hypercall ABI
+ * from xen.h, so a file may include both.
  */
 #ifndef MEMVISOR_HV_HV_INTERNAL_H
 #define MEMVISOR_HV_HV_INTERNAL_H

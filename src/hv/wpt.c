@@ -99,7 +99,7 @@ int wpt_emulate(struct pvcpu *pc, uint64_t cr2)
     req.ptr = maddr | MMU_NORMAL_PT_UPDATE;
     req.val = val;
     do
-        rc = pv_mmu_update(pc->pv, &req, 1, &done, PV_DOMID_SELF);
+        rc = pv_mmu_update(pc->pv, &req, 1, &done, DOMID_SELF);
     while (rc == -ERESTART);
     if (rc < 0)
         return rc;

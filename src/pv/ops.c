@@ -215,7 +215,7 @@ static int mmu_machphys(struct pv_vcpu *v, uint64_t ptr, uint64_t pfn)
 
 static bool own_domain(const struct pv_domain *d, domid_t dom)
 {
-    return dom == PV_DOMID_SELF || dom == d->id;
+    return dom == DOMID_SELF || dom == d->id;
 }
 
 static int mmu_one(struct pv_vcpu *v, const void *reqs, uint32_t i)
@@ -415,7 +415,7 @@ static int page_op(struct pv_vcpu *v, mfn_t dst, const mfn_t *src)
 
 static int mmuext_one(struct pv_vcpu *v, const struct mmuext_op *op)
 {
-    mfn_t mfn = _mfn(op->arg1);
+    mfn_t mfn = _mfn(op->arg1.mfn);
 
     switch (op->cmd) {
     case MMUEXT_PIN_L1_TABLE:
@@ -429,18 +429,20 @@ static int mmuext_one(struct pv_vcpu *v, const struct mmuext_op *op)
         return new_base(v, &v->base, mfn, false);
     case MMUEXT_NEW_USER_BASEPTR:
         /* Xen's ABI: mfn 0 means "no user base". */
-        return new_base(v, &v->user_base, op->arg1 ? mfn : INVALID_MFN, true);
+        return new_base(v, &v->user_base, op->arg1.mfn ? mfn : INVALID_MFN, true);
     case MMUEXT_SET_LDT:
-        if ((op->arg1 & ~PAGE_MASK) || op->arg2 > PV_LDT_MAX_ENTS ||
-            !guest_range_ok(op->arg1, op->arg2 * 8))
+        if ((op->arg1.linear_addr & ~PAGE_MASK) ||
+            op->arg2.nr_ents > PV_LDT_MAX_ENTS ||
+            !guest_range_ok(op->arg1.linear_addr,
+                            (uint64_t)op->arg2.nr_ents * 8))
             return -EINVAL;
-        v->ldt_base = op->arg1;
-        v->ldt_ents = (uint32_t)op->arg2;
+        v->ldt_base = op->arg1.linear_addr;
+        v->ldt_ents = op->arg2.nr_ents;
         return 0;
     case MMUEXT_CLEAR_PAGE:
         return page_op(v, mfn, NULL);
     case MMUEXT_COPY_PAGE: {
-        mfn_t src = _mfn(op->arg2);
+        mfn_t src = _mfn(op->arg2.src_mfn);
 
         return page_op(v, mfn, &src);
     }

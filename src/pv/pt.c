@@ -180,6 +180,40 @@ static bool entries_hold_refs(const uint64_t *pt, unsigned level, unsigned n)
 
 /* ------------------------------------------------------------ promote */
 
+/* Record a (de)validation's progress point and its partial flags. */
+static void set_progress(struct frame *pg, unsigned nr, unsigned pf)
+{
+    pg->nr_validated = (uint16_t)nr;
+    pg->partial_flags = (uint8_t)pf;
+}
+
+/*
+ * The state shared by promote_ln() and demote_ln(): the frame, its
+ * entries, whether this call resumes, and the preemption flag for the
+ * children.  A fresh call starts its progress point at fresh_nr.
+ */
+struct pt_walk {
+    struct frame *pg;
+    uint64_t *pt;
+    bool resume;
+    unsigned ptf;
+};
+
+static struct pt_walk pt_walk_begin(struct pv_domain *d, mfn_t mfn,
+                                    unsigned vflags, unsigned fresh_nr)
+{
+    struct pt_walk w = {
+        .pg = frames_get_frame(d->f, mfn),
+        .pt = pv_table(d, mfn),
+        .resume = vflags & FRAME_TF_RESUME,
+        .ptf = (vflags & FRAME_TF_PREEMPTIBLE) ? PTF_PREEMPTIBLE : 0,
+    };
+
+    if (!w.resume)
+        set_progress(w.pg, fresh_nr, 0);
+    return w;
+}
+
 static int promote_l1(struct pv_vcpu *v, mfn_t mfn)
 {
     uint64_t *pt = pv_table(v->d, mfn);
@@ -210,17 +244,14 @@ static int promote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
                       unsigned vflags)
 {
     struct pv_domain *d = v->d;
-    struct frame *pg = frames_get_frame(d->f, mfn);
-    uint64_t *pt = pv_table(d, mfn);
-    bool resume = vflags & FRAME_TF_RESUME;
-    unsigned ptf = (vflags & FRAME_TF_PREEMPTIBLE) ? PTF_PREEMPTIBLE : 0;
+    struct pt_walk w = pt_walk_begin(d, mfn, vflags, 0);
+    struct frame *pg = w.pg;
+    uint64_t *pt = w.pt;
+    bool resume = w.resume;
+    unsigned ptf = w.ptf;
     unsigned start, pf, i;
     int rc = 0;
 
-    if (!resume) {
-        pg->nr_validated = 0;
-        pg->partial_flags = 0;
-    }
     start = pg->nr_validated;
     pf = pg->partial_flags;
     for (i = start; i < PT_ENTRIES; i++, pf = 0) {
@@ -238,8 +269,7 @@ static int promote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
 
         if (rc == -ERESTART) {
             /* The child is partial; our entry keeps a general ref on it. */
-            pg->nr_validated = (uint16_t)i;
-            pg->partial_flags = PTF_PARTIAL_SET;
+            set_progress(pg, i, PTF_PARTIAL_SET);
             if (d->rules.no_partial_ref) {
                 /* Test-only: the pre-XSA-299 rule. */
                 frame_put(d->f, child);
@@ -250,13 +280,11 @@ static int promote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
         if (rc == -EINTR) {
             if (!resume && i == 0)
                 return rc;
-            pg->nr_validated = (uint16_t)i;
-            pg->partial_flags = (uint8_t)pf;
+            set_progress(pg, i, pf);
             return -ERESTART;
         }
         /* Invalid entry i. */
-        pg->nr_validated = (uint16_t)i;
-        pg->partial_flags = (uint8_t)pf;
+        set_progress(pg, i, pf);
         if (mfn_eq(v->old_table, child)) {
             /* The child's own tear-down was queued: take over its ref. */
             pg->partial_flags = PTF_PARTIAL_SET;
@@ -277,8 +305,7 @@ static int promote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
         for (i = 0; i < PV_HV_L4_NR; i++)
             __atomic_store_n(&pt[PV_HV_L4_FIRST + i], d->hv_l4[i],
                              __ATOMIC_RELAXED);
-    pg->nr_validated = PT_ENTRIES;
-    pg->partial_flags = 0;
+    set_progress(pg, PT_ENTRIES, 0);
     return 0;
 }
 
@@ -301,18 +328,14 @@ static int demote_l1(struct pv_vcpu *v, mfn_t mfn)
 static int demote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
                      unsigned vflags)
 {
-    struct pv_domain *d = v->d;
-    struct frame *pg = frames_get_frame(d->f, mfn);
-    uint64_t *pt = pv_table(d, mfn);
-    bool resume = vflags & FRAME_TF_RESUME;
-    unsigned ptf = (vflags & FRAME_TF_PREEMPTIBLE) ? PTF_PREEMPTIBLE : 0;
+    struct pt_walk w = pt_walk_begin(v->d, mfn, vflags, PT_ENTRIES);
+    struct frame *pg = w.pg;
+    uint64_t *pt = w.pt;
+    bool resume = w.resume;
+    unsigned ptf = w.ptf;
     unsigned pf;
     int i, start, rc;
 
-    if (!resume) {
-        pg->nr_validated = PT_ENTRIES;
-        pg->partial_flags = 0;
-    }
     pf = pg->partial_flags;
     start = (int)pg->nr_validated - !(pf & PTF_PARTIAL_SET);
     for (i = start; i >= 0; i--, pf = 0) {
@@ -328,19 +351,16 @@ static int demote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
         if (rc == 0)
             continue;
         if (rc == -ERESTART) {
-            pg->nr_validated = (uint16_t)i;
-            pg->partial_flags = PTF_PARTIAL_SET;
+            set_progress(pg, (unsigned)i, PTF_PARTIAL_SET);
             return rc;
         }
         /* -EINTR: entry i still holds what it held. */
-        pg->nr_validated = (uint16_t)(i + !(pf & PTF_PARTIAL_SET));
-        pg->partial_flags = (uint8_t)pf;
+        set_progress(pg, (unsigned)i + !(pf & PTF_PARTIAL_SET), pf);
         if (!resume && i == start)
             return -EINTR;
         return -ERESTART;
     }
-    pg->nr_validated = 0;
-    pg->partial_flags = 0;
+    set_progress(pg, 0, 0);
     return 0;
 }
 

@@ -74,10 +74,9 @@
 #include "frame/frame.h"
 #include "lib/compiler.h"
 #include "lib/types.h"
+#include "xen/xen.h"
 
 /* ------------------------------------------------------------------ ABI */
-
-#define PV_DOMID_SELF ((domid_t)0x7FF0) /* Xen's DOMID_SELF */
 
 /* Page-table entry bits (x86-64). */
 #define PTE_P (1ULL << 0)
@@ -102,50 +101,12 @@ static inline mfn_t pte_mfn(uint64_t e)
     return _mfn((e & PTE_ADDR_MASK) >> PAGE_SHIFT);
 }
 
-/* mmu_update: Xen's struct mmu_update and commands (ptr & 7). */
-struct mmu_update {
-    uint64_t ptr; /* machine address of the entry | command */
-    uint64_t val; /* new entry, or the pfn for MMU_MACHPHYS_UPDATE */
-};
-#define MMU_NORMAL_PT_UPDATE 0
-#define MMU_MACHPHYS_UPDATE 1
-#define MMU_PT_UPDATE_PRESERVE_AD 2
-#define MMU_PT_UPDATE_NO_TRANSLATE 3 /* = normal for a PV page-table owner */
-#define MMU_UPDATE_PREEMPTED (~(~0U >> 1)) /* ABI flag of count (hv layer) */
-
-/* mmuext_op: Xen's struct mmuext_op (24 bytes on x86-64) and commands. */
-struct mmuext_op {
-    uint32_t cmd;
-    uint32_t pad;
-    uint64_t arg1; /* mfn | linear_addr */
-    uint64_t arg2; /* nr_ents | vcpumask | src_mfn */
-};
-BUILD_BUG_ON(sizeof(struct mmuext_op) != 24);
-#define MMUEXT_PIN_L1_TABLE 0
-#define MMUEXT_PIN_L2_TABLE 1
-#define MMUEXT_PIN_L3_TABLE 2
-#define MMUEXT_PIN_L4_TABLE 3
-#define MMUEXT_UNPIN_TABLE 4
-#define MMUEXT_NEW_BASEPTR 5
-#define MMUEXT_TLB_FLUSH_LOCAL 6
-#define MMUEXT_INVLPG_LOCAL 7
-#define MMUEXT_TLB_FLUSH_MULTI 8
-#define MMUEXT_INVLPG_MULTI 9
-#define MMUEXT_TLB_FLUSH_ALL 10
-#define MMUEXT_INVLPG_ALL 11
-#define MMUEXT_FLUSH_CACHE 12
-#define MMUEXT_SET_LDT 13
-#define MMUEXT_NEW_USER_BASEPTR 15
-#define MMUEXT_CLEAR_PAGE 16
-#define MMUEXT_COPY_PAGE 17
+/*
+ * The hypercall ABI (struct mmu_update, struct mmuext_op, MMU_*, MMUEXT_*,
+ * UVMF_*, XENMEM_*, MEMOP_*, DOMID_SELF) comes from xen/xen.h.
+ */
 #define PV_LDT_MAX_ENTS 8192
 
-/* memory_op reservations: Xen's command numbers and encoding. */
-#define XENMEM_increase_reservation 0
-#define XENMEM_decrease_reservation 1
-#define XENMEM_populate_physmap 6
-#define MEMOP_EXTENT_SHIFT 6 /* cmd >> 6 = start extent (continuation) */
-#define MEMOP_CMD_MASK ((1UL << MEMOP_EXTENT_SHIFT) - 1)
 #define PV_MAX_EXTENT_ORDER 9 /* a domU's limit, as Xen's default */
 
 /*
@@ -159,17 +120,8 @@ struct pv_reservation {
     uint64_t nr_extents;
     uint32_t extent_order;
     uint32_t mem_flags; /* accepted, ignored (address bits, node) */
-    domid_t domid;      /* PV_DOMID_SELF or the domain's own id */
+    domid_t domid;      /* DOMID_SELF or the domain's own id */
 };
-
-/* update_va_mapping flags (UVMF_*): the flush requests are accepted. */
-#define UVMF_NONE 0
-#define UVMF_TLB_FLUSH 1
-#define UVMF_INVLPG 2
-#define UVMF_FLUSHTYPE_MASK 3
-#define UVMF_MULTI 0
-#define UVMF_LOCAL 0
-#define UVMF_ALL 4
 
 /* Page-frame info: Xen's XEN_DOMCTL_PFINFO_* (type in bits 31..28). */
 #define PV_PFINFO_LTAB_SHIFT 28
@@ -318,7 +270,7 @@ int __must_check pv_drain(struct pv_vcpu *v);
  * -ERESTART also comes when a deferred put is pending (an L2..L4 entry
  * replaced, a preempted unpin): the re-issue drains it first (P5), and a
  * result held back for the drain is returned by the re-issue.
- * foreigndom: PV_DOMID_SELF or the own id (bits 15..0), 0 in bits 31..16.
+ * foreigndom: DOMID_SELF or the own id (bits 15..0), 0 in bits 31..16.
  */
 int __must_check pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,
                                uint32_t count, uint32_t *pdone,

@@ -62,9 +62,9 @@ void pvenv_check(struct pvenv *e)
 
 int pvenv_ext1(struct pv_vcpu *v, unsigned cmd, uint64_t arg, uint32_t *done)
 {
-    struct mmuext_op op = {.cmd = cmd, .arg1 = arg};
+    struct mmuext_op op = {.cmd = cmd, .arg1.mfn = arg};
 
-    return pv_mmuext_op(v, &op, 1, done, PV_DOMID_SELF);
+    return pv_mmuext_op(v, &op, 1, done, DOMID_SELF);
 }
 
 int pvenv_upd1(struct pv_vcpu *v, mfn_t table, unsigned idx, uint64_t val,
@@ -75,7 +75,7 @@ int pvenv_upd1(struct pv_vcpu *v, mfn_t table, unsigned idx, uint64_t val,
         .val = val,
     };
 
-    return pv_mmu_update(v, &u, 1, done, PV_DOMID_SELF);
+    return pv_mmu_update(v, &u, 1, done, DOMID_SELF);
 }
 
 int pvenv_ext(struct pvenv *e, struct pv_vcpu *v, unsigned cmd, uint64_t arg)

@@ -244,7 +244,7 @@ static void test_pin_twice_and_foreign(void **state)
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L2_TABLE,
                                E.f.nr_frames + 1), -EINVAL);
     assert_int_equal(pvenv_ext(&E, &E.v[0], 99, 0), -ENOSYS);
-    op.arg1 = mfn_x(l3);
+    op.arg1.mfn = mfn_x(l3);
     assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, OTHER), -EPERM);
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_TLB_FLUSH_ALL, 0), 0);
     pvenv_check(&E);
@@ -351,7 +351,7 @@ static void test_mmu_update_commands(void **state)
     u[0] = (struct mmu_update){(mfn_x(l1) << 12) + 9 * 8 +
                                    MMU_PT_UPDATE_PRESERVE_AD,
                                pvenv_pte(p, PTE_P | PTE_US)};
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF), 0);
     assert_true(e[9] == pvenv_pte(p, PTE_P | PTE_US | PTE_A | PTE_D));
     /* Flag-only changes take the fast path: counts unchanged. */
     assert_int_equal(pvenv_upd(&E, &E.v[0], l1, 9,
@@ -360,16 +360,16 @@ static void test_mmu_update_commands(void **state)
     /* Machphys update. */
     u[0] = (struct mmu_update){(mfn_x(q) << 12) + MMU_MACHPHYS_UPDATE, 0x1234};
     done = 0;
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF), 0);
     assert_true(atomic_load(&E.d.m2p[mfn_x(q)]) == 0x1234);
     u[0].ptr = (mfn_x(pvenv_page_of(&E, OTHER)) << 12) + MMU_MACHPHYS_UPDATE;
     done = 0;
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, PV_DOMID_SELF),
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF),
                      -EINVAL);
     /* Unknown command, foreign domain. */
     u[0].ptr = (mfn_x(l1) << 12) + 5;
     done = 0;
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, PV_DOMID_SELF),
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF),
                      -ENOSYS);
     assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, OTHER), -EPERM);
     assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, 1u << 16), -EPERM);
@@ -379,7 +379,7 @@ static void test_mmu_update_commands(void **state)
                                pvenv_pte(q, RW_ | PTE_PCD)};
     u[2] = (struct mmu_update){(mfn_x(l1) << 12) + 12 * 8, pvenv_pte(q, RW_)};
     done = 0;
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, PV_DOMID_SELF),
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, DOMID_SELF),
                      -EINVAL);
     assert_int_equal(done, 1);
     pvenv_check(&E);
@@ -387,11 +387,11 @@ static void test_mmu_update_commands(void **state)
     u[1].val = pvenv_pte(q, PTE_P);
     done = 1;
     pv_vcpu_set_preempt(&E.v[0], 1, true);
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, PV_DOMID_SELF),
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, DOMID_SELF),
                      -ERESTART);
     assert_int_equal(done, 2);
     pvenv_check(&E);
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, DOMID_SELF), 0);
     assert_int_equal(done, 3);
     pv_vcpu_set_preempt(&E.v[0], 0, false);
     pvenv_check(&E);
@@ -500,7 +500,7 @@ static void test_memory_op(void **state)
 {
     uint64_t ext[8];
     struct pv_reservation r = {.extent_start = ext, .nr_extents = 4,
-                               .extent_order = 0, .domid = PV_DOMID_SELF};
+                               .extent_order = 0, .domid = DOMID_SELF};
     unsigned long cmd;
     long n;
     uint64_t before;
@@ -617,13 +617,14 @@ static void test_relinquish(void **state)
 /* SET_LDT, CLEAR_PAGE, COPY_PAGE. */
 static void test_mmuext_misc(void **state)
 {
-    struct mmuext_op op = {.cmd = MMUEXT_SET_LDT, .arg1 = 0x10000, .arg2 = 16};
+    struct mmuext_op op = {.cmd = MMUEXT_SET_LDT, .arg1.linear_addr = 0x10000,
+                           .arg2.nr_ents = 16};
     uint32_t done = 0;
     mfn_t a, b, l1;
 
     (void)state;
     pvenv_init(&E, 64);
-    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), 0);
     assert_true(E.v[0].ldt_base == 0x10000 && E.v[0].ldt_ents == 16);
     static const uint64_t bad_ldt[][2] = {
         {0x10008, 1},                       /* not page aligned */
@@ -634,39 +635,39 @@ static void test_mmuext_misc(void **state)
         {0xFFFFFFFFFFFFF000ULL, 1024},      /* wraps */
     };
     for (unsigned i = 0; i < ARRAY_SIZE(bad_ldt); i++) {
-        op.arg1 = bad_ldt[i][0];
-        op.arg2 = bad_ldt[i][1];
+        op.arg1.linear_addr = bad_ldt[i][0];
+        op.arg2.nr_ents = (uint32_t)bad_ldt[i][1];
         done = 0;
-        assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+        assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF),
                          -EINVAL);
     }
-    op.arg1 = 0xFFFF880000000000ULL; /* first guest address above them */
-    op.arg2 = PV_LDT_MAX_ENTS;
+    op.arg1.linear_addr = 0xFFFF880000000000ULL; /* first guest address above them */
+    op.arg2.nr_ents = PV_LDT_MAX_ENTS;
     done = 0;
-    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), 0);
     /* Copy and clear need the destination writable. */
     a = pvenv_page(&E);
     b = pvenv_page(&E);
     l1 = pvenv_page(&E);
     memset(pvenv_pt(&E, a), 0x5A, PAGE_SIZE);
-    op = (struct mmuext_op){.cmd = MMUEXT_COPY_PAGE, .arg1 = mfn_x(b),
-                            .arg2 = mfn_x(a)};
+    op = (struct mmuext_op){.cmd = MMUEXT_COPY_PAGE, .arg1.mfn = mfn_x(b),
+                            .arg2.src_mfn = mfn_x(a)};
     done = 0;
-    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), 0);
     assert_int_equal(memcmp(pvenv_pt(&E, a), pvenv_pt(&E, b), PAGE_SIZE), 0);
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_CLEAR_PAGE, mfn_x(a)), 0);
     assert_true(pvenv_pt(&E, a)[100] == 0);
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE, mfn_x(l1)), 0);
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_CLEAR_PAGE, mfn_x(l1)),
                      -EINVAL);
-    op.arg1 = mfn_x(l1);
+    op.arg1.mfn = mfn_x(l1);
     done = 0;
-    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF),
                      -EINVAL);
-    op.arg1 = mfn_x(b);
-    op.arg2 = mfn_x(pvenv_page_of(&E, OTHER));
+    op.arg1.mfn = mfn_x(b);
+    op.arg2.src_mfn = mfn_x(pvenv_page_of(&E, OTHER));
     done = 0;
-    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, PV_DOMID_SELF),
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF),
                      -EINVAL);
     pvenv_check(&E);
     pvenv_fini(&E);
@@ -766,7 +767,7 @@ static void test_mark_dirty(void **state)
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_UNPIN_TABLE, mfn_x(l2)), 0);
     assert_int_equal(dirty_calls, 4);
     u = (struct mmu_update){(mfn_x(l1) << 12) + MMU_MACHPHYS_UPDATE, 7};
-    assert_int_equal(pv_mmu_update(&E.v[0], &u, 1, &done, PV_DOMID_SELF), 0);
+    assert_int_equal(pv_mmu_update(&E.v[0], &u, 1, &done, DOMID_SELF), 0);
     assert_int_equal(dirty_calls, 5);
     E.d.hooks.mark_dirty = NULL;
     pvenv_fini(&E);

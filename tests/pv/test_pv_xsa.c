@@ -132,7 +132,7 @@ static void xsa299_freed_child(struct pv_rules rules, bool off)
     struct s299 s;
     uint64_t ext;
     struct pv_reservation r = {.extent_start = &ext, .nr_extents = 1,
-                               .domid = PV_DOMID_SELF};
+                               .domid = DOMID_SELF};
     unsigned long cmd = XENMEM_decrease_reservation;
     mfn_t m;
     bool reassigned = false;

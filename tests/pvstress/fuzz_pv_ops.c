@@ -124,7 +124,7 @@ static void decode(struct world *w, unsigned d, unsigned v, unsigned op,
         break;
     case 13:
         call_ext(c, MMUEXT_COPY_PAGE, frame(w, d, next(in)));
-        c->ext[0].arg2 = mfn_x(frame(w, d, next(in)));
+        c->ext[0].arg2.src_mfn = mfn_x(frame(w, d, next(in)));
         break;
     default:
         c->kind = CALL_UVA;

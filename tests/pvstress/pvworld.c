@@ -162,7 +162,7 @@ void call_mmu(struct call *c, mfn_t table, unsigned idx, unsigned cmd,
 void call_ext(struct call *c, unsigned cmd, mfn_t mfn)
 {
     c->kind = CALL_MMUEXT;
-    c->ext[c->count] = (struct mmuext_op){.cmd = cmd, .arg1 = mfn_x(mfn)};
+    c->ext[c->count] = (struct mmuext_op){.cmd = cmd, .arg1.mfn = mfn_x(mfn)};
     c->count++;
 }
 
@@ -172,7 +172,7 @@ void call_mem(struct call *c, unsigned cmd, uint32_t order, uint64_t extent)
     c->cmd = cmd;
     c->res.extent_start = c->extents;
     c->res.extent_order = order;
-    c->res.domid = PV_DOMID_SELF;
+    c->res.domid = DOMID_SELF;
     c->extents[c->count] = extent;
     c->in[c->count] = extent;
     c->count++;
@@ -188,7 +188,7 @@ bool world_pending(struct world *w, unsigned d, unsigned v)
 static void model_ext(struct world *w, unsigned d, unsigned v,
                       const struct mmuext_op *op)
 {
-    uint64_t m = op->arg1;
+    uint64_t m = op->arg1.mfn;
 
     if (m >= w->f.nr_frames)
         return;
@@ -298,12 +298,12 @@ int world_step(struct world *w, unsigned d, unsigned v, uint64_t preempt_n)
     pv_vcpu_set_preempt(vc, preempt_n, preempt_n != UINT64_MAX);
     switch (c->kind) {
     case CALL_MMU:
-        rc = pv_mmu_update(vc, c->mmu, c->count, &c->done, PV_DOMID_SELF);
+        rc = pv_mmu_update(vc, c->mmu, c->count, &c->done, DOMID_SELF);
         for (i = prev; i < c->done && i < c->count; i++)
             model_mmu(w, &c->mmu[i]);
         break;
     case CALL_MMUEXT:
-        rc = pv_mmuext_op(vc, c->ext, c->count, &c->done, PV_DOMID_SELF);
+        rc = pv_mmuext_op(vc, c->ext, c->count, &c->done, DOMID_SELF);
         for (i = prev; i < c->done && i < c->count; i++)
             model_ext(w, d, v, &c->ext[i]);
         break;

@@ -202,9 +202,9 @@ static void new_call(struct gen *g, unsigned d, unsigned v)
                 call_ext(c, cmd,
                          pick(g, cmd == MMUEXT_NEW_USER_BASEPTR ? 4 : 0));
                 if (cmd == MMUEXT_COPY_PAGE)
-                    c->ext[c->count - 1].arg2 = mfn_x(pick(g, -1));
+                    c->ext[c->count - 1].arg2.src_mfn = mfn_x(pick(g, -1));
                 if (cmd == MMUEXT_NEW_USER_BASEPTR && !rnd(g, 4))
-                    c->ext[c->count - 1].arg1 = 0; /* no user base */
+                    c->ext[c->count - 1].arg1.mfn = 0; /* no user base */
             }
         }
     } else if (r < 70) {
@@ -257,7 +257,7 @@ static void trace_call(struct world *w, uint64_t s, unsigned d, unsigned v,
                    (unsigned)((c->mmu[i].ptr & ~PAGE_MASK) >> 3),
                    (unsigned)(c->mmu[i].ptr & 7), c->mmu[i].val);
         else if (c->kind == CALL_MMUEXT)
-            printf(" [ext %u %#" PRIx64 "]", c->ext[i].cmd, c->ext[i].arg1);
+            printf(" [ext %u %#" PRIx64 "]", c->ext[i].cmd, c->ext[i].arg1.mfn);
         else if (c->kind == CALL_MEMORY)
             printf(" [mem %lu %#" PRIx64 " -> %#" PRIx64 "]", c->cmd, c->in[i],
                    after->extents[i]);

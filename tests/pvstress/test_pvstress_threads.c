@@ -99,8 +99,8 @@ static int issue(struct ctx *c, struct pv_vcpu *v, uint64_t *rng,
         pv_vcpu_set_preempt(
             v, test_rand_below(rng, 3) ? 0 : 1 + test_rand_below(rng, 600),
             true);
-        rc = u ? pv_mmu_update(v, u, 1, &done, PV_DOMID_SELF)
-               : pv_mmuext_op(v, op, 1, &done, PV_DOMID_SELF);
+        rc = u ? pv_mmu_update(v, u, 1, &done, DOMID_SELF)
+               : pv_mmuext_op(v, op, 1, &done, DOMID_SELF);
         if (rc == -ERESTART)
             c->preempted++;
     } while (rc == -ERESTART);
@@ -111,7 +111,7 @@ static int issue(struct ctx *c, struct pv_vcpu *v, uint64_t *rng,
 static int ext(struct ctx *c, struct pv_vcpu *v, uint64_t *rng, unsigned cmd,
                mfn_t m)
 {
-    struct mmuext_op op = {.cmd = cmd, .arg1 = mfn_x(m)};
+    struct mmuext_op op = {.cmd = cmd, .arg1.mfn = mfn_x(m)};
 
     return issue(c, v, rng, NULL, &op);
 }
@@ -264,7 +264,7 @@ static void populate(struct ctx *c)
 {
     uint64_t ext_[NR_SHARED];
     struct pv_reservation r = {
-        .extent_start = ext_, .nr_extents = NR_SHARED, .domid = PV_DOMID_SELF};
+        .extent_start = ext_, .nr_extents = NR_SHARED, .domid = DOMID_SELF};
     unsigned long cmd = XENMEM_populate_physmap;
     long n;
 

@@ -152,12 +152,12 @@ static void frames_table(struct demo *s)
 
 static int ext(struct pv_vcpu *v, unsigned cmd, mfn_t m)
 {
-    struct mmuext_op op = {.cmd = cmd, .arg1 = mfn_x(m)};
+    struct mmuext_op op = {.cmd = cmd, .arg1.mfn = mfn_x(m)};
     uint32_t done = 0;
     int rc;
 
     do {
-        rc = pv_mmuext_op(v, &op, 1, &done, PV_DOMID_SELF);
+        rc = pv_mmuext_op(v, &op, 1, &done, DOMID_SELF);
     } while (rc == -ERESTART);
     return rc;
 }
@@ -170,7 +170,7 @@ static int mmu(struct pv_vcpu *v, mfn_t table, unsigned idx, uint64_t val)
     int rc;
 
     do {
-        rc = pv_mmu_update(v, &u, 1, &done, PV_DOMID_SELF);
+        rc = pv_mmu_update(v, &u, 1, &done, DOMID_SELF);
     } while (rc == -ERESTART);
     return rc;
 }
@@ -184,7 +184,7 @@ static long populate(struct pv_vcpu *v, mfn_t *out, unsigned n)
 {
     uint64_t ext_[NR_D1];
     struct pv_reservation r = {
-        .extent_start = ext_, .nr_extents = n, .domid = PV_DOMID_SELF};
+        .extent_start = ext_, .nr_extents = n, .domid = DOMID_SELF};
     unsigned long cmd = XENMEM_populate_physmap;
     long done;
 
@@ -272,12 +272,12 @@ int main(void)
     printf("\na preempted unpin (the hook stops it every 600 entries):\n");
     {
         struct mmuext_op op = {.cmd = MMUEXT_UNPIN_TABLE,
-                               .arg1 = mfn_x(s.fr[P])};
+                               .arg1.mfn = mfn_x(s.fr[P])};
         uint32_t done = 0;
         unsigned issues = 0;
 
         pv_vcpu_set_preempt(&s.v1, 600, true);
-        rc = pv_mmuext_op(&s.v1, &op, 1, &done, PV_DOMID_SELF);
+        rc = pv_mmuext_op(&s.v1, &op, 1, &done, DOMID_SELF);
         issues++;
         row(&s, err(rc), "d1 vCPU0 mmuext UNPIN_TABLE P");
         printf("        the partial entry keeps its reference on the frame "
@@ -289,7 +289,7 @@ int main(void)
             "d1 vCPU1 pins A meanwhile (A is partial: "
             "resumes it)");
         audit(&s);
-        while (rc = pv_mmuext_op(&s.v1, &op, 1, &done, PV_DOMID_SELF),
+        while (rc = pv_mmuext_op(&s.v1, &op, 1, &done, DOMID_SELF),
                rc == -ERESTART)
             issues++;
         issues++;
@@ -312,7 +312,7 @@ int main(void)
     {
         uint64_t e = mfn_x(s.fr[X]);
         struct pv_reservation r = {
-            .extent_start = &e, .nr_extents = 1, .domid = PV_DOMID_SELF};
+            .extent_start = &e, .nr_extents = 1, .domid = DOMID_SELF};
         unsigned long cmd = XENMEM_decrease_reservation;
 
         do {
