@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -27,15 +28,28 @@ uint64_t test_scale(uint64_t n)
     return (uint64_t)((double)n * k) ?: 1;
 }
 
+/* Every line of the note becomes its own TAP comment line. */
 void test_note(const char *fmt, ...)
 {
     va_list ap;
+    char *text = NULL, *p, *nl;
+    int n;
 
-    printf("# ");
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    n = vasprintf(&text, fmt, ap);
     va_end(ap);
-    printf("\n");
+    if (n < 0) {
+        printf("# (note lost: out of memory)\n");
+        fflush(stdout);
+        return;
+    }
+    p = text;
+    do {
+        nl = strchr(p, '\n');
+        printf("# %.*s\n", (int)(nl ? nl - p : (long)strlen(p)), p);
+        p = nl ? nl + 1 : NULL;
+    } while (p && *p);
+    free(text);
     fflush(stdout);
 }
 
