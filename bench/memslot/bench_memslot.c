@@ -96,9 +96,10 @@ int main(void)
         uint64_t ioctls = f.ms.stats.ioctls, gets = f.dirty.stats.get_calls;
         for (int i = 0; i < N; i++) {
             uint64_t t = now_ns();
-            if (kvm_vm_set_memory_region(&f.vm->vm, 400, 0, gpa, (uint64_t)NPAGES << 12, hva) ||
-                kvm_vm_set_memory_region(&f.vm->vm, 400, KVM_MEM_LOG_DIRTY_PAGES, gpa,
+            if (kvm_vm_set_memory_region(&f.vm->vm, 400, 0, gpa,
                                          (uint64_t)NPAGES << 12, hva) ||
+                kvm_vm_set_memory_region(&f.vm->vm, 400, KVM_SLOT_LOG_DIRTY,
+                                         gpa, (uint64_t)NPAGES << 12, hva) ||
                 kvm_vm_set_memory_region(&f.vm->vm, 400, 0, gpa, 0, hva))
                 return 1;
             bare_ns[i] = (double)(now_ns() - t) / 3.0;

@@ -106,7 +106,7 @@ static void pv_type_changed(void *arg, mfn_t mfn, uint64_t old_type,
 static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
 {
     struct pvcpu *pc = &d->vcpus[i];
-    struct kvm_sregs sr;
+    struct kvm_vcpu_sregs sr;
     uint32_t idx[8];
     uint64_t val[8];
     unsigned n;
@@ -288,7 +288,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
                                     &ds)) < 0)
             goto fail;
         dirty_lock(&d->dirty);
-        r = kvm_vm_set_memory_region(&d->vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0,
+        r = kvm_vm_set_memory_region(&d->vm, 0, KVM_SLOT_LOG_DIRTY, 0,
                                      f->nr_frames * PAGE_SIZE, f->base);
         if (r == 0)
             dirty_slot_publish_locked(&d->dirty, ds);
@@ -314,7 +314,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     /* vCPU 0 starts in the guest kernel (ring 3), rsi = start_info. */
     {
         struct pvcpu *pc = &d->vcpus[0];
-        struct kvm_regs regs;
+        struct kvm_vcpu_regs regs;
         struct shim_frame to = {
             .rip = boot->entry, .cs = SHIM_SEL_CS3,
             .rflags = SHIM_RFLAGS_FIXED | SHIM_RFLAGS_IF,

@@ -44,8 +44,8 @@ struct pvcpu {
     bool fpu_ts;
 
     /* Per exit: the registers as read, and what to resume with. */
-    struct kvm_regs regs;
-    struct kvm_sregs sregs; /* valid when sregs_valid (pvcpu_sregs()) */
+    struct kvm_vcpu_regs regs;
+    struct kvm_vcpu_sregs sregs; /* valid when sregs_valid (pvcpu_sregs()) */
     bool sregs_valid;
     bool sregs_dirty;
     uint64_t cr3;           /* what CR3 holds: memvisor alone loads it */
@@ -62,7 +62,7 @@ struct pvcpu {
     uint64_t touch[SHIM_TOUCH_MAX];
     unsigned nr_touch;
     bool want_flush;              /* run the loop even with no entries */
-    struct kvm_regs touch_saved;  /* the guest's registers meanwhile */
+    struct kvm_vcpu_regs touch_saved; /* the guest's registers meanwhile */
 };
 
 struct domain {
@@ -134,7 +134,7 @@ int __must_check pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err,
 void pvcpu_load_cr3(struct pvcpu *pc);
 /* The segment and control registers, read from KVM on first use in an
  * exit (most exits need none); the caller sets sregs_dirty after a change. */
-struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc);
+struct kvm_vcpu_sregs *pvcpu_sregs(struct pvcpu *pc);
 /* Real/guest-visible selectors. */
 uint64_t pvcpu_guest_cs(const struct pvcpu *pc);
 void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);

@@ -98,7 +98,7 @@ static long hc_callback_op(struct pvcpu *pc, uint64_t a[6])
 
 static long hc_fpu_taskswitch(struct pvcpu *pc, uint64_t a[6])
 {
-    struct kvm_sregs *sr = pvcpu_sregs(pc);
+    struct kvm_vcpu_sregs *sr = pvcpu_sregs(pc);
 
     pc->fpu_ts = a[0] != 0;
     if (pc->fpu_ts)
@@ -188,7 +188,7 @@ static long hc_vm_assist(struct pvcpu *pc, uint64_t a[6])
 
 static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
 {
-    struct kvm_sregs *sr = pvcpu_sregs(pc);
+    struct kvm_vcpu_sregs *sr = pvcpu_sregs(pc);
 
     if (a[1] >= (1ULL << 47) && a[1] < 0xffff800000000000ULL)
         return -XEN_EINVAL; /* non-canonical */
@@ -271,7 +271,7 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
      * a kernel frame (RPL 0) or no user page tables stays in kernel mode. */
     to_user = (c.cs & 3) == 3 && hc_pv_base(pc, true) != ~0ULL;
     if (to_user && pc->kernel_mode) {
-        struct kvm_sregs *sr = pvcpu_sregs(pc);
+        struct kvm_vcpu_sregs *sr = pvcpu_sregs(pc);
 
         pc->gs_base_kernel = sr->gs.base;
         sr->gs.base = pc->gs_base_user;
@@ -302,8 +302,8 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
 {
     struct domain *d = pc->d;
     struct vcpu_guest_context *ctx;
-    struct kvm_regs regs;
-    struct kvm_sregs sregs;
+    struct kvm_vcpu_regs regs;
+    struct kvm_vcpu_sregs sregs;
     long rc;
 
     if (t->up)
@@ -543,7 +543,7 @@ int hv_domain_test_poke(struct domain *d, uint64_t va, const void *buf,
 
 void hypercall_dispatch(struct pvcpu *pc)
 {
-    struct kvm_regs *r = &pc->regs;
+    struct kvm_vcpu_regs *r = &pc->regs;
     unsigned nr = (unsigned)MIN(r->rax, 0xffffULL);
     uint64_t a[6] = {r->rdi, r->rsi, r->rdx, r->r10, r->r8, r->r9};
     long res;

@@ -88,7 +88,7 @@ uint64_t pvcpu_guest_cs(const struct pvcpu *pc)
     return pc->kernel_mode ? (FLAT_KERNEL_CS & ~3ULL) : FLAT_USER_CS;
 }
 
-struct kvm_sregs *pvcpu_sregs(struct pvcpu *pc)
+struct kvm_vcpu_sregs *pvcpu_sregs(struct pvcpu *pc)
 {
     if (!pc->sregs_valid) {
         if (kvm_vcpu_get_sregs(&pc->vcpu.kvm, &pc->sregs) < 0)
@@ -112,7 +112,7 @@ void pvcpu_load_cr3(struct pvcpu *pc)
 /* Enter guest kernel mode (from user mode): its page tables, its GS. */
 static void to_kernel_mode(struct pvcpu *pc)
 {
-    struct kvm_sregs *sr;
+    struct kvm_vcpu_sregs *sr;
 
     if (pc->kernel_mode)
         return;
@@ -365,19 +365,18 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
 {
     struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
     struct domain *d = opaque;
-    struct kvm_run *run = v->kvm.run;
+    struct kvm_exit ex;
     struct shim_event ev;
     int entry, r;
 
-    if (run->exit_reason != KVM_EXIT_IO) {
-        pvcpu_crash(pc, "unexpected exit %s",
-                    kvm_exit_reason_name(run->exit_reason));
+    kvm_vcpu_exit(&v->kvm, &ex);
+    if (ex.kind != KVM_XK_IO) {
+        pvcpu_crash(pc, "unexpected exit %s", kvm_exit_reason_name(ex.raw));
         return -EIO;
     }
-    entry = shim_port_entry(run->io.port, run->io.size,
-                            run->io.direction == KVM_EXIT_IO_OUT);
+    entry = shim_port_entry(ex.io.port, ex.io.size, ex.io.out);
     if (entry < 0) {
-        pvcpu_crash(pc, "port %#x access", run->io.port);
+        pvcpu_crash(pc, "port %#x access", ex.io.port);
         return -EIO;
     }
     if (kvm_vcpu_get_regs(&v->kvm, &pc->regs) < 0) {

@@ -40,7 +40,7 @@ static int modrm_len(const uint8_t *p, unsigned avail)
     return (int)len;
 }
 
-static uint64_t reg(const struct kvm_regs *r, unsigned n)
+static uint64_t reg(const struct kvm_vcpu_regs *r, unsigned n)
 {
     const uint64_t v[16] = {r->rax, r->rcx, r->rdx, r->rbx, r->rsp, r->rbp,
                             r->rsi, r->rdi, r->r8,  r->r9,  r->r10, r->r11,

@@ -5,6 +5,8 @@
 
 #include "lib/types.h"
 
+#include <linux/kvm.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +15,66 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+/* ---- kvm.h's mirrors of KVM's structures --------------------------------- */
+
+#define SAME_FIELD(a, b, f)                                                    \
+    _Static_assert(offsetof(struct a, f) == offsetof(struct b, f) &&           \
+                       sizeof(((struct a *)0)->f) ==                           \
+                           sizeof(((struct b *)0)->f),                         \
+                   #a "." #f)
+
+_Static_assert(sizeof(struct kvm_vcpu_regs) == sizeof(struct kvm_regs),
+               "kvm_vcpu_regs");
+SAME_FIELD(kvm_vcpu_regs, kvm_regs, rax);
+SAME_FIELD(kvm_vcpu_regs, kvm_regs, rsp);
+SAME_FIELD(kvm_vcpu_regs, kvm_regs, rbp);
+SAME_FIELD(kvm_vcpu_regs, kvm_regs, r8);
+SAME_FIELD(kvm_vcpu_regs, kvm_regs, r15);
+SAME_FIELD(kvm_vcpu_regs, kvm_regs, rip);
+SAME_FIELD(kvm_vcpu_regs, kvm_regs, rflags);
+_Static_assert(sizeof(struct kvm_vcpu_segment) == sizeof(struct kvm_segment),
+               "kvm_vcpu_segment");
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, base);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, limit);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, selector);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, type);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, present);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, dpl);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, db);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, s);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, l);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, g);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, avl);
+SAME_FIELD(kvm_vcpu_segment, kvm_segment, unusable);
+_Static_assert(sizeof(struct kvm_vcpu_dtable) == sizeof(struct kvm_dtable),
+               "kvm_vcpu_dtable");
+SAME_FIELD(kvm_vcpu_dtable, kvm_dtable, base);
+SAME_FIELD(kvm_vcpu_dtable, kvm_dtable, limit);
+_Static_assert(sizeof(struct kvm_vcpu_sregs) == sizeof(struct kvm_sregs),
+               "kvm_vcpu_sregs");
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, cs);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, ds);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, es);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, fs);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, gs);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, ss);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, tr);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, ldt);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, gdt);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, idt);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, cr0);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, cr2);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, cr3);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, cr4);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, cr8);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, efer);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, apic_base);
+SAME_FIELD(kvm_vcpu_sregs, kvm_sregs, interrupt_bitmap);
+_Static_assert(KVM_SLOT_LOG_DIRTY == KVM_MEM_LOG_DIRTY_PAGES, "slot flag");
+_Static_assert(KVM_SLOT_READONLY == KVM_MEM_READONLY, "slot flag");
+_Static_assert(KVM_SUBERROR_EMULATION == KVM_INTERNAL_ERROR_EMULATION,
+               "suberror");
 
 /* ---- the real operations ------------------------------------------------ */
 
@@ -464,25 +526,95 @@ int kvm_vcpu_run(struct kvm_vcpu *vcpu)
     return r < 0 ? r : 0;
 }
 
-int kvm_vcpu_get_regs(struct kvm_vcpu *vcpu, struct kvm_regs *r)
+void kvm_vcpu_exit(const struct kvm_vcpu *vcpu, struct kvm_exit *ex)
 {
-    return vcpu->vm->ops->regs(vcpu->fd, r, false);
+    struct kvm_run *run = vcpu->run;
+
+    memset(ex, 0, sizeof(*ex));
+    ex->raw = run->exit_reason;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        ex->kind = KVM_XK_IO;
+        ex->io.port = run->io.port;
+        ex->io.size = run->io.size;
+        ex->io.out = run->io.direction == KVM_EXIT_IO_OUT;
+        ex->io.count = run->io.count;
+        ex->io.data = (uint8_t *)run + run->io.data_offset;
+        break;
+    case KVM_EXIT_MMIO:
+        ex->kind = KVM_XK_MMIO;
+        ex->mmio.addr = run->mmio.phys_addr;
+        ex->mmio.len = run->mmio.len;
+        ex->mmio.is_write = run->mmio.is_write;
+        ex->mmio.data = run->mmio.data;
+        break;
+    case KVM_EXIT_HLT:
+        ex->kind = KVM_XK_HLT;
+        break;
+    case KVM_EXIT_SHUTDOWN:
+        ex->kind = KVM_XK_SHUTDOWN;
+        break;
+    case KVM_EXIT_INTERNAL_ERROR:
+        ex->kind = KVM_XK_INTERNAL_ERROR;
+        ex->internal.suberror = run->internal.suberror;
+        ex->internal.ndata = run->internal.ndata;
+        memcpy(ex->internal.data, run->internal.data,
+               MIN((size_t)run->internal.ndata, ARRAY_SIZE(ex->internal.data)) *
+                   sizeof(uint64_t));
+        break;
+    case KVM_EXIT_FAIL_ENTRY:
+        ex->kind = KVM_XK_FAIL_ENTRY;
+        ex->fail_entry.hardware_reason =
+            run->fail_entry.hardware_entry_failure_reason;
+        break;
+    case KVM_EXIT_DIRTY_RING_FULL:
+        ex->kind = KVM_XK_RING_FULL;
+        break;
+    case KVM_EXIT_INTR:
+        ex->kind = KVM_XK_INTR;
+        break;
+    case KVM_EXIT_UNKNOWN:
+        ex->kind = KVM_XK_UNKNOWN;
+        break;
+    default:
+        ex->kind = KVM_XK_OTHER;
+        break;
+    }
 }
 
-int kvm_vcpu_set_regs(struct kvm_vcpu *vcpu, const struct kvm_regs *r)
+int kvm_vcpu_get_regs(struct kvm_vcpu *vcpu, struct kvm_vcpu_regs *r)
 {
-    struct kvm_regs copy = *r;
+    struct kvm_regs k;
+    int rc = vcpu->vm->ops->regs(vcpu->fd, &k, false);
+
+    if (rc == 0)
+        memcpy(r, &k, sizeof(k));
+    return rc;
+}
+
+int kvm_vcpu_set_regs(struct kvm_vcpu *vcpu, const struct kvm_vcpu_regs *r)
+{
+    struct kvm_regs copy;
+
+    memcpy(&copy, r, sizeof(copy));
     return vcpu->vm->ops->regs(vcpu->fd, &copy, true);
 }
 
-int kvm_vcpu_get_sregs(struct kvm_vcpu *vcpu, struct kvm_sregs *s)
+int kvm_vcpu_get_sregs(struct kvm_vcpu *vcpu, struct kvm_vcpu_sregs *s)
 {
-    return vcpu->vm->ops->sregs(vcpu->fd, s, false);
+    struct kvm_sregs k;
+    int rc = vcpu->vm->ops->sregs(vcpu->fd, &k, false);
+
+    if (rc == 0)
+        memcpy(s, &k, sizeof(k));
+    return rc;
 }
 
-int kvm_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct kvm_sregs *s)
+int kvm_vcpu_set_sregs(struct kvm_vcpu *vcpu, const struct kvm_vcpu_sregs *s)
 {
-    struct kvm_sregs copy = *s;
+    struct kvm_sregs copy;
+
+    memcpy(&copy, s, sizeof(copy));
     return vcpu->vm->ops->sregs(vcpu->fd, &copy, true);
 }
 

@@ -4,10 +4,15 @@
  *
  * Owns: /dev/kvm (struct kvm_sys), one VM fd per domain (struct kvm_vm),
  * one fd, kvm_run mapping and optional dirty-ring mapping per vCPU
- * (struct kvm_vcpu).  This header is the only one that includes
- * <linux/kvm.h>; other modules see the KVM ABI structures (kvm_run,
- * kvm_regs, kvm_sregs, kvm_dirty_gfn, ...) only through it and never issue
- * an ioctl themselves.
+ * (struct kvm_vcpu).  Only src/kvm/kvm.c includes <linux/kvm.h>: this
+ * header is self-contained.  Other modules see memvisor's own mirrors of
+ * what they need -- registers (struct kvm_vcpu_regs, kvm_vcpu_sregs, same
+ * fields and layout as KVM's, converted inside kvm.c), a decoded exit
+ * (struct kvm_exit, kvm_vcpu_exit()), memory-slot flags (KVM_SLOT_*) --
+ * and never issue an ioctl themselves.  KVM's own structures appear here
+ * only as incomplete types: in struct kvm_ops (whose test doubles include
+ * <linux/kvm.h> themselves), the kvm_run and dirty-ring mappings, and the
+ * CPUID table, which callers pass along without looking inside.
  *
  * Operations table.  Every ioctl and mmap goes through a struct kvm_ops, one
  * function pointer per ioctl family.  kvm_ops_real() returns the table that
@@ -44,13 +49,112 @@
 #ifndef MEMVISOR_KVM_KVM_H
 #define MEMVISOR_KVM_KVM_H
 
-#include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "lib/compiler.h"
+
+/* KVM's ABI structures, complete only in kvm.c (and in test doubles of
+ * struct kvm_ops, which include <linux/kvm.h>). */
+struct kvm_run;
+struct kvm_dirty_gfn;
+struct kvm_cpuid2;
+struct kvm_enable_cap;
+struct kvm_userspace_memory_region;
+struct kvm_dirty_log;
+struct kvm_clear_dirty_log;
+struct kvm_regs;
+struct kvm_sregs;
+
+/* General-purpose registers: struct kvm_regs's fields, in its order. */
+struct kvm_vcpu_regs {
+    uint64_t rax, rbx, rcx, rdx;
+    uint64_t rsi, rdi, rsp, rbp;
+    uint64_t r8, r9, r10, r11;
+    uint64_t r12, r13, r14, r15;
+    uint64_t rip, rflags;
+};
+
+/* One segment register: struct kvm_segment's fields. */
+struct kvm_vcpu_segment {
+    uint64_t base;
+    uint32_t limit;
+    uint16_t selector;
+    uint8_t type;
+    uint8_t present, dpl, db, s, l, g, avl;
+    uint8_t unusable;
+    uint8_t padding;
+};
+
+/* GDTR/IDTR: struct kvm_dtable's fields. */
+struct kvm_vcpu_dtable {
+    uint64_t base;
+    uint16_t limit;
+    uint16_t padding[3];
+};
+
+/* Special registers: struct kvm_sregs's fields (interrupt_bitmap: one bit
+ * per vector, 256 vectors). */
+struct kvm_vcpu_sregs {
+    struct kvm_vcpu_segment cs, ds, es, fs, gs, ss;
+    struct kvm_vcpu_segment tr, ldt;
+    struct kvm_vcpu_dtable gdt, idt;
+    uint64_t cr0, cr2, cr3, cr4, cr8;
+    uint64_t efer;
+    uint64_t apic_base;
+    uint64_t interrupt_bitmap[4];
+};
+
+/* Memory-slot flags for kvm_vm_set_memory_region() (KVM's values). */
+#define KVM_SLOT_LOG_DIRTY 1u /* KVM_MEM_LOG_DIRTY_PAGES */
+#define KVM_SLOT_READONLY 2u  /* KVM_MEM_READONLY */
+
+/* Why KVM_RUN returned 0, decoded by kvm_vcpu_exit(). */
+enum kvm_exit_kind {
+    KVM_XK_IO,             /* KVM_EXIT_IO: port access */
+    KVM_XK_MMIO,           /* KVM_EXIT_MMIO: access without a slot */
+    KVM_XK_HLT,            /* KVM_EXIT_HLT */
+    KVM_XK_SHUTDOWN,       /* KVM_EXIT_SHUTDOWN (triple fault) */
+    KVM_XK_INTERNAL_ERROR, /* KVM_EXIT_INTERNAL_ERROR */
+    KVM_XK_FAIL_ENTRY,     /* KVM_EXIT_FAIL_ENTRY */
+    KVM_XK_RING_FULL,      /* KVM_EXIT_DIRTY_RING_FULL */
+    KVM_XK_INTR,           /* KVM_EXIT_INTR: signal (a kick) */
+    KVM_XK_UNKNOWN,        /* KVM_EXIT_UNKNOWN */
+    KVM_XK_OTHER,          /* anything else: see raw */
+};
+
+/* KVM_INTERNAL_ERROR_EMULATION, for kvm_exit.internal.suberror. */
+#define KVM_SUBERROR_EMULATION 1u
+
+struct kvm_exit {
+    enum kvm_exit_kind kind;
+    uint32_t raw; /* KVM's exit_reason (for kvm_exit_reason_name()) */
+    union {
+        struct { /* KVM_XK_IO */
+            uint16_t port;
+            uint8_t size;   /* bytes per access */
+            bool out;       /* KVM_EXIT_IO_OUT */
+            uint32_t count; /* accesses (rep) */
+            uint8_t *data;  /* size * count bytes inside kvm_run */
+        } io;
+        struct { /* KVM_XK_MMIO */
+            uint64_t addr;
+            uint32_t len;
+            bool is_write;
+            uint8_t *data; /* kvm_run's 8 data bytes; a load fills them */
+        } mmio;
+        struct { /* KVM_XK_INTERNAL_ERROR */
+            uint32_t suberror;
+            uint32_t ndata; /* as KVM reports it; data holds up to 16 */
+            uint64_t data[16];
+        } internal;
+        struct { /* KVM_XK_FAIL_ENTRY */
+            uint64_t hardware_reason;
+        } fail_entry;
+    };
+};
 
 struct kvm_ops {
     /* open("/dev/kvm") */
@@ -170,8 +274,8 @@ int __must_check kvm_vm_create(struct kvm_vm *vm, struct kvm_sys *sys,
 /* All vCPUs must have been destroyed. */
 void kvm_vm_destroy(struct kvm_vm *vm);
 
-/* KVM_SET_USER_MEMORY_REGION: slot id, flags (KVM_MEM_LOG_DIRTY_PAGES,
- * KVM_MEM_READONLY), gpa, size in bytes (0 deletes), host address. */
+/* KVM_SET_USER_MEMORY_REGION: slot id, flags (KVM_SLOT_LOG_DIRTY,
+ * KVM_SLOT_READONLY), gpa, size in bytes (0 deletes), host address. */
 int __must_check kvm_vm_set_memory_region(struct kvm_vm *vm, uint32_t slot,
                                           uint32_t flags, uint64_t gpa,
                                           uint64_t size, void *hva);
@@ -207,17 +311,21 @@ int __must_check kvm_kick_signal_install(int signo);
 void kvm_vcpu_bind_thread(struct kvm_vcpu *vcpu, int signo);
 void kvm_vcpu_kick(struct kvm_vcpu *vcpu);
 
-/* KVM_RUN once.  0: vcpu->run->exit_reason says why it stopped; -EINTR:
+/* KVM_RUN once.  0: kvm_vcpu_exit() says why it stopped; -EINTR:
  * kicked or interrupted (immediate_exit is cleared again); other -errno. */
 int __must_check kvm_vcpu_run(struct kvm_vcpu *vcpu);
+/* Decode the last exit (after kvm_vcpu_run() returned 0) from kvm_run;
+ * io.data and mmio.data point into the mapping, valid until the next run. */
+void kvm_vcpu_exit(const struct kvm_vcpu *vcpu, struct kvm_exit *ex);
 
-int __must_check kvm_vcpu_get_regs(struct kvm_vcpu *vcpu, struct kvm_regs *r);
+int __must_check kvm_vcpu_get_regs(struct kvm_vcpu *vcpu,
+                                   struct kvm_vcpu_regs *r);
 int __must_check kvm_vcpu_set_regs(struct kvm_vcpu *vcpu,
-                                   const struct kvm_regs *r);
+                                   const struct kvm_vcpu_regs *r);
 int __must_check kvm_vcpu_get_sregs(struct kvm_vcpu *vcpu,
-                                    struct kvm_sregs *s);
+                                    struct kvm_vcpu_sregs *s);
 int __must_check kvm_vcpu_set_sregs(struct kvm_vcpu *vcpu,
-                                    const struct kvm_sregs *s);
+                                    const struct kvm_vcpu_sregs *s);
 int __must_check kvm_vcpu_set_cpuid(struct kvm_vcpu *vcpu,
                                     const struct kvm_cpuid2 *cpuid);
 /* Set one MSR (KVM_SET_MSRS with one entry). */
@@ -241,7 +349,7 @@ typedef void (*kvm_ring_fn)(uint32_t slot, uint64_t offset, void *opaque);
 uint32_t kvm_vcpu_ring_harvest(struct kvm_vcpu *vcpu, kvm_ring_fn fn,
                                void *opaque);
 
-/* Human-readable exit reason, for logs and test failures. */
+/* Human-readable KVM exit reason (kvm_exit.raw), for logs and tests. */
 const char *kvm_exit_reason_name(uint32_t reason);
 
 /* Check K1-K3 on a VM and K1/K2 on a vCPU: 0 or -EUCLEAN. */

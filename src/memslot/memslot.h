@@ -89,8 +89,8 @@
 #include "lib/types.h"
 #include "p2m/p2m.h"
 
-#define MEMSLOT_LOG KVM_MEM_LOG_DIRTY_PAGES
-#define MEMSLOT_RO KVM_MEM_READONLY
+#define MEMSLOT_LOG KVM_SLOT_LOG_DIRTY
+#define MEMSLOT_RO KVM_SLOT_READONLY
 
 struct memslot {
     uint32_t id; /* KVM slot id */

@@ -224,8 +224,8 @@ uint64_t shim_l4e_directmap(const struct shim *s)
     return (mfn_x(s->dm_l3) << PAGE_SHIFT) | PTE_P | PTE_RW | PTE_A;
 }
 
-void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
-                unsigned n, struct kvm_regs *regs)
+void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs, unsigned n,
+                struct kvm_vcpu_regs *regs)
 {
     uint64_t *list = stack_slot(s, i, SHIM_VA_PERCPU(i) + SHIM_PERCPU_TOUCH);
 
@@ -240,7 +240,8 @@ void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
     regs->rip = SHIM_VA_CODE + SHIM_OFF_TOUCH;
 }
 
-static void seg(struct kvm_segment *sg, uint16_t sel, uint8_t type, bool code)
+static void seg(struct kvm_vcpu_segment *sg, uint16_t sel, uint8_t type,
+                bool code)
 {
     memset(sg, 0, sizeof(*sg));
     sg->selector = sel;
@@ -258,7 +259,7 @@ static void seg(struct kvm_segment *sg, uint16_t sel, uint8_t type, bool code)
 }
 
 void shim_vcpu_sregs(const struct shim *s, unsigned i, uint64_t cr3,
-                     struct kvm_sregs *sr)
+                     struct kvm_vcpu_sregs *sr)
 {
     memset(sr, 0, sizeof(*sr));
     seg(&sr->cs, SHIM_SEL_CS0, 0xb, true);
@@ -303,7 +304,7 @@ unsigned shim_vcpu_msrs(const struct shim *s, unsigned i, uint32_t idx[8],
 }
 
 void shim_resume(struct shim *s, unsigned i, const struct shim_frame *to,
-                 struct kvm_regs *regs)
+                 struct kvm_vcpu_regs *regs)
 {
     uint64_t top = SHIM_VA_PERCPU(i) + SHIM_PERCPU_STACK_TOP;
     uint64_t *f = stack_slot(s, i, top - sizeof(*to));
@@ -319,7 +320,7 @@ void shim_resume(struct shim *s, unsigned i, const struct shim_frame *to,
 }
 
 void shim_vcpu_start(struct shim *s, unsigned i, const struct shim_frame *to,
-                     struct kvm_regs *regs)
+                     struct kvm_vcpu_regs *regs)
 {
     memset(regs, 0, sizeof(*regs));
     regs->rflags = SHIM_RFLAGS_FIXED;

@@ -148,8 +148,8 @@ uint64_t shim_l4e_directmap(const struct shim *s);
 /* Prepare regs to run the touch loop over n (<= SHIM_TOUCH_MAX) machine
  * addresses of page-table entries (or of pages, with SHIM_TOUCH_PAGE); the
  * return frame stays where shim_resume() put it. */
-void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs,
-                unsigned n, struct kvm_regs *regs);
+void shim_touch(struct shim *s, unsigned i, const uint64_t *maddrs, unsigned n,
+                struct kvm_vcpu_regs *regs);
 
 /* The image itself, and whether vector n pushes an error code. */
 const uint8_t *shim_image(uint64_t *size);
@@ -159,12 +159,12 @@ bool shim_vector_has_error(unsigned vector);
  * with the frame returning to ring 3 at rip/rsp; LSTAR and friends.
  * cr3 is the root page table's machine address. */
 void shim_vcpu_sregs(const struct shim *s, unsigned i, uint64_t cr3,
-                     struct kvm_sregs *sregs);
+                     struct kvm_vcpu_sregs *sregs);
 /* MSR index/value pairs to set (LSTAR, STAR, SFMASK, CSTAR); returns n. */
 unsigned shim_vcpu_msrs(const struct shim *s, unsigned i, uint32_t idx[8],
                         uint64_t val[8]);
 void shim_vcpu_start(struct shim *s, unsigned i, const struct shim_frame *to,
-                     struct kvm_regs *regs);
+                     struct kvm_vcpu_regs *regs);
 
 /* Check S1-S3 and the tables: the image unchanged, every IDT gate at its
  * stub with the right DPL, every slot-256/257 entry supervisor-only, the
@@ -180,7 +180,7 @@ int __must_check shim_event_read(struct shim *s, unsigned i, unsigned entry,
                                  uint64_t rsp, struct shim_event *ev);
 /* Prepare regs so that the next KVM_RUN returns to `to` (ring 3). */
 void shim_resume(struct shim *s, unsigned i, const struct shim_frame *to,
-                 struct kvm_regs *regs);
+                 struct kvm_vcpu_regs *regs);
 /* The user RSP the hardware SYSCALL entry saved (SHIM_ENTRY_SYSCALL). */
 uint64_t shim_saved_rsp(struct shim *s, unsigned i);
 

@@ -4,6 +4,7 @@
 #include "vcpu/vcpu.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,58 +83,58 @@ static size_t append(char *buf, size_t len, size_t at, const char *fmt, ...)
 /* Registers and segments of v, appended to buf. */
 static size_t describe_cpu(struct vcpu *v, char *buf, size_t len, size_t at)
 {
-    struct kvm_regs r;
-    struct kvm_sregs s;
+    struct kvm_vcpu_regs r;
+    struct kvm_vcpu_sregs s;
 
+#define X "%#" PRIx64
     if (kvm_vcpu_get_regs(&v->kvm, &r) == 0)
-        at = append(buf, len, at,
-                    " rip=%#llx rsp=%#llx rflags=%#llx\n"
-                    " rax=%#llx rbx=%#llx rcx=%#llx rdx=%#llx\n"
-                    " rsi=%#llx rdi=%#llx rbp=%#llx r8=%#llx r9=%#llx\n"
-                    " r10=%#llx r11=%#llx r12=%#llx r13=%#llx r14=%#llx"
-                    " r15=%#llx\n",
-                    r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi,
-                    r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13,
-                    r.r14, r.r15);
+        at = append(
+            buf, len, at,
+            " rip=" X " rsp=" X " rflags=" X "\n"
+            " rax=" X " rbx=" X " rcx=" X " rdx=" X "\n"
+            " rsi=" X " rdi=" X " rbp=" X " r8=" X " r9=" X "\n"
+            " r10=" X " r11=" X " r12=" X " r13=" X " r14=" X " r15=" X "\n",
+            r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi,
+            r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
     if (kvm_vcpu_get_sregs(&v->kvm, &s) == 0)
         at = append(buf, len, at,
-                    " cs=%#x(dpl %u) ss=%#x cr0=%#llx cr2=%#llx cr3=%#llx"
-                    " cr4=%#llx efer=%#llx\n",
-                    s.cs.selector, s.cs.dpl, s.ss.selector, s.cr0, s.cr2,
-                    s.cr3, s.cr4, s.efer);
+                    " cs=%#x(dpl %u) ss=%#x cr0=" X " cr2=" X " cr3=" X
+                    " cr4=" X " efer=" X "\n",
+                    s.cs.selector, s.cs.dpl, s.ss.selector, s.cr0, s.cr2, s.cr3,
+                    s.cr4, s.efer);
+#undef X
     return at;
 }
 
-static int fatal_exit(struct vcpu *v)
+static int fatal_exit(struct vcpu *v, const struct kvm_exit *ex)
 {
     struct vcpu_group *g = v->group;
-    struct kvm_run *run = v->kvm.run;
     char buf[VCPU_DIAG_SIZE];
     size_t at = 0;
 
     at = append(buf, sizeof(buf), at, "vcpu %u: fatal exit %s (%u)\n", v->id,
-                kvm_exit_reason_name(run->exit_reason), run->exit_reason);
-    if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
-        at = append(buf, sizeof(buf), at, " suberror %u, data:",
-                    run->internal.suberror);
-        for (unsigned i = 0; i < MIN(run->internal.ndata, 16u); i++)
+                kvm_exit_reason_name(ex->raw), ex->raw);
+    if (ex->kind == KVM_XK_INTERNAL_ERROR) {
+        at = append(buf, sizeof(buf), at,
+                    " suberror %u, data:", ex->internal.suberror);
+        for (unsigned i = 0; i < MIN(ex->internal.ndata, 16u); i++)
             at = append(buf, sizeof(buf), at, " %#llx",
-                        (unsigned long long)run->internal.data[i]);
+                        (unsigned long long)ex->internal.data[i]);
         at = append(buf, sizeof(buf), at, "\n");
         /* KVM's emulation-failure layout: flags, then insn_size and up to
          * 15 instruction bytes */
-        if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
-            run->internal.ndata >= 2 && (run->internal.data[0] & 1)) {
-            const uint8_t *b = (const uint8_t *)&run->internal.data[1];
+        if (ex->internal.suberror == KVM_SUBERROR_EMULATION &&
+            ex->internal.ndata >= 2 && (ex->internal.data[0] & 1)) {
+            const uint8_t *b = (const uint8_t *)&ex->internal.data[1];
             unsigned n = MIN((unsigned)b[0], 15u);
             at = append(buf, sizeof(buf), at, " instruction bytes:");
             for (unsigned i = 0; i < n; i++)
                 at = append(buf, sizeof(buf), at, " %02x", b[1 + i]);
             at = append(buf, sizeof(buf), at, "\n");
         }
-    } else if (run->exit_reason == KVM_EXIT_FAIL_ENTRY) {
+    } else if (ex->kind == KVM_XK_FAIL_ENTRY) {
         at = append(buf, sizeof(buf), at, " hardware reason %#llx\n",
-                    run->fail_entry.hardware_entry_failure_reason);
+                    (unsigned long long)ex->fail_entry.hardware_reason);
     }
     at = describe_cpu(v, buf, sizeof(buf), at);
     if (g->diag_fn && at < sizeof(buf))
@@ -145,27 +146,28 @@ static int fatal_exit(struct vcpu *v)
 static int handle_exit(struct vcpu *v)
 {
     struct vcpu_group *g = v->group;
-    struct kvm_run *run = v->kvm.run;
+    struct kvm_exit ex;
 
+    kvm_vcpu_exit(&v->kvm, &ex);
     atomic_fetch_add_explicit(&v->stats.exits, 1, memory_order_relaxed);
-    switch (run->exit_reason) {
-    case KVM_EXIT_IO:
+    switch (ex.kind) {
+    case KVM_XK_IO:
         atomic_fetch_add_explicit(&v->stats.io, 1, memory_order_relaxed);
         break;
-    case KVM_EXIT_MMIO:
+    case KVM_XK_MMIO:
         atomic_fetch_add_explicit(&v->stats.mmio, 1, memory_order_relaxed);
         break;
-    case KVM_EXIT_HLT:
+    case KVM_XK_HLT:
         atomic_fetch_add_explicit(&v->stats.hlt, 1, memory_order_relaxed);
         break;
-    case KVM_EXIT_INTR:
+    case KVM_XK_INTR:
         atomic_fetch_add_explicit(&v->stats.intr, 1, memory_order_relaxed);
         return VCPU_CONTINUE;
-    case KVM_EXIT_INTERNAL_ERROR:
-    case KVM_EXIT_FAIL_ENTRY:
-    case KVM_EXIT_SHUTDOWN:
-    case KVM_EXIT_UNKNOWN:
-        return fatal_exit(v);
+    case KVM_XK_INTERNAL_ERROR:
+    case KVM_XK_FAIL_ENTRY:
+    case KVM_XK_SHUTDOWN:
+    case KVM_XK_UNKNOWN:
+        return fatal_exit(v, &ex);
     default:
         atomic_fetch_add_explicit(&v->stats.other, 1, memory_order_relaxed);
         break;

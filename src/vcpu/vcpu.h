@@ -55,7 +55,7 @@ enum {
     VCPU_PARK = 2,     /* this vCPU is done (e.g. it went down) */
 };
 
-/* Handle one exit of v (v->kvm.run says which); VCPU_* or -errno (crash,
+/* Handle one exit of v (kvm_vcpu_exit() says which); VCPU_* or -errno (crash,
  * after writing a reason with vcpu_group_crash() or not). */
 typedef int (*vcpu_exit_fn)(struct vcpu *v, void *opaque);
 /* Append a guest-specific description to a crash report (bytes at RIP). */

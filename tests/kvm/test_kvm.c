@@ -4,6 +4,7 @@
  * every fallible step of VM and vCPU creation.
  */
 #include <errno.h>
+#include <linux/kvm.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -100,8 +101,9 @@ static void test_readonly_slot(void **state)
     mem = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(mem != MAP_FAILED);
-    assert_int_equal(kvm_vm_set_memory_region(&vm->vm, 1, KVM_MEM_READONLY,
-                                              KVMTEST_TEST_GPA, 1 << 20, mem), 0);
+    assert_int_equal(kvm_vm_set_memory_region(&vm->vm, 1, KVM_SLOT_READONLY,
+                                              KVMTEST_TEST_GPA, 1 << 20, mem),
+                     0);
     vm->hooks.mmio = log_mmio;
     vm->hooks.opaque = &log;
     struct kvmtest_args *a = kvmtest_args(vm);

@@ -4,6 +4,7 @@
 #include "kvm_util.h"
 
 #include <errno.h>
+#include <linux/kvm.h>
 #include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
@@ -63,7 +64,8 @@ static void build_sysmem(uint8_t *m)
     memcpy(m + KVMTEST_CODE_GPA, kvmtest_guest_blob, sizeof(kvmtest_guest_blob));
 }
 
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
+static void seg(struct kvm_vcpu_segment *s, uint16_t sel, uint8_t type,
+                bool code)
 {
     memset(s, 0, sizeof(*s));
     s->selector = sel;
@@ -80,8 +82,8 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
 int kvmtest_vcpu_reset(struct kvmtest_vm *vm, enum kvmtest_guest_fn fn)
 {
     struct kvm_vcpu *v = &vm->vcpu.k;
-    struct kvm_sregs s;
-    struct kvm_regs r;
+    struct kvm_vcpu_sregs s;
+    struct kvm_vcpu_regs r;
     int rc;
 
     rc = kvm_vcpu_get_sregs(v, &s);
@@ -207,7 +209,7 @@ void kvmtest_vm_free(struct kvmtest_vm *vm)
 int kvmtest_run_ucall(struct kvmtest_vm *vm, uint64_t *code, uint64_t *arg)
 {
     struct kvmtest_vcpu *vc = &vm->vcpu;
-    struct kvm_run *run = vc->k.run;
+    struct kvm_exit ex;
     int rc;
 
     for (;;) {
@@ -219,11 +221,12 @@ int kvmtest_run_ucall(struct kvmtest_vm *vm, uint64_t *code, uint64_t *arg)
         if (rc)
             return rc;
         vc->nr_exits++;
-        switch (run->exit_reason) {
-        case KVM_EXIT_IO:
-            if (run->io.port == KVMTEST_UCALL_PORT &&
-                run->io.direction == KVM_EXIT_IO_OUT && run->io.size == 4) {
-                struct kvm_regs r;
+        kvm_vcpu_exit(&vc->k, &ex);
+        switch (ex.kind) {
+        case KVM_XK_IO:
+            if (ex.io.port == KVMTEST_UCALL_PORT && ex.io.out &&
+                ex.io.size == 4) {
+                struct kvm_vcpu_regs r;
                 rc = kvm_vcpu_get_regs(&vc->k, &r);
                 if (rc)
                     return rc;
@@ -231,23 +234,22 @@ int kvmtest_run_ucall(struct kvmtest_vm *vm, uint64_t *code, uint64_t *arg)
                 *arg = r.rdi;
                 return 0;
             }
-            fprintf(stderr, "kvmtest: unexpected port 0x%x\n", run->io.port);
+            fprintf(stderr, "kvmtest: unexpected port 0x%x\n", ex.io.port);
             return -EPROTO;
-        case KVM_EXIT_MMIO:
+        case KVM_XK_MMIO:
             vc->nr_mmio++;
             if (!vm->hooks.mmio) {
                 fprintf(stderr, "kvmtest: MMIO %s gpa 0x%llx len %u\n",
-                        run->mmio.is_write ? "write" : "read",
-                        (unsigned long long)run->mmio.phys_addr, run->mmio.len);
+                        ex.mmio.is_write ? "write" : "read",
+                        (unsigned long long)ex.mmio.addr, ex.mmio.len);
                 return -EFAULT;
             }
-            rc = vm->hooks.mmio(vm->hooks.opaque, run->mmio.phys_addr,
-                                run->mmio.data, run->mmio.len,
-                                run->mmio.is_write);
+            rc = vm->hooks.mmio(vm->hooks.opaque, ex.mmio.addr, ex.mmio.data,
+                                ex.mmio.len, ex.mmio.is_write);
             if (rc)
                 return rc;
             break;
-        case KVM_EXIT_DIRTY_RING_FULL:
+        case KVM_XK_RING_FULL:
             vc->nr_ring_full++;
             if (!vm->hooks.ring_full)
                 return -ENOSPC;
@@ -255,13 +257,13 @@ int kvmtest_run_ucall(struct kvmtest_vm *vm, uint64_t *code, uint64_t *arg)
             if (rc)
                 return rc;
             break;
-        case KVM_EXIT_INTR:
+        case KVM_XK_INTR:
             return -EINTR;
         default: {
-            struct kvm_regs r;
+            struct kvm_vcpu_regs r;
             if (kvm_vcpu_get_regs(&vc->k, &r) == 0)
                 fprintf(stderr, "kvmtest: exit %s rip 0x%llx\n",
-                        kvm_exit_reason_name(run->exit_reason),
+                        kvm_exit_reason_name(ex.raw),
                         (unsigned long long)r.rip);
             return -EPROTO;
         }

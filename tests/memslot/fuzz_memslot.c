@@ -12,6 +12,7 @@
  * Input: 4 bytes per operation: kind, a, b, c.
  */
 #include <errno.h>
+#include <linux/kvm.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,7 @@ static int k_set_region(int fd, const struct kvm_userspace_memory_region *r)
     }
     if (k->size) {
         if (k->size != r->memory_size || k->hva != r->userspace_addr ||
-            ((k->flags ^ r->flags) & KVM_MEM_READONLY))
+            ((k->flags ^ r->flags) & KVM_SLOT_READONLY))
             return -EINVAL;
         if (k->gpa != r->guest_phys_addr)
             return -EINVAL; /* memvisor never issues MOVE */

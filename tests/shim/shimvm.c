@@ -63,8 +63,8 @@ int shimvm_setup_vcpu(struct shimvm *s, struct kvm_vcpu *v, unsigned id,
                       bool ring3)
 {
     struct kvm_cpuid2 *cpuid;
-    struct kvm_sregs sr;
-    struct kvm_regs regs;
+    struct kvm_vcpu_sregs sr;
+    struct kvm_vcpu_regs regs;
     uint32_t idx[8];
     uint64_t val[8];
     unsigned n;

@@ -56,7 +56,8 @@ static enum outcome run_one(const struct quirk *q, uint64_t *rax)
 {
     struct shimvm *s = test_malloc(sizeof(*s));
     uint8_t code[16];
-    struct kvm_regs regs;
+    struct kvm_vcpu_regs regs;
+    struct kvm_exit ex;
     enum outcome o;
 
     memcpy(code, q->bytes, q->len);
@@ -67,12 +68,13 @@ static enum outcome run_one(const struct quirk *q, uint64_t *rax)
     regs.rax = q->rax_in;
     assert_int_equal(kvm_vcpu_set_regs(&s->vcpu, &regs), 0);
     assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
-    switch (s->vcpu.run->exit_reason) {
-    case KVM_EXIT_INTERNAL_ERROR:
+    kvm_vcpu_exit(&s->vcpu, &ex);
+    switch (ex.kind) {
+    case KVM_XK_INTERNAL_ERROR:
         o = INTERNAL_ERROR;
         break;
-    case KVM_EXIT_IO:
-        o = s->vcpu.run->io.port == DONE_PORT ? WORKS : EXCEPTION;
+    case KVM_XK_IO:
+        o = ex.io.port == DONE_PORT ? WORKS : EXCEPTION;
         break;
     default:
         o = EXCEPTION;
@@ -119,7 +121,8 @@ static void test_cr0_ts_ring3(void **state)
     /* fldz; movaps %xmm0,%xmm1; int $4 */
     static const uint8_t code[] = {0xd9, 0xee, 0x0f, 0x28, 0xc8, 0xcd, 0x04};
     struct shimvm *s = test_malloc(sizeof(*s));
-    struct kvm_sregs sr;
+    struct kvm_vcpu_sregs sr;
+    struct kvm_exit ex;
     int entry;
     (void)state;
 
@@ -132,9 +135,9 @@ static void test_cr0_ts_ring3(void **state)
     sr.cr0 |= 0x8; /* TS */
     assert_int_equal(kvm_vcpu_set_sregs(&s->vcpu, &sr), 0);
     assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
-    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
-    entry = shim_port_entry(s->vcpu.run->io.port, s->vcpu.run->io.size,
-                            true);
+    kvm_vcpu_exit(&s->vcpu, &ex);
+    assert_int_equal(ex.kind, KVM_XK_IO);
+    entry = shim_port_entry(ex.io.port, ex.io.size, true);
     test_note("ring-3 FPU use with CR0.TS set -> %s",
               entry == 7 ? "#NM" : entry == 4 ? "runs (no #NM)" : "other");
     if (on_pvm())

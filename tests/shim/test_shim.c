@@ -67,17 +67,17 @@ static uint64_t now_ns(void)
 /* The host side of the conversation.  1 = shut down, 0 = go on, <0 bad. */
 static int on_event(struct shimvm *s, struct seen *seen)
 {
-    struct kvm_run *run = s->vcpu.run;
-    struct kvm_regs regs;
-    struct kvm_sregs sregs;
+    struct kvm_exit ex;
+    struct kvm_vcpu_regs regs;
+    struct kvm_vcpu_sregs sregs;
     struct shim_event ev;
     struct shim_frame to;
     int entry;
 
-    if (run->exit_reason != KVM_EXIT_IO)
+    kvm_vcpu_exit(&s->vcpu, &ex);
+    if (ex.kind != KVM_XK_IO)
         return -EINVAL;
-    entry = shim_port_entry(run->io.port, run->io.size,
-                            run->io.direction == KVM_EXIT_IO_OUT);
+    entry = shim_port_entry(ex.io.port, ex.io.size, ex.io.out);
     if (entry < 0)
         return -EINVAL;
     assert_int_equal(kvm_vcpu_get_regs(&s->vcpu, &regs), 0);
@@ -143,7 +143,7 @@ static void test_ring3_roundtrips(void **state)
 {
     struct shimvm *s = test_malloc(sizeof(*s));
     struct seen seen = {0};
-    struct kvm_regs regs;
+    struct kvm_vcpu_regs regs;
     int r = 0;
     (void)state;
 
@@ -156,10 +156,12 @@ static void test_ring3_roundtrips(void **state)
                      0);
     assert_int_equal(shim_check(&s->shim), 0);
     for (unsigned i = 0; i < 5000 && r == 0; i++) {
+        struct kvm_exit ex;
+
         assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
-        if (s->vcpu.run->exit_reason != KVM_EXIT_IO) {
-            print_error("exit %s\n",
-                        kvm_exit_reason_name(s->vcpu.run->exit_reason));
+        kvm_vcpu_exit(&s->vcpu, &ex);
+        if (ex.kind != KVM_XK_IO) {
+            print_error("exit %s\n", kvm_exit_reason_name(ex.raw));
             fail();
         }
         r = on_event(s, &seen);
@@ -195,7 +197,8 @@ static void test_syscall_ring0_entry(void **state)
     static const uint8_t code[] = {0x48, 0xc7, 0xc4, 0x00, 0x10, 0x01, 0x00,
                                    0x0f, 0x05, 0xe6, 0xf0};
     struct shimvm *s = test_malloc(sizeof(*s));
-    struct kvm_regs regs;
+    struct kvm_vcpu_regs regs;
+    struct kvm_exit ex;
     struct shim_event ev;
     int entry;
     (void)state;
@@ -206,9 +209,9 @@ static void test_syscall_ring0_entry(void **state)
     }
     assert_int_equal(shimvm_init(s, code, sizeof(code), false), 0);
     assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
-    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
-    entry = shim_port_entry(s->vcpu.run->io.port, s->vcpu.run->io.size,
-                            true);
+    kvm_vcpu_exit(&s->vcpu, &ex);
+    assert_int_equal(ex.kind, KVM_XK_IO);
+    entry = shim_port_entry(ex.io.port, ex.io.size, true);
     assert_int_equal(entry, SHIM_ENTRY_SYSCALL);
     assert_int_equal(kvm_vcpu_get_regs(&s->vcpu, &regs), 0);
     assert_int_equal(shim_event_read(&s->shim, 0, entry, regs.rsp, &ev), 0);
@@ -222,8 +225,9 @@ static void test_syscall_ring0_entry(void **state)
     shim_resume(&s->shim, 0, &to, &regs);
     assert_int_equal(kvm_vcpu_set_regs(&s->vcpu, &regs), 0);
     assert_int_equal(kvm_vcpu_run(&s->vcpu), 0);
-    assert_int_equal(s->vcpu.run->exit_reason, KVM_EXIT_IO);
-    assert_int_equal(s->vcpu.run->io.port, 0xf0);
+    kvm_vcpu_exit(&s->vcpu, &ex);
+    assert_int_equal(ex.kind, KVM_XK_IO);
+    assert_int_equal(ex.io.port, 0xf0);
     assert_int_equal(kvm_vcpu_get_regs(&s->vcpu, &regs), 0);
     assert_int_equal(regs.rsp, 0x11000);
     shimvm_fini(s);

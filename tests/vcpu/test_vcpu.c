@@ -34,9 +34,11 @@ static double now_us(void)
 
 static int no_exits(struct vcpu *v, void *opaque)
 {
+    struct kvm_exit ex;
+
     (void)opaque;
-    vcpu_group_crash(v->group, v, "unexpected exit %u\n",
-                     v->kvm.run->exit_reason);
+    kvm_vcpu_exit(&v->kvm, &ex);
+    vcpu_group_crash(v->group, v, "unexpected exit %u\n", ex.raw);
     return -EIO;
 }
 
@@ -77,7 +79,7 @@ static void rig_fini(struct rig *r)
 
 static uint64_t rbx(struct vcpu *v)
 {
-    struct kvm_regs regs;
+    struct kvm_vcpu_regs regs;
     assert_int_equal(kvm_vcpu_get_regs(&v->kvm, &regs), 0);
     return regs.rbx;
 }
