@@ -926,6 +926,9 @@ static uint64_t alloc_pair(struct kernel *k)
 static int hostile_run(struct kernel *k, struct vcpu *v)
 {
     static struct hostile hs[MAX_VCPUS];
+    /* The vCPUs set up at once: without this, their allocations interleave
+     * and alloc_pair() never sees two consecutive pfns. */
+    static struct spinlock setup_lock;
     struct hostile *h = &hs[v->id];
     kmemset(h, 0, sizeof(*h));
     h->k = k;
@@ -933,10 +936,13 @@ static int hostile_run(struct kernel *k, struct vcpu *v)
     h->quiet = cmdline_num(k, "quiet", 0) != 0;
     uint64_t calls = cmdline_num(k, "calls", 64);
 
+    spin_lock(&setup_lock);
     h->scratch = mm_alloc(k);
     h->garbage = alloc_pair(k);
-    for (unsigned i = 0; i < NR_GUARD; i++) {
+    for (unsigned i = 0; i < NR_GUARD; i++)
         h->guard[i] = mm_alloc(k);
+    spin_unlock(&setup_lock);
+    for (unsigned i = 0; i < NR_GUARD; i++) {
         if (h->guard[i] == INVALID_P2M) {
             vfail(v, "hostile", "out of memory");
             return -1;
