@@ -384,8 +384,8 @@ static void test_threads_catch_xsa401(void **state)
      * minute of wall time before calling the race unreproduced.
      */
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (attempt = 0; !found; attempt++) {
-        found = run(0x401 + attempt, 5000, true);
+    for (attempt = 0; !found;) {
+        found = run(0x401 + attempt++, 5000, true);
         clock_gettime(CLOCK_MONOTONIC, &t);
         if (attempt >= 20 && t.tv_sec - t0.tv_sec >= 60)
             break;
