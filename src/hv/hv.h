@@ -147,5 +147,10 @@ void hv_domain_test_no_touch(struct domain *d);
 /* Test only: break H4 (a continuation with no request left does not reach
  * pv), to show the workloads catch it. */
 void hv_domain_test_skip_empty_reissue(struct domain *d);
+/* Test only: switch off the XSA-401 safety action (no vCPU is made to
+ * flush its TLB when a frame stops being writable or is freed, and a
+ * writable reference dropped by a host-side page-table write is released
+ * at once), to show the stale-TLB workload catches it. */
+void hv_domain_test_no_tlb_flush(struct domain *d);
 
 #endif

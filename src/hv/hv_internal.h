@@ -89,6 +89,7 @@ struct domain {
     bool leaked; /* teardown left frames behind (reported by tests) */
     bool test_preempt; /* test only: every preemption point is taken */
     bool test_no_touch; /* test only: skip the touch loop (shows it matters) */
+    bool test_no_tlb_flush; /* test only: no XSA-401 safety action */
     bool test_skip_empty_reissue; /* test only: break H4 (hv.h) */
 
     _Atomic uint64_t hc_count[HV_NR_HYPERCALLS];

@@ -353,6 +353,11 @@ void hv_domain_test_no_touch(struct domain *d)
     d->test_no_touch = true;
 }
 
+void hv_domain_test_no_tlb_flush(struct domain *d)
+{
+    d->test_no_tlb_flush = true;
+}
+
 void pvcpu_touch_release(struct pvcpu *pc)
 {
     for (unsigned i = 0; i < pc->nr_touch; i++)
