@@ -10,10 +10,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- kvm.h's mirrors of KVM's structures --------------------------------- */
@@ -682,6 +684,94 @@ uint32_t kvm_vcpu_ring_harvest(struct kvm_vcpu *vcpu, kvm_ring_fn fn,
         n++;
     }
     return n;
+}
+
+/* ---- flavour ------------------------------------------------------------- */
+
+static bool sys_module_present(const char *sysroot, const char *module)
+{
+    char path[512];
+    struct stat st;
+
+    if (snprintf(path, sizeof(path), "%s/sys/module/%s", sysroot, module) >=
+        (int)sizeof(path))
+        return false;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* A bool module parameter: 1 for "Y"/"1", 0 for "N"/"0", -errno else. */
+static int sys_module_bool(const char *sysroot, const char *module,
+                           const char *param)
+{
+    char path[512], buf[8] = {0};
+    ssize_t n;
+    int fd;
+
+    if (snprintf(path, sizeof(path), "%s/sys/module/%s/parameters/%s",
+                 sysroot, module, param) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -ENOENT;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0)
+        return -ENOENT;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = 0;
+    if (!strcmp(buf, "Y") || !strcmp(buf, "y") || !strcmp(buf, "1"))
+        return 1;
+    if (!strcmp(buf, "N") || !strcmp(buf, "n") || !strcmp(buf, "0"))
+        return 0;
+    return -EINVAL;
+}
+
+int kvm_flavour_read(const char *sysroot, struct kvm_flavour *out)
+{
+    static const struct {
+        const char *module, *paging;
+        enum kvm_flavour_kind kind;
+    } hw[] = {
+        {"kvm_amd", "npt", KVM_FLAVOUR_SVM},
+        {"kvm_intel", "ept", KVM_FLAVOUR_VMX},
+    };
+
+    if (!sysroot || !strcmp(sysroot, "/"))
+        sysroot = "";
+    if (sys_module_present(sysroot, "kvm_pvm")) {
+        *out = (struct kvm_flavour){KVM_FLAVOUR_PVM, false};
+        return 0;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(hw); i++) {
+        if (!sys_module_present(sysroot, hw[i].module))
+            continue;
+        int on = sys_module_bool(sysroot, hw[i].module, hw[i].paging);
+        if (on < 0)
+            return on;
+        *out = (struct kvm_flavour){hw[i].kind, on == 1};
+        return 0;
+    }
+    return -ENOENT;
+}
+
+int kvm_sys_flavour(const struct kvm_sys *sys, struct kvm_flavour *out)
+{
+    if (sys->fd < 0)
+        return -EBADF;
+    return kvm_flavour_read(NULL, out);
+}
+
+const char *kvm_flavour_name(const struct kvm_flavour *f)
+{
+    switch (f->kind) {
+    case KVM_FLAVOUR_PVM:
+        return f->nested_paging ? "KVM-PVM, nested paging" : "KVM-PVM, shadow MMU";
+    case KVM_FLAVOUR_SVM:
+        return f->nested_paging ? "SVM, nested paging (NPT)" : "SVM, shadow MMU";
+    case KVM_FLAVOUR_VMX:
+        return f->nested_paging ? "VMX, nested paging (EPT)" : "VMX, shadow MMU";
+    }
+    return "?";
 }
 
 const char *kvm_exit_reason_name(uint32_t reason)

@@ -41,6 +41,18 @@
  * kvm_vcpu_kick() and kvm_vcpu_ring_harvest() may be called from any thread
  * (ring harvest: one harvester per vCPU at a time).
  *
+ * Flavours.  The same ioctls run on three kinds of KVM that differ in ways
+ * a guest can see: KVM-PVM (module kvm_pvm: software virtualization, the
+ * guest's ring 0 emulated, always a shadow MMU), and hardware KVM on AMD SVM
+ * (kvm_amd) or Intel VMX (kvm_intel), each with nested paging (kvm_amd's
+ * `npt`, kvm_intel's `ept` parameter) or with KVM's shadow MMU.  With a
+ * shadow MMU, KVM reads a guest page table when it builds its shadow of it,
+ * so a store the host makes to that table is seen only once KVM is made to
+ * look again (docs/pv-on-kvm.md, the touch loop); with nested paging the
+ * hardware walks the guest's tables in memory and sees it at once.
+ * kvm_sys_flavour() says which one /dev/kvm is, from sysfs (the module
+ * that is loaded, its parameters); it issues no ioctl.
+ *
  * Errors: -errno from the kernel (-ENOMEM, -EINVAL, -EEXIST, -EFAULT,
  * -EINTR from a kicked KVM_RUN, -ENXIO dirty log in ring mode ...),
  * -EOPNOTSUPP when a needed capability is missing, -E2BIG for a ring larger
@@ -348,6 +360,42 @@ int __must_check kvm_vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req,
 typedef void (*kvm_ring_fn)(uint32_t slot, uint64_t offset, void *opaque);
 uint32_t kvm_vcpu_ring_harvest(struct kvm_vcpu *vcpu, kvm_ring_fn fn,
                                void *opaque);
+
+/* Which KVM /dev/kvm is (see "Flavours" above). */
+enum kvm_flavour_kind {
+    KVM_FLAVOUR_PVM, /* kvm_pvm: software virtualization, shadow MMU */
+    KVM_FLAVOUR_SVM, /* kvm_amd: AMD SVM */
+    KVM_FLAVOUR_VMX, /* kvm_intel: Intel VMX */
+};
+
+struct kvm_flavour {
+    enum kvm_flavour_kind kind;
+    /* NPT (SVM) or EPT (VMX) in use; false: KVM's shadow MMU (always so
+     * on KVM-PVM). */
+    bool nested_paging;
+};
+
+/*
+ * The flavour of the KVM the process runs on, read from sysfs under
+ * sysroot (NULL: "/"; tests pass a fake tree): kvm_pvm is looked for first
+ * (/sys/module/kvm_pvm exists), then kvm_amd, then kvm_intel, whose
+ * parameters/npt or parameters/ept reads "Y" or "1" when nested paging is
+ * on.  -ENOENT if none of the three modules is there (or a hardware
+ * module's paging parameter cannot be read), -EINVAL if that parameter
+ * holds something else.
+ */
+int __must_check kvm_flavour_read(const char *sysroot, struct kvm_flavour *out);
+/* kvm_flavour_read(NULL, out) for an open /dev/kvm (-EBADF if not open). */
+int __must_check kvm_sys_flavour(const struct kvm_sys *sys,
+                                 struct kvm_flavour *out);
+/* "KVM-PVM, shadow MMU", "SVM, nested paging", "VMX, shadow MMU", ... */
+const char *kvm_flavour_name(const struct kvm_flavour *f);
+/* Whether the host's stores to guest page tables are seen only after KVM
+ * looks at them again (a shadow MMU): the touch loop is needed. */
+static inline bool kvm_flavour_shadow_mmu(const struct kvm_flavour *f)
+{
+    return !f->nested_paging;
+}
 
 /* Human-readable KVM exit reason (kvm_exit.raw), for logs and tests. */
 const char *kvm_exit_reason_name(uint32_t reason);

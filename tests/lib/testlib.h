@@ -39,10 +39,39 @@ static inline uint64_t test_rand_below(uint64_t *state, uint64_t n)
 uint64_t test_scale(uint64_t n);
 /* A note that reaches the TAP log as a comment line. */
 void test_note(const char *fmt, ...) __printf(1, 2);
+
 /*
- * 1 if /dev/kvm can be opened read-write; otherwise prints a loud
- * "SKIP: /dev/kvm absent" note and returns 0.
+ * Skips are skips.  cmocka 1.1.5 prints a skip() as "not ok N # SKIP",
+ * which TAP readers (meson among them) count as a failure.  Every program
+ * that links this library has its standard output rewritten from the
+ * first line on (a constructor: it cannot be forgotten, and it must come
+ * before cmocka's plan): such a line becomes "ok N # SKIP ...", the TAP of
+ * a skipped subtest.  Nothing else is changed.
  */
+
+/*
+ * KVM.  KVM is usable when kvm_sys_open() succeeds on /dev/kvm (it opens,
+ * speaks API version 12, has user memory) and MEMVISOR_TEST_NO_KVM is unset
+ * (or "0"); set it to 1 to take the no-KVM path on a machine with KVM.
+ *
+ * test_require_kvm(): first thing in main() of a program whose every test
+ * needs KVM.  Without KVM it prints the TAP plan "1..0 # SKIP <reason>" (a
+ * program skipped, counted as such) and exits 0; with KVM it prints the
+ * flavour as a TAP comment ("# kvm: KVM-PVM, shadow MMU") and returns.
+ *
+ * test_have_kvm(): for one subtest of a program whose other subtests do not
+ * need KVM: 1 if usable (the flavour is printed once), else 0 with a loud
+ * note; the subtest then calls skip().
+ *
+ * test_kvm_flavour(): the flavour of the usable KVM (kvm_sys_flavour());
+ * NULL if sysfs does not say (then a test whose expectation depends on the
+ * flavour skips that expectation, and says so).
+ */
+struct kvm_flavour;
+void test_require_kvm(void);
 int test_have_kvm(void);
+const struct kvm_flavour *test_kvm_flavour(void);
+/* test_kvm_flavour()'s name, or "unknown flavour". */
+const char *test_kvm_flavour_name(void);
 
 #endif
