@@ -210,7 +210,6 @@ int main(void)
         cmocka_unit_test(test_harvest_transaction),
         cmocka_unit_test(test_memory_and_check),
     };
-    if (!test_have_kvm())
-        return 0;
+    test_require_kvm();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -134,8 +134,6 @@ static void test_random_hypercalls(void **state)
     char msg[200];
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     d = mini_domain(&hv, 2, "fuzz");
     /* random bytes in the free part of the mapped region (past 2 MiB) */
     for (unsigned p = 0; p < 64; p++) {
@@ -235,10 +233,6 @@ static void test_big_multicall(void **state)
     long r;
     (void)state;
 
-    if (!test_have_kvm()) {
-        test_free(fs);
-        skip();
-    }
     d = mini_domain(&hv, 1, "multicall");
     scan(d, fs);
     assert_true(fs->nl1 >= 2);
@@ -279,5 +273,6 @@ int main(void)
         cmocka_unit_test(test_random_hypercalls),
         cmocka_unit_test(test_big_multicall),
     };
+    test_require_kvm();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -66,8 +66,6 @@ static void test_refusals(void **state)
     };
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     assert_int_equal(hv_init(&hv, 8192), 0);
     d = create(&hv, img, n, "hello-mini", 1);
     assert_int_equal(hv_domain_start(d), 0);
@@ -99,8 +97,6 @@ static void test_crash_isolated(void **state)
     size_t n = mini_image(img);
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     assert_int_equal(hv_init(&hv, 8192), 0);
     bad = create(&hv, img, n, "crash", 1);
     good = create(&hv, img, n, "still-here", 1);
@@ -135,8 +131,6 @@ static void test_bad_images(void **state)
     size_t n = mini_image(img);
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     assert_int_equal(hv_init(&hv, 8192), 0);
     /* not an ELF */
     cfg.image = (const uint8_t *)"garbage";
@@ -189,8 +183,6 @@ static void test_costs(void **state)
     double t0, t1, t2;
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     assert_int_equal(hv_init(&hv, 8192), 0);
     d = create(&hv, img, n, "bench", 1);
     t0 = now_us();
@@ -223,5 +215,6 @@ int main(void)
         cmocka_unit_test(test_bad_images),
         cmocka_unit_test(test_costs),
     };
+    test_require_kvm();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -128,8 +128,6 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
     double t0;
     int status;
 
-    if (!test_have_kvm())
-        skip();
     snprintf(cmdline, sizeof(cmdline), "%s", workload);
     d = guest_domain(&hv, vcpus, cmdline);
     if (preempt)
@@ -238,8 +236,6 @@ static void test_pause_stops_progress(void **state)
     struct hv_domain_stats a, b;
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     d = guest_domain(&hv, 2, "ptchurn dirty");
     assert_int_equal(hv_domain_start(d), 0);
     sleep_ms(30);
@@ -267,8 +263,6 @@ static void ptchurn_must_fail(const char *what, void (*off)(struct domain *),
     static char con[65536];
     int status;
 
-    if (!test_have_kvm())
-        skip();
     d = guest_domain(&hv, 2, "ptchurn");
     if (preempt)
         hv_domain_test_preempt(d, preempt);
@@ -319,8 +313,6 @@ static void test_dirty_log(void **state)
     uint64_t pages, total = 0, harvests = 0, again;
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     d = guest_domain(&hv, 2, "dirty");
     assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0); /* the build */
     test_note("build wrote %llu pages", (unsigned long long)pages);
@@ -365,6 +357,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
         return 2;
     }
+    test_require_kvm();
     image_path = argv[1];
     /* MEMVISOR_TEST_FILTER=<pattern> runs only the matching tests (to loop
      * one of them). */

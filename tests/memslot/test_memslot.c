@@ -579,7 +579,6 @@ int main(void)
         cmocka_unit_test(test_early_announce_is_caught),
         cmocka_unit_test(test_tracking),
     };
-    if (!test_have_kvm())
-        return 0;
+    test_require_kvm();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

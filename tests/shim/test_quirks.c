@@ -94,8 +94,6 @@ static void test_ring0_quirks(void **state)
     unsigned mismatches = 0;
     (void)state;
 
-    if (!test_have_kvm())
-        skip();
     test_note("KVM is %s", pvm ? "kvm_pvm (emulated ring 0)"
                                : "not kvm_pvm: outcomes printed only");
     for (size_t i = 0; i < ARRAY_SIZE(quirks); i++) {
@@ -126,10 +124,6 @@ static void test_cr0_ts_ring3(void **state)
     int entry;
     (void)state;
 
-    if (!test_have_kvm()) {
-        test_free(s);
-        skip();
-    }
     assert_int_equal(shimvm_init(s, code, sizeof(code), true), 0);
     assert_int_equal(kvm_vcpu_get_sregs(&s->vcpu, &sr), 0);
     sr.cr0 |= 0x8; /* TS */
@@ -154,5 +148,6 @@ int main(void)
         cmocka_unit_test(test_ring0_quirks),
         cmocka_unit_test(test_cr0_ts_ring3),
     };
+    test_require_kvm();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
