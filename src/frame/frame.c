@@ -35,7 +35,8 @@ int frames_init(struct frames *f, uint64_t nr_frames)
         rc = -errno;
         goto err_fd;
     }
-    f->base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    f->base =
+        mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
     if (f->base == MAP_FAILED) {
         rc = -errno;
         f->base = NULL;
@@ -183,7 +184,7 @@ int frames_alloc(struct frames *f, domid_t d, unsigned order, mfn_t *out)
         pg->nr_validated = 0;
         pg->partial_flags = 0;
         pg->linear_count = 0;
-        pg->aux = 0;
+        atomic_init(&pg->tlbflush_stamp, 0);
         /* Publishes the owner: a frame_get() that sees count 1 sees d. */
         atomic_store_explicit(&pg->count_info, FRAME_ALLOCATED | 1,
                               memory_order_release);
@@ -235,10 +236,11 @@ int frame_get(struct frames *f, mfn_t mfn, domid_t d)
 void frame_get_light(struct frames *f, mfn_t mfn)
 {
     struct frame *pg = frames_get_frame(f, mfn);
-    uint64_t x = atomic_fetch_add_explicit(&pg->count_info, 1,
-                                           memory_order_relaxed);
+    uint64_t x =
+        atomic_fetch_add_explicit(&pg->count_info, 1, memory_order_relaxed);
 
-    BUG_ON(!(x & FRAME_COUNT_MASK) || (x & FRAME_COUNT_MASK) >= FRAME_COUNT_MAX);
+    BUG_ON(!(x & FRAME_COUNT_MASK) ||
+           (x & FRAME_COUNT_MASK) >= FRAME_COUNT_MAX);
 }
 
 static void frame_free(struct frames *f, mfn_t mfn)
@@ -246,6 +248,8 @@ static void frame_free(struct frames *f, mfn_t mfn)
     struct frame *pg = frames_get_frame(f, mfn);
     domid_t d = atomic_load_explicit(&pg->owner, memory_order_relaxed);
 
+    /* F12: stamped before the hook flushes. */
+    atomic_store(&pg->tlbflush_stamp, atomic_load(&f->tlb_clock));
     if (f->free_hook)
         f->free_hook(f->free_hook_arg, mfn, d);
     memset(frames_ptr(f, mfn), 0, PAGE_SIZE); /* F3 */
@@ -262,8 +266,8 @@ static void frame_free(struct frames *f, mfn_t mfn)
 void frame_put(struct frames *f, mfn_t mfn)
 {
     struct frame *pg = frames_get_frame(f, mfn);
-    uint64_t x = atomic_fetch_sub_explicit(&pg->count_info, 1,
-                                           memory_order_acq_rel);
+    uint64_t x =
+        atomic_fetch_sub_explicit(&pg->count_info, 1, memory_order_acq_rel);
 
     BUG_ON(!(x & FRAME_COUNT_MASK));
     if ((x & FRAME_COUNT_MASK) == 1) {
@@ -338,8 +342,8 @@ int frames_check(struct frames *f)
         rc = -EUCLEAN;
     for (i = 0; i < FRAME_MAX_DOMAINS; i++) {
         const struct frame_domain *d = &f->domains[i];
-        if (d->present && (owned[i] != d->tot_frames ||
-                           d->tot_frames > d->max_frames))
+        if (d->present &&
+            (owned[i] != d->tot_frames || d->tot_frames > d->max_frames))
             rc = -EUCLEAN; /* F4 */
     }
     pthread_mutex_unlock(&f->alloc_lock);
@@ -465,8 +469,8 @@ static int devalidate(struct frames *f, mfn_t mfn, uint64_t x, unsigned flags,
 {
     struct frame *pg = frames_get_frame(f, mfn);
     bool partial = x & FRAME_TYPE_PARTIAL;
-    unsigned vf = (flags & FRAME_TF_PREEMPTIBLE) |
-                  (partial ? FRAME_TF_RESUME : 0);
+    unsigned vf =
+        (flags & FRAME_TF_PREEMPTIBLE) | (partial ? FRAME_TF_RESUME : 0);
     int rc = ops->devalidate(ctx, mfn, x & FRAME_TYPE_MASK, vf);
 
     if (rc == 0) {
@@ -485,20 +489,27 @@ static int devalidate(struct frames *f, mfn_t mfn, uint64_t x, unsigned flags,
     return rc;
 }
 
-int frame_put_type(struct frames *f, mfn_t mfn, unsigned flags,
+int frame_put_type(struct frames *f, mfn_t mfn, uint64_t type, unsigned flags,
                    const struct frame_type_ops *ops, void *ctx)
 {
     struct frame *pg;
     uint64_t x, nx;
     bool legacy = flags & FRAME_TF_TEST_LEGACY_PUT;
 
-    if (!frames_mfn_valid(f, mfn))
+    if (!frames_mfn_valid(f, mfn) || (type & ~FRAME_TYPE_MASK))
         return -EINVAL;
     pg = frames_get_frame(f, mfn);
     x = atomic_load(&pg->type_info);
     for (;;) {
         bool pt = frame_type_level(x) != 0;
 
+        /* F13: a reference of another type is not ours to drop (a clean-up
+         * put of a frame no longer partial may find any type: it is a
+         * no-op then, below). */
+        if ((x & FRAME_TYPE_MASK) != type &&
+            !((flags & FRAME_TF_PARTIAL_SET) && !(x & FRAME_TYPE_PARTIAL) &&
+              !legacy))
+            return -EUCLEAN;
         if ((flags & FRAME_TF_PARTIAL_SET) && !legacy) {
             /* Clean-up mode: act only on a frame that is still partial. */
             if (!(x & FRAME_TYPE_PARTIAL))
@@ -529,6 +540,13 @@ int frame_put_type(struct frames *f, mfn_t mfn, unsigned flags,
             continue;
         }
         nx = x - 1;
+        if (tcount(x) == 1 && (x & FRAME_TYPE_MASK) == FRAME_TYPE_WRITABLE) {
+            /* The last writable reference: translations made for it may
+             * outlive it in TLBs; stamp before the type can change (F12).
+             * Stamped before the CAS, so a stamp is never older than the
+             * moment the count reached 0. */
+            atomic_store(&pg->tlbflush_stamp, atomic_load(&f->tlb_clock));
+        }
         if (atomic_compare_exchange_weak(&pg->type_info, &x, nx))
             return 0;
     }
@@ -548,10 +566,11 @@ int frame_get_and_type(struct frames *f, mfn_t mfn, domid_t d, uint64_t type,
     return rc;
 }
 
-int frame_put_and_type(struct frames *f, mfn_t mfn, unsigned flags,
-                       const struct frame_type_ops *ops, void *ctx)
+int frame_put_and_type(struct frames *f, mfn_t mfn, uint64_t type,
+                       unsigned flags, const struct frame_type_ops *ops,
+                       void *ctx)
 {
-    int rc = frame_put_type(f, mfn, flags, ops, ctx);
+    int rc = frame_put_type(f, mfn, type, flags, ops, ctx);
 
     if (rc == 0)
         frame_put(f, mfn);
@@ -568,8 +587,7 @@ int frame_lock(struct frames *f, mfn_t mfn)
     pg = frames_get_frame(f, mfn);
     x = atomic_load(&pg->type_info);
     for (;;) {
-        if (!tcount(x) || !frame_type_level(x) ||
-            !(x & FRAME_TYPE_VALIDATED))
+        if (!tcount(x) || !frame_type_level(x) || !(x & FRAME_TYPE_VALIDATED))
             return -EINVAL;
         if (x & FRAME_TYPE_LOCKED) {
             relax();
@@ -593,6 +611,16 @@ void frame_unlock(struct frames *f, mfn_t mfn)
         BUG_ON(!(x & FRAME_TYPE_LOCKED) || tcount(x) < 2);
     } while (!atomic_compare_exchange_weak(&pg->type_info, &x,
                                            (x - 1) & ~FRAME_TYPE_LOCKED));
+}
+
+uint64_t frame_tlbflush_stamp(struct frames *f, mfn_t mfn)
+{
+    return atomic_load(&frames_get_frame(f, mfn)->tlbflush_stamp);
+}
+
+uint64_t frames_tlb_now(struct frames *f)
+{
+    return atomic_load(&f->tlb_clock);
 }
 
 bool frame_test_and_set_pinned(struct frames *f, mfn_t mfn)

@@ -83,6 +83,15 @@
  *  F10. PARTIAL implies type count exactly 1; PINNED implies VALIDATED.
  *  F11. mfn 0 is never allocated (as in Xen, no domain owns it), so the
  *      ABI can use 0 for "none" (e.g. MMUEXT_NEW_USER_BASEPTR).
+ *  F12. A frame's tlbflush_stamp is written (seq_cst, from tlb_clock) after
+ *      its last writable reference is gone and before its type can change,
+ *      and when it is freed, before the free_hook runs; the clock only
+ *      grows.  Whoever flushes vCPUs for a type change or a free passes
+ *      the stamp, so that vCPUs which flushed since are left alone (Xen's
+ *      tlbflush_filter).
+ *  F13. A type put names the type of the reference it drops; a put of any
+ *      other type is refused with -EUCLEAN and changes nothing (it never
+ *      spins on a lock or decrements another type's count).
  *
  * Locking: the allocator lock (frames.alloc_lock) protects the free bitmap,
  * the search cursor and every domain's tot_frames.  Count and type words
@@ -160,7 +169,13 @@ struct frame {
     uint8_t partial_flags;
     uint8_t pad;
     int16_t linear_count; /* reserved: linear page tables are refused */
-    uint64_t aux;         /* reserved (TLB-flush stamp) */
+    /*
+     * TLB-flush stamp (F12): frames.tlb_clock as it read when the frame
+     * last stopped being writable (writable type count 1 -> 0) or was
+     * freed.  A vCPU whose last flush began after it holds no translation
+     * made for that use.
+     */
+    _Atomic uint64_t tlbflush_stamp;
 };
 BUILD_BUG_ON(sizeof(struct frame) > 32);
 
@@ -172,14 +187,14 @@ struct frame_domain {
 
 struct frames {
     int memfd;
-    uint8_t *base;       /* the pool mapping */
+    uint8_t *base; /* the pool mapping */
     uint64_t nr_frames;
     struct frame *table; /* nr_frames entries */
 
     pthread_mutex_t alloc_lock;
     uint64_t *free_map; /* bit set = frame free (F1) */
     uint64_t nr_free;
-    uint64_t cursor;    /* next-fit search start for order-0 allocations */
+    uint64_t cursor; /* next-fit search start for order-0 allocations */
     struct frame_domain domains[FRAME_MAX_DOMAINS];
     /*
      * Called when a frame's last reference goes, before it is scrubbed and
@@ -188,6 +203,11 @@ struct frames {
      */
     void (*free_hook)(void *arg, mfn_t mfn, domid_t owner);
     void *free_hook_arg;
+    /*
+     * The TLB-flush clock (F12): advanced by every vCPU flush that starts
+     * (vcpu.h), read into frame stamps.
+     */
+    _Atomic uint64_t tlb_clock;
 };
 
 /* Pool and table. nr_frames > 1 (frame 0 is reserved, F11). */
@@ -298,16 +318,18 @@ int __must_check frame_get_type(struct frames *f, mfn_t mfn, uint64_t type,
                                 unsigned flags,
                                 const struct frame_type_ops *ops, void *ctx);
 /*
- * Drop a type reference.  The 1 -> 0 edge of a validated (or, with
+ * Drop a type reference of type `type` (FRAME_TYPE_*: what the caller's
+ * reference is for; F13).  The 1 -> 0 edge of a validated (or, with
  * FRAME_TF_PARTIAL_SET, a PARTIAL) page table devalidates.  With
  * FRAME_TF_PARTIAL_SET the caller only owns the clean-up of a PARTIAL frame:
  * if the frame is no longer PARTIAL (someone else finished it), nothing
  * happens and 0 is returned.  Errors: -EINTR (nothing done, the reference is
  * still held), -ERESTART (devalidation partial: the frame is PARTIAL and owns
- * the reference), -EUCLEAN (no such reference: the count or state says the
- * caller holds none; nothing changed).
+ * the reference), -EUCLEAN (no such reference: the count, state or type
+ * says the caller holds none; nothing changed).
  */
-int __must_check frame_put_type(struct frames *f, mfn_t mfn, unsigned flags,
+int __must_check frame_put_type(struct frames *f, mfn_t mfn, uint64_t type,
+                                unsigned flags,
                                 const struct frame_type_ops *ops, void *ctx);
 /* frame_get() + frame_get_type(); the general reference is dropped on error. */
 int __must_check frame_get_and_type(struct frames *f, mfn_t mfn, domid_t d,
@@ -315,7 +337,7 @@ int __must_check frame_get_and_type(struct frames *f, mfn_t mfn, domid_t d,
                                     const struct frame_type_ops *ops,
                                     void *ctx);
 /* frame_put_type() then, on 0, frame_put(). */
-int __must_check frame_put_and_type(struct frames *f, mfn_t mfn,
+int __must_check frame_put_and_type(struct frames *f, mfn_t mfn, uint64_t type,
                                     unsigned flags,
                                     const struct frame_type_ops *ops,
                                     void *ctx);
@@ -330,6 +352,9 @@ void frame_unlock(struct frames *f, mfn_t mfn);
 bool frame_test_and_set_pinned(struct frames *f, mfn_t mfn);
 bool frame_test_and_clear_pinned(struct frames *f, mfn_t mfn);
 uint64_t frame_type_word(struct frames *f, mfn_t mfn);
+/* The frame's TLB-flush stamp (F12), and the clock's current value. */
+uint64_t frame_tlbflush_stamp(struct frames *f, mfn_t mfn);
+uint64_t frames_tlb_now(struct frames *f);
 
 /* Check F1, F2 (owner of free frames), F4, F6, F10, F11; 0 or -EUCLEAN. */
 int __must_check frames_check(struct frames *f);

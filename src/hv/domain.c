@@ -14,6 +14,8 @@
 #define EXIT_CRASHED 70
 #define DOMAIN_EXTRA_FRAMES 64 /* shared info and slack for page tables */
 
+static void frame_freed(void *arg, mfn_t mfn, domid_t owner);
+
 int hv_init(struct hv *hv, uint64_t pool_frames)
 {
     int r;
@@ -26,6 +28,8 @@ int hv_init(struct hv *hv, uint64_t pool_frames)
     if ((r = kvm_sys_open(&hv->kvm, NULL)) < 0)
         goto fail_frames;
     pthread_mutex_init(&hv->lock, NULL);
+    hv->frames.free_hook = frame_freed;
+    hv->frames.free_hook_arg = hv;
     return 0;
 
 fail_frames:
@@ -101,6 +105,52 @@ static void pv_type_changed(void *arg, mfn_t mfn, uint64_t old_type,
             return;
         }
     }
+}
+
+/*
+ * The XSA-401 safety action and the guest's flush requests (pv.h
+ * hooks.flush): the named vCPUs flush for real before they run guest code
+ * again (vcpu.h V4).  Called from the acting vCPU's thread, or from the
+ * builder and teardown, when no vCPU runs guest code.
+ */
+static void pv_flush_vcpus(void *arg, struct pv_vcpu *self, uint64_t mask,
+                           uint64_t stamp)
+{
+    struct domain *d = arg;
+    struct vcpu *me = NULL;
+
+    if (d->test_no_tlb_flush)
+        return;
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        if (d->vcpus[i].pv == self)
+            me = &d->vcpus[i].vcpu;
+    vcpu_group_flush(&d->group, mask, stamp, me);
+}
+
+/*
+ * frames.free_hook: a frame is about to be scrubbed and handed out again;
+ * no vCPU of its last owner may keep a translation of it (invariant 2).
+ * Its owner is the domain whose operation dropped the last reference (only
+ * that domain's page tables and holds refer to it), so it exists now.
+ */
+static void frame_freed(void *arg, mfn_t mfn, domid_t owner)
+{
+    struct hv *hv = arg;
+    struct domain *d;
+    struct vcpu *me = NULL;
+    pthread_t self = pthread_self();
+
+    if (owner == 0 || owner > HV_MAX_DOMAINS)
+        return; /* the hypervisor's own frames: never mapped by a guest */
+    d = __atomic_load_n(&hv->domains[owner - 1], __ATOMIC_ACQUIRE);
+    if (!d || d->id != owner || !d->created_group || d->test_no_tlb_flush)
+        return;
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        if (d->vcpus[i].vcpu.thread_started &&
+            pthread_equal(d->vcpus[i].vcpu.thread, self))
+            me = &d->vcpus[i].vcpu;
+    vcpu_group_flush(&d->group, ~0ULL, frame_tlbflush_stamp(&hv->frames, mfn),
+                     me);
 }
 
 static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
@@ -230,6 +280,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     d->pv->hooks.extra_refs = touch_refs;
     d->pv->hooks.mark_dirty = pv_mark_dirty;
     d->pv->hooks.type_changed = pv_type_changed;
+    d->pv->hooks.flush = pv_flush_vcpus;
     d->pv->hooks.arg = d;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));
@@ -254,8 +305,10 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         goto fail;
     {
         struct boot_params bp = {
-            .image = cfg->image, .size = cfg->image_size,
-            .nr_pages = d->nr_pages, .cmdline = cfg->cmdline,
+            .image = cfg->image,
+            .size = cfg->image_size,
+            .nr_pages = d->nr_pages,
+            .cmdline = cfg->cmdline,
         };
         r = boot_build(d->pv, d->vcpus[0].pv, &bp, boot);
         if (r < 0) {
@@ -284,8 +337,8 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
          * the same critical section on (dirty.h's slot contract). */
         struct dirty_slot *ds;
 
-        if ((r = dirty_slot_prepare(&d->dirty, 0, _gfn(0), f->nr_frames,
-                                    &ds)) < 0)
+        if ((r = dirty_slot_prepare(&d->dirty, 0, _gfn(0), f->nr_frames, &ds)) <
+            0)
             goto fail;
         dirty_lock(&d->dirty);
         r = kvm_vm_set_memory_region(&d->vm, 0, KVM_SLOT_LOG_DIRTY, 0,
@@ -302,6 +355,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     if ((r = vcpu_group_init(&d->group, pvcpu_exit, pvcpu_diag, d)) < 0)
         goto fail;
     d->created_group = true;
+    vcpu_group_set_flush(&d->group, &f->tlb_clock, pvcpu_flush);
     if ((r = kvm_sys_supported_cpuid(&hv->kvm, &cpuid)) < 0)
         goto fail;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
@@ -316,9 +370,11 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         struct pvcpu *pc = &d->vcpus[0];
         struct kvm_vcpu_regs regs;
         struct shim_frame to = {
-            .rip = boot->entry, .cs = SHIM_SEL_CS3,
+            .rip = boot->entry,
+            .cs = SHIM_SEL_CS3,
             .rflags = SHIM_RFLAGS_FIXED | SHIM_RFLAGS_IF,
-            .rsp = boot->stack_top, .ss = SHIM_SEL_DS3,
+            .rsp = boot->stack_top,
+            .ss = SHIM_SEL_DS3,
         };
 
         shim_vcpu_start(&d->shim, 0, &to, &regs);
@@ -442,8 +498,8 @@ void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         s->exits += atomic_load(&d->vcpus[i].vcpu.stats.exits);
     if (d->created_dirty)
-        s->dirty_marked = __atomic_load_n(&d->dirty.stats.marks,
-                                          __ATOMIC_RELAXED);
+        s->dirty_marked =
+            __atomic_load_n(&d->dirty.stats.marks, __ATOMIC_RELAXED);
 }
 
 /* H2: quiescent while running the query. */

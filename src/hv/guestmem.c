@@ -74,8 +74,7 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
     return 0;
 }
 
-int gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
-                 uint64_t *l1e_maddr)
+int gm_access_ok(struct pvcpu *pc, uint64_t va, bool write, uint64_t *l1e_maddr)
 {
     uint64_t maddr;
     return walk(pc, va, write, true, &maddr, l1e_maddr, NULL);
@@ -128,9 +127,9 @@ static int copy(struct pvcpu *pc, uint64_t va, void *host, uint64_t len,
             /* the write is logged before the frame can change hands */
             if (pc->d->created_dirty)
                 BUG_ON(dirty_mark(&pc->d->dirty, _gfn(mfn_x(mfn)), 1) < 0);
-            BUG_ON(frame_put_and_type(f, mfn, 0, NULL, NULL) < 0);
-        }
-        else
+            BUG_ON(frame_put_and_type(f, mfn, FRAME_TYPE_WRITABLE, 0, NULL,
+                                      NULL) < 0);
+        } else
             frame_put(f, mfn);
         done += n;
     }

@@ -122,6 +122,8 @@ int pvcpu_exit(struct vcpu *v, void *opaque);
 void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
 /* Record a page-table entry written from the host (touch loop). */
 void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr);
+/* vcpu.h's flush_fn: the next entry flushes the whole TLB (V4). */
+int pvcpu_flush(struct vcpu *v, void *opaque);
 void pvcpu_touch_release(struct pvcpu *pc);
 /* Room left in the touch list before a continuation is needed. */
 static inline unsigned pvcpu_touch_room(const struct pvcpu *pc)

@@ -348,6 +348,33 @@ void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr)
     pc->touch[pc->nr_touch++] = maddr;
 }
 
+/*
+ * A TLB flush another vCPU asked for, before this vCPU's next entry,
+ * whatever it was doing (guest ring 3, the shim, the touch loop).  CR3 is
+ * reloaded through KVM_SET_SREGS with its page-level write-through bit
+ * toggled: a changed CR3 makes the KVM rebuild this vCPU's MMU context and
+ * flush its whole TLB (the hardware's for the guest, or the shadow MMU's
+ * roots, resynchronised) before the next guest instruction.  The bit only
+ * sets the memory type of the root table's own accesses.  CR4.PGE is off
+ * (shim.c), so no global entry survives.
+ */
+#define CR3_PWT 0x8ULL
+int pvcpu_flush(struct vcpu *v, void *opaque)
+{
+    struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
+    struct kvm_vcpu_sregs sr;
+    int r;
+
+    (void)opaque;
+    if ((r = kvm_vcpu_get_sregs(&v->kvm, &sr)) < 0)
+        return r;
+    sr.cr3 ^= CR3_PWT;
+    if ((r = kvm_vcpu_set_sregs(&v->kvm, &sr)) < 0)
+        return r;
+    pc->cr3 = sr.cr3;
+    return 0;
+}
+
 void hv_domain_test_no_touch(struct domain *d)
 {
     d->test_no_touch = true;
@@ -402,8 +429,9 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
     }
     r = shim_event_read(&d->shim, pc->id, (unsigned)entry, pc->regs.rsp, &ev);
     if (r < 0 || (entry != SHIM_ENTRY_SYSCALL && ev.frame.cs != SHIM_SEL_CS3)) {
-        pvcpu_crash(pc, "event %d from ring 0 (rsp %#llx, frame cs %#llx rip "
-                        "%#llx): a fault inside the shim",
+        pvcpu_crash(pc,
+                    "event %d from ring 0 (rsp %#llx, frame cs %#llx rip "
+                    "%#llx): a fault inside the shim",
                     entry, (unsigned long long)pc->regs.rsp,
                     (unsigned long long)ev.frame.cs,
                     (unsigned long long)ev.frame.rip);
@@ -462,6 +490,5 @@ void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque)
     (void)opaque;
     snprintf(buf, len, " guest %s mode; last ring-3 rip %#llx rsp %#llx\n",
              pc->kernel_mode ? "kernel" : "user",
-             (unsigned long long)pc->ret.rip,
-             (unsigned long long)pc->ret.rsp);
+             (unsigned long long)pc->ret.rip, (unsigned long long)pc->ret.rsp);
 }

@@ -104,7 +104,7 @@ int pv_drain(struct pv_vcpu *v)
         tf |= FRAME_TF_PARTIAL_SET;
     if (frames_mfn_valid(d->f, mfn) && frame_count(d->f, mfn) &&
         frame_owner(d->f, mfn) == d->id) {
-        rc = frame_put_type(d->f, mfn, tf, &pv_type_ops, v);
+        rc = frame_put_type(d->f, mfn, v->old_type, tf, &pv_type_ops, v);
         if (rc == -EINTR || rc == -ERESTART) {
             v->old_partial = rc == -ERESTART;
             return -ERESTART;
@@ -190,7 +190,8 @@ static int mmu_pt_update(struct pv_vcpu *v, uint64_t ptr, uint64_t val,
         } else {
             __atomic_store_n(&pt[idx], val, __ATOMIC_SEQ_CST);
         }
-        if (frame_put_type(d->f, table, 0, &pv_type_ops, v))
+        if (frame_put_type(d->f, table, FRAME_TYPE_WRITABLE, 0, &pv_type_ops,
+                           v))
             pv_corrupt(d, table, "transient writable reference lost");
         rc = 0;
     } else {
@@ -269,9 +270,9 @@ static int op_batch(struct pv_vcpu *v, bool own, const void *reqs,
 int pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,
                   uint32_t count, uint32_t *pdone, uint32_t foreigndom)
 {
-    return op_batch(v,
-                    own_domain(v->d, (domid_t)foreigndom) && !(foreigndom >> 16),
-                    reqs, count, pdone, mmu_one);
+    return op_batch(
+        v, own_domain(v->d, (domid_t)foreigndom) && !(foreigndom >> 16), reqs,
+        count, pdone, mmu_one);
 }
 
 /* ------------------------------------------------------------ mmuext_op */
@@ -296,10 +297,12 @@ static int pin(struct pv_vcpu *v, mfn_t mfn, unsigned level)
     if (frame_test_and_set_pinned(d->f, mfn)) {
         /* Already pinned: undo (a put of an L2+ may be long: defer it). */
         if (level == 1) {
-            if (frame_put_and_type(d->f, mfn, 0, &pv_type_ops, v))
+            if (frame_put_and_type(d->f, mfn, FRAME_TYPE_L1, 0, &pv_type_ops,
+                                   v))
                 pv_corrupt(d, mfn, "pin undo without a type reference");
         } else {
             v->old_table = mfn;
+            v->old_type = FRAME_TYPE_PT(level);
             v->old_partial = false;
         }
         return -EINVAL;
@@ -311,6 +314,7 @@ static int pin(struct pv_vcpu *v, mfn_t mfn, unsigned level)
 static int unpin(struct pv_vcpu *v, mfn_t mfn)
 {
     struct pv_domain *d = v->d;
+    uint64_t type;
     int rc;
 
     if (!frames_mfn_valid(d->f, mfn) || frame_get(d->f, mfn, d->id))
@@ -319,12 +323,15 @@ static int unpin(struct pv_vcpu *v, mfn_t mfn)
         frame_put(d->f, mfn);
         return -EINVAL;
     }
-    rc = frame_put_type(d->f, mfn, FRAME_TF_PREEMPTIBLE, &pv_type_ops, v);
+    /* The pin held a type reference: the type cannot change under it. */
+    type = frame_type_word(d->f, mfn) & FRAME_TYPE_MASK;
+    rc = frame_put_type(d->f, mfn, type, FRAME_TF_PREEMPTIBLE, &pv_type_ops, v);
     if (rc == 0) {
         frame_put(d->f, mfn); /* the pin's general reference */
     } else if (rc == -EINTR || rc == -ERESTART) {
         /* The pin's references now belong to the deferred put. */
         v->old_table = mfn;
+        v->old_type = type;
         v->old_partial = rc == -ERESTART;
     } else {
         pv_corrupt(d, mfn, "unpin without a type reference");
@@ -355,14 +362,16 @@ static int new_base(struct pv_vcpu *v, mfn_t *slot, mfn_t mfn, bool none_ok)
             return rc;
     }
     *slot = mfn;
-    pv_wtlb_flush(v, INVALID_MFN); /* a base switch flushes the TLB */
+    pv_flush_local(v); /* a base switch flushes the TLB */
     if (mfn_eq(old, INVALID_MFN))
         return 0;
-    rc = frame_put_type(d->f, old, FRAME_TF_PREEMPTIBLE, &pv_type_ops, v);
+    rc = frame_put_type(d->f, old, FRAME_TYPE_L4, FRAME_TF_PREEMPTIBLE,
+                        &pv_type_ops, v);
     if (rc == 0) {
         frame_put(d->f, old);
     } else if (rc == -EINTR || rc == -ERESTART) {
         v->old_table = old;
+        v->old_type = FRAME_TYPE_L4;
         v->old_partial = rc == -ERESTART;
         return -ERESTART;
     } else {
@@ -378,8 +387,8 @@ static int new_base(struct pv_vcpu *v, mfn_t *slot, mfn_t mfn, bool none_ok)
 static bool guest_range_ok(uint64_t va, uint64_t len)
 {
     const uint64_t lower_end = 1ULL << 47;
-    const uint64_t hv_end = 0xFFFF800000000000ULL +
-                            ((uint64_t)PV_HV_L4_NR << 39);
+    const uint64_t hv_end =
+        0xFFFF800000000000ULL + ((uint64_t)PV_HV_L4_NR << 39);
 
     if (va < lower_end)
         return range_check(va, len, lower_end) == 0;
@@ -405,7 +414,8 @@ static int page_op(struct pv_vcpu *v, mfn_t dst, const mfn_t *src)
         else
             memset(frames_ptr(d->f, dst), 0, PAGE_SIZE);
         pv_mark_dirty(d, dst);
-        if (frame_put_and_type(d->f, dst, 0, &pv_type_ops, v))
+        if (frame_put_and_type(d->f, dst, FRAME_TYPE_WRITABLE, 0, &pv_type_ops,
+                               v))
             pv_corrupt(d, dst, "transient writable reference lost");
     }
     if (src)
@@ -429,7 +439,8 @@ static int mmuext_one(struct pv_vcpu *v, const struct mmuext_op *op)
         return new_base(v, &v->base, mfn, false);
     case MMUEXT_NEW_USER_BASEPTR:
         /* Xen's ABI: mfn 0 means "no user base". */
-        return new_base(v, &v->user_base, op->arg1.mfn ? mfn : INVALID_MFN, true);
+        return new_base(v, &v->user_base, op->arg1.mfn ? mfn : INVALID_MFN,
+                        true);
     case MMUEXT_SET_LDT:
         if ((op->arg1.linear_addr & ~PAGE_MASK) ||
             op->arg2.nr_ents > PV_LDT_MAX_ENTS ||
@@ -448,14 +459,15 @@ static int mmuext_one(struct pv_vcpu *v, const struct mmuext_op *op)
     }
     case MMUEXT_TLB_FLUSH_LOCAL:
     case MMUEXT_INVLPG_LOCAL:
-        pv_wtlb_flush(v, INVALID_MFN);
+        pv_flush_local(v);
         return 0;
     case MMUEXT_TLB_FLUSH_MULTI:
     case MMUEXT_INVLPG_MULTI:
+        /* The vCPU mask is guest memory pv does not read: every vCPU
+         * (a superset of those named) flushes. */
     case MMUEXT_TLB_FLUSH_ALL:
     case MMUEXT_INVLPG_ALL:
-        for (unsigned i = 0; i < v->d->nr_vcpus; i++)
-            pv_wtlb_flush(v->d->vcpus[i], INVALID_MFN);
+        pv_flush_all(v);
         return 0;
     default:
         return -ENOSYS;
@@ -467,8 +479,8 @@ static int mmuext_at(struct pv_vcpu *v, const void *ops, uint32_t i)
     return mmuext_one(v, (const struct mmuext_op *)ops + i);
 }
 
-int pv_mmuext_op(struct pv_vcpu *v, const struct mmuext_op *ops,
-                 uint32_t count, uint32_t *pdone, domid_t foreigndom)
+int pv_mmuext_op(struct pv_vcpu *v, const struct mmuext_op *ops, uint32_t count,
+                 uint32_t *pdone, domid_t foreigndom)
 {
     return op_batch(v, own_domain(v->d, foreigndom), ops, count, pdone,
                     mmuext_at);
@@ -528,11 +540,12 @@ int pv_update_va_mapping(struct pv_vcpu *v, uint64_t va, uint64_t val,
     }
     frame_put(d->f, l1);
     if (rc == 0 && (flags & UVMF_FLUSHTYPE_MASK)) {
-        if (flags & UVMF_ALL)
-            for (unsigned i = 0; i < d->nr_vcpus; i++)
-                pv_wtlb_flush(d->vcpus[i], INVALID_MFN);
+        /* UVMF_LOCAL: this vCPU; UVMF_ALL, and UVMF_MULTI (a mask in
+         * guest memory): every vCPU, a superset of the ones named. */
+        if ((flags & ~UVMF_FLUSHTYPE_MASK) == UVMF_LOCAL)
+            pv_flush_local(v);
         else
-            pv_wtlb_flush(v, INVALID_MFN);
+            pv_flush_all(v);
     }
     return op_exit(v, rc);
 }
@@ -599,9 +612,8 @@ long pv_memory_op(struct pv_vcpu *v, unsigned long *cmd,
     if (!own_domain(v->d, r->domid))
         return -EPERM;
     /* Malformed: report "nothing from start on was done". */
-    if (r->nr_extents > (~0U >> MEMOP_EXTENT_SHIFT) ||
-        start >= r->nr_extents || r->extent_order > PV_MAX_EXTENT_ORDER ||
-        !r->extent_start)
+    if (r->nr_extents > (~0U >> MEMOP_EXTENT_SHIFT) || start >= r->nr_extents ||
+        r->extent_order > PV_MAX_EXTENT_ORDER || !r->extent_start)
         return (long)start;
     for (i = start; i < r->nr_extents; i++) {
         if (i > start && pv_preempt_check(v)) {
@@ -651,6 +663,7 @@ static int relinquish_frame(struct pv_vcpu *v, mfn_t mfn, bool *progress)
     if ((t & FRAME_TYPE_PARTIAL) && frame_get(d->f, mfn, d->id) == 0) {
         /* Nobody resumes it any more: clean it up as a deferred put. */
         v->old_table = mfn;
+        v->old_type = t & FRAME_TYPE_MASK;
         v->old_partial = true;
         *progress = true;
         rc = pv_drain(v);

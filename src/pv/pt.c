@@ -23,8 +23,8 @@ bool pv_preempt_check(struct pv_vcpu *v)
 void pv_corrupt(struct pv_domain *d, mfn_t mfn, const char *what)
 {
     if (atomic_fetch_add(&d->corruption, 1) == 0)
-        snprintf(d->corruption_msg, sizeof(d->corruption_msg),
-                 "mfn %#llx: %s", (unsigned long long)mfn_x(mfn), what);
+        snprintf(d->corruption_msg, sizeof(d->corruption_msg), "mfn %#llx: %s",
+                 (unsigned long long)mfn_x(mfn), what);
 }
 
 void pv_mark_dirty(struct pv_domain *d, mfn_t mfn)
@@ -33,15 +33,35 @@ void pv_mark_dirty(struct pv_domain *d, mfn_t mfn)
         d->hooks.mark_dirty(d->hooks.arg, mfn);
 }
 
-void pv_wtlb_flush(struct pv_vcpu *v, mfn_t mfn)
+static void wtlb_flush(struct pv_vcpu *v, mfn_t mfn)
 {
     for (unsigned i = 0; i < PV_WTLB_SIZE; i++) {
         uint64_t m = atomic_load(&v->wtlb[i]);
 
-        if (m != PV_WTLB_EMPTY &&
-            (mfn_eq(mfn, INVALID_MFN) || m == mfn_x(mfn)))
+        if (m != PV_WTLB_EMPTY && (mfn_eq(mfn, INVALID_MFN) || m == mfn_x(mfn)))
             atomic_compare_exchange_strong(&v->wtlb[i], &m, PV_WTLB_EMPTY);
     }
+}
+
+void pv_flush(struct pv_vcpu *self, uint64_t mask, mfn_t mfn, uint64_t stamp)
+{
+    struct pv_domain *d = self->d;
+
+    for (unsigned i = 0; i < d->nr_vcpus && i < 64; i++)
+        if (mask & (1ULL << i))
+            wtlb_flush(d->vcpus[i], mfn);
+    if (d->hooks.flush)
+        d->hooks.flush(d->hooks.arg, self, mask, stamp);
+}
+
+void pv_flush_local(struct pv_vcpu *self)
+{
+    pv_flush(self, 1ULL << self->id, INVALID_MFN, frames_tlb_now(self->d->f));
+}
+
+void pv_flush_all(struct pv_vcpu *self)
+{
+    pv_flush(self, PV_FLUSH_ALL, INVALID_MFN, frames_tlb_now(self->d->f));
 }
 
 /*
@@ -96,8 +116,10 @@ static void put_page_from_l1e(struct pv_vcpu *v, uint64_t e)
 
     if (!(e & PTE_P) || !child_ok(v, mfn))
         return;
-    if ((e & PTE_RW) &&
-        frame_put_type(d->f, mfn, 0, &pv_type_ops, v) != 0) {
+    /* F13: an entry that holds no writable reference (one the guest put
+     * there behind validation's back) is reported, never trusted. */
+    if ((e & PTE_RW) && frame_put_type(d->f, mfn, FRAME_TYPE_WRITABLE, 0,
+                                       &pv_type_ops, v) != 0) {
         pv_corrupt(d, mfn, "writable put without a writable reference");
         return;
     }
@@ -111,8 +133,8 @@ int pv_get_page_and_type(struct pv_vcpu *v, mfn_t mfn, uint64_t type,
 {
     struct pv_domain *d = v->d;
     bool have_ref = (ptf & PTF_PARTIAL_SET) && !(ptf & PTF_NOREF);
-    unsigned tf = pv_get_tf(v) |
-                  ((ptf & PTF_PREEMPTIBLE) ? FRAME_TF_PREEMPTIBLE : 0);
+    unsigned tf =
+        pv_get_tf(v) | ((ptf & PTF_PREEMPTIBLE) ? FRAME_TF_PREEMPTIBLE : 0);
     int rc;
 
     if (!frames_mfn_valid(d->f, mfn))
@@ -134,7 +156,7 @@ int pv_get_page_and_type(struct pv_vcpu *v, mfn_t mfn, uint64_t type,
     return rc;
 }
 
-int pv_put_pt_ref(struct pv_vcpu *v, mfn_t mfn, unsigned ptf)
+int pv_put_pt_ref(struct pv_vcpu *v, mfn_t mfn, uint64_t type, unsigned ptf)
 {
     struct pv_domain *d = v->d;
     unsigned tf = (ptf & PTF_PREEMPTIBLE) ? FRAME_TF_PREEMPTIBLE : 0;
@@ -147,7 +169,7 @@ int pv_put_pt_ref(struct pv_vcpu *v, mfn_t mfn, unsigned ptf)
         if (d->rules.cleanup_put_always)
             tf |= FRAME_TF_TEST_LEGACY_PUT;
     }
-    rc = frame_put_type(d->f, mfn, tf, &pv_type_ops, v);
+    rc = frame_put_type(d->f, mfn, type, tf, &pv_type_ops, v);
     if (rc == -EUCLEAN) {
         pv_corrupt(d, mfn, "type put without a type reference");
         rc = 0;
@@ -297,6 +319,7 @@ static int promote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
         if ((pg->partial_flags & PTF_PARTIAL_SET) ||
             entries_hold_refs(pt, level, i)) {
             v->old_table = mfn;
+            v->old_type = FRAME_TYPE_PT(level);
             v->old_partial = true;
         }
         return rc;
@@ -346,7 +369,7 @@ static int demote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
         else if (pv_is_hv_slot(level, (unsigned)i) || !(e & PTE_P))
             continue;
         else
-            rc = pv_put_pt_ref(v, pte_mfn(e),
+            rc = pv_put_pt_ref(v, pte_mfn(e), FRAME_TYPE_PT(level - 1),
                                pf | (level > 2 ? ptf : 0));
         if (rc == 0)
             continue;
@@ -402,10 +425,11 @@ static void pv_type_changed(void *ctx, mfn_t mfn, uint64_t old_type,
     struct pv_domain *d = v->d;
 
     /* No vCPU may keep writing through a translation made for the old
-     * (writable) use of the frame. */
+     * (writable) use of the frame: the XSA-401 safety action, after the
+     * commit (F9), for the vCPUs that have not flushed since the frame's
+     * last writable reference went (F12). */
     if (old_type == FRAME_TYPE_WRITABLE)
-        for (unsigned i = 0; i < d->nr_vcpus; i++)
-            pv_wtlb_flush(d->vcpus[i], mfn);
+        pv_flush(v, PV_FLUSH_ALL, mfn, frame_tlbflush_stamp(d->f, mfn));
     if (d->hooks.type_changed)
         d->hooks.type_changed(d->hooks.arg, mfn, old_type, new_type);
 }
@@ -466,13 +490,19 @@ int pv_mod_entry(struct pv_vcpu *v, mfn_t table, unsigned level, unsigned idx,
     oval = update_entry(pt, idx, nval, preserve_ad);
     if (!(oval & PTE_P))
         return 0;
-    if (level == 1) {
+    if (level == 1 && (oval & PTE_RW) && mfn_eq(pte_mfn(oval), table)) {
+        /* A writable self-map no validation let in (the damage of a stale
+         * translation): its type reference would be on this very table,
+         * which we hold locked.  Report it; never wait on our own lock. */
+        pv_corrupt(v->d, table, "L1 entry maps its own table");
+    } else if (level == 1) {
         put_page_from_l1e(v, oval);
     } else if (!mfn_eq(v->old_table, INVALID_MFN)) {
         pv_corrupt(v->d, table, "deferred put busy during an update");
     } else if (child_ok(v, pte_mfn(oval))) {
         /* The old child's put may cascade: defer it to the next drain. */
         v->old_table = pte_mfn(oval);
+        v->old_type = FRAME_TYPE_PT(level - 1);
         v->old_partial = false;
     }
     return 0;

@@ -163,6 +163,8 @@ struct pv_rules {
     bool safety_before_commit;
 };
 
+struct pv_vcpu;
+
 /* How a frame's use changed (hooks.type_changed). */
 struct pv_hooks {
     /*
@@ -172,6 +174,17 @@ struct pv_hooks {
      */
     void (*type_changed)(void *arg, mfn_t mfn, uint64_t old_type,
                          uint64_t new_type);
+    /*
+     * The XSA-401 safety action and the guest's flush requests: every vCPU
+     * in mask (bit i: pv vCPU i) whose last TLB flush began at or before
+     * stamp (frame.h F12; frames_tlb_now() for "now") must flush before it
+     * runs guest code again; returns when that is certain.  self is the
+     * acting vCPU (it flushes on its way back to the guest).  Production
+     * code installs it (src/hv); without it only the model below is
+     * flushed.
+     */
+    void (*flush)(void *arg, struct pv_vcpu *self, uint64_t mask,
+                  uint64_t stamp);
     /* Where Xen marks log-dirty: validation, pin/unpin, machphys update. */
     void (*mark_dirty)(void *arg, mfn_t mfn);
     /* General references held by other layers, for pv_audit(). */
@@ -202,8 +215,8 @@ struct pv_domain {
 struct pv_vcpu {
     struct pv_domain *d;
     unsigned id;
-    mfn_t base;      /* guest kernel L4 (INVALID_MFN: none); 1 gen + 1 type */
-    mfn_t user_base; /* guest user L4 (INVALID_MFN: none); 1 gen + 1 type */
+    mfn_t base;        /* guest kernel L4 (INVALID_MFN: none); 1 gen + 1 type */
+    mfn_t user_base;   /* guest user L4 (INVALID_MFN: none); 1 gen + 1 type */
     uint64_t ldt_base; /* MMUEXT_SET_LDT: linear address, page aligned */
     uint32_t ldt_ents; /* ... and entries (<= PV_LDT_MAX_ENTS) */
     /*
@@ -213,7 +226,8 @@ struct pv_vcpu {
      * true: it owns the clean-up of a PARTIAL frame (a clean-up put, a
      * no-op if someone else has finished the frame meanwhile).
      */
-    mfn_t old_table; /* INVALID_MFN: none */
+    mfn_t old_table;   /* INVALID_MFN: none */
+    uint64_t old_type; /* the type of the reference it drops (F13) */
     bool old_partial;
     /* The result an operation returns once its deferred put drained. */
     bool cont_pending;
@@ -223,8 +237,11 @@ struct pv_vcpu {
     uint64_t preempt_count;
     bool preempt_repeat;
     /*
-     * Writable translations this vCPU may still hold (a TLB model): raw
-     * mfns, PV_WTLB_EMPTY if unused.  Other vCPUs flush them (atomics).
+     * Writable translations this vCPU may still hold, as a model for the
+     * tests that drive pv without KVM: raw mfns, PV_WTLB_EMPTY if unused,
+     * filled only by pv_vcpu_tlb_fill().  Emptied by pv_flush(), the same
+     * call that asks hooks.flush to flush the real vCPUs, so the model
+     * sees exactly the flushes production makes.
      */
     _Atomic uint64_t wtlb[PV_WTLB_SIZE];
 };
@@ -325,11 +342,11 @@ int __must_check pv_pageframe_info(struct pv_domain *d, uint64_t *arr,
 /* --------------------------------------------------------------- audit */
 
 struct pv_audit_report {
-    uint64_t errors;   /* mismatches found */
-    uint64_t frames;   /* frames of the domain examined */
-    uint64_t tables;   /* page tables whose entries were counted */
-    mfn_t first_mfn;   /* where the first error was found */
-    char first[160];   /* what it was */
+    uint64_t errors; /* mismatches found */
+    uint64_t frames; /* frames of the domain examined */
+    uint64_t tables; /* page tables whose entries were counted */
+    mfn_t first_mfn; /* where the first error was found */
+    char first[160]; /* what it was */
 };
 
 /*

@@ -20,8 +20,8 @@
 #define L1_DISALLOW (PTE_PWT | PTE_PCD | PTE_PSE)
 #define LN_DISALLOW (PTE_PWT | PTE_PCD | PTE_PSE | PTE_G)
 /* Flags whose change needs no reference change (the fast path). */
-#define L1_FASTPATH (PTE_NX | PTE_AVAIL_HIGH | PTE_AVAIL | PTE_G | PTE_D | \
-                     PTE_A | PTE_US)
+#define L1_FASTPATH                                                            \
+    (PTE_NX | PTE_AVAIL_HIGH | PTE_AVAIL | PTE_G | PTE_D | PTE_A | PTE_US)
 #define LN_FASTPATH (L1_FASTPATH | PTE_RW)
 
 extern const struct frame_type_ops pv_type_ops;
@@ -51,8 +51,18 @@ static inline unsigned pv_get_tf(const struct pv_vcpu *v)
 bool pv_preempt_check(struct pv_vcpu *v);
 void pv_corrupt(struct pv_domain *d, mfn_t mfn, const char *what);
 void pv_mark_dirty(struct pv_domain *d, mfn_t mfn);
-/* Drop v's writable translations of mfn (all of them if mfn invalid). */
-void pv_wtlb_flush(struct pv_vcpu *v, mfn_t mfn);
+/*
+ * Flush the TLBs of the vCPUs in mask (PV_FLUSH_ALL: every vCPU) that may
+ * hold translations older than stamp (frame.h F12): the model (wtlb: the
+ * entries for mfn, or all of them if mfn is invalid) and, through
+ * hooks.flush, the real ones.  Returns once no named vCPU can use such a
+ * translation again.
+ */
+#define PV_FLUSH_ALL (~0ULL)
+void pv_flush(struct pv_vcpu *self, uint64_t mask, mfn_t mfn, uint64_t stamp);
+/* The acting vCPU alone, for every translation it has now. */
+void pv_flush_local(struct pv_vcpu *self);
+void pv_flush_all(struct pv_vcpu *self);
 
 /* General + type reference for an entry's target (Xen's
  * get_page_and_type_from_mfn). */
@@ -60,7 +70,8 @@ int __must_check pv_get_page_and_type(struct pv_vcpu *v, mfn_t mfn,
                                       uint64_t type, unsigned ptf);
 /* Put a full (or, with PTF_PARTIAL_SET, partial) reference of a child
  * page table: 0, -EINTR, -ERESTART. */
-int __must_check pv_put_pt_ref(struct pv_vcpu *v, mfn_t mfn, unsigned ptf);
+int __must_check pv_put_pt_ref(struct pv_vcpu *v, mfn_t mfn, uint64_t type,
+                               unsigned ptf);
 
 /* Update entry idx of the validated, locked table of the given level. */
 int __must_check pv_mod_entry(struct pv_vcpu *v, mfn_t table, unsigned level,

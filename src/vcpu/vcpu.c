@@ -5,9 +5,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 int vcpu_group_init(struct vcpu_group *g, vcpu_exit_fn exit_fn,
                     vcpu_diag_fn diag_fn, void *opaque)
@@ -193,6 +195,92 @@ static bool may_run(struct vcpu *v)
     return run;
 }
 
+void vcpu_group_set_flush(struct vcpu_group *g, _Atomic uint64_t *clock,
+                          vcpu_flush_fn fn)
+{
+    g->tlb_clock = clock;
+    g->flush_fn = fn;
+}
+
+/* V4: mark v in guest mode, unless a flush request must be served first. */
+static int enter_guest(struct vcpu *v)
+{
+    struct vcpu_group *g = v->group;
+    int r;
+
+    for (;;) {
+        atomic_store(&v->in_guest, true);
+        if (!atomic_load(&v->flush_req))
+            return 0;
+        atomic_store(&v->in_guest, false);
+        atomic_store(&v->flush_req, false);
+        if (v->entered && g->flush_fn && (r = g->flush_fn(v, g->opaque)) < 0)
+            return r;
+        atomic_fetch_add_explicit(&v->stats.flushes, 1, memory_order_relaxed);
+        /* Published after the flush is arranged: it runs after this. */
+        atomic_store(&v->flush_time, atomic_fetch_add(g->tlb_clock, 1) + 1);
+    }
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void vcpu_group_flush(struct vcpu_group *g, uint64_t mask, uint64_t stamp,
+                      struct vcpu *self)
+{
+    struct vcpu_flush_stats *st = &g->flush_stats;
+    uint64_t kicked = 0, t0 = 0;
+
+    if (!g->tlb_clock)
+        return;
+    atomic_fetch_add_explicit(&st->requests, 1, memory_order_relaxed);
+    for (unsigned i = 0; i < g->nr && i < 64; i++) {
+        struct vcpu *v = g->vcpus[i];
+
+        if (!(mask & (1ULL << i)))
+            continue;
+        if (atomic_load(&v->flush_time) > stamp) {
+            atomic_fetch_add_explicit(&st->filtered, 1, memory_order_relaxed);
+            continue;
+        }
+        atomic_store(&v->flush_req, true);
+        if (v == self || !atomic_load(&v->in_guest)) {
+            atomic_fetch_add_explicit(&st->flagged, 1, memory_order_relaxed);
+            continue;
+        }
+        kvm_vcpu_kick(&v->kvm);
+        kicked |= 1ULL << i;
+    }
+    if (!kicked)
+        return;
+    t0 = mono_ns();
+    atomic_fetch_add_explicit(&st->kicked,
+                              (uint64_t)__builtin_popcountll(kicked),
+                              memory_order_relaxed);
+    while (kicked) {
+        for (unsigned i = 0; i < g->nr && i < 64; i++) {
+            struct vcpu *v = g->vcpus[i];
+
+            if (!(kicked & (1ULL << i)))
+                continue;
+            if (!atomic_load(&v->in_guest) ||
+                atomic_load(&v->flush_time) > stamp)
+                kicked &= ~(1ULL << i);
+            else
+                kvm_vcpu_kick(&v->kvm); /* it may have re-entered first */
+        }
+        if (kicked)
+            sched_yield();
+    }
+    atomic_fetch_add_explicit(&st->wait_ns, mono_ns() - t0,
+                              memory_order_relaxed);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -200,8 +288,16 @@ static void *vcpu_thread(void *arg)
 
     kvm_vcpu_bind_thread(&v->kvm, VCPU_KICK_SIGNAL);
     while (may_run(v)) {
-        int r = kvm_vcpu_run(&v->kvm);
+        int r = enter_guest(v);
 
+        if (r < 0) {
+            vcpu_group_crash(g, v, "vcpu %u: TLB flush failed: %s\n", v->id,
+                             strerror(-r));
+            break;
+        }
+        r = kvm_vcpu_run(&v->kvm);
+        v->entered = true;
+        atomic_store(&v->in_guest, false);
         if (r == -EINTR)
             continue;
         if (r < 0) {
@@ -219,8 +315,8 @@ static void *vcpu_thread(void *arg)
             break;
         }
         if (!vcpu_group_stopped(g))
-            vcpu_group_crash(g, v, "vcpu %u: exit handler failed: %s\n",
-                             v->id, strerror(-r));
+            vcpu_group_crash(g, v, "vcpu %u: exit handler failed: %s\n", v->id,
+                             strerror(-r));
         break;
     }
     pthread_mutex_lock(&g->lock);

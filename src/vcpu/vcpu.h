@@ -16,13 +16,23 @@
  *
  * Invariants:
  *  V1. A vCPU thread runs KVM_RUN only while it is online and the group is
- *      neither paused nor stopped (checked under the group lock just before each run; a
- *      pause or stop that comes later kicks it out: kvm.h K4).
- *  V2. vcpu_group_pause() returns only when every live vCPU thread is
- *      parked between exits (its last exit fully handled), so guest memory,
- *      registers and every hypervisor structure it touches are quiescent.
- *  V3. Once stopped, a group never runs again; group->exit_code and
- *      group->diag say why (crash or guest shutdown).
+ *      neither paused nor stopped (checked under the group lock just before
+ * each run; a pause or stop that comes later kicks it out: kvm.h K4). V2.
+ * vcpu_group_pause() returns only when every live vCPU thread is parked between
+ * exits (its last exit fully handled), so guest memory, registers and every
+ * hypervisor structure it touches are quiescent. V3. Once stopped, a group
+ * never runs again; group->exit_code and group->diag say why (crash or guest
+ * shutdown). V4. TLB flushes (vcpu_group_flush()).  A vCPU runs guest code only
+ *      between setting in_guest and clearing it after KVM_RUN returns, and
+ *      sets in_guest before it reads flush_req (both seq_cst), so a
+ *      requester that sets flush_req and then reads in_guest false knows
+ *      the vCPU will see the request before it runs guest code again.  A
+ *      vCPU that sees flush_req clears it, has the group's flush_fn make
+ *      its next entry flush its whole TLB, and only then publishes
+ *      flush_time = ++clock: its flush began after every stamp below that
+ *      value (frame.h F12).  vcpu_group_flush() returns only when every
+ *      vCPU it names has flushed since the stamp, or is out of guest mode
+ *      with the request pending.
  *
  * Locking: group->lock protects the pause count, the parked count, the
  * stop state and the diagnostics; vCPU threads take it only between exits.
@@ -55,6 +65,10 @@ enum {
     VCPU_PARK = 2,     /* this vCPU is done (e.g. it went down) */
 };
 
+/* Make v's next KVM_RUN flush all of its TLB before any guest instruction
+ * (called by v's own thread just before that run): 0 or -errno (crash). */
+typedef int (*vcpu_flush_fn)(struct vcpu *v, void *opaque);
+
 /* Handle one exit of v (kvm_vcpu_exit() says which); VCPU_* or -errno (crash,
  * after writing a reason with vcpu_group_crash() or not). */
 typedef int (*vcpu_exit_fn)(struct vcpu *v, void *opaque);
@@ -64,6 +78,7 @@ typedef void (*vcpu_diag_fn)(struct vcpu *v, char *buf, size_t len,
 
 struct vcpu_stats {
     _Atomic uint64_t exits, io, mmio, hlt, intr, other;
+    _Atomic uint64_t flushes; /* TLB flushes made at a request (V4) */
 };
 
 struct vcpu {
@@ -74,7 +89,21 @@ struct vcpu {
     bool thread_started;
     bool parked_for_good; /* VCPU_PARK: this thread has left */
     bool online;          /* runs only once online (group lock) */
+    bool entered;         /* has run guest code (its TLB may hold some) */
     struct vcpu_stats stats;
+    /* V4: the TLB-flush handshake. */
+    _Atomic bool in_guest;
+    _Atomic bool flush_req;
+    _Atomic uint64_t flush_time;
+};
+
+/* What flush requests cost (vcpu_group_flush()). */
+struct vcpu_flush_stats {
+    _Atomic uint64_t requests; /* calls */
+    _Atomic uint64_t filtered; /* vCPUs left alone: flushed since the stamp */
+    _Atomic uint64_t flagged;  /* vCPUs out of guest mode: flag only */
+    _Atomic uint64_t kicked;   /* vCPUs kicked out of guest mode */
+    _Atomic uint64_t wait_ns;  /* time spent waiting for kicked vCPUs */
 };
 
 struct vcpu_group {
@@ -92,8 +121,13 @@ struct vcpu_group {
     _Atomic bool pausing; /* fast check for long operations */
     bool stopped;
     bool crashed;
-    int exit_code;        /* guest's shutdown code or -errno of a crash */
+    int exit_code; /* guest's shutdown code or -errno of a crash */
     char diag[VCPU_DIAG_SIZE];
+
+    /* V4: set by vcpu_group_set_flush(); without it requests are no-ops. */
+    _Atomic uint64_t *tlb_clock;
+    vcpu_flush_fn flush_fn;
+    struct vcpu_flush_stats flush_stats;
 };
 
 int __must_check vcpu_group_init(struct vcpu_group *g, vcpu_exit_fn exit_fn,
@@ -124,6 +158,23 @@ void vcpu_group_stop(struct vcpu_group *g, int code);
 void vcpu_group_crash(struct vcpu_group *g, struct vcpu *v, const char *fmt,
                       ...) __printf(3, 4);
 bool vcpu_group_stopped(struct vcpu_group *g);
+
+/*
+ * TLB flushes (V4).  clock is the frames' TLB clock (frame.h F12); fn
+ * makes a vCPU's next entry flush.  Set before vcpu_group_start().
+ */
+void vcpu_group_set_flush(struct vcpu_group *g, _Atomic uint64_t *clock,
+                          vcpu_flush_fn fn);
+/*
+ * Every vCPU of g in mask (bit i: g->vcpus[i]) whose last flush began at
+ * or before stamp flushes before it runs guest code again; returns when
+ * that is certain (kicking the ones in guest mode and waiting until they
+ * are out).  self (may be NULL) is the calling vCPU: it is out of guest
+ * mode, so it is only flagged.  Never waits for a vCPU to do anything but
+ * leave KVM_RUN, so it may be called with any lock held.
+ */
+void vcpu_group_flush(struct vcpu_group *g, uint64_t mask, uint64_t stamp,
+                      struct vcpu *self);
 
 /* Check V1-V3 bookkeeping: 0 or -EUCLEAN. */
 int __must_check vcpu_group_check(struct vcpu_group *g);

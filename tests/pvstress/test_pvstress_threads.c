@@ -88,8 +88,8 @@ static void model_mark(struct ctx *c, unsigned t, unsigned lvl,
         char msg[128];
 
         snprintf(msg, sizeof(msg),
-                 "model: shared frame %u is reachable as an L%u and an L%u",
-                 t, level[t], lvl);
+                 "model: shared frame %u is reachable as an L%u and an L%u", t,
+                 level[t], lvl);
         note_fail(c, msg);
     }
     level[t] = lvl;
@@ -237,7 +237,8 @@ static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
                 /* -EBUSY is fine: a pin may win the race. */
                 if (pv_vcpu_tlb_fill(v, m) != 0)
                     c->refused++;
-                if (frame_put_and_type(&c->f, m, 0, NULL, NULL) != 0)
+                if (frame_put_and_type(&c->f, m, FRAME_TYPE_WRITABLE, 0, NULL,
+                                       NULL) != 0)
                     note_fail(c, "writable put refused");
             }
         } else {
@@ -261,7 +262,8 @@ static void one_op(struct ctx *c, struct pv_vcpu *v, uint64_t *rng)
             /* The guest writes through its mapping: a TLB entry. */
             if (pv_vcpu_tlb_fill(v, m) != 0)
                 note_fail(c, "TLB fill refused under a writable reference");
-            if (frame_put_and_type(&c->f, m, 0, NULL, NULL) != 0)
+            if (frame_put_and_type(&c->f, m, FRAME_TYPE_WRITABLE, 0, NULL,
+                                   NULL) != 0)
                 note_fail(c, "writable put refused");
         }
     } else if (r < 55) {
