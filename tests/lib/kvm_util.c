@@ -79,6 +79,24 @@ static void seg(struct kvm_vcpu_segment *s, uint16_t sel, uint8_t type,
     s->db = !code;
 }
 
+/*
+ * The type of TR's cached descriptor.  The guest's ring-3 port I/O goes
+ * through the TSS I/O bitmap, which the CPU reads only through a TR whose
+ * type is a 64-bit TSS.  VMX requires a busy TSS (11) in the guest state
+ * (VM entry fails otherwise), and KVM-PVM takes it; SVM checks nothing at
+ * VMRUN, but QEMU's emulated SVM (the test VM) reads the bitmap only
+ * through an available TSS (9): with 11 there the `out` raises #GP and
+ * the guest triple-faults.  So 9 on SVM, 11 elsewhere.
+ */
+static uint8_t tss_type(struct kvmtest_vm *vm)
+{
+    struct kvm_flavour f;
+
+    if (kvm_sys_flavour(&vm->sys, &f) == 0 && f.kind == KVM_FLAVOUR_SVM)
+        return 9;  /* available 64-bit TSS */
+    return 11;     /* busy 64-bit TSS */
+}
+
 int kvmtest_vcpu_reset(struct kvmtest_vm *vm, enum kvmtest_guest_fn fn)
 {
     struct kvm_vcpu *v = &vm->vcpu.k;
@@ -96,7 +114,7 @@ int kvmtest_vcpu_reset(struct kvmtest_vm *vm, enum kvmtest_guest_fn fn)
     s.tr.selector = SEL_TSS;
     s.tr.base = KVMTEST_TSS_GPA;
     s.tr.limit = TSS_LIMIT;
-    s.tr.type = 11; /* busy 64-bit TSS */
+    s.tr.type = tss_type(vm);
     s.tr.present = 1;
     s.gdt.base = KVMTEST_GDT_GPA;
     s.gdt.limit = 8 * 8 - 1;
