@@ -11,10 +11,10 @@
 #include "pv/pv_internal.h"
 
 struct expect {
-    uint64_t gen;   /* general references */
-    uint64_t typ;   /* type references */
-    uint64_t want;  /* FRAME_TYPE_* the type referrers need, or ~0 if none */
-    bool conflict;  /* referrers disagree about the type */
+    uint64_t gen;  /* general references */
+    uint64_t typ;  /* type references */
+    uint64_t want; /* FRAME_TYPE_* the type referrers need, or ~0 if none */
+    bool conflict; /* referrers disagree about the type */
 };
 
 struct audit {
@@ -66,6 +66,44 @@ static void hold(struct audit *a, mfn_t mfn, bool type_ref, const char *who)
         a->e[mfn_x(mfn)].typ++;
 }
 
+static const char *type_name(uint64_t t)
+{
+    static const char *const names[8] = {"plain", "L1", "L2", "L3",
+                                         "L4",    "?5", "?6", "writable"};
+
+    return names[(t & FRAME_TYPE_MASK) >> FRAME_TYPE_SHIFT];
+}
+
+/*
+ * The damage itself, named: an entry of a validated table that validation
+ * would have refused, judged by what its target is now (the counts may
+ * agree or not; an entry stored behind validation's back, e.g. through a
+ * stale writable translation, holds no reference at all).
+ */
+static void entry_rules(struct audit *a, mfn_t table, unsigned level,
+                        unsigned i, uint64_t e)
+{
+    mfn_t child = pte_mfn(e);
+    uint64_t t = frame_type_word(a->d->f, child);
+    uint64_t need = level > 1 ? FRAME_TYPE_PT(level - 1)
+                              : ((e & PTE_RW) ? FRAME_TYPE_WRITABLE : 0);
+
+    if (mfn_eq(child, table) && (level > 1 || (e & PTE_RW))) {
+        bad(a, table,
+            "entry %u (level %u) maps its own table%s: validation refuses "
+            "this (linear or writable self-map)",
+            i, level, (e & PTE_RW) ? " writable" : "");
+        return;
+    }
+    if (need && (t & FRAME_TYPE_MASK) != need &&
+        !(need == FRAME_TYPE_WRITABLE && !frame_type_level(t)))
+        bad(a, table,
+            "entry %u (level %u) maps mfn %#" PRIx64 " (%s) %s: validation "
+            "refuses this",
+            i, level, mfn_x(child), type_name(t),
+            level == 1 ? "writable" : "as its next level");
+}
+
 /* The references entry e of a table of the given level holds. */
 static void count_entry(struct audit *a, mfn_t table, unsigned level,
                         unsigned i, uint64_t e)
@@ -75,12 +113,15 @@ static void count_entry(struct audit *a, mfn_t table, unsigned level,
     if (!(e & PTE_P) || pv_is_hv_slot(level, i))
         return;
     if (!ours(a, child)) {
-        bad(a, table, "entry %u (level %u) refers to mfn %#" PRIx64
-                      " which is not the domain's", i, level, mfn_x(child));
+        bad(a, table,
+            "entry %u (level %u) refers to mfn %#" PRIx64
+            " which is not the domain's",
+            i, level, mfn_x(child));
         return;
     }
     if (e & (level == 1 ? L1_DISALLOW : LN_DISALLOW))
         bad(a, table, "entry %u (level %u) has refused flags", i, level);
+    entry_rules(a, table, level, i, e);
     a->e[mfn_x(child)].gen++;
     if (level > 1)
         want_type(a, child, FRAME_TYPE_PT(level - 1));
@@ -97,8 +138,8 @@ static void count_table(struct audit *a, mfn_t mfn, uint64_t t)
     a->rep->tables++;
     if (t & FRAME_TYPE_PARTIAL) {
         n = pg->nr_validated;
-        if (n > PT_ENTRIES || (n == PT_ENTRIES &&
-                               (pg->partial_flags & FRAME_PARTIAL_SET))) {
+        if (n > PT_ENTRIES ||
+            (n == PT_ENTRIES && (pg->partial_flags & FRAME_PARTIAL_SET))) {
             bad(a, mfn, "partial progress %u out of range", n);
             return;
         }
@@ -114,7 +155,8 @@ static void count_table(struct audit *a, mfn_t mfn, uint64_t t)
     } else if (level == 4) {
         for (i = 0; i < PV_HV_L4_NR; i++)
             if (pv_entry_load(pt, PV_HV_L4_FIRST + i) != a->d->hv_l4[i])
-                bad(a, mfn, "hypervisor slot %u not filled", PV_HV_L4_FIRST + i);
+                bad(a, mfn, "hypervisor slot %u not filled",
+                    PV_HV_L4_FIRST + i);
     }
     for (i = 0; i < n; i++)
         count_entry(a, mfn, level, i, pv_entry_load(pt, i));
@@ -184,8 +226,10 @@ int pv_audit(struct pv_domain *d, struct pv_audit_report *rep)
 
             if (w != PV_WTLB_EMPTY && w < f->nr_frames &&
                 frame_type_level(frame_type_word(d->f, _mfn(w))))
-                bad(&a, _mfn(w), "vCPU %u keeps a writable translation of "
-                                 "a page table", i);
+                bad(&a, _mfn(w),
+                    "vCPU %u keeps a writable translation of "
+                    "a page table",
+                    i);
         }
     }
 
@@ -219,7 +263,8 @@ int pv_audit(struct pv_domain *d, struct pv_audit_report *rep)
         if (level && tc && !(t & (FRAME_TYPE_VALIDATED | FRAME_TYPE_PARTIAL)))
             bad(&a, mfn, "(de)validation in progress at a quiescent point");
         if (level && !tc &&
-            (t & (FRAME_TYPE_VALIDATED | FRAME_TYPE_PARTIAL | FRAME_TYPE_PINNED)))
+            (t &
+             (FRAME_TYPE_VALIDATED | FRAME_TYPE_PARTIAL | FRAME_TYPE_PINNED)))
             bad(&a, mfn, "unused page table still marked in use");
         if ((t & FRAME_TYPE_PINNED) && !(t & FRAME_TYPE_VALIDATED))
             bad(&a, mfn, "pinned but not validated");

@@ -93,23 +93,23 @@ static mfn_t make_target(enum target t, unsigned level, mfn_t table)
         return m;
     case T_PINNED_L1:
         m = pvenv_page(&E);
-        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE,
-                                   mfn_x(m)), 0);
+        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE, mfn_x(m)),
+                         0);
         return m;
     case T_WRITABLE:
         m = pvenv_page(&E);
         y = pvenv_page(&E);
         pvenv_pt(&E, y)[0] = pvenv_pte(m, RW_);
-        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE,
-                                   mfn_x(y)), 0);
+        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE, mfn_x(y)),
+                         0);
         return m;
     case T_SELF:
         return table;
     case T_PINNED_SAME:
         m = pvenv_page(&E);
-        assert_int_equal(pvenv_ext(&E, &E.v[0],
-                                   MMUEXT_PIN_L1_TABLE + level - 1,
-                                   mfn_x(m)), 0);
+        assert_int_equal(
+            pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE + level - 1, mfn_x(m)),
+            0);
         return m;
     }
     return INVALID_MFN;
@@ -152,8 +152,8 @@ static void test_entry_rules(void **state)
             if (x->level == 4)
                 for (unsigned i = 0; i < PV_HV_L4_NR; i++)
                     assert_true(pvenv_pt(&E, t)[256 + i] == E.d.hv_l4[i]);
-            assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_UNPIN_TABLE,
-                                       mfn_x(t)), 0);
+            assert_int_equal(
+                pvenv_ext(&E, &E.v[0], MMUEXT_UNPIN_TABLE, mfn_x(t)), 0);
             pvenv_check(&E);
             assert_int_equal(pfinfo(t), PV_PFINFO_NOTAB); /* honest */
         } else {
@@ -163,8 +163,7 @@ static void test_entry_rules(void **state)
         if (x->target != T_SELF) {
             u = pvenv_page(&E);
             assert_int_equal(pvenv_ext(&E, &E.v[0], pin, mfn_x(u)), 0);
-            rc = pvenv_upd(&E, &E.v[0], u, x->idx,
-                           pvenv_pte(target, x->flags));
+            rc = pvenv_upd(&E, &E.v[0], u, x->idx, pvenv_pte(target, x->flags));
             if (x->level == 4 && x->idx >= 256 && x->idx < 272)
                 assert_int_equal(rc, -EINVAL); /* never via an update */
             else
@@ -193,8 +192,9 @@ static void test_writable_excludes_table(void **state)
                 FRAME_TYPE_WRITABLE);
     /* Mapped writable: cannot become any page table. */
     for (unsigned lv = 1; lv <= 4; lv++)
-        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE + lv - 1,
-                                   mfn_x(p)), -EINVAL);
+        assert_int_equal(
+            pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L1_TABLE + lv - 1, mfn_x(p)),
+            -EINVAL);
     pvenv_check(&E);
     /* Read-only now: the type can change. */
     assert_int_equal(pvenv_upd(&E, &E.v[0], l1, 0, pvenv_pte(p, PTE_P)), 0);
@@ -241,8 +241,9 @@ static void test_pin_twice_and_foreign(void **state)
     pvenv_check(&E);
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L2_TABLE, mfn_x(o)),
                      -EINVAL);
-    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L2_TABLE,
-                               E.f.nr_frames + 1), -EINVAL);
+    assert_int_equal(
+        pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L2_TABLE, E.f.nr_frames + 1),
+        -EINVAL);
     assert_int_equal(pvenv_ext(&E, &E.v[0], 99, 0), -ENOSYS);
     op.arg1.mfn = mfn_x(l3);
     assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, OTHER), -EPERM);
@@ -258,8 +259,7 @@ struct tree {
     unsigned ndata;
 };
 
-static void build_tree(struct tree *t, unsigned nl3, unsigned nl2,
-                       unsigned nl1)
+static void build_tree(struct tree *t, unsigned nl3, unsigned nl2, unsigned nl1)
 {
     t->ndata = 0;
     t->l4 = pvenv_page(&E);
@@ -301,19 +301,20 @@ static void test_preempt_everywhere(void **state)
         pvenv_init(&E, 256);
         build_tree(&t, 2, 2, 3);
         pv_vcpu_set_preempt(&E.v[0], every[k], true);
-        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L4_TABLE,
-                                   mfn_x(t.l4)), 0);
-        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR,
-                                   mfn_x(t.l4)), 0);
+        assert_int_equal(
+            pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L4_TABLE, mfn_x(t.l4)), 0);
+        assert_int_equal(
+            pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
         assert_int_equal(pfinfo(t.l4), PV_PFINFO_L4TAB | PV_PFINFO_LPINTAB);
-        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_UNPIN_TABLE,
-                                   mfn_x(t.l4)), 0);
+        assert_int_equal(
+            pvenv_ext(&E, &E.v[0], MMUEXT_UNPIN_TABLE, mfn_x(t.l4)), 0);
         pvenv_check(&E);
         assert_int_equal(pfinfo(t.l4), PV_PFINFO_L4TAB); /* base holds it */
         /* Switch to an empty L4: the old tree's put is preempted and
          * deferred, then drained by the following operations. */
-        assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR,
-                                   mfn_x(pvenv_page(&E))), 0);
+        assert_int_equal(
+            pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(pvenv_page(&E))),
+            0);
         while (!mfn_eq(E.v[0].old_table, INVALID_MFN)) {
             assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_TLB_FLUSH_LOCAL, 0),
                              0);
@@ -354,8 +355,8 @@ static void test_mmu_update_commands(void **state)
     assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF), 0);
     assert_true(e[9] == pvenv_pte(p, PTE_P | PTE_US | PTE_A | PTE_D));
     /* Flag-only changes take the fast path: counts unchanged. */
-    assert_int_equal(pvenv_upd(&E, &E.v[0], l1, 9,
-                               pvenv_pte(p, PTE_P | PTE_NX | PTE_G)), 0);
+    assert_int_equal(
+        pvenv_upd(&E, &E.v[0], l1, 9, pvenv_pte(p, PTE_P | PTE_NX | PTE_G)), 0);
     pvenv_check(&E);
     /* Machphys update. */
     u[0] = (struct mmu_update){(mfn_x(q) << 12) + MMU_MACHPHYS_UPDATE, 0x1234};
@@ -364,13 +365,11 @@ static void test_mmu_update_commands(void **state)
     assert_true(atomic_load(&E.d.m2p[mfn_x(q)]) == 0x1234);
     u[0].ptr = (mfn_x(pvenv_page_of(&E, OTHER)) << 12) + MMU_MACHPHYS_UPDATE;
     done = 0;
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF),
-                     -EINVAL);
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF), -EINVAL);
     /* Unknown command, foreign domain. */
     u[0].ptr = (mfn_x(l1) << 12) + 5;
     done = 0;
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF),
-                     -ENOSYS);
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, DOMID_SELF), -ENOSYS);
     assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, OTHER), -EPERM);
     assert_int_equal(pv_mmu_update(&E.v[0], u, 1, &done, 1u << 16), -EPERM);
     /* A batch stops at the first error; *pdone says where. */
@@ -379,8 +378,7 @@ static void test_mmu_update_commands(void **state)
                                pvenv_pte(q, RW_ | PTE_PCD)};
     u[2] = (struct mmu_update){(mfn_x(l1) << 12) + 12 * 8, pvenv_pte(q, RW_)};
     done = 0;
-    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, DOMID_SELF),
-                     -EINVAL);
+    assert_int_equal(pv_mmu_update(&E.v[0], u, 3, &done, DOMID_SELF), -EINVAL);
     assert_int_equal(done, 1);
     pvenv_check(&E);
     /* Continuation: preempted between requests, *pdone is cumulative. */
@@ -424,7 +422,8 @@ static void test_deferred_put(void **state)
     (void)state;
     pvenv_init(&E, 128);
     build_tree(&t, 1, 2, 3);
-    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L4_TABLE, mfn_x(t.l4)), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L4_TABLE, mfn_x(t.l4)),
+                     0);
     l3 = pte_mfn(pvenv_pt(&E, t.l4)[0]);
     pv_vcpu_set_preempt(&E.v[0], 300, true);
     while ((rc = pvenv_upd1(&E.v[0], t.l4, 0, 0, &done)) == -ERESTART) {
@@ -454,11 +453,14 @@ static void test_base_pointers(void **state)
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_PIN_L3_TABLE, mfn_x(l3)), 0);
     assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(l3)),
                      -EINVAL);
-    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
-    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
-    assert_int_equal(pvenv_ext(&E, &E.v[1], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
-    assert_int_equal(pvenv_ext(&E, &E.v[1], MMUEXT_NEW_USER_BASEPTR,
-                               mfn_x(t.l4)), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)),
+                     0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)),
+                     0);
+    assert_int_equal(pvenv_ext(&E, &E.v[1], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)),
+                     0);
+    assert_int_equal(
+        pvenv_ext(&E, &E.v[1], MMUEXT_NEW_USER_BASEPTR, mfn_x(t.l4)), 0);
     pvenv_check(&E);
     assert_int_equal(frame_type_word(&E.f, t.l4) & FRAME_TYPE_COUNT_MASK, 3);
     assert_int_equal(pvenv_ext(&E, &E.v[1], MMUEXT_NEW_USER_BASEPTR, 0), 0);
@@ -477,11 +479,12 @@ static void test_update_va_mapping(void **state)
     pvenv_init(&E, 128);
     build_tree(&t, 1, 1, 1);
     p = pvenv_page(&E);
-    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)),
+                     0);
     /* L4[0] -> L3[511] -> L2[0] -> L1[20] */
     va = (511ULL << 30) | (20ULL << 12);
-    assert_int_equal(pv_update_va_mapping(&E.v[0], va, pvenv_pte(p, RW_),
-                                          UVMF_INVLPG), 0);
+    assert_int_equal(
+        pv_update_va_mapping(&E.v[0], va, pvenv_pte(p, RW_), UVMF_INVLPG), 0);
     pvenv_check(&E);
     assert_true((frame_type_word(&E.f, p) & FRAME_TYPE_COUNT_MASK) == 1);
     assert_int_equal(pv_vcpu_tlb_fill(&E.v[0], p), 0);
@@ -489,8 +492,8 @@ static void test_update_va_mapping(void **state)
     assert_int_equal(pv_update_va_mapping(&E.v[0], va + (1ULL << 21), 0, 0),
                      -EFAULT);
     assert_int_equal(pv_update_va_mapping(&E.v[0], 1ULL << 47, 0, 0), -EINVAL);
-    assert_int_equal(pv_update_va_mapping(&E.v[0], 0xFFFF801234567000ULL, 0,
-                                          0), -EINVAL); /* hypervisor's */
+    assert_int_equal(pv_update_va_mapping(&E.v[0], 0xFFFF801234567000ULL, 0, 0),
+                     -EINVAL); /* hypervisor's */
     assert_int_equal(pv_update_va_mapping(&E.v[1], va, 0, 0), -EFAULT);
     pvenv_check(&E);
     pvenv_fini(&E);
@@ -499,8 +502,10 @@ static void test_update_va_mapping(void **state)
 static void test_memory_op(void **state)
 {
     uint64_t ext[8];
-    struct pv_reservation r = {.extent_start = ext, .nr_extents = 4,
-                               .extent_order = 0, .domid = DOMID_SELF};
+    struct pv_reservation r = {.extent_start = ext,
+                               .nr_extents = 4,
+                               .extent_order = 0,
+                               .domid = DOMID_SELF};
     unsigned long cmd;
     long n;
     uint64_t before;
@@ -579,8 +584,9 @@ static void test_pageframe_info(void **state)
     assert_int_equal(pv_pageframe_info(&E.d, a, PV_PFINFO_MAX + 1), -E2BIG);
     /* Partial: neither validated nor pinned, so a plain page. */
     pv_vcpu_set_preempt(&E.v[0], 1, false);
-    assert_int_equal(pvenv_ext1(&E.v[0], MMUEXT_PIN_L2_TABLE, mfn_x(l2),
-                                (uint32_t[]){0}), -ERESTART);
+    assert_int_equal(
+        pvenv_ext1(&E.v[0], MMUEXT_PIN_L2_TABLE, mfn_x(l2), (uint32_t[]){0}),
+        -ERESTART);
     assert_true(frame_type_word(&E.f, l2) & FRAME_TYPE_PARTIAL);
     assert_int_equal(pfinfo(l2), PV_PFINFO_NOTAB);
     assert_int_equal(pfinfo(l1), PV_PFINFO_L1TAB);
@@ -604,11 +610,14 @@ static void test_relinquish(void **state)
     pvenv_init(&E, 256);
     build_tree(&t, 2, 2, 2);
     build_tree(&u, 1, 2, 2);
-    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
-    assert_int_equal(pvenv_ext(&E, &E.v[1], MMUEXT_PIN_L4_TABLE, mfn_x(t.l4)), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)),
+                     0);
+    assert_int_equal(pvenv_ext(&E, &E.v[1], MMUEXT_PIN_L4_TABLE, mfn_x(t.l4)),
+                     0);
     pv_vcpu_set_preempt(&E.v[2], 700, false);
-    assert_int_equal(pvenv_ext1(&E.v[2], MMUEXT_PIN_L4_TABLE, mfn_x(u.l4),
-                                (uint32_t[]){0}), -ERESTART);
+    assert_int_equal(
+        pvenv_ext1(&E.v[2], MMUEXT_PIN_L4_TABLE, mfn_x(u.l4), (uint32_t[]){0}),
+        -ERESTART);
     pvenv_check(&E);
     pv_vcpu_set_preempt(&E.v[0], 50, true);
     pvenv_fini(&E); /* relinquish re-issued until done, all frames freed */
@@ -617,8 +626,8 @@ static void test_relinquish(void **state)
 /* SET_LDT, CLEAR_PAGE, COPY_PAGE. */
 static void test_mmuext_misc(void **state)
 {
-    struct mmuext_op op = {.cmd = MMUEXT_SET_LDT, .arg1.linear_addr = 0x10000,
-                           .arg2.nr_ents = 16};
+    struct mmuext_op op = {
+        .cmd = MMUEXT_SET_LDT, .arg1.linear_addr = 0x10000, .arg2.nr_ents = 16};
     uint32_t done = 0;
     mfn_t a, b, l1;
 
@@ -627,12 +636,12 @@ static void test_mmuext_misc(void **state)
     assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), 0);
     assert_true(E.v[0].ldt_base == 0x10000 && E.v[0].ldt_ents == 16);
     static const uint64_t bad_ldt[][2] = {
-        {0x10008, 1},                       /* not page aligned */
-        {0x10000, PV_LDT_MAX_ENTS + 1},     /* too many entries */
-        {(1ULL << 47) - 4096, 1024},        /* leaves the lower half */
-        {0xFFFF800000000000ULL, 1},         /* hypervisor slots */
+        {0x10008, 1},                   /* not page aligned */
+        {0x10000, PV_LDT_MAX_ENTS + 1}, /* too many entries */
+        {(1ULL << 47) - 4096, 1024},    /* leaves the lower half */
+        {0xFFFF800000000000ULL, 1},     /* hypervisor slots */
         {0xFFFF87FFFFFFF000ULL, 1},
-        {0xFFFFFFFFFFFFF000ULL, 1024},      /* wraps */
+        {0xFFFFFFFFFFFFF000ULL, 1024}, /* wraps */
     };
     for (unsigned i = 0; i < ARRAY_SIZE(bad_ldt); i++) {
         op.arg1.linear_addr = bad_ldt[i][0];
@@ -641,7 +650,8 @@ static void test_mmuext_misc(void **state)
         assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF),
                          -EINVAL);
     }
-    op.arg1.linear_addr = 0xFFFF880000000000ULL; /* first guest address above them */
+    op.arg1.linear_addr =
+        0xFFFF880000000000ULL; /* first guest address above them */
     op.arg2.nr_ents = PV_LDT_MAX_ENTS;
     done = 0;
     assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), 0);
@@ -650,7 +660,8 @@ static void test_mmuext_misc(void **state)
     b = pvenv_page(&E);
     l1 = pvenv_page(&E);
     memset(pvenv_pt(&E, a), 0x5A, PAGE_SIZE);
-    op = (struct mmuext_op){.cmd = MMUEXT_COPY_PAGE, .arg1.mfn = mfn_x(b),
+    op = (struct mmuext_op){.cmd = MMUEXT_COPY_PAGE,
+                            .arg1.mfn = mfn_x(b),
                             .arg2.src_mfn = mfn_x(a)};
     done = 0;
     assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), 0);
@@ -662,15 +673,26 @@ static void test_mmuext_misc(void **state)
                      -EINVAL);
     op.arg1.mfn = mfn_x(l1);
     done = 0;
-    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF),
-                     -EINVAL);
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), -EINVAL);
     op.arg1.mfn = mfn_x(b);
     op.arg2.src_mfn = mfn_x(pvenv_page_of(&E, OTHER));
     done = 0;
-    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF),
-                     -EINVAL);
+    assert_int_equal(pv_mmuext_op(&E.v[0], &op, 1, &done, DOMID_SELF), -EINVAL);
     pvenv_check(&E);
     pvenv_fini(&E);
+}
+
+/* The audit fails, and its first finding is at `where` and says both. */
+static void audit_names(mfn_t where, const char *what, const char *rule)
+{
+    struct pv_audit_report rep;
+
+    assert_int_equal(pv_audit(&E.d, &rep), -EUCLEAN);
+    test_note("audit: mfn %#llx: %s", (unsigned long long)mfn_x(rep.first_mfn),
+              rep.first);
+    assert_true(mfn_eq(rep.first_mfn, where));
+    assert_non_null(strstr(rep.first, what));
+    assert_non_null(strstr(rep.first, rule));
 }
 
 /* The auditor itself: each kind of damage, made by hand on a healthy
@@ -685,7 +707,8 @@ static void test_audit_catches(void **state)
     (void)state;
     pvenv_init(&E, 128);
     build_tree(&t, 1, 1, 1);
-    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)), 0);
+    assert_int_equal(pvenv_ext(&E, &E.v[0], MMUEXT_NEW_BASEPTR, mfn_x(t.l4)),
+                     0);
     l2 = pte_mfn(pvenv_pt(&E, pte_mfn(pvenv_pt(&E, t.l4)[0]))[511]);
     l1 = pte_mfn(pvenv_pt(&E, l2)[0]);
     d = t.data[0];
@@ -735,6 +758,18 @@ static void test_audit_catches(void **state)
     E.v[2].base = t.l4;
     assert_int_equal(pvenv_audit(&E), -EUCLEAN);
     E.v[2].base = INVALID_MFN;
+    pvenv_check(&E);
+    /*
+     * What a stale writable translation leaves in a validated L1: a
+     * writable map of the live L4, and a writable self-map.  The audit
+     * names the entry and the rule, not only a count on the target.
+     */
+    e = &pvenv_pt(&E, l1)[31];
+    *e = pvenv_pte(t.l4, PTE_P | PTE_RW);
+    audit_names(l1, "maps mfn", "(L4) writable: validation refuses");
+    *e = pvenv_pte(l1, PTE_P | PTE_RW);
+    audit_names(l1, "maps its own table writable", "validation refuses");
+    *e = 0;
     pvenv_check(&E);
     pvenv_fini(&E);
 }
