@@ -46,8 +46,7 @@ static const char *member(const char *line, const char *key)
     return NULL;
 }
 
-static bool str_member(const char *line, const char *key, char *out,
-                       size_t len)
+static bool str_member(const char *line, const char *key, char *out, size_t len)
 {
     const char *v = member(line, key);
     size_t n = 0;
@@ -115,11 +114,11 @@ static void stats(struct domain *d, struct out *o)
     bool first = true;
 
     hv_domain_stats(d, &s);
-    put(o, "{\"ok\":true,\"domain\":%u,\"vcpus\":%u,\"pages\":%llu,"
-           "\"exits\":%llu,\"hypercalls\":{",
+    put(o,
+        "{\"ok\":true,\"domain\":%u,\"vcpus\":%u,\"pages\":%llu,"
+        "\"exits\":%llu,\"hypercalls\":{",
         hv_domain_id(d), hv_domain_nr_vcpus(d),
-        (unsigned long long)hv_domain_nr_pages(d),
-        (unsigned long long)s.exits);
+        (unsigned long long)hv_domain_nr_pages(d), (unsigned long long)s.exits);
     for (unsigned i = 0; i < HV_NR_HYPERCALLS; i++) {
         if (!s.hypercalls[i])
             continue;
@@ -138,23 +137,30 @@ static void stats(struct domain *d, struct out *o)
             (unsigned long long)s.bounces[i]);
         first = false;
     }
-    put(o, "},\"syscalls\":%llu,\"wpt_emulated\":%llu,\"wpt_refused\":%llu,"
-           "\"continuations\":%llu,\"dirty_marked\":%llu,"
-           "\"touch_overflow\":%llu,\"spurious_faults\":%llu,"
-           "\"stopped\":%s}",
+    put(o,
+        "},\"syscalls\":%llu,\"wpt_emulated\":%llu,\"wpt_refused\":%llu,"
+        "\"continuations\":%llu,\"dirty_marked\":%llu,"
+        "\"touch_overflow\":%llu,\"spurious_faults\":%llu,"
+        "\"flush_requests\":%llu,\"flush_filtered\":%llu,"
+        "\"flush_kicked\":%llu,\"flush_wait_ns\":%llu,\"flushes\":%llu,"
+        "\"touched_now\":%llu,\"stopped\":%s}",
         (unsigned long long)s.syscalls, (unsigned long long)s.wpt_emulated,
-        (unsigned long long)s.wpt_refused,
-        (unsigned long long)s.continuations,
+        (unsigned long long)s.wpt_refused, (unsigned long long)s.continuations,
         (unsigned long long)s.dirty_marked,
         (unsigned long long)s.touch_overflow,
-        (unsigned long long)s.spurious_faults, hv_domain_stopped(d) ? "true" : "false");
+        (unsigned long long)s.spurious_faults,
+        (unsigned long long)s.flush_requests,
+        (unsigned long long)s.flush_filtered,
+        (unsigned long long)s.flush_kicked, (unsigned long long)s.flush_wait_ns,
+        (unsigned long long)s.flushes, (unsigned long long)s.touched_now,
+        hv_domain_stopped(d) ? "true" : "false");
 }
 
 static void pfinfo(struct domain *d, const char *line, struct out *o)
 {
     static const char *const names[16] = {
-        "page", "l1", "l2", "l3", "l4", NULL, NULL, NULL, NULL, NULL, NULL,
-        NULL, NULL, "broken", "xalloc", "xtab"};
+        "page", "l1", "l2", "l3", "l4", NULL,     NULL,     NULL,
+        NULL,   NULL, NULL, NULL, NULL, "broken", "xalloc", "xtab"};
     uint64_t cursor = 0, first = 0, count = UINT64_MAX, listed = 0;
     uint64_t mfns[256], by_type[16] = {0}, pinned = 0, total = 0;
     uint32_t info[256];
@@ -207,8 +213,8 @@ static void pfinfo(struct domain *d, const char *line, struct out *o)
     put(o, "}}");
 }
 
-void control_handle(struct domain *d, const char *line, char *buf,
-                    size_t len, int *pause_depth)
+void control_handle(struct domain *d, const char *line, char *buf, size_t len,
+                    int *pause_depth)
 {
     struct out o = {buf, len, 0};
     char cmd[32];
@@ -307,8 +313,7 @@ static void serve_client(struct control *c, int fd)
                          "{\"ok\":false,\"error\":\"line too long\"}");
                 overlong = false;
             } else {
-                control_handle(c->d, line, resp, sizeof(resp),
-                               &c->pause_depth);
+                control_handle(c->d, line, resp, sizeof(resp), &c->pause_depth);
             }
             size_t rl = strlen(resp);
             resp[rl] = '\n';

@@ -28,6 +28,13 @@ int hv_init(struct hv *hv, uint64_t pool_frames)
     if ((r = kvm_sys_open(&hv->kvm, NULL)) < 0)
         goto fail_frames;
     pthread_mutex_init(&hv->lock, NULL);
+    {
+        struct kvm_flavour fl;
+
+        /* Unknown: assume the worst (a shadow MMU needs more, not less). */
+        hv->shadow_mmu =
+            kvm_sys_flavour(&hv->kvm, &fl) < 0 || kvm_flavour_shadow_mmu(&fl);
+    }
     hv->frames.free_hook = frame_freed;
     hv->frames.free_hook_arg = hv;
     return 0;
@@ -125,6 +132,32 @@ static void pv_flush_vcpus(void *arg, struct pv_vcpu *self, uint64_t mask,
         if (d->vcpus[i].pv == self)
             me = &d->vcpus[i].vcpu;
     vcpu_group_flush(&d->group, mask, stamp, me);
+}
+
+/*
+ * pv.h hooks.entry_replaced: an entry that held references was rewritten
+ * from the host.  Under a shadow MMU the KVM has not seen the write and
+ * would keep serving the old translation to every vCPU, whatever their
+ * TLBs; the acting vCPU stores the entry back from ring 0 now (the touch
+ * loop, run at once), before the references can go and the frame be
+ * retyped or freed.  With nested paging the hardware reads the entry from
+ * memory: the TLB flush at the type change or free is enough.
+ */
+static void pv_entry_replaced(void *arg, struct pv_vcpu *self, mfn_t table,
+                              unsigned idx)
+{
+    struct domain *d = arg;
+
+    if (!d->hv->shadow_mmu || d->test_no_tlb_flush || d->test_no_touch)
+        return;
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        struct pvcpu *pc = &d->vcpus[i];
+
+        if (pc->pv == self && pc->vcpu.thread_started &&
+            pthread_equal(pc->vcpu.thread, pthread_self()) &&
+            pvcpu_touch_now(pc, (mfn_x(table) << PAGE_SHIFT) + idx * 8) < 0)
+            pvcpu_crash(pc, "cannot run the touch loop");
+    }
 }
 
 /*
@@ -281,6 +314,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     d->pv->hooks.mark_dirty = pv_mark_dirty;
     d->pv->hooks.type_changed = pv_type_changed;
     d->pv->hooks.flush = pv_flush_vcpus;
+    d->pv->hooks.entry_replaced = pv_entry_replaced;
     d->pv->hooks.arg = d;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));
@@ -495,6 +529,14 @@ void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
     s->continuations = atomic_load(&d->continuations);
     s->touch_overflow = atomic_load(&d->touch_overflow);
     s->spurious_faults = atomic_load(&d->spurious_faults);
+    s->flush_requests = atomic_load(&d->group.flush_stats.requests);
+    s->flush_filtered = atomic_load(&d->group.flush_stats.filtered);
+    s->flush_kicked = atomic_load(&d->group.flush_stats.kicked);
+    s->flush_wait_ns = atomic_load(&d->group.flush_stats.wait_ns);
+    s->flushes = 0;
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        s->flushes += atomic_load(&d->vcpus[i].vcpu.stats.flushes);
+    s->touched_now = atomic_load(&d->touched_now);
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         s->exits += atomic_load(&d->vcpus[i].vcpu.stats.exits);
     if (d->created_dirty)

@@ -57,6 +57,9 @@ struct hv {
     struct kvm_sys kvm;
     pthread_mutex_t lock;
     struct domain *domains[HV_MAX_DOMAINS];
+    /* The KVM below shadows guest page tables (KVM-PVM, or no nested
+     * paging): host-side page-table writes need the touch loop. */
+    bool shadow_mmu;
 };
 
 struct hv_domain_config {
@@ -74,13 +77,20 @@ struct hv_domain_stats {
     uint64_t hypercalls_unknown;
     uint64_t bounces[32];
     uint64_t syscalls;
-    uint64_t wpt_emulated;   /* guest stores to page tables applied */
-    uint64_t wpt_refused;    /* ... refused and bounced as #PF */
-    uint64_t continuations;  /* hypercalls re-entered */
+    uint64_t wpt_emulated;  /* guest stores to page tables applied */
+    uint64_t wpt_refused;   /* ... refused and bounced as #PF */
+    uint64_t continuations; /* hypercalls re-entered */
     uint64_t exits;
-    uint64_t dirty_marked;   /* guest pages memvisor wrote (dirty log) */
-    uint64_t touch_overflow; /* touch-list overflows (docs/pv-on-kvm.md) */
+    uint64_t dirty_marked;    /* guest pages memvisor wrote (dirty log) */
+    uint64_t touch_overflow;  /* touch-list overflows (docs/pv-on-kvm.md) */
     uint64_t spurious_faults; /* #PF retried: the tables allowed the access */
+    /* The XSA-401 safety action and guest flush requests (vcpu.h V4). */
+    uint64_t flush_requests; /* calls naming other vCPUs or the caller */
+    uint64_t flush_filtered; /* vCPUs spared: flushed since the stamp */
+    uint64_t flush_kicked;   /* vCPUs kicked out of the guest to flush */
+    uint64_t flush_wait_ns;  /* time requesters waited for kicked vCPUs */
+    uint64_t flushes;        /* flushes vCPUs made at a request */
+    uint64_t touched_now;    /* entries touched at once (shadow MMU) */
 };
 
 /* pool_frames: the machine memory memvisor manages, in 4 KiB frames. */
@@ -118,8 +128,7 @@ int __must_check hv_domain_audit(struct domain *d, char *msg, size_t len,
  * owns, from mfn *cursor on; advances *cursor; returns how many (0: done)
  * or -errno.  max <= 1024.  Pauses the domain unless stopped. */
 int __must_check hv_domain_pfinfo(struct domain *d, uint64_t *cursor,
-                                  unsigned max, uint64_t *mfns,
-                                  uint32_t *info);
+                                  unsigned max, uint64_t *mfns, uint32_t *info);
 uint64_t hv_domain_nr_pages(const struct domain *d);
 /* Pull KVM's log of the guest's writes into the domain's dirty log and
  * hand out every page logged since the last harvest (the guest's own

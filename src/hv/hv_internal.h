@@ -48,12 +48,12 @@ struct pvcpu {
     struct kvm_vcpu_sregs sregs; /* valid when sregs_valid (pvcpu_sregs()) */
     bool sregs_valid;
     bool sregs_dirty;
-    uint64_t cr3;           /* what CR3 holds: memvisor alone loads it */
+    uint64_t cr3; /* what CR3 holds: memvisor alone loads it */
     struct shim_frame ret;
-    bool retry;          /* re-execute the hypercall (continuation) */
-    bool no_result;      /* the handler set rax itself (iret) */
-    uint64_t last_error; /* error code of the exception being handled */
-    uint64_t spurious_va; /* last page fault taken as spurious, and how */
+    bool retry;               /* re-execute the hypercall (continuation) */
+    bool no_result;           /* the handler set rax itself (iret) */
+    uint64_t last_error;      /* error code of the exception being handled */
+    uint64_t spurious_va;     /* last page fault taken as spurious, and how */
     unsigned spurious_streak; /* many times in a row */
 
     /* Page-table entries written from the host during this exit, to be
@@ -61,7 +61,7 @@ struct pvcpu {
      * reference on its frame until the loop is done. */
     uint64_t touch[SHIM_TOUCH_MAX];
     unsigned nr_touch;
-    bool want_flush;              /* run the loop even with no entries */
+    bool want_flush;                  /* run the loop even with no entries */
     struct kvm_vcpu_regs touch_saved; /* the guest's registers meanwhile */
 };
 
@@ -86,17 +86,17 @@ struct domain {
     uint64_t *boot_p2m; /* copy of the start-of-day p2m (pfinfo) */
     int shutdown_reason;
     bool created_vm, created_group, created_shim, created_pv;
-    bool leaked; /* teardown left frames behind (reported by tests) */
-    bool test_preempt; /* test only: every preemption point is taken */
+    bool leaked;        /* teardown left frames behind (reported by tests) */
+    bool test_preempt;  /* test only: every preemption point is taken */
     bool test_no_touch; /* test only: skip the touch loop (shows it matters) */
-    bool test_no_tlb_flush; /* test only: no XSA-401 safety action */
+    bool test_no_tlb_flush;       /* test only: no XSA-401 safety action */
     bool test_skip_empty_reissue; /* test only: break H4 (hv.h) */
 
     _Atomic uint64_t hc_count[HV_NR_HYPERCALLS];
     _Atomic uint64_t hc_unknown;
     _Atomic uint64_t bounces[32];
     _Atomic uint64_t syscalls, wpt_emulated, wpt_refused, continuations;
-    _Atomic uint64_t touch_overflow, spurious_faults;
+    _Atomic uint64_t touch_overflow, spurious_faults, touched_now;
 };
 
 /* ---- guest memory (guestmem.c): through the vCPU's current page tables;
@@ -122,6 +122,9 @@ int pvcpu_exit(struct vcpu *v, void *opaque);
 void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
 /* Record a page-table entry written from the host (touch loop). */
 void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr);
+/* Run the touch loop over one entry now, in the middle of an exit, and
+ * come back to the exit's state; 0 or -errno. */
+int __must_check pvcpu_touch_now(struct pvcpu *pc, uint64_t maddr);
 /* vcpu.h's flush_fn: the next entry flushes the whole TLB (V4). */
 int pvcpu_flush(struct vcpu *v, void *opaque);
 void pvcpu_touch_release(struct pvcpu *pc);

@@ -375,6 +375,38 @@ int pvcpu_flush(struct vcpu *v, void *opaque)
     return 0;
 }
 
+int pvcpu_touch_now(struct pvcpu *pc, uint64_t maddr)
+{
+    struct kvm_vcpu *kv = &pc->vcpu.kvm;
+    struct kvm_vcpu_regs saved, regs;
+    struct kvm_exit ex;
+    int r;
+
+    if ((r = kvm_vcpu_get_regs(kv, &saved)) < 0)
+        return r;
+    regs = saved;
+    shim_touch(&pc->d->shim, pc->id, &maddr, 1, &regs);
+    if ((r = kvm_vcpu_set_regs(kv, &regs)) < 0)
+        return r;
+    for (;;) {
+        r = kvm_vcpu_run(kv);
+        if (r == -EINTR)
+            continue; /* a kick: the loop is still to finish */
+        if (r < 0)
+            return r;
+        kvm_vcpu_exit(kv, &ex);
+        if (ex.kind == KVM_XK_INTR)
+            continue;
+        if (ex.kind != KVM_XK_IO ||
+            shim_port_entry(ex.io.port, ex.io.size, ex.io.out) !=
+                SHIM_ENTRY_TOUCH_DONE)
+            return -EIO;
+        break;
+    }
+    atomic_fetch_add_explicit(&pc->d->touched_now, 1, memory_order_relaxed);
+    return kvm_vcpu_set_regs(kv, &saved);
+}
+
 void hv_domain_test_no_touch(struct domain *d)
 {
     d->test_no_touch = true;

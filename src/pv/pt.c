@@ -490,6 +490,8 @@ int pv_mod_entry(struct pv_vcpu *v, mfn_t table, unsigned level, unsigned idx,
     oval = update_entry(pt, idx, nval, preserve_ad);
     if (!(oval & PTE_P))
         return 0;
+    if (v->d->hooks.entry_replaced)
+        v->d->hooks.entry_replaced(v->d->hooks.arg, v, table, idx);
     if (level == 1 && (oval & PTE_RW) && mfn_eq(pte_mfn(oval), table)) {
         /* A writable self-map no validation let in (the damage of a stale
          * translation): its type reference would be on this very table,

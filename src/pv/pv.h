@@ -185,6 +185,14 @@ struct pv_hooks {
      */
     void (*flush)(void *arg, struct pv_vcpu *self, uint64_t mask,
                   uint64_t stamp);
+    /*
+     * Entry idx of table, which held references, was just rewritten from
+     * the host by self; called before those references are dropped (so
+     * before the old target can be retyped or freed), with table locked.
+     * The hypervisor makes the write visible to the KVM's MMU here.
+     */
+    void (*entry_replaced)(void *arg, struct pv_vcpu *self, mfn_t table,
+                           unsigned idx);
     /* Where Xen marks log-dirty: validation, pin/unpin, machphys update. */
     void (*mark_dirty)(void *arg, mfn_t mfn);
     /* General references held by other layers, for pv_audit(). */
