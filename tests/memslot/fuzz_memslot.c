@@ -115,11 +115,57 @@ struct ref {
     bool log;
 };
 
-static void nop_removed(struct memslot_tracker *t, gfn_t g, uint64_t n)
+/*
+ * What the trackers heard of removals during one operation.  A removal is
+ * announced only after the update committed: when a tracker hears of
+ * [g, g + n), every one of those gfns is already gone from the p2m and from
+ * KVM's slots, and it was tracked by that tracker.  After the operation the
+ * model compares the announcements with the (tracker, gfn) pairs whose
+ * tracking the operation ended by removing the memory: each exactly once,
+ * none for a failed operation.
+ */
+static struct {
+    struct memslot_tracker *trk; /* the two trackers */
+    struct p2m *p2m;
+    const struct ref *before;    /* the model before the operation */
+    uint8_t count[2][NR_GFNS];   /* announcements per (tracker, gfn) */
+} heard;
+
+static void check_removed(struct memslot_tracker *t, gfn_t g, uint64_t n)
 {
-    (void)t;
-    (void)g;
-    (void)n;
+    unsigned tk = t == &heard.trk[0] ? 0 : 1;
+    struct p2m_entry e;
+
+    CHECK(t == &heard.trk[tk]);
+    CHECK(n >= 1 && gfn_x(g) + n <= NR_GFNS);
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t gfn = gfn_x(g) + k, gpa = gfn << 12;
+
+        /* content: it was tracked by this tracker */
+        CHECK(heard.before->tracked[gfn] & (1u << tk));
+        /* order: the p2m entry and KVM's slot are already gone */
+        CHECK(p2m_lookup(heard.p2m, _gfn(gfn), &e) == 0);
+        CHECK(e.type == P2M_INVALID);
+        for (uint32_t i = 0; i < MAXID; i++)
+            CHECK(!kvm.s[i].size || gpa < kvm.s[i].gpa ||
+                  gpa >= kvm.s[i].gpa + kvm.s[i].size);
+        CHECK(heard.count[tk][gfn] < 255);
+        heard.count[tk][gfn]++;
+    }
+}
+
+/* Each pair whose tracking the operation ended, other than by untracking
+ * (kind 7, tracker tk, gfn g), was announced once; nothing else was. */
+static void compare_heard(const struct ref *before, const struct ref *after,
+                          uint8_t kind, unsigned untrack_tk, uint64_t untrack_g)
+{
+    for (unsigned tk = 0; tk < 2; tk++)
+        for (uint64_t g = 0; g < NR_GFNS; g++) {
+            bool ended = (before->tracked[g] & (1u << tk)) &&
+                         !(after->tracked[g] & (1u << tk)) &&
+                         !(kind == 7 && tk == untrack_tk && g == untrack_g);
+            CHECK(heard.count[tk][g] == (ended ? 1 : 0));
+        }
 }
 
 static int nop_write(struct memslot_tracker *t, gpa_t a, const void *b,
@@ -173,8 +219,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct kvm_vm vm = {.sys = &sys, .ops = &model_ops, .fd = -1,
                         .dirty_mode = KVM_DIRTY_BITMAP_MANUAL,
                         .manual_protect = true};
-    struct memslot_tracker trk[2] = {{nop_write, nop_removed},
-                                     {nop_write, nop_removed}};
+    static struct memslot_tracker trk[2] = {{nop_write, check_removed},
+                                            {nop_write, check_removed}};
     struct frames frames;
     struct p2m p2m;
     struct dirty_log dirty;
@@ -196,6 +242,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(p2m_init(&p2m, &frames, DOM, P2M_HVM, NR_GFNS) == 0);
     CHECK(dirty_init(&dirty, &vm, &p2m, NR_GFNS, MAXID) == 0);
     CHECK(memslot_init(&ms, &vm, &frames, &p2m, &dirty, 1, MAXID - 1) == 0);
+    heard.trk = trk;
+    heard.p2m = &p2m;
+    heard.before = &saved;
 
     for (size_t i = 0; i + 4 <= size; i += 4) {
         uint8_t kind = data[i] % 10, a = data[i + 1], b = data[i + 2], c = data[i + 3];
@@ -205,6 +254,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bool fault = false;
 
         saved = ref;
+        memset(heard.count, 0, sizeof(heard.count));
         if (c >= 0xf0) { /* inject a failure into this operation */
             fault = true;
             if (c & 1)
@@ -313,6 +363,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(rc == 0);
         }
         compare(&ms, &p2m, &ref);
+        compare_heard(&saved, &ref, kind, b & 1, g);
     }
     memslot_fini(&ms);
     dirty_fini(&dirty);
