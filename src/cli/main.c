@@ -7,7 +7,10 @@
  *
  * run: boots the PV kernel image, the guest console on stdout; the exit
  * status is the guest's (0 after a poweroff, the shutdown reason
- * otherwise, 70 if the domain crashed, 2 for a usage or load error).
+ * otherwise, 70 if the domain crashed, 2 for a usage or load error, 69 if
+ * /dev/kvm is missing or cannot be opened).  The arguments and the image
+ * are checked before /dev/kvm is opened, so a bad image is refused with its
+ * reason on any machine.
  * --control serves the control socket (docs/control.md) while it runs;
  * --paused starts the guest paused (a "resume" request lets it go).
  * --audit-every pauses the guest every MS milliseconds and audits the frame
@@ -23,10 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "boot/elf.h"
 #include "cli/control.h"
 #include "hv/hv.h"
 
 #define EXIT_USAGE 2
+#define EXIT_NO_KVM 69 /* EX_UNAVAILABLE: no usable /dev/kvm */
 #define EXIT_AUDIT 71
 #define POOL_SLACK_FRAMES 4096
 #define MAX_IMAGE (64u << 20)
@@ -84,6 +89,34 @@ static int read_file(const char *path, uint8_t **out, size_t *size)
     return 0;
 }
 
+/* Whether /dev/kvm can be used; if not, says so in one line (what is
+ * missing, and how to get it) and returns false. */
+static bool kvm_usable(void)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    int e = errno;
+
+    if (fd >= 0) {
+        close(fd);
+        return true;
+    }
+    if (e == ENOENT || e == ENODEV || e == ENXIO)
+        fprintf(stderr,
+                "memvisor: /dev/kvm is missing: this machine's kernel offers "
+                "no KVM (load kvm_intel or kvm_amd, with virtualization "
+                "enabled in the firmware; `make demo` and `make check` use "
+                "the test VM instead)\n");
+    else if (e == EACCES || e == EPERM)
+        fprintf(stderr,
+                "memvisor: /dev/kvm: permission denied (run as root, add "
+                "this user to the group that owns /dev/kvm, usually kvm, or "
+                "fix the permissions on /dev/kvm)\n");
+    else
+        fprintf(stderr, "memvisor: /dev/kvm cannot be opened: %s\n",
+                strerror(e));
+    return false;
+}
+
 static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -101,10 +134,30 @@ static int run(const struct run_opts *o)
     unsigned audits = 0, audit_failures = 0;
     int r, status;
 
+    if (o->paused && !o->control) {
+        fprintf(stderr, "memvisor: --paused needs --control\n");
+        return EXIT_USAGE;
+    }
     r = read_file(o->image, &image, &size);
     if (r < 0) {
         fprintf(stderr, "memvisor: %s: %s\n", o->image, strerror(-r));
         return EXIT_USAGE;
+    }
+    {
+        /* The image is refused here, before KVM is needed; the domain
+         * builder parses it again. */
+        static struct elf_kernel k;
+
+        if (elf_parse(image, size, &k) < 0) {
+            fprintf(stderr, "memvisor: %s: loading the kernel: %s\n",
+                    o->image, k.error);
+            free(image);
+            return EXIT_USAGE;
+        }
+    }
+    if (!kvm_usable()) {
+        free(image);
+        return EXIT_NO_KVM;
     }
     r = hv_init(&hv, (o->mem_mib << 8) + POOL_SLACK_FRAMES);
     if (r < 0) {
@@ -121,12 +174,6 @@ static int run(const struct run_opts *o)
     free(image);
     if (r < 0) {
         fprintf(stderr, "memvisor: %s\n", err);
-        hv_fini(&hv);
-        return EXIT_USAGE;
-    }
-    if (o->paused && !o->control) {
-        fprintf(stderr, "memvisor: --paused needs --control\n");
-        hv_domain_destroy(d);
         hv_fini(&hv);
         return EXIT_USAGE;
     }
@@ -300,6 +347,8 @@ static int cmd_demo(void)
                         "set MEMVISOR_GUEST)\n");
         return EXIT_USAGE;
     }
+    if (!kvm_usable())
+        return EXIT_NO_KVM;
     printf("memvisor demo: the PV guest kernel %s on 2 vCPUs, 64 MiB, one\n"
            "workload at a time; the frame table is audited while each runs\n"
            "(guest paused) and after it stops.\n\n", image);
