@@ -2,6 +2,11 @@
 #   make demo    build, then run the demonstration
 #   make check   build and pass every test (ASan+UBSan build, then TSan build)
 # Both install their own dependencies (Debian 12, as root).
+# Where /dev/kvm is not usable, the KVM tests and the demo run in the test VM
+# (tests/vm/, docs/test-vm.md).  MEMVISOR_TEST_VM=force uses the test VM even
+# where /dev/kvm is usable; MEMVISOR_TEST_VM=never forbids it (the KVM tests
+# are then reported as skipped).  VM_NPT=0: the test VM without nested paging
+# (KVM's shadow MMU); `make check-vm` runs only the KVM tests, in the VM.
 
 BUILD      ?= build
 TSAN_BUILD ?= build-tsan
@@ -9,8 +14,11 @@ FUZZ_BUILD ?= build-fuzz
 BENCH_BUILD ?= build-bench
 NPROC      := $(shell nproc)
 FUZZ_SECONDS ?= 60
+VM_NPT     ?= 1
+VM_FLAVOUR := $(if $(filter 0,$(VM_NPT)),--no-npt,--npt)
+export MEMVISOR_VM_CACHE ?= $(abspath $(BUILD))/vm-cache
 
-.PHONY: all deps build demo check test tsan fuzz bench format tidy clean
+.PHONY: all deps build demo check check-vm test tsan fuzz bench format tidy clean
 
 all: build
 
@@ -27,15 +35,43 @@ $(TSAN_BUILD)/build.ninja:
 	meson setup $(TSAN_BUILD) -Db_sanitize=thread -Dthreads_only=true
 
 demo: build
-	@scripts/demo.sh $(BUILD)
+	@VM_NPT=$(VM_NPT) scripts/demo.sh $(BUILD)
 
 # The whole suite under ASan+UBSan, then the threaded tests under TSan.
-# TSan needs a fixed address-space layout, hence setarch -R.
+# TSan needs a fixed address-space layout, hence setarch -R.  The KVM tests
+# (suite kvm; in the TSan build suites kvm and threads) run where
+# tests/vm/kvm-where says: on the host's /dev/kvm, or in the test VM while
+# everything else runs on the host.
 check: build $(TSAN_BUILD)/build.ninja
 	ninja -C $(TSAN_BUILD)
-	-meson test -C $(BUILD) --num-processes $(NPROC) --print-errorlogs
-	-setarch -R meson test -C $(TSAN_BUILD) --suite threads --num-processes $(NPROC) --print-errorlogs
-	@scripts/test-summary.py $(BUILD) $(TSAN_BUILD)
+	@rm -f $(BUILD)/meson-logs/testlog-vm.json $(TSAN_BUILD)/meson-logs/testlog-vm.json
+	@where=$$(tests/vm/kvm-where); text=$${where#*: }; \
+	echo "memvisor: the KVM tests run on: $$text"; \
+	skipped=; \
+	case $$where in \
+	host*) \
+	    meson test -C $(BUILD) --num-processes $(NPROC) --print-errorlogs || true; \
+	    setarch -R meson test -C $(TSAN_BUILD) --suite threads --num-processes $(NPROC) --print-errorlogs || true ;; \
+	vm*) \
+	    tests/vm/run --prepare; \
+	    meson test -C $(BUILD) --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
+	    setarch -R meson test -C $(TSAN_BUILD) --suite threads --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
+	    tests/vm/kvm-suite $(VM_FLAVOUR) $(BUILD) --tsan $(TSAN_BUILD) || true; \
+	    text=$$(cat $(BUILD)/meson-logs/kvm-where.txt 2>/dev/null || echo "the test VM") ;; \
+	*) \
+	    meson test -C $(BUILD) --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
+	    setarch -R meson test -C $(TSAN_BUILD) --suite threads --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
+	    skipped=$$(tests/vm/kvm-suite --list $(BUILD) --tsan $(TSAN_BUILD)) ;; \
+	esac; \
+	scripts/test-summary.py --where="$$text" --kvm-skipped="$$skipped" $(BUILD) $(TSAN_BUILD)
+
+# Only the KVM tests (both builds), in the test VM, whatever the host has:
+# e.g. `make check-vm VM_NPT=0` for the flavour `make check` did not run.
+check-vm: build $(TSAN_BUILD)/build.ninja
+	ninja -C $(TSAN_BUILD)
+	@tests/vm/kvm-suite $(VM_FLAVOUR) $(BUILD) --tsan $(TSAN_BUILD) || true; \
+	scripts/test-summary.py --vm-only --where="$$(cat $(BUILD)/meson-logs/kvm-where.txt 2>/dev/null || echo 'the test VM')" \
+	    $(BUILD) $(TSAN_BUILD)
 
 test: check
 

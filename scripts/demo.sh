@@ -1,13 +1,37 @@
 #!/usr/bin/env bash
-# make demo: runs the demonstration from a build directory: the PV guest
-# under `memvisor run` once it exists, else the scripted frame-table scenario.
+# make demo: runs the demonstration from a build directory: the PV guest's
+# workloads under `memvisor demo`, on the host's /dev/kvm where it is usable,
+# else in the test VM (tests/vm/run; MEMVISOR_TEST_VM=force uses the VM
+# anyway, VM_NPT=0 picks its flavour without nested paging).  Without a
+# memvisor and guest built, or with the test VM forbidden
+# (MEMVISOR_TEST_VM=never) and no /dev/kvm, the scripted frame-table scenario.
 set -euo pipefail
 dir=${1:-build}
-if [ -x "$dir/src/cli/memvisor" ] && [ -f "$dir/guest/pvkernel" ]; then
-    exec "$dir/src/cli/memvisor" demo
-fi
-if [ -x "$dir/tools/frame-demo/memvisor-frame-demo" ]; then
-    exec "$dir/tools/frame-demo/memvisor-frame-demo"
-fi
-echo "memvisor: no demo program built" >&2
-exit 1
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+frame_demo() {
+    if [ -x "$dir/tools/frame-demo/memvisor-frame-demo" ]; then
+        echo "memvisor: $1: the frame-table demonstration instead"
+        exec "$dir/tools/frame-demo/memvisor-frame-demo"
+    fi
+    echo "memvisor: no demo program built" >&2
+    exit 1
+}
+
+[ -x "$dir/src/cli/memvisor" ] && [ -f "$dir/guest/pvkernel" ] ||
+    frame_demo "memvisor or its guest is not built"
+
+where=$("$root/tests/vm/kvm-where")
+case $where in
+    host*)
+        exec "$dir/src/cli/memvisor" demo ;;
+    vm*)
+        flag=--npt
+        [ "${VM_NPT:-1}" = 0 ] && flag=--no-npt
+        echo "memvisor: no usable /dev/kvm here, or the VM asked for: ${where#*: }"
+        echo "memvisor: running \`memvisor demo\` in the test VM (QEMU emulating an AMD CPU"
+        echo "memvisor: with SVM, Debian's kernel with kvm_amd; docs/test-vm.md); boot takes ~10 s"
+        exec "$root/tests/vm/run" "$flag" -- "$(cd "$dir" && pwd)/src/cli/memvisor" demo ;;
+    *)
+        frame_demo "${where#*: }" ;;
+esac
