@@ -16,7 +16,6 @@
 Where KVM is not usable (or MEMVISOR_TEST_NO_KVM is set) the subtests that
 run a guest are reported as skipped ("ok N # SKIP"), never as passed.
 """
-import fcntl
 import json
 import os
 import socket
@@ -24,6 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'lib'))
+import kvmtap  # noqa: E402
 
 memvisor, pvkernel = sys.argv[1], sys.argv[2]
 # The subtests that run a guest, in order: reported one by one as skipped
@@ -77,22 +80,8 @@ def note(s):
 
 def kvm_state():
     """(usable, forced_off, reason)"""
-    off = os.environ.get('MEMVISOR_TEST_NO_KVM', '')
-    if off not in ('', '0'):
-        return False, True, f'MEMVISOR_TEST_NO_KVM={off}'
-    try:
-        fd = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
-    except OSError as e:
-        return False, False, f'/dev/kvm is not usable ({e.strerror})'
-    try:
-        version = fcntl.ioctl(fd, 0xAE00)  # KVM_GET_API_VERSION
-    except OSError as e:
-        return False, False, f'/dev/kvm is not KVM ({e.strerror})'
-    finally:
-        os.close(fd)
-    if version != 12:
-        return False, False, f'/dev/kvm speaks API version {version}'
-    return True, False, ''
+    why = kvmtap.unusable()
+    return why is None, why is not None and 'MEMVISOR_TEST_NO_KVM' in why, why
 
 
 def connect(path, proc, seconds=30):
@@ -301,6 +290,7 @@ def main():
         for what in KVM_SUBTESTS:
             skip(what, why)
         return
+    kvmtap.note_flavour()
     with tempfile.TemporaryDirectory() as tmp:
         first_run(tmp)
         second_run(tmp)

@@ -17,34 +17,17 @@ Where KVM is not usable (or MEMVISOR_TEST_NO_KVM is set), or memvisor
 exits 69 (EX_UNAVAILABLE: no usable /dev/kvm), the program is skipped:
 '1..0 # SKIP reason'.  The console goes to the log as TAP comments.
 """
-import fcntl
 import os
 import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kvmtap  # noqa: E402
+
 EX_UNAVAILABLE = 69
 SHUTDOWN_CRASH = 3
 WORKLOADS = ('abi', 'dirty', 'ptchurn', 'balloon', 'hostile')
-
-
-def kvm_unusable():
-    """None if KVM is usable, else why not."""
-    off = os.environ.get('MEMVISOR_TEST_NO_KVM', '')
-    if off not in ('', '0'):
-        return f'MEMVISOR_TEST_NO_KVM={off}'
-    try:
-        fd = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
-    except OSError as e:
-        return f'/dev/kvm is not usable ({e.strerror})'
-    try:
-        if fcntl.ioctl(fd, 0xAE00) != 12:  # KVM_GET_API_VERSION
-            return '/dev/kvm does not speak KVM API version 12'
-    except OSError as e:
-        return f'/dev/kvm is not KVM ({e.strerror})'
-    finally:
-        os.close(fd)
-    return None
 
 
 def option(argv, name, default=None):
@@ -57,7 +40,7 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     expect, cmd = args[1], args[3:]
-    why = kvm_unusable()
+    why = kvmtap.unusable()
     if why:
         print(f'1..0 # SKIP KVM tests did not run: {why}', flush=True)
         print(f'\n*** SKIPPING: {why} ***\n', file=sys.stderr)
@@ -68,6 +51,7 @@ def main():
               f'{r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""}',
               flush=True)
         return 0
+    kvmtap.note_flavour()
     for line in r.stdout.splitlines():
         print('# ' + line)
     for line in r.stderr.splitlines():

@@ -49,7 +49,9 @@ static const struct quirk quirks[] = {
 
 static bool on_pvm(void)
 {
-    return access("/sys/module/kvm_pvm", F_OK) == 0;
+    const struct kvm_flavour *f = test_kvm_flavour();
+
+    return f && f->kind == KVM_FLAVOUR_PVM;
 }
 
 static enum outcome run_one(const struct quirk *q, uint64_t *rax)

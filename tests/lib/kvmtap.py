@@ -1,0 +1,50 @@
+"""kvmtap.py: for the TAP scripts of the KVM tests (as tests/lib/testlib.h
+does for the C programs): whether KVM is usable, and its flavour for the
+'# kvm: ...' comment every KVM test prints (src/kvm's kvm_flavour_read():
+kvm_pvm first, then kvm_amd's npt, then kvm_intel's ept)."""
+import fcntl
+import os
+
+KVM_GET_API_VERSION = 0xAE00
+
+
+def unusable():
+    """None if KVM is usable (and MEMVISOR_TEST_NO_KVM unset), else why."""
+    off = os.environ.get('MEMVISOR_TEST_NO_KVM', '')
+    if off not in ('', '0'):
+        return f'MEMVISOR_TEST_NO_KVM={off}'
+    try:
+        fd = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return f'/dev/kvm is not usable ({e.strerror})'
+    try:
+        if fcntl.ioctl(fd, KVM_GET_API_VERSION) != 12:
+            return '/dev/kvm does not speak KVM API version 12'
+    except OSError as e:
+        return f'/dev/kvm is not usable ({e.strerror})'
+    finally:
+        os.close(fd)
+    return None
+
+
+def flavour(sysroot='/'):
+    """'KVM-PVM, shadow MMU', 'SVM, nested paging (NPT)', ... or None."""
+    mod = os.path.join(sysroot, 'sys/module')
+    if os.path.isdir(os.path.join(mod, 'kvm_pvm')):
+        return 'KVM-PVM, shadow MMU'
+    for name, kind, param, what in (('kvm_amd', 'SVM', 'npt', 'NPT'),
+                                    ('kvm_intel', 'VMX', 'ept', 'EPT')):
+        if not os.path.isdir(os.path.join(mod, name)):
+            continue
+        try:
+            with open(os.path.join(mod, name, 'parameters', param)) as f:
+                on = f.read().strip() in ('Y', 'y', '1')
+        except OSError:
+            return None
+        return f'{kind}, nested paging ({what})' if on else f'{kind}, shadow MMU'
+    return None
+
+
+def note_flavour():
+    print(f'# kvm: {flavour() or "unknown flavour (sysfs names no KVM module)"}',
+          flush=True)
