@@ -415,7 +415,8 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
             k->free_count);
 
     static const struct workload *const all[] = {
-        &work_abi, &work_dirty, &work_ptchurn, &work_balloon, &work_hostile};
+        &work_abi,     &work_dirty,   &work_ptchurn,
+        &work_balloon, &work_hostile, &work_stale};
     int failed = 0, ran = 0;
     for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (!cmdline_has(k->cmdline, sizeof(k->cmdline), all[i]->name) &&
@@ -427,7 +428,7 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
     }
     if (!ran)
         kprintf(k, "guest: no workload on the command line (abi dirty ptchurn "
-                   "balloon hostile all)\n");
+                   "balloon hostile stale all)\n");
     print_traps(k);
     if (failed) {
         kprintf(k, "guest: FAIL\n");
