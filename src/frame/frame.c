@@ -543,9 +543,12 @@ int frame_put_type(struct frames *f, mfn_t mfn, uint64_t type, unsigned flags,
         if (tcount(x) == 1 && (x & FRAME_TYPE_MASK) == FRAME_TYPE_WRITABLE) {
             /* The last writable reference: translations made for it may
              * outlive it in TLBs; stamp before the type can change (F12).
-             * Stamped before the CAS, so a stamp is never older than the
-             * moment the count reached 0. */
-            atomic_store(&pg->tlbflush_stamp, atomic_load(&f->tlb_clock));
+             * Stamped before the CAS (which publishes it: a type change
+             * reads it after taking the count from 0), so a stamp is never
+             * older than the moment the count reached 0. */
+            atomic_store_explicit(&pg->tlbflush_stamp,
+                                  atomic_load(&f->tlb_clock),
+                                  memory_order_relaxed);
         }
         if (atomic_compare_exchange_weak(&pg->type_info, &x, nx))
             return 0;
