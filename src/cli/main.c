@@ -48,11 +48,10 @@ struct run_opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: memvisor run <image> [--mem MiB] [--vcpus N] "
-            "[--cmdline \"...\"] [--control PATH] [--audit-every MS] "
-            "[--paused]\n"
-            "       memvisor demo\n");
+    fprintf(f, "usage: memvisor run <image> [--mem MiB] [--vcpus N] "
+               "[--cmdline \"...\"] [--control PATH] [--audit-every MS] "
+               "[--paused]\n"
+               "       memvisor demo\n");
 }
 
 static int read_file(const char *path, uint8_t **out, size_t *size)
@@ -149,8 +148,8 @@ static int run(const struct run_opts *o)
         static struct elf_kernel k;
 
         if (elf_parse(image, size, &k) < 0) {
-            fprintf(stderr, "memvisor: %s: loading the kernel: %s\n",
-                    o->image, k.error);
+            fprintf(stderr, "memvisor: %s: loading the kernel: %s\n", o->image,
+                    k.error);
             free(image);
             return EXIT_USAGE;
         }
@@ -166,8 +165,11 @@ static int run(const struct run_opts *o)
         return EXIT_USAGE;
     }
     struct hv_domain_config cfg = {
-        .image = image, .image_size = size, .mem_mib = o->mem_mib,
-        .nr_vcpus = o->vcpus, .cmdline = o->cmdline,
+        .image = image,
+        .image_size = size,
+        .mem_mib = o->mem_mib,
+        .nr_vcpus = o->vcpus,
+        .cmdline = o->cmdline,
         .console_fd = STDOUT_FILENO,
     };
     r = hv_domain_create(&hv, &cfg, &d, err, sizeof(err));
@@ -245,6 +247,15 @@ static int run(const struct run_opts *o)
                 (unsigned long long)st.wpt_refused,
                 (unsigned long long)st.continuations,
                 (unsigned long long)st.dirty_marked);
+        fprintf(
+            stderr,
+            "memvisor: TLB flushes: %llu requests, %llu vCPUs kicked "
+            "(waited %.1f ms in all), %llu spared by the stamp filter, "
+            "%llu flushes made; %llu entries touched at once\n",
+            (unsigned long long)st.flush_requests,
+            (unsigned long long)st.flush_kicked, (double)st.flush_wait_ns / 1e6,
+            (unsigned long long)st.flush_filtered,
+            (unsigned long long)st.flushes, (unsigned long long)st.touched_now);
     }
     if (ctl)
         control_stop(ctl);
@@ -351,11 +362,15 @@ static int cmd_demo(void)
         return EXIT_NO_KVM;
     printf("memvisor demo: the PV guest kernel %s on 2 vCPUs, 64 MiB, one\n"
            "workload at a time; the frame table is audited while each runs\n"
-           "(guest paused) and after it stops.\n\n", image);
+           "(guest paused) and after it stops.\n\n",
+           image);
     for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
         char cmdline[64];
-        struct run_opts o = {.image = image, .mem_mib = 64, .vcpus = 2,
-                             .cmdline = cmdline, .audit_ms = 200};
+        struct run_opts o = {.image = image,
+                             .mem_mib = 64,
+                             .vcpus = 2,
+                             .cmdline = cmdline,
+                             .audit_ms = 200};
         int st;
 
         snprintf(cmdline, sizeof(cmdline), "%s", workloads[i]);
@@ -381,8 +396,7 @@ int main(int argc, char **argv)
     usage(argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
               ? stdout
               : stderr);
-    return argc >= 2 && (!strcmp(argv[1], "-h") ||
-                         !strcmp(argv[1], "--help"))
+    return argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
                ? 0
                : EXIT_USAGE;
 }

@@ -363,9 +363,18 @@ int pvcpu_flush(struct vcpu *v, void *opaque)
 {
     struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
     struct kvm_vcpu_sregs sr;
+    struct kvm_vcpu_regs regs;
     int r;
 
     (void)opaque;
+    /* About to start the touch loop from its first instruction (its CR3
+     * reload is ahead, before any guest instruction): nothing to add.
+     * Anywhere else — the guest, a stub, a loop past its reload — reload
+     * through the KVM. */
+    if ((r = kvm_vcpu_get_regs(&v->kvm, &regs)) < 0)
+        return r;
+    if (regs.rip == SHIM_VA_CODE + SHIM_OFF_TOUCH)
+        return 0;
     if ((r = kvm_vcpu_get_sregs(&v->kvm, &sr)) < 0)
         return r;
     sr.cr3 ^= CR3_PWT;

@@ -268,11 +268,11 @@ void vcpu_group_flush(struct vcpu_group *g, uint64_t mask, uint64_t stamp,
 
             if (!(kicked & (1ULL << i)))
                 continue;
+            /* A kick is never lost (kvm.h K4), and a vCPU that re-enters
+             * meanwhile sees flush_req first (V4): no second kick. */
             if (!atomic_load(&v->in_guest) ||
                 atomic_load(&v->flush_time) > stamp)
                 kicked &= ~(1ULL << i);
-            else
-                kvm_vcpu_kick(&v->kvm); /* it may have re-entered first */
         }
         if (kicked)
             sched_yield();
