@@ -32,7 +32,8 @@
  *   mmu-invlpg-all     mmu_update clearing W's L1 entry, MMUEXT_INVLPG_ALL
  *   mmu-flush-all      mmu_update clearing W's L1 entry, MMUEXT_TLB_FLUSH_ALL
  *   multicall          one multicall: update_va_mapping(W, 0, UVMF_INVLPG |
- *                      UVMF_ALL) and mmuext_op(PIN_L1_TABLE X)
+ *                      UVMF_LOCAL, or | UVMF_ALL, in turn) and
+ *                      mmuext_op(PIN_L1_TABLE X)
  *   selfmap            the multicall every other round, the six others in
  *                      turn between; from a random iteration on (1 to 2^17
  *                      after the unmap is about to be issued: before it,
@@ -254,8 +255,8 @@ static bool wait_done(struct race *r, uint64_t round)
  * and its flush returned (NO_ITER for the multicall); returns the pin's
  * result. */
 static long unmap_and_pin(struct kernel *k, struct race *r, enum variant how,
-                          uint64_t w_va, uint64_t spare_pfn, uint64_t x_mfn,
-                          long *unmap_rc, uint64_t *after_unmap)
+                          bool mc_local, uint64_t w_va, uint64_t spare_pfn,
+                          uint64_t x_mfn, long *unmap_rc, uint64_t *after_unmap)
 {
     struct mmuext_op pin = {.cmd = MMUEXT_PIN_L1_TABLE, .arg1.mfn = x_mfn};
     static const uint64_t uva_flags[] = {
@@ -294,7 +295,8 @@ static long unmap_and_pin(struct kernel *k, struct race *r, enum variant how,
     case V_MULTICALL: {
         struct multicall_entry mc[2] = {
             {.op = __HYPERVISOR_update_va_mapping,
-             .args = {w_va, 0, UVMF_INVLPG | UVMF_ALL}},
+             .args = {w_va, 0,
+                      UVMF_INVLPG | (mc_local ? UVMF_LOCAL : UVMF_ALL)}},
             {.op = __HYPERVISOR_mmuext_op,
              .args = {(uint64_t)(uintptr_t)&pin, 1, 0, DOMID_SELF}},
         };
@@ -336,11 +338,14 @@ static bool attacker_round(struct kernel *k, struct vcpu *v, struct race *r,
     struct variant_stats *vs = &st->var[variant];
     bool ok = true;
 
+    /* The multicall's unmap flushes this vCPU or all of them, in turn. */
+    uint64_t j = round / NR_VARIANTS;
+    bool mc_local = j % 2;
     if (variant == V_SELFMAP) {
         /* Every other selfmap round a multicall: its unmap and pin are one
          * hypercall, the widest window (docs in the header). */
-        uint64_t j = round / NR_VARIANTS;
         how = j % 2 ? (enum variant)((j / 2) % V_SELFMAP) : V_MULTICALL;
+        mc_local = (j / 2) % 2;
     }
 
     uint64_t x = mm_alloc(k), spare = mm_alloc(k);
@@ -411,8 +416,8 @@ static bool attacker_round(struct kernel *k, struct vcpu *v, struct race *r,
     }
     long unmap_rc;
     uint64_t after_unmap;
-    long pin_rc =
-        unmap_and_pin(k, r, how, w_va, spare, x_mfn, &unmap_rc, &after_unmap);
+    long pin_rc = unmap_and_pin(k, r, how, mc_local, w_va, spare, x_mfn,
+                                &unmap_rc, &after_unmap);
     uint64_t c = load_acq(&r->iters); /* after the pin returned */
     uint64_t a[NR_SLOTS + 1];
     for (unsigned s = 0; s < NR_SLOTS; s++)

@@ -1,0 +1,344 @@
+/*
+ * test_stale.c - the stale-writable-TLB escape (issue 8) from inside the
+ * guest: guest/pvkernel (path in argv[1]) runs its `stale` workload on 2
+ * vCPUs (guest/work_stale.c: vCPU 1 stores through a writable alias W of a
+ * frame X with no exits of its own while vCPU 0 removes W's mapping and
+ * pins X as an L1, in every flush variant of the ABI, plus a writable
+ * self-map stored into X and zeroed afterwards).
+ *
+ *  - With the XSA-401 safety action on (the default): the workload passes
+ *    with 0 stale writes, the domain stops in time (no vCPU thread hangs),
+ *    the frame-table audit is clean while the guest runs (taken with all
+ *    vCPUs paused, every 20 ms) and after it stopped.
+ *  - With it switched off (hv_domain_test_no_tlb_flush()): the test must be
+ *    able to fail: the workload reports stale writes, or an audit finds the
+ *    damage, or the guest dies of it.  The run goes on until one of these
+ *    shows or its rounds are done, and stops the domain once one showed.
+ *
+ * The per-variant counts go to the TAP log as comments.  How often a stale
+ * store lands depends on the KVM: where every exit flushes the guest TLB
+ * and the unmap's return to the guest makes a shadow MMU drop W on every
+ * vCPU (KVM-PVM), only a store during the hypercall that both unmaps and
+ * pins (the multicall) can land; with nested paging and no flush on exit,
+ * every variant can.
+ *
+ * A vCPU thread stuck in memvisor cannot be stopped from here: a watchdog
+ * (SIGALRM) then writes the TAP "Bail out!" line and exits.
+ * MEMVISOR_STALE_ROUNDS=<n> overrides the rounds of both runs.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hv/hv.h"
+#include "testlib.h"
+
+#define ROUNDS_ON 800   /* 100 per variant, times MEMVISOR_TEST_SCALE */
+#define ROUNDS_OFF 4000 /* until damage shows, at most this many */
+#define RUN_LIMIT_S 420 /* then the domain is stopped */
+
+static const char *image_path;
+static uint8_t *image;
+static size_t image_size;
+static const char *watchdog_what = "";
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void watchdog(int sig)
+{
+    char msg[256];
+    int n;
+    (void)sig;
+    n = snprintf(msg, sizeof(msg),
+                 "# %s: the domain did not stop within %d s: a vCPU thread "
+                 "of memvisor hangs\nBail out! stale: %s hangs\n",
+                 watchdog_what, RUN_LIMIT_S + 60, watchdog_what);
+    if (n > 0)
+        (void)!write(STDOUT_FILENO, msg, (size_t)n);
+    _exit(1);
+}
+
+static void watchdog_arm(const char *what)
+{
+    watchdog_what = what;
+    signal(SIGALRM, watchdog);
+    alarm(RUN_LIMIT_S + 60);
+}
+
+static void watchdog_disarm(void)
+{
+    alarm(0);
+}
+
+static void note_lines(const char *what, const char *text)
+{
+    const char *p = text, *nl;
+
+    test_note("%s:", what);
+    while (p && *p) {
+        nl = strchr(p, '\n');
+        test_note("  %.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+/* The lines of the console that start with prefix, as TAP comments. */
+static void note_matching(const char *con, const char *prefix, unsigned max)
+{
+    unsigned n = 0;
+    for (const char *p = con; p && *p;
+         p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        const char *nl = strchr(p, '\n');
+        if (!strncmp(p, prefix, strlen(prefix))) {
+            if (n++ == max) {
+                test_note("  ... (more)");
+                return;
+            }
+            test_note("  %.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
+        }
+    }
+}
+
+/* The value of `key=` in the last line starting with "stale: rounds=", or
+ * -1. */
+static long long summary_value(const char *con, const char *key)
+{
+    const char *line = NULL, *p, *end;
+    char k[64];
+
+    for (p = strstr(con, "stale: rounds="); p;
+         p = strstr(p + 1, "stale: rounds="))
+        line = p;
+    if (!line)
+        return -1;
+    end = strchr(line, '\n');
+    snprintf(k, sizeof(k), " %s=", key);
+    p = strstr(line, k);
+    if (!p || (end && p > end))
+        return -1;
+    return atoll(p + strlen(k));
+}
+
+static int load_image(void **state)
+{
+    struct stat st;
+    int fd;
+    (void)state;
+
+    fd = open(image_path, O_RDONLY);
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return -1;
+    image_size = (size_t)st.st_size;
+    image = malloc(image_size);
+    if (!image || read(fd, image, image_size) != (ssize_t)image_size)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+static int free_image(void **state)
+{
+    (void)state;
+    free(image);
+    return 0;
+}
+
+struct run {
+    int status;
+    bool stopped_early; /* rule off: stopped once damage showed */
+    bool timed_out;     /* stopped after RUN_LIMIT_S */
+    unsigned audits, audit_failures;
+    char first_audit_error[200];
+    int final_audit;
+    char final_audit_msg[200];
+    double seconds;
+    struct hv_domain_stats st;
+    char con[1 << 17];
+};
+
+/* Boots the stale workload on 2 vCPUs, audits every 20 ms while it runs;
+ * with stop_on_damage, stops the domain once the console or an audit
+ * shows damage. */
+static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
+                      bool stop_on_damage)
+{
+    struct hv hv;
+    struct domain *d = NULL;
+    char err[256], cmdline[64];
+    uint64_t frames = 0, tables = 0;
+    double t0;
+
+    memset(r, 0, sizeof(*r));
+    snprintf(cmdline, sizeof(cmdline), "stale rounds=%llu",
+             (unsigned long long)rounds);
+    struct hv_domain_config cfg = {
+        .image = image,
+        .image_size = image_size,
+        .mem_mib = 64,
+        .nr_vcpus = 2,
+        .cmdline = cmdline,
+        .console_fd = -1,
+    };
+    assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
+    if (hv_domain_create(&hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    if (no_flush)
+        hv_domain_test_no_tlb_flush(d);
+
+    watchdog_arm(no_flush ? "stale, safety action off" : "stale");
+    t0 = now_s();
+    assert_int_equal(hv_domain_start(d), 0);
+    while (!hv_domain_stopped(d) && now_s() - t0 < RUN_LIMIT_S) {
+        char msg[200];
+        sleep_ms(20);
+        if (hv_domain_stopped(d))
+            break;
+        if (hv_domain_audit(d, msg, sizeof(msg), &frames, &tables) < 0) {
+            if (!r->audit_failures++)
+                snprintf(r->first_audit_error, sizeof(r->first_audit_error),
+                         "%s", msg);
+        }
+        r->audits++;
+        if (stop_on_damage) {
+            hv_domain_console(d, r->con, sizeof(r->con));
+            if (r->audit_failures || strstr(r->con, "FAIL: stale")) {
+                r->stopped_early = true;
+                hv_domain_shutdown(d, 0);
+                break;
+            }
+        }
+    }
+    if (!hv_domain_stopped(d) && !r->stopped_early) {
+        r->timed_out = true;
+        hv_domain_shutdown(d, 0);
+    }
+    r->status = hv_domain_wait(d);
+    r->seconds = now_s() - t0;
+    hv_domain_stats(d, &r->st);
+    hv_domain_console(d, r->con, sizeof(r->con));
+    r->final_audit = hv_domain_audit(
+        d, r->final_audit_msg, sizeof(r->final_audit_msg), &frames, &tables);
+    watchdog_disarm();
+    if (r->status != 0 && !r->stopped_early && !r->timed_out)
+        note_lines("crash", hv_domain_crash_text(d));
+    hv_domain_destroy(d);
+    hv_fini(&hv);
+}
+
+static void note_counts(const char *what, const struct run *r)
+{
+    test_note("%s on %s: %.1f s, exit status %d%s, %u audits while paused "
+              "(%u failed), final audit %s",
+              what, test_kvm_flavour_name(), r->seconds, r->status,
+              r->stopped_early ? " (stopped once damage showed)"
+              : r->timed_out   ? " (stopped: time limit)"
+                               : "",
+              r->audits, r->audit_failures,
+              r->final_audit == 0 ? "clean" : r->final_audit_msg);
+    if (r->audit_failures)
+        test_note("  first audit error: %s", r->first_audit_error);
+    note_matching(r->con, "stale: variant ", 16);
+    note_matching(r->con, "stale: rounds=", 1);
+    note_matching(r->con, "FAIL: ", 12);
+    test_note("  exits %llu, mmu_update %llu mmuext_op %llu "
+              "update_va_mapping %llu multicall %llu, #PF bounced %llu, "
+              "wpt emulated %llu refused %llu",
+              (unsigned long long)r->st.exits,
+              (unsigned long long)r->st.hypercalls[1],
+              (unsigned long long)r->st.hypercalls[26],
+              (unsigned long long)r->st.hypercalls[14],
+              (unsigned long long)r->st.hypercalls[13],
+              (unsigned long long)r->st.bounces[14],
+              (unsigned long long)r->st.wpt_emulated,
+              (unsigned long long)r->st.wpt_refused);
+}
+
+static uint64_t rounds_or(uint64_t def)
+{
+    const char *s = getenv("MEMVISOR_STALE_ROUNDS");
+    return s && *s ? strtoull(s, NULL, 0) : test_scale(def);
+}
+
+/* (a) The safety action on: no store lands after a pin, no hang, every
+ * audit clean. */
+static void test_stale_safe(void **state)
+{
+    static struct run r;
+    (void)state;
+
+    run_stale(&r, false, rounds_or(ROUNDS_ON), false);
+    note_counts("safety action on", &r);
+    if (r.status != 0 || !strstr(r.con, "stale: pass") ||
+        !strstr(r.con, "guest: pass") || strstr(r.con, "FAIL"))
+        note_lines("console", r.con);
+    if (r.timed_out)
+        fail_msg("the workload did not finish within %d s", RUN_LIMIT_S);
+    assert_int_equal(r.audit_failures, 0);
+    assert_int_equal(r.final_audit, 0);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.con, "stale: pass"));
+    assert_null(strstr(r.con, "FAIL"));
+    assert_int_equal(summary_value(r.con, "stale-writes"), 0);
+    assert_int_equal(summary_value(r.con, "rounds"),
+                     (long long)rounds_or(ROUNDS_ON));
+    assert_int_equal(r.st.touch_overflow, 0);
+}
+
+/* (b) The safety action off: the same workload must show the damage. */
+static void test_stale_no_flush_fails(void **state)
+{
+    static struct run r;
+    long long stale;
+    bool console_fail, caught;
+    (void)state;
+
+    run_stale(&r, true, rounds_or(ROUNDS_OFF), true);
+    note_counts("safety action off", &r);
+    stale = summary_value(r.con, "stale-writes");
+    console_fail = strstr(r.con, "FAIL: stale") != NULL;
+    caught = console_fail || stale > 0 || r.audit_failures > 0 ||
+             r.final_audit != 0 ||
+             (!r.stopped_early && !r.timed_out && r.status != 0);
+    if (!caught) {
+        test_note("safety action off: NO stale write and no audit error in "
+                  "%llu rounds on %s: the test did not show that it can "
+                  "fail here",
+                  (unsigned long long)rounds_or(ROUNDS_OFF),
+                  test_kvm_flavour_name());
+        note_lines("console", r.con);
+    }
+    assert_true(caught);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stale_safe),
+        cmocka_unit_test(test_stale_no_flush_fails),
+    };
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
+        return 2;
+    }
+    test_require_kvm();
+    image_path = argv[1];
+    if (getenv("MEMVISOR_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("MEMVISOR_TEST_FILTER"));
+    return cmocka_run_group_tests(tests, load_image, free_image);
+}
