@@ -92,12 +92,20 @@ static uint32_t nr_trackers(const struct memslot_track *tr, uint32_t nr,
 
 /* ---- the update: overlay, derivation, plan -------------------------------- */
 
+struct gfn_span {
+    uint64_t lo, hi;
+};
+
 /* What an update changes before the view is re-derived. */
 struct overlay {
     uint64_t win_lo, win_hi;      /* window to re-derive (at least) */
     uint64_t lo, hi;              /* gfns the change applies to */
-    enum { OV_NONE, OV_HOLE, OV_TYPE } kind;
+    enum { OV_NONE, OV_HOLE, OV_TYPE, OV_HOLES } kind;
     enum p2m_type type;           /* OV_TYPE: new RAM type */
+    /* OV_HOLES: the gfn ranges [holes[i].lo, holes[i].hi) become holes;
+     * sorted, disjoint, within [lo, hi) */
+    const struct gfn_span *holes;
+    uint32_t nr_holes;
     int log_dirty;                /* -1: unchanged, else the new switch */
     struct memslot_tracker *track_t; /* tracking change at lo, if set */
     bool track_add;
@@ -130,6 +138,28 @@ struct plan {
     bool need_flush;
 };
 
+/* Does the overlay make gfn g a hole? */
+static bool ov_hole(const struct overlay *ov, uint64_t g)
+{
+    uint32_t lo = 0, hi;
+
+    if (g < ov->lo || g >= ov->hi)
+        return false;
+    if (ov->kind == OV_HOLE)
+        return true;
+    if (ov->kind != OV_HOLES)
+        return false;
+    hi = ov->nr_holes;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (ov->holes[mid].hi <= g)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ov->nr_holes && ov->holes[lo].lo <= g;
+}
+
 /* Whether gfn g is tracked with the overlay applied; *cur is a cursor
  * into ms->tracks for a caller that walks g upwards (start at 0). */
 static bool ov_tracked(struct memslots *ms, const struct overlay *ov,
@@ -144,7 +174,7 @@ static bool ov_tracked(struct memslots *ms, const struct overlay *ov,
 
     if (ov->track_t && g == ov->lo)
         n = ov->track_add ? n + 1 : n - 1;
-    if (ov->kind == OV_HOLE && g >= ov->lo && g < ov->hi)
+    if (ov_hole(ov, g))
         n = 0;
     return n > 0;
 }
@@ -152,9 +182,9 @@ static bool ov_tracked(struct memslots *ms, const struct overlay *ov,
 static struct p2m_entry ov_entry(const struct overlay *ov, uint64_t g,
                                  struct p2m_entry e)
 {
+    if (ov_hole(ov, g))
+        return (struct p2m_entry){INVALID_MFN, P2M_INVALID};
     if (g >= ov->lo && g < ov->hi) {
-        if (ov->kind == OV_HOLE)
-            return (struct p2m_entry){INVALID_MFN, P2M_INVALID};
         if (ov->kind == OV_TYPE && p2m_is_ram(e.type))
             e.type = ov->type;
     }
@@ -275,9 +305,11 @@ static int plan_window(struct memslots *ms, const struct overlay *ov,
 
 static int alloc_id(struct memslots *ms, uint32_t *id)
 {
-    uint64_t i = bitmap_find_next_zero(ms->id_used, ms->max_slots, 0);
+    uint64_t lim = ms->test_slot_limit ? MIN(ms->test_slot_limit, ms->max_slots)
+                                       : ms->max_slots;
+    uint64_t i = bitmap_find_next_zero(ms->id_used, lim, 0);
 
-    if (i >= ms->max_slots)
+    if (i >= lim)
         return -ENOSPC;
     bitmap_set(ms->id_used, i);
     *id = ms->id_base + (uint32_t)i;
@@ -423,7 +455,7 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
         uint64_t g = gfn_x(t.gfn);
         if (ov->track_t && !ov->track_add && g == ov->lo && t.t == ov->track_t)
             continue; /* untracked: not a removal */
-        if (ov->kind == OV_HOLE && g >= ov->lo && g < ov->hi) {
+        if (ov_hole(ov, g)) {
             p->removed[p->nr_removed++] = t;
             continue;
         }
@@ -730,6 +762,120 @@ int memslot_remove(struct memslots *ms, gfn_t gfn, uint64_t nr)
     rc = update_locked(ms, &ov, remove_entries, &r);
     pthread_mutex_unlock(&ms->lock);
     return rc;
+}
+
+/* ---- batches: many ranges, one transaction ------------------------------ */
+
+static int span_cmp(const void *a, const void *b)
+{
+    const struct gfn_span *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* The ranges as sorted, merged gfn spans (*out malloc'ed, *nout >= 1). */
+static int ranges_to_spans(struct memslots *ms, const struct memslot_range *r,
+                           uint32_t n, struct gfn_span **out, uint32_t *nout)
+{
+    struct gfn_span *s;
+    uint32_t k = 0;
+
+    if (!n)
+        return -EINVAL;
+    for (uint32_t i = 0; i < n; i++)
+        if (!r[i].nr ||
+            range_check(gfn_x(r[i].gfn), r[i].nr, ms->p2m->nr_gfns))
+            return -EFAULT;
+    s = ms_alloc(ms, n, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        s[i] = (struct gfn_span){gfn_x(r[i].gfn), gfn_x(r[i].gfn) + r[i].nr};
+    qsort(s, n, sizeof(*s), span_cmp);
+    for (uint32_t i = 1; i < n; i++) {
+        if (s[i].lo <= s[k].hi)
+            s[k].hi = MAX(s[k].hi, s[i].hi);
+        else
+            s[++k] = s[i];
+    }
+    *out = s;
+    *nout = k + 1;
+    return 0;
+}
+
+int memslot_populate_ranges(struct memslots *ms, const struct memslot_range *r,
+                            uint32_t n, enum p2m_type t)
+{
+    struct gfn_span *sp = NULL;
+    uint32_t nsp = 0, fi = n;
+    uint64_t fj = 0;
+    int rc;
+
+    if ((rc = ranges_to_spans(ms, r, n, &sp, &nsp)) < 0)
+        return rc;
+    struct overlay ov = ov_window(sp[0].lo, sp[nsp - 1].hi);
+    free(sp);
+    pthread_mutex_lock(&ms->lock);
+    /* populated so far: ranges [0, fi) whole and fj entries of range fi */
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        uint64_t j;
+
+        for (j = 0; j < r[i].nr && !rc; j++)
+            rc = p2m_populate(ms->p2m, _gfn(gfn_x(r[i].gfn) + j),
+                              _mfn(mfn_x(r[i].mfn) + j), t);
+        if (rc) {
+            fi = i;
+            fj = j - 1;
+        }
+    }
+    if (!rc)
+        rc = update_locked(ms, &ov, NULL, NULL);
+    if (rc) {
+        for (uint32_t k = 0; k < fi; k++)
+            unpopulate(ms->p2m, gfn_x(r[k].gfn), r[k].nr);
+        if (fi < n)
+            unpopulate(ms->p2m, gfn_x(r[fi].gfn), fj);
+    }
+    pthread_mutex_unlock(&ms->lock);
+    return rc;
+}
+
+static void remove_spans(struct memslots *ms, void *opaque)
+{
+    const struct overlay *ov = opaque;
+
+    for (uint32_t i = 0; i < ov->nr_holes; i++)
+        for (uint64_t g = ov->holes[i].lo; g < ov->holes[i].hi; g++)
+            (void)!p2m_remove(ms->p2m, _gfn(g), NULL); /* -ENOENT: skipped */
+}
+
+int memslot_remove_ranges(struct memslots *ms, const struct memslot_range *r,
+                          uint32_t n)
+{
+    struct gfn_span *sp = NULL;
+    uint32_t nsp = 0;
+    int rc;
+
+    if ((rc = ranges_to_spans(ms, r, n, &sp, &nsp)) < 0)
+        return rc;
+    struct overlay ov = ov_window(sp[0].lo, sp[nsp - 1].hi);
+    ov.kind = OV_HOLES;
+    ov.holes = sp;
+    ov.nr_holes = nsp;
+    pthread_mutex_lock(&ms->lock);
+    rc = update_locked(ms, &ov, remove_spans, &ov);
+    pthread_mutex_unlock(&ms->lock);
+    free(sp);
+    return rc;
+}
+
+uint32_t memslot_count(struct memslots *ms)
+{
+    uint32_t n;
+
+    pthread_mutex_lock(&ms->lock);
+    n = ms->nr;
+    pthread_mutex_unlock(&ms->lock);
+    return n;
 }
 
 static void set_types(struct memslots *ms, void *opaque)

@@ -14,8 +14,9 @@
  *     READONLY  iff the entry is P2M_RAM_RO or the gfn is tracked,
  *     LOG_DIRTY iff not READONLY and (log-dirty is on or P2M_LOGDIRTY).
  *
- * An update (memslot_sync, _populate, _remove, _set_type, _move,
- * _set_log_dirty, _track, _untrack) computes the new view of a window,
+ * An update (memslot_sync, _populate, _remove, _populate_ranges,
+ * _remove_ranges, _set_type, _move, _set_log_dirty, _track, _untrack)
+ * computes the new view of a window,
  * diffs it against the old one (keep / flags-only / delete / create: KVM
  * cannot resize, move or toggle READONLY in place) and runs the state
  * machine documented in docs/memory.md:
@@ -154,6 +155,7 @@ struct memslots {
     bool test_skip_flush;       /* no harvest before a slot changes */
     bool test_announce_early;   /* removals announced before APPLY */
     uint64_t test_fail_alloc;   /* fail the n-th allocation from now (1-based) */
+    uint32_t test_slot_limit;   /* non-zero: ids beyond this many are "full" */
 };
 
 /* Slots with ids [id_base, id_base + max_slots); dirty may be NULL only if
@@ -176,6 +178,25 @@ int __must_check memslot_populate(struct memslots *ms, gfn_t gfn, mfn_t mfn,
  * (their frames' references dropped), then subscribers of tracked gfns in
  * the range hear removed().  Invalid entries in the range are skipped. */
 int __must_check memslot_remove(struct memslots *ms, gfn_t gfn, uint64_t nr);
+/* A run of nr gfns from gfn backed by the frames from mfn (memslot_remove_ranges
+ * ignores mfn). */
+struct memslot_range {
+    gfn_t gfn;
+    mfn_t mfn;
+    uint64_t nr;
+};
+/* Batches: many ranges (in any order, e.g. the extents of one reservation
+ * hypercall) as ONE transaction whose window spans them all.  populate:
+ * p2m_populate of every frame, then one update; on any failure no entry
+ * and no slot changed.  remove: as memslot_remove() for every range at
+ * once (overlapping ranges are merged).  -EINVAL for n == 0, -EFAULT for
+ * an empty or out-of-range range. */
+int __must_check memslot_populate_ranges(struct memslots *ms,
+                                         const struct memslot_range *r,
+                                         uint32_t n, enum p2m_type t);
+int __must_check memslot_remove_ranges(struct memslots *ms,
+                                       const struct memslot_range *r,
+                                       uint32_t n);
 /* Change the type of the RAM entries of [gfn, gfn + nr) among P2M_RAM,
  * P2M_RAM_RO and P2M_LOGDIRTY (read-only and per-range log toggles). */
 int __must_check memslot_set_type(struct memslots *ms, gfn_t gfn, uint64_t nr,
@@ -210,6 +231,8 @@ int __must_check memslot_handle_mmio(struct memslots *ms, gpa_t gpa,
 int __must_check memslot_snapshot(struct memslots *ms, struct memslot **out,
                                   uint32_t *nr);
 bool memslot_is_tracked(struct memslots *ms, gfn_t gfn);
+/* How many slots the domain has now. */
+uint32_t memslot_count(struct memslots *ms);
 
 /* M1, M2, M4, M5 (M3 needs KVM's view: tests compare it): 0 or -EUCLEAN. */
 int __must_check memslot_check(struct memslots *ms);
