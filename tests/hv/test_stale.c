@@ -169,6 +169,7 @@ struct run {
     bool stopped_early; /* rule off: stopped once damage showed */
     bool timed_out;     /* stopped after RUN_LIMIT_S */
     unsigned audits, audit_failures;
+    unsigned clean_before_failure; /* clean audits before the first failed */
     char first_audit_error[200];
     int final_audit;
     char final_audit_msg[200];
@@ -187,7 +188,7 @@ static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
     struct domain *d = NULL;
     char err[256], cmdline[64];
     uint64_t frames = 0, tables = 0;
-    double t0;
+    double t0, t_fail = 0;
 
     memset(r, 0, sizeof(*r));
     snprintf(cmdline, sizeof(cmdline), "stale rounds=%llu",
@@ -215,14 +216,22 @@ static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
         if (hv_domain_stopped(d))
             break;
         if (hv_domain_audit(d, msg, sizeof(msg), &frames, &tables) < 0) {
-            if (!r->audit_failures++)
+            if (!r->audit_failures++) {
                 snprintf(r->first_audit_error, sizeof(r->first_audit_error),
                          "%s", msg);
+                r->clean_before_failure = r->audits;
+                t_fail = now_s();
+            }
         }
         r->audits++;
         if (stop_on_damage) {
+            /* Stop once the guest reported a stale write, or a few
+             * seconds after an audit failed for the first time after
+             * clean ones (time for the guest to report what it saw). */
             hv_domain_console(d, r->con, sizeof(r->con));
-            if (r->audit_failures || strstr(r->con, "FAIL: stale")) {
+            if (strstr(r->con, "FAIL: stale") ||
+                (r->audit_failures && r->clean_before_failure &&
+                 now_s() - t_fail > 5)) {
                 r->stopped_early = true;
                 hv_domain_shutdown(d, 0);
                 break;
@@ -257,7 +266,8 @@ static void note_counts(const char *what, const struct run *r)
               r->audits, r->audit_failures,
               r->final_audit == 0 ? "clean" : r->final_audit_msg);
     if (r->audit_failures)
-        test_note("  first audit error: %s", r->first_audit_error);
+        test_note("  first audit error (after %u clean): %s",
+                  r->clean_before_failure, r->first_audit_error);
     note_matching(r->con, "stale: variant ", 16);
     note_matching(r->con, "stale: rounds=", 1);
     note_matching(r->con, "FAIL: ", 12);
@@ -324,7 +334,7 @@ static void test_stale_no_flush_fails(void **state)
 {
     static struct run r;
     long long stale;
-    bool console_fail, caught;
+    bool console_fail, caught, audit_caught;
     (void)state;
 
     run_stale(&r, true, rounds_or(ROUNDS_OFF),
@@ -332,9 +342,15 @@ static void test_stale_no_flush_fails(void **state)
     note_counts("safety action off", &r);
     stale = summary_value(r.con, "stale-writes");
     console_fail = strstr(r.con, "FAIL: stale") != NULL;
-    caught = console_fail || stale > 0 || r.audit_failures > 0 ||
-             r.final_audit != 0 ||
-             (!r.stopped_early && !r.timed_out && r.status != 0);
+    /* The workload's own report, or an audit that was clean and then
+     * failed.  An audit failing from the very first one on is no evidence
+     * of this race: noted, not counted. */
+    audit_caught = r.audit_failures > 0 && r.clean_before_failure > 0;
+    caught = console_fail || stale > 0 || audit_caught;
+    if (r.audit_failures && !audit_caught)
+        test_note("safety action off: the audit failed from the first one "
+                  "on (%s): not counted as the race's damage",
+                  r.first_audit_error);
     if (!caught) {
         test_note("safety action off: NO stale write and no audit error in "
                   "%llu rounds on %s: the test did not show that it can "
