@@ -106,6 +106,10 @@ struct overlay {
      * sorted, disjoint, within [lo, hi) */
     const struct gfn_span *holes;
     uint32_t nr_holes;
+    /* if set: the p2m and tracking changed only in these spans (sorted,
+     * disjoint, within [lo, hi)); derive() reads the p2m only there */
+    const struct gfn_span *changed;
+    uint32_t nr_changed;
     int log_dirty;                /* -1: unchanged, else the new switch */
     struct memslot_tracker *track_t; /* tracking change at lo, if set */
     bool track_add;
@@ -215,22 +219,32 @@ static int derived_push(struct memslots *ms, struct plan *p, uint32_t *cap,
 
 #define DERIVE_CHUNK 4096
 
-/* The derived slots of [lo, hi) into p->derived (ids unset). */
-static int derive(struct memslots *ms, const struct overlay *ov,
-                  struct plan *p)
+/* First slot whose end is above gfn (the slot containing it or the next). */
+static uint32_t slot_from(const struct memslot *slots, uint32_t nr,
+                          uint64_t gfn)
+{
+    uint32_t lo = 0, hi = nr;
+
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (slot_end(&slots[mid]) <= gfn)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The derived slots of [c, stop) from the p2m, appended to p->derived. */
+static int derive_p2m(struct memslots *ms, const struct overlay *ov,
+                      struct plan *p, uint64_t c0, uint64_t stop,
+                      struct p2m_entry *e, uint32_t *cap, uint32_t *cur)
 {
     bool log_on = ov->log_dirty < 0 ? ms->log_dirty : ov->log_dirty;
-    uint64_t n = MIN(p->hi - p->lo, DERIVE_CHUNK);
-    uint32_t cap = 0, cur = track_lower(ms->tracks, ms->nr_tracks, p->lo);
-    struct p2m_entry *e;
     int rc = 0;
 
-    p->nd = 0;
-    e = ms_alloc(ms, n, sizeof(*e));
-    if (!e)
-        return -ENOMEM;
-    for (uint64_t c = p->lo; c < p->hi && !rc; c += n) {
-        uint64_t m = MIN(n, p->hi - c);
+    for (uint64_t c = c0; c < stop && !rc; c += DERIVE_CHUNK) {
+        uint64_t m = MIN((uint64_t)DERIVE_CHUNK, stop - c);
         rc = p2m_lookup_range(ms->p2m, _gfn(c), m, e);
         for (uint64_t i = 0; i < m && !rc; i++) {
             uint64_t g = c + i;
@@ -238,7 +252,7 @@ static int derive(struct memslots *ms, const struct overlay *ov,
             if (!p2m_is_ram(x.type))
                 continue;
             uint32_t flags = 0;
-            if (x.type == P2M_RAM_RO || ov_tracked(ms, ov, g, &cur))
+            if (x.type == P2M_RAM_RO || ov_tracked(ms, ov, g, cur))
                 flags = MEMSLOT_RO;
             else if (log_on || x.type == P2M_LOGDIRTY)
                 flags = MEMSLOT_LOG;
@@ -249,9 +263,74 @@ static int derive(struct memslots *ms, const struct overlay *ov,
                 continue;
             }
             struct memslot s = {0, _gfn(g), 1, x.mfn, flags};
-            rc = derived_push(ms, p, &cap, &s);
+            rc = derived_push(ms, p, cap, &s);
         }
     }
+    return rc;
+}
+
+/* The current slots cut to [a, b), appended to p->derived. */
+static int derive_keep(struct memslots *ms, struct plan *p, uint64_t a,
+                       uint64_t b, uint32_t *cap)
+{
+    int rc = 0;
+
+    for (uint32_t i = slot_from(ms->slots, ms->nr, a);
+         i < ms->nr && gfn_x(ms->slots[i].base) < b && !rc; i++) {
+        const struct memslot *o = &ms->slots[i];
+        uint64_t from = MAX(gfn_x(o->base), a), to = MIN(slot_end(o), b);
+        struct memslot s = {0, _gfn(from), to - from,
+                            _mfn(mfn_x(o->mfn) + (from - gfn_x(o->base))),
+                            o->flags};
+        rc = derived_push(ms, p, cap, &s);
+    }
+    return rc;
+}
+
+/*
+ * The derived slots of [lo, hi) into p->derived (ids unset).  Only the
+ * parts the update changes are read from the p2m: the overlay's changed
+ * spans when it lists them (a batch), else [win_lo, win_hi) and [lo, hi),
+ * where the caller changed the p2m or the tracking table.  Elsewhere
+ * nothing the view depends on changed, so the view there is the current
+ * slots (M2 makes them the derived view), cut to the window and merged
+ * with their neighbours as derivation would - unless the domain-wide
+ * log-dirty switch changes, which changes every slot.  So an update of a
+ * few pages inside a large slot does not read the whole slot's p2m.
+ */
+static int derive(struct memslots *ms, const struct overlay *ov,
+                  struct plan *p)
+{
+    struct gfn_span whole = {MIN(ov->win_lo, ov->lo), MAX(ov->win_hi, ov->hi)};
+    const struct gfn_span *sp = &whole;
+    uint32_t nsp = 1, cap = 0;
+    uint32_t cur = track_lower(ms->tracks, ms->nr_tracks, p->lo);
+    uint64_t at = p->lo;
+    struct p2m_entry *e;
+    int rc = 0;
+
+    if (ov->log_dirty >= 0) {
+        whole = (struct gfn_span){p->lo, p->hi};
+    } else if (ov->changed) {
+        sp = ov->changed;
+        nsp = ov->nr_changed;
+    }
+    p->nd = 0;
+    e = ms_alloc(ms, DERIVE_CHUNK, sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < nsp && !rc; i++) {
+        uint64_t a = MAX(sp[i].lo, at), b = MIN(sp[i].hi, p->hi);
+
+        if (a >= b)
+            continue;
+        rc = derive_keep(ms, p, at, a, &cap);
+        if (!rc)
+            rc = derive_p2m(ms, ov, p, a, b, e, &cap, &cur);
+        at = b;
+    }
+    if (!rc)
+        rc = derive_keep(ms, p, at, p->hi, &cap);
     free(e);
     return rc;
 }
@@ -813,7 +892,8 @@ int memslot_populate_ranges(struct memslots *ms, const struct memslot_range *r,
     if ((rc = ranges_to_spans(ms, r, n, &sp, &nsp)) < 0)
         return rc;
     struct overlay ov = ov_window(sp[0].lo, sp[nsp - 1].hi);
-    free(sp);
+    ov.changed = sp;
+    ov.nr_changed = nsp;
     pthread_mutex_lock(&ms->lock);
     /* populated so far: ranges [0, fi) whole and fj entries of range fi */
     for (uint32_t i = 0; i < n && !rc; i++) {
@@ -836,6 +916,7 @@ int memslot_populate_ranges(struct memslots *ms, const struct memslot_range *r,
             unpopulate(ms->p2m, gfn_x(r[fi].gfn), fj);
     }
     pthread_mutex_unlock(&ms->lock);
+    free(sp);
     return rc;
 }
 
@@ -861,6 +942,8 @@ int memslot_remove_ranges(struct memslots *ms, const struct memslot_range *r,
     ov.kind = OV_HOLES;
     ov.holes = sp;
     ov.nr_holes = nsp;
+    ov.changed = sp;
+    ov.nr_changed = nsp;
     pthread_mutex_lock(&ms->lock);
     rc = update_locked(ms, &ov, remove_spans, &ov);
     pthread_mutex_unlock(&ms->lock);
