@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "boot/builder.h"
+#include "lib/range.h"
 #include "hv/hv_internal.h"
 #include "pv/pv.h"
 
@@ -67,12 +68,18 @@ static void errf(char *err, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
-/* pv_audit(): the general references the touch lists hold (H2: the
- * domain is quiescent, the lists are stable). */
+/* pv_audit(): the general references other layers hold: the touch lists
+ * (H2: the domain is quiescent, the lists are stable) and the p2m's entry
+ * for the frame (p2m.h P1: gfn == mfn). */
 static uint64_t touch_refs(void *arg, mfn_t mfn)
 {
     struct domain *d = arg;
+    struct p2m_entry e;
     uint64_t n = 0;
+
+    if (d->created_p2m && p2m_lookup(&d->p2m, _gfn(mfn_x(mfn)), &e) == 0 &&
+        p2m_is_ram(e.type))
+        n++;
 
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         for (unsigned k = 0; k < d->vcpus[i].nr_touch; k++)
@@ -80,12 +87,127 @@ static uint64_t touch_refs(void *arg, mfn_t mfn)
     return n;
 }
 
-/* pv's page-table writes, pins and m2p updates are writes to the guest. */
+/* ---- the one accessor for memvisor's writes to guest memory ---------- */
+
+int gm_write_phys(struct domain *d, uint64_t maddr, const void *src,
+                  uint64_t len)
+{
+    struct frames *f = &d->hv->frames;
+
+    if (d->test_no_dirty_accessor) {
+        /* the write alone, unlogged: what the tests must catch */
+        if (range_check(maddr, len, f->nr_frames << PAGE_SHIFT))
+            return -EFAULT;
+        memcpy((uint8_t *)f->base + maddr, src, len);
+        return 0;
+    }
+    if (!d->created_dirty)
+        return -EFAULT;
+    return dirty_copy_to_guest(&d->dirty, _gpa(maddr), src, len);
+}
+
+void gm_logged(struct domain *d, mfn_t mfn)
+{
+    if (d->created_dirty && !d->test_no_dirty_accessor)
+        (void)!dirty_mark(&d->dirty, _gfn(mfn_x(mfn)), 1);
+}
+
+void hv_domain_test_no_dirty_accessor(struct domain *d)
+{
+    d->test_no_dirty_accessor = true;
+}
+
+void hv_domain_test_no_slot_txn(struct domain *d)
+{
+    d->test_no_slot_txn = true;
+}
+
+void hv_domain_test_slot_limit(struct domain *d, uint32_t limit)
+{
+    pthread_mutex_lock(&d->ms.lock);
+    d->ms.test_slot_limit = limit;
+    pthread_mutex_unlock(&d->ms.lock);
+}
+
+void hv_domain_slots(struct domain *d, uint32_t *slots, uint32_t *shim_slots,
+                     uint64_t *frames)
+{
+    struct memslot *sl = NULL;
+    uint32_t n = 0;
+
+    *slots = 0;
+    *frames = 0;
+    *shim_slots = d->nr_shim_slots;
+    if (!d->created_ms || memslot_snapshot(&d->ms, &sl, &n) < 0)
+        return;
+    *slots = n;
+    for (uint32_t i = 0; i < n; i++)
+        *frames += sl[i].npages;
+    free(sl);
+}
+
+/* pv's page-table entry writes (mmu_update, update_va_mapping, emulated
+ * stores), pins and m2p updates are writes to the guest. */
 static void pv_mark_dirty(void *arg, mfn_t mfn)
 {
-    struct domain *d = arg;
-    if (d->created_dirty)
-        (void)!dirty_mark(&d->dirty, _gfn(mfn_x(mfn)), 1);
+    gm_logged(arg, mfn);
+}
+
+/* ---- memslot's pause hook ----------------------------------------------
+ *
+ * A slot update that deletes a slot or stops its logging needs no vCPU of
+ * the domain in KVM_RUN from the harvest of its log until the commit
+ * (dirty.h).  The update usually runs on a vCPU thread (a reservation
+ * hypercall), which a group pause would wait for forever; so the others
+ * are held at their next entry instead: mem_paused is set, then every
+ * other vCPU is made to leave the guest and flag a flush (vcpu.h V4, with
+ * no stamp filter), and a flagged vCPU's flush (pvcpu_flush()) waits here
+ * until the update has committed.  Never waits for a vCPU to do more than
+ * leave KVM_RUN, so it cannot deadlock against a vCPU that is itself
+ * waiting for the memslot lock.
+ */
+static struct vcpu *current_vcpu(struct domain *d)
+{
+    pthread_t self = pthread_self();
+
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        if (d->vcpus[i].vcpu.thread_started &&
+            pthread_equal(d->vcpus[i].vcpu.thread, self))
+            return &d->vcpus[i].vcpu;
+    return NULL;
+}
+
+static void mem_pause(void *opaque)
+{
+    struct domain *d = opaque;
+    struct vcpu *me = current_vcpu(d);
+    uint64_t mask = d->nr_vcpus >= 64 ? ~0ULL : (1ULL << d->nr_vcpus) - 1;
+
+    if (me)
+        mask &= ~(1ULL << me->id);
+    pthread_mutex_lock(&d->mem_lock);
+    d->mem_paused = true;
+    pthread_mutex_unlock(&d->mem_lock);
+    if (d->created_group)
+        vcpu_group_flush(&d->group, mask, UINT64_MAX, me);
+}
+
+static void mem_unpause(void *opaque)
+{
+    struct domain *d = opaque;
+
+    pthread_mutex_lock(&d->mem_lock);
+    d->mem_paused = false;
+    pthread_cond_broadcast(&d->mem_cond);
+    pthread_mutex_unlock(&d->mem_lock);
+}
+
+void hv_mem_pause_wait(struct domain *d)
+{
+    pthread_mutex_lock(&d->mem_lock);
+    while (d->mem_paused)
+        pthread_cond_wait(&d->mem_cond, &d->mem_lock);
+    pthread_mutex_unlock(&d->mem_lock);
 }
 
 /*
@@ -199,6 +321,9 @@ static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
     pc->id = i;
     if ((r = vcpu_create(&d->group, &pc->vcpu, &d->vm, i)) < 0)
         return r;
+    /* Flagged for a flush, even a vCPU that never ran passes through
+     * pvcpu_flush() before its first entry: mem_pause() holds it there. */
+    pc->vcpu.entered = true;
     if ((r = kvm_vcpu_set_cpuid(&pc->vcpu.kvm, cpuid)) < 0)
         return r;
     shim_vcpu_sregs(&d->shim, i, d->l4_mfn << PAGE_SHIFT, &sr);
@@ -223,9 +348,19 @@ static void domain_teardown(struct domain *d)
         if (d->vcpus[i].vcpu.group)
             vcpu_destroy(&d->vcpus[i].vcpu);
     }
+    /* The domain's memory leaves the VM as one transaction (the p2m's
+     * references dropped after the slots went), then the shim's slots. */
+    if (d->created_ms) {
+        (void)!memslot_remove(&d->ms, _gfn(0), d->p2m.nr_gfns);
+        memslot_fini(&d->ms);
+    }
+    d->created_ms = false;
     if (d->created_dirty)
         dirty_fini(&d->dirty);
     d->created_dirty = false;
+    if (d->created_p2m)
+        p2m_fini(&d->p2m);
+    d->created_p2m = false;
     if (d->created_vm)
         kvm_vm_destroy(&d->vm);
     if (d->created_pv) {
@@ -254,6 +389,116 @@ static void domain_teardown(struct domain *d)
         vcpu_group_fini(&d->group);
     console_fini(&d->console);
     pthread_mutex_destroy(&d->vcpu_op_lock);
+    pthread_mutex_destroy(&d->mem_lock);
+    pthread_cond_destroy(&d->mem_cond);
+}
+
+static int mfn_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * The shim's frames as fixed slots 0 .. nr_shim_slots-1 (contiguous runs,
+ * gpa = machine address, not logged: they are the hypervisor's, never the
+ * guest's).  The ring-0 paths need them all: the image, IDT, GDT, per-vCPU
+ * pages and the shim's page tables (slot 256's, and slot 257's direct map
+ * tables).  The direct map's 2 MiB leaves still span the whole pool, but
+ * only gpas of slots are backed: the touch loop stores only to the
+ * guest's own page tables, which are its frames, and any other access
+ * through it exits as an access without a slot and crashes the domain.
+ */
+static int shim_slots_init(struct domain *d)
+{
+    struct shim *sh = &d->shim;
+    uint64_t m[7 + SHIM_MAX_VCPUS + SHIM_DIRECTMAP_MAX_L2];
+    unsigned n = 0;
+    struct frames *f = &d->hv->frames;
+
+    m[n++] = mfn_x(sh->image);
+    m[n++] = mfn_x(sh->idt);
+    m[n++] = mfn_x(sh->gdt);
+    m[n++] = mfn_x(sh->l3);
+    m[n++] = mfn_x(sh->l2);
+    m[n++] = mfn_x(sh->l1);
+    for (unsigned i = 0; i < sh->nr_vcpus; i++)
+        m[n++] = mfn_x(sh->percpu[i]);
+    m[n++] = mfn_x(sh->dm_l3);
+    for (unsigned i = 0; i < sh->nr_dm_l2; i++)
+        m[n++] = mfn_x(sh->dm_l2[i]);
+    qsort(m, n, sizeof(m[0]), mfn_cmp);
+    for (unsigned i = 0; i < n;) {
+        unsigned k = 1;
+        int r;
+
+        while (i + k < n && m[i + k] == m[i] + k)
+            k++;
+        r = kvm_vm_set_memory_region(&d->vm, d->nr_shim_slots, 0,
+                                     m[i] << PAGE_SHIFT,
+                                     (uint64_t)k << PAGE_SHIFT,
+                                     frames_ptr(f, _mfn(m[i])));
+        if (r < 0)
+            return r;
+        d->nr_shim_slots++;
+        i += k;
+    }
+    return 0;
+}
+
+/*
+ * The domain's memory path: p2m (identity over owned frames), dirty log,
+ * memslot (log-dirty on: every guest write is logged), then every frame
+ * the domain owns now (the builder's) presented in one transaction.
+ */
+static int domain_memory_init(struct domain *d)
+{
+    struct frames *f = &d->hv->frames;
+    uint32_t total = MIN(d->hv->kvm.caps.nr_memslots, (uint32_t)HV_MAX_SLOTS);
+    struct memslot_range *rg = NULL;
+    uint32_t nrg = 0, cap = 0;
+    int r;
+
+    if ((r = p2m_init(&d->p2m, f, d->id, P2M_PV, f->nr_frames)) < 0)
+        return r;
+    d->created_p2m = true;
+    if ((r = dirty_init(&d->dirty, &d->vm, &d->p2m, f->nr_frames, total)) < 0)
+        return r;
+    d->created_dirty = true;
+    if ((r = shim_slots_init(d)) < 0)
+        return r;
+    if (d->nr_shim_slots >= total)
+        return -ENOSPC;
+    if ((r = memslot_init(&d->ms, &d->vm, f, &d->p2m, &d->dirty,
+                          d->nr_shim_slots, total - d->nr_shim_slots)) < 0)
+        return r;
+    d->created_ms = true;
+    memslot_set_pause(&d->ms, &(struct memslot_pause){mem_pause, mem_unpause, d});
+    if ((r = memslot_set_log_dirty(&d->ms, true)) < 0)
+        return r;
+    for (uint64_t m = 0; m < f->nr_frames; m++) {
+        if (frame_owner(f, _mfn(m)) != d->id)
+            continue;
+        if (nrg && mfn_x(rg[nrg - 1].mfn) + rg[nrg - 1].nr == m) {
+            rg[nrg - 1].nr++;
+            continue;
+        }
+        if (nrg == cap) {
+            struct memslot_range *n2;
+
+            cap = cap ? 2 * cap : 64;
+            n2 = realloc(rg, cap * sizeof(*rg));
+            if (!n2) {
+                free(rg);
+                return -ENOMEM;
+            }
+            rg = n2;
+        }
+        rg[nrg++] = (struct memslot_range){_gfn(m), _mfn(m), 1};
+    }
+    r = nrg ? memslot_populate_ranges(&d->ms, rg, nrg, P2M_RAM) : 0;
+    free(rg);
+    return r;
 }
 
 int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
@@ -293,6 +538,8 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     d->nr_vcpus = cfg->nr_vcpus;
     d->nr_pages = cfg->mem_mib << 8;
     pthread_mutex_init(&d->vcpu_op_lock, NULL);
+    pthread_mutex_init(&d->mem_lock, NULL);
+    pthread_cond_init(&d->mem_cond, NULL);
     console_init(&d->console, cfg->console_fd);
     r = frames_domain_add(f, d->id, d->nr_pages + DOMAIN_EXTRA_FRAMES);
     if (r < 0) {
@@ -355,36 +602,17 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     d->start_info_va = boot->start_info_va;
     d->p2m_va = boot->p2m_va;
 
-    /* KVM: one VM, the pool as guest-physical memory (gpa = machine
-     * address: a PV guest sees machine frames), one vCPU per vCPU. */
+    /* KVM: one VM presenting the shim's frames and the domain's own
+     * (gpa = machine address: a PV guest sees machine frames). */
     vmcfg = kvm_vm_config_default(&hv->kvm, false, 0);
     if ((r = kvm_vm_create(&d->vm, &hv->kvm, &vmcfg)) < 0) {
         errf(err, errlen, "KVM VM: %s", strerror(-r));
         goto fail;
     }
     d->created_vm = true;
-    if ((r = dirty_init(&d->dirty, &d->vm, NULL, f->nr_frames, 1)) < 0)
+    if ((r = domain_memory_init(d)) < 0) {
+        errf(err, errlen, "guest memory: %s", strerror(-r));
         goto fail;
-    d->created_dirty = true;
-    {
-        /* The slot logs the guest's writes; the dirty log knows it from
-         * the same critical section on (dirty.h's slot contract). */
-        struct dirty_slot *ds;
-
-        if ((r = dirty_slot_prepare(&d->dirty, 0, _gfn(0), f->nr_frames, &ds)) <
-            0)
-            goto fail;
-        dirty_lock(&d->dirty);
-        r = kvm_vm_set_memory_region(&d->vm, 0, KVM_SLOT_LOG_DIRTY, 0,
-                                     f->nr_frames * PAGE_SIZE, f->base);
-        if (r == 0)
-            dirty_slot_publish_locked(&d->dirty, ds);
-        dirty_unlock(&d->dirty);
-        if (r < 0) {
-            dirty_slot_discard(ds);
-            errf(err, errlen, "KVM memory: %s", strerror(-r));
-            goto fail;
-        }
     }
     if ((r = vcpu_group_init(&d->group, pvcpu_exit, pvcpu_diag, d)) < 0)
         goto fail;
@@ -420,7 +648,12 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         pc->up = true;
         vcpu_set_online(&pc->vcpu);
         /* Events start masked (docs/abi.md). */
-        ((uint8_t *)frames_ptr(f, boot->shared_info))[1] = 1;
+        {
+            uint8_t mask = 1;
+            if ((r = gm_write_phys(d, (mfn_x(boot->shared_info) << PAGE_SHIFT) + 1,
+                                   &mask, 1)) < 0)
+                goto fail;
+        }
     }
     free(cpuid);
     free(boot);
@@ -593,6 +826,63 @@ int hv_domain_dirty_harvest(struct domain *d, uint64_t *pages)
         return r;
     return dirty_harvest(&d->dirty, _gfn(0), d->hv->frames.nr_frames,
                          count_bits, pages);
+}
+
+struct gfn_rec {
+    uint64_t *gfns, max, n;
+};
+
+static int record_bits(gfn_t base, uint64_t bits, void *opaque)
+{
+    struct gfn_rec *r = opaque;
+
+    while (bits) {
+        unsigned i = (unsigned)__builtin_ctzll(bits);
+
+        bits &= bits - 1;
+        if (r->n < r->max)
+            r->gfns[r->n] = gfn_x(base) + i;
+        r->n++;
+    }
+    return 0;
+}
+
+int hv_domain_dirty_harvest_gfns(struct domain *d, uint64_t *gfns, uint64_t max,
+                                 uint64_t *pages)
+{
+    struct gfn_rec rec = {gfns, max, 0};
+    int r;
+
+    *pages = 0;
+    if ((r = dirty_sync(&d->dirty)) < 0)
+        return r;
+    r = dirty_harvest(&d->dirty, _gfn(0), d->hv->frames.nr_frames, record_bits,
+                      &rec);
+    *pages = rec.n;
+    return r;
+}
+
+void hv_domain_test_layout(struct domain *d, struct hv_domain_layout *out)
+{
+    out->start_info_va = d->start_info_va;
+    out->p2m_va = d->p2m_va;
+    out->shared_info_mfn = d->shared_info_mfn;
+    out->l4_mfn = d->l4_mfn;
+}
+
+int hv_domain_test_translate(struct domain *d, uint64_t va, uint64_t *maddr,
+                             uint64_t *l1e_maddr, uint64_t *l1e)
+{
+    return gm_translate(&d->vcpus[0], va, maddr, l1e_maddr, l1e);
+}
+
+int hv_domain_test_raw_store(struct hv *hv, uint64_t maddr, uint64_t val)
+{
+    if ((maddr & 7) || range_check(maddr, 8, hv->frames.nr_frames << PAGE_SHIFT))
+        return -EFAULT;
+    __atomic_store_n((uint64_t *)(void *)((uint8_t *)hv->frames.base + maddr),
+                     val, __ATOMIC_SEQ_CST);
+    return 0;
 }
 
 int hv_domain_pfinfo(struct domain *d, uint64_t *cursor, unsigned max,

@@ -4,7 +4,8 @@
  * must be mapped present and user-accessible (writable too for a write) at
  * every level, must lie on frames the domain owns (a general reference is
  * held across each page's copy, so a frame freed meanwhile by another vCPU
- * is never touched), and is split at page boundaries.  Anything else is
+ * is never touched), and is split at page boundaries.  Writes go through
+ * the domain's one dirty-logging accessor (gm_write_phys()).  Anything else is
  * -EFAULT, Xen's answer for a bad guest handle.
  */
 #include <errno.h>
@@ -115,22 +116,22 @@ static int copy(struct pvcpu *pc, uint64_t va, void *host, uint64_t len,
                                           FRAME_TYPE_WRITABLE, 0, NULL, NULL)
                      : frame_get(f, mfn, pc->d->id))
             return -EFAULT;
-        if (to_guest)
-            memcpy((uint8_t *)frames_ptr(f, mfn) + (maddr & (PAGE_SIZE - 1)),
-                   (const uint8_t *)host + done, n);
-        else
+        if (to_guest) {
+            /* through the dirty-logging accessor, under the reference: the
+             * write is logged before the frame can change hands; -EFAULT
+             * if the frame is not in the domain's p2m (ballooned out) */
+            r = gm_write_phys(pc->d, maddr, (const uint8_t *)host + done, n);
+            BUG_ON(frame_put_and_type(f, mfn, FRAME_TYPE_WRITABLE, 0, NULL,
+                                      NULL) < 0);
+            if (r < 0)
+                return -EFAULT;
+        } else {
             memcpy((uint8_t *)host + done,
                    (const uint8_t *)frames_ptr(f, mfn) +
                        (maddr & (PAGE_SIZE - 1)),
                    n);
-        if (to_guest) {
-            /* the write is logged before the frame can change hands */
-            if (pc->d->created_dirty)
-                BUG_ON(dirty_mark(&pc->d->dirty, _gfn(mfn_x(mfn)), 1) < 0);
-            BUG_ON(frame_put_and_type(f, mfn, FRAME_TYPE_WRITABLE, 0, NULL,
-                                      NULL) < 0);
-        } else
             frame_put(f, mfn);
+        }
         done += n;
     }
     return 0;

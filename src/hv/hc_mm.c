@@ -8,6 +8,7 @@
  * pause is pending (otherwise the call goes on at once).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hv/hv_internal.h"
@@ -15,7 +16,7 @@
 #include "xen/xen.h"
 
 #define MMU_CHUNK 128
-#define EXTENT_CHUNK 256
+#define EXTENT_CHUNK 4096 /* extents per slot transaction */
 
 uint64_t hc_pv_base(struct pvcpu *pc, bool user)
 {
@@ -179,11 +180,203 @@ long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6])
     return rc;
 }
 
+/*
+ * The extents ext[0..n) of order `order` as runs of consecutive frames
+ * (gfn == mfn); *out malloc'ed.
+ */
+static int extent_ranges(const uint64_t *ext, uint64_t n, unsigned order,
+                         struct memslot_range **out, uint32_t *nout)
+{
+    struct memslot_range *rg = calloc(n ? n : 1, sizeof(*rg));
+    uint32_t k = 0;
+
+    if (!rg)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t nr = 1ULL << order;
+
+        if (k && mfn_x(rg[k - 1].mfn) + rg[k - 1].nr == ext[i])
+            rg[k - 1].nr += nr;
+        else
+            rg[k++] = (struct memslot_range){_gfn(ext[i]), _mfn(ext[i]), nr};
+    }
+    *out = rg;
+    *nout = k;
+    return 0;
+}
+
+/* Balloon in: present the frames of ext[0..n) to the VM, one transaction. */
+static int present_extents(struct domain *d, const uint64_t *ext, uint64_t n,
+                           unsigned order)
+{
+    struct memslot_range *rg;
+    uint32_t k;
+    int r;
+
+    if (!n)
+        return 0;
+    if ((r = extent_ranges(ext, n, order, &rg, &k)) < 0)
+        return r;
+    if (d->test_no_slot_txn) {
+        /* the baseline of bench-balloon: the p2m alone */
+        for (uint32_t i = 0; i < k; i++)
+            for (uint64_t j = 0; j < rg[i].nr && r == 0; j++)
+                r = p2m_populate(&d->p2m, _gfn(gfn_x(rg[i].gfn) + j),
+                                 _mfn(mfn_x(rg[i].mfn) + j), P2M_RAM);
+    } else {
+        r = memslot_populate_ranges(&d->ms, rg, k, P2M_RAM);
+    }
+    /* a frame that arrives has new (scrubbed) content at that gfn */
+    for (uint32_t i = 0; i < k && r == 0; i++)
+        if (!d->test_no_dirty_accessor)
+            (void)!dirty_mark(&d->dirty, rg[i].gfn, rg[i].nr);
+    free(rg);
+    return r;
+}
+
+/*
+ * Balloon out, first half: how many leading extents of ext[0..n) are
+ * wholly the domain's RAM in its p2m (what pv will accept back), and take
+ * them out of the VM in one transaction (the dirty log harvested and the
+ * other vCPUs held out of the guest until it committed; the p2m's
+ * references are dropped after the slots went).  The frames stay
+ * allocated until pv gives them back.
+ */
+static int withdraw_extents(struct domain *d, const uint64_t *ext, uint64_t *n,
+                            unsigned order)
+{
+    struct memslot_range *rg;
+    uint64_t ok = 0;
+    uint32_t k;
+    int r = 0;
+
+    for (; ok < *n; ok++) {
+        uint64_t first = ext[ok], nr = 1ULL << order;
+        bool ram = first < d->p2m.nr_gfns && nr <= d->p2m.nr_gfns - first;
+
+        for (uint64_t j = 0; ram && j < nr; j++) {
+            struct p2m_entry e;
+
+            ram = p2m_lookup(&d->p2m, _gfn(first + j), &e) == 0 &&
+                  e.type == P2M_RAM;
+        }
+        if (!ram)
+            break;
+    }
+    *n = ok;
+    if (!ok)
+        return 0;
+    if ((r = extent_ranges(ext, ok, order, &rg, &k)) < 0)
+        return r;
+    if (d->test_no_slot_txn) {
+        for (uint32_t i = 0; i < k; i++)
+            for (uint64_t j = 0; j < rg[i].nr; j++)
+                (void)!p2m_remove(&d->p2m, _gfn(gfn_x(rg[i].gfn) + j), NULL);
+    } else {
+        r = memslot_remove_ranges(&d->ms, rg, k);
+    }
+    free(rg);
+    return r;
+}
+
+/*
+ * pv's reservation operation over the n extents.  With may_stop, a
+ * preemption pv reports while a pause is pending (or under the test's
+ * preemption) stops it: -ERESTART with *progress extents done.  Otherwise
+ * preemptions are run through.
+ */
+static long pv_reserve(struct pvcpu *pc, unsigned op, uint64_t *ext,
+                       uint64_t n, const struct xen_memory_reservation *g,
+                       bool may_stop, uint64_t *progress)
+{
+    struct pv_reservation r = {
+        .extent_start = ext, .nr_extents = n,
+        .extent_order = g->extent_order, .mem_flags = g->mem_flags,
+        .domid = DOMID_SELF,
+    };
+    unsigned long cmd = op;
+    long done;
+
+    for (;;) {
+        done = pv_memory_op(pc->pv, &cmd, &r);
+        if (done != -ERESTART)
+            return done;
+        if (may_stop && preempt_now(pc)) {
+            *progress = cmd >> MEMOP_EXTENT_SHIFT;
+            return -ERESTART;
+        }
+    }
+}
+
+/*
+ * One chunk of a reservation call: extents ext[0..n) (n <= EXTENT_CHUNK)
+ * are one slot transaction.  Balloon in: pv allocates, then the frames are
+ * presented; if that fails (-ENOSPC: no slot left, -ENOMEM) they are given
+ * back and the chunk did nothing; a preemption pv reports while a pause is
+ * pending stops the chunk at its progress (*stopped: the caller takes a
+ * continuation).  Balloon out: the frames leave the VM first, then pv
+ * takes them back (a frame is freed, flushed from every TLB by the free
+ * hook and scrubbed only after it left the slots); pv runs through its
+ * preemptions, as the frames already left.  Returns the extents done or
+ * -errno with nothing done.
+ */
+static long reserve_chunk(struct pvcpu *pc, unsigned op, uint64_t *ext,
+                          uint64_t n, const struct xen_memory_reservation *g,
+                          bool *stopped)
+{
+    struct domain *d = pc->d;
+    uint64_t progress = 0;
+    long done;
+    int r;
+
+    if (op == XENMEM_decrease_reservation) {
+        uint64_t ok = n;
+
+        if ((r = withdraw_extents(d, ext, &ok, g->extent_order)) < 0)
+            return r;
+        done = ok ? pv_reserve(pc, op, ext, ok, g, false, NULL) : 0;
+        if (done < 0)
+            done = 0;
+        /* Only a race with another vCPU giving the same frames back makes
+         * pv refuse an extent checked above: those it refused are the
+         * domain's still and are presented again (best effort: the guest
+         * loses access to them otherwise, nothing else). */
+        if ((uint64_t)done < ok)
+            (void)!present_extents(d, ext + done, ok - (uint64_t)done,
+                                   g->extent_order);
+        return done;
+    }
+    done = pv_reserve(pc, op, ext, n, g, true, &progress);
+    if (done == -ERESTART) {
+        /* a continuation at the extent pv reached: what it allocated so
+         * far is presented (and copied out) first */
+        done = (long)progress;
+        *stopped = true;
+    }
+    if (done <= 0)
+        return done;
+    if ((r = present_extents(d, ext, (uint64_t)done, g->extent_order)) < 0) {
+        /* undo: the frames were never visible to the guest */
+        uint64_t *back = calloc((size_t)done, sizeof(*back));
+        struct xen_memory_reservation gb = *g;
+
+        if (back) {
+            memcpy(back, ext, (size_t)done * sizeof(*back));
+            (void)pv_reserve(pc, XENMEM_decrease_reservation, back,
+                             (uint64_t)done, &gb, false, NULL);
+            free(back);
+        }
+        return r;
+    }
+    return done;
+}
+
 static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
 {
     struct xen_memory_reservation g;
-    uint64_t ext[EXTENT_CHUNK];
+    uint64_t *ext = NULL;
     uint64_t start = a[0] >> MEMOP_EXTENT_SHIFT;
+    long ret;
 
     if (gm_copy_from(pc, &g, a[1], sizeof(g)) < 0)
         return -EFAULT;
@@ -193,20 +386,21 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
         return -ESRCH;
     if (g.extent_order > PV_MAX_EXTENT_ORDER)
         return (long)start;
+    if (start == g.nr_extents)
+        return (long)start;
+    ext = malloc(MIN(g.nr_extents - start, (uint64_t)EXTENT_CHUNK) * 8);
+    if (!ext)
+        return start == 0 ? -ENOMEM : (long)start;
+    ret = (long)start;
     while (start < g.nr_extents) {
         uint64_t n = MIN(g.nr_extents - start, (uint64_t)EXTENT_CHUNK);
         uint64_t va = g.extent_start + start * 8;
-        struct pv_reservation r = {
-            .extent_start = ext, .nr_extents = n,
-            .extent_order = g.extent_order, .mem_flags = g.mem_flags,
-            .domid = DOMID_SELF,
-        };
-        unsigned long cmd = op;
-        bool refused = false;
+        bool refused = false, stopped = false;
         long done;
 
+        ret = (long)start;
         if (gm_copy_from(pc, ext, va, n * 8) < 0)
-            return (long)start;
+            break;
         if (op == XENMEM_decrease_reservation) {
             /* The shared info frame is the hypervisor's page lent to the
              * guest: it can be mapped, never given back. */
@@ -220,39 +414,38 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
                 }
             }
             if (n == 0)
-                return (long)start;
-            r.nr_extents = n;
-        }
-        for (;;) {
-            done = pv_memory_op(pc->pv, &cmd, &r);
-            if (done != -ERESTART)
                 break;
-            if (preempt_now(pc)) {
-                /* continuation at the extent pv reached in this chunk */
-                uint64_t progress = cmd >> MEMOP_EXTENT_SHIFT;
-                if (op != XENMEM_decrease_reservation && progress > 0 &&
-                    gm_copy_to(pc, va, ext, progress * 8) < 0)
-                    return (long)start;
-                a[0] = op | ((start + progress) << MEMOP_EXTENT_SHIFT);
-                pc->retry = true;
-                return 0;
-            }
         }
-        if (done < 0)
-            return start == 0 ? done : (long)start;
+        done = reserve_chunk(pc, op, ext, n, &g, &stopped);
+        if (done < 0) {
+            /* -ENOSPC (no KVM slot left), -ENOMEM: a clear error when
+             * nothing was done, else the count done (Xen's convention) */
+            ret = start == 0 ? done : (long)start;
+            break;
+        }
         if (op != XENMEM_decrease_reservation && done > 0 &&
             gm_copy_to(pc, va, ext, (uint64_t)done * 8) < 0)
-            return (long)start;
+            break; /* the frames stay the guest's, as in Xen */
         start += (uint64_t)done;
+        ret = (long)start;
+        if (stopped) {
+            /* continuation at the extent pv reached */
+            a[0] = op | (start << MEMOP_EXTENT_SHIFT);
+            pc->retry = true;
+            ret = 0;
+            break;
+        }
         if ((uint64_t)done < n || refused)
-            return (long)start;
+            break;
         if (start < g.nr_extents && preempt_now(pc)) {
             a[0] = op | (start << MEMOP_EXTENT_SHIFT);
             pc->retry = true;
-            return 0;
+            ret = 0;
+            break;
         }
     }
-    return (long)start;
+    free(ext);
+    return ret;
 }
 
 long hc_memory_op(struct pvcpu *pc, uint64_t a[6])

@@ -4,8 +4,15 @@
  *
  * Owns: struct hv (the frame pool, /dev/kvm, the domain table, the frame
  * domain that holds the hypervisor's own frames: the shims) and every
- * struct domain (its PV state, shim, KVM VM, vCPU threads, console,
- * statistics).  No globals: everything hangs off struct hv.
+ * struct domain (its PV state, shim, KVM VM, p2m, memory slots, dirty log,
+ * vCPU threads, console, statistics).  No globals: everything hangs off
+ * struct hv.
+ *
+ * The memory path (docs/memory.md, "A PV domain's memory path"): the p2m
+ * is the identity over the frames the domain owns; memslot presents
+ * exactly those to the VM, logging; the reservation hypercalls are slot
+ * transactions (a chunk of up to 4096 extents is one); the shim's frames
+ * are fixed slots of their own.
  *
  * A domain's life: hv_domain_create() (build: ELF, frames, page tables
  * pinned through pv, shim, vCPUs) -> hv_domain_start() (vCPU threads) ->
@@ -24,12 +31,28 @@
  *      deferred put is drained, and only the call's own re-issue collects
  *      it.  So no operation is answered with another's held-back result
  *      (which would report success for an update never made).
+ *  H5. A domain's VM presents exactly its p2m's RAM (gfn == mfn: the frames
+ *      it owns and has not given back) and its shim's frames: an access
+ *      anywhere else exits and crashes that domain alone.  A frame leaves
+ *      the slots before its last reference can go, so before the free
+ *      hook flushes it from the TLBs and it is scrubbed and reused.
+ *  H6. Every write memvisor makes to guest memory goes through the one
+ *      dirty-logging accessor (gm_write_phys(), gm_logged(); pv's
+ *      hooks.mark_dirty): it is in the dirty log before the frame can
+ *      change hands.
  *
  * Locking: hv->lock protects the domain table.  Per domain, the vCPU group
  * lock (vcpu.h) orders pause/resume/stop; hypercalls of different vCPUs run
- * concurrently, relying on pv's own rules (pv.h: no domain lock).
+ * concurrently, relying on pv's own rules (pv.h: no domain lock).  A
+ * reservation hypercall runs a slot update on its vCPU thread (memslot.h's
+ * lock order); the update's pause holds the other vCPUs at their next
+ * entry (domain mem_lock, a leaf: taken with nothing else and held only
+ * to set or wait on mem_paused), never waiting for more than their leaving
+ * KVM_RUN.
  *
  * Errors: -ENOMEM, -EINVAL (bad config), -EBUSY (domain table full),
+ * -ENOSPC (no KVM slot left: to the guest from a reservation that did
+ * nothing, never a crash),
  * -ENOENT (no such domain), errors of boot_build() (reason in the domain's
  * error text), KVM's -errno.
  */
@@ -49,6 +72,8 @@
 #define HV_FRAME_DOMID (FRAME_MAX_DOMAINS - 1)
 #define HV_MAX_VCPUS 16
 #define HV_NR_HYPERCALLS 64
+/* KVM memory slots a domain may use at most (the shim's and its own). */
+#define HV_MAX_SLOTS 1024
 
 struct domain;
 
@@ -135,6 +160,10 @@ uint64_t hv_domain_nr_pages(const struct domain *d);
  * writes and memvisor's): *pages says how many.  Safe while running; exact
  * while paused (DESIGN invariant 6). */
 int __must_check hv_domain_dirty_harvest(struct domain *d, uint64_t *pages);
+/* The same, recording the first max gfns handed out in gfns[] (*pages
+ * says how many were handed out in all). */
+int __must_check hv_domain_dirty_harvest_gfns(struct domain *d, uint64_t *gfns,
+                                              uint64_t max, uint64_t *pages);
 const char *hv_hypercall_name(unsigned nr);
 /* Test only: make pv preempt at every `every`-th check and turn every
  * preemption into a continuation through the guest (0: off). */
@@ -161,5 +190,36 @@ void hv_domain_test_skip_empty_reissue(struct domain *d);
  * writable reference dropped by a host-side page-table write is released
  * at once), to show the stale-TLB workload catches it. */
 void hv_domain_test_no_tlb_flush(struct domain *d);
+/* Test only: memvisor's writes to guest memory bypass the dirty-logging
+ * accessor (they are made but not logged), to show the tests catch it. */
+void hv_domain_test_no_dirty_accessor(struct domain *d);
+/* Benchmark only: reservations change the p2m alone, not the VM's slots
+ * (the cost without the slot transactions; the VM then presents frames
+ * the domain gave back: never run such a domain). */
+void hv_domain_test_no_slot_txn(struct domain *d);
+/* Test only: the domain's own memory may use at most `limit` KVM slots
+ * (0: no test limit), to reach slot exhaustion. */
+void hv_domain_test_slot_limit(struct domain *d, uint32_t limit);
+
+/* Test only: where the builder put things. */
+struct hv_domain_layout {
+    uint64_t start_info_va, p2m_va, shared_info_mfn, l4_mfn;
+};
+void hv_domain_test_layout(struct domain *d, struct hv_domain_layout *out);
+/* Test only: va in vCPU 0's current address space -> its machine address,
+ * and the machine address and value of the L1 entry that maps it. */
+int __must_check hv_domain_test_translate(struct domain *d, uint64_t va,
+                                          uint64_t *maddr, uint64_t *l1e_maddr,
+                                          uint64_t *l1e);
+/* Test only: store val at machine address maddr of the pool as it is: no
+ * validation, no reference, no dirty log (a validation hole, made on
+ * purpose; the caller restores what it broke). */
+int __must_check hv_domain_test_raw_store(struct hv *hv, uint64_t maddr,
+                                          uint64_t val);
+
+/* The domain's memory as KVM sees it: slots of its own memory (*slots),
+ * of the shim (*shim_slots), and the frames they present (*frames). */
+void hv_domain_slots(struct domain *d, uint32_t *slots, uint32_t *shim_slots,
+                     uint64_t *frames);
 
 #endif

@@ -15,6 +15,8 @@
 #include "dev/console.h"
 #include "dirty/dirty.h"
 #include "hv/hv.h"
+#include "memslot/memslot.h"
+#include "p2m/p2m.h"
 #include "shim/shim.h"
 #include "vcpu/vcpu.h"
 
@@ -75,10 +77,26 @@ struct domain {
     struct kvm_vm vm;
     struct vcpu_group group;
     struct console console;
-    /* Every write memvisor makes to the guest's memory is marked here
-     * (gfn == mfn for a PV domain). */
+    /*
+     * The memory path (docs/memory.md): the p2m is the identity over the
+     * frames the domain owns (gfn == mfn), memslot presents exactly those
+     * to the VM (ids from nr_shim_slots on), and every write memvisor makes
+     * to the guest's memory goes through the one accessor (gm_write_phys(),
+     * gm_logged()) into the dirty log.  The shim's frames (the hypervisor's)
+     * are fixed slots 0 .. nr_shim_slots-1, never logged.
+     */
+    struct p2m p2m;
+    struct memslots ms;
     struct dirty_log dirty;
-    bool created_dirty;
+    bool created_p2m, created_dirty, created_ms;
+    uint32_t nr_shim_slots;
+    /* memslot's pause hook (mem_pause() in domain.c): while mem_paused, a
+     * vCPU about to enter the guest waits in pvcpu_flush(). */
+    pthread_mutex_t mem_lock;
+    pthread_cond_t mem_cond;
+    bool mem_paused;
+    bool test_no_dirty_accessor; /* test only: writes are not logged */
+    bool test_no_slot_txn;       /* bench only: reservations skip memslot */
     struct pvcpu vcpus[HV_MAX_VCPUS];
     pthread_mutex_t vcpu_op_lock; /* VCPUOP_initialise/up against each other */
     uint64_t p2m_va, start_info_va, shared_info_mfn;
@@ -117,6 +135,17 @@ int __must_check gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
 int __must_check gm_l1e_maddr(struct pvcpu *pc, uint64_t va,
                               uint64_t *l1e_maddr);
 
+/* ---- THE accessor for memvisor's writes to the guest's memory (domain.c).
+ * gm_write_phys: copy len bytes to machine address maddr (gfn == mfn; RAM
+ * of the domain in its p2m), then log the pages (dirty_copy_to_guest()).
+ * gm_logged: log a write already made in place by an atomic operation (a
+ * page-table entry, a vcpu_info field).  -EFAULT outside the domain. */
+int __must_check gm_write_phys(struct domain *d, uint64_t maddr,
+                               const void *src, uint64_t len);
+void gm_logged(struct domain *d, mfn_t mfn);
+/* Wait while a slot update holds the domain's vCPUs out of the guest. */
+void hv_mem_pause_wait(struct domain *d);
+
 /* ---- events (pvcpu.c) */
 int pvcpu_exit(struct vcpu *v, void *opaque);
 void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
@@ -144,6 +173,8 @@ struct kvm_vcpu_sregs *pvcpu_sregs(struct pvcpu *pc);
 /* Real/guest-visible selectors. */
 uint64_t pvcpu_guest_cs(const struct pvcpu *pc);
 void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);
+/* This vCPU's vcpu_info.evtchn_upcall_mask, through the accessor. */
+void pvcpu_set_upcall_mask(struct pvcpu *pc, uint8_t m);
 void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...) __printf(2, 3);
 
 /* ---- hypercalls (hypercall.c, hc_mm.c) */

@@ -280,13 +280,7 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
         pvcpu_load_cr3(pc);
     }
     /* Events are unmasked as the frame's IF says (Xen's rule). */
-    {
-        struct shared_info *si = frames_ptr(&pc->d->hv->frames,
-                                            _mfn(pc->d->shared_info_mfn));
-        if (pc->id < XEN_LEGACY_MAX_VCPUS)
-            si->vcpu_info[pc->id].evtchn_upcall_mask =
-                !(c.rflags & SHIM_RFLAGS_IF);
-    }
+    pvcpu_set_upcall_mask(pc, !(c.rflags & SHIM_RFLAGS_IF));
     pc->ret.rip = c.rip;
     pc->ret.cs = SHIM_SEL_CS3;
     pc->ret.rflags = (c.rflags & SHIM_RFLAGS_GUEST_MASK) | SHIM_RFLAGS_FIXED |

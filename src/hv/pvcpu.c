@@ -63,11 +63,22 @@ static struct vcpu_info *vcpu_info(struct pvcpu *pc)
     return pc->id < XEN_LEGACY_MAX_VCPUS ? &si->vcpu_info[pc->id] : NULL;
 }
 
+/* Machine address of a field of this vCPU's vcpu_info (in shared_info). */
+static uint64_t vcpu_info_maddr(const struct pvcpu *pc, size_t field)
+{
+    return (pc->d->shared_info_mfn << PAGE_SHIFT) +
+           offsetof(struct shared_info, vcpu_info) +
+           pc->id * sizeof(struct vcpu_info) + field;
+}
+
+/* vcpu_info writes go through the dirty-logging accessor. */
 void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2)
 {
-    struct vcpu_info *vi = vcpu_info(pc);
-    if (vi)
-        __atomic_store_n(&vi->arch.cr2, cr2, __ATOMIC_RELAXED);
+    if (vcpu_info(pc) &&
+        gm_write_phys(pc->d, vcpu_info_maddr(pc, offsetof(struct vcpu_info,
+                                                          arch.cr2)),
+                      &cr2, sizeof(cr2)) < 0)
+        pvcpu_crash(pc, "cannot write vcpu_info");
 }
 
 static uint8_t upcall_mask(struct pvcpu *pc)
@@ -76,11 +87,13 @@ static uint8_t upcall_mask(struct pvcpu *pc)
     return vi ? __atomic_load_n(&vi->evtchn_upcall_mask, __ATOMIC_RELAXED) : 1;
 }
 
-static void set_upcall_mask(struct pvcpu *pc, uint8_t m)
+void pvcpu_set_upcall_mask(struct pvcpu *pc, uint8_t m)
 {
-    struct vcpu_info *vi = vcpu_info(pc);
-    if (vi)
-        __atomic_store_n(&vi->evtchn_upcall_mask, m, __ATOMIC_RELAXED);
+    if (vcpu_info(pc) &&
+        gm_write_phys(pc->d, vcpu_info_maddr(pc, offsetof(struct vcpu_info,
+                                                          evtchn_upcall_mask)),
+                      &m, 1) < 0)
+        pvcpu_crash(pc, "cannot write vcpu_info");
 }
 
 uint64_t pvcpu_guest_cs(const struct pvcpu *pc)
@@ -164,7 +177,7 @@ static int bounce_to(struct pvcpu *pc, uint64_t handler, bool has_err,
     if (gm_copy_to(pc, sp, frame, n * 8) < 0)
         return -EFAULT;
     if (mask_events)
-        set_upcall_mask(pc, 1);
+        pvcpu_set_upcall_mask(pc, 1);
     pc->ret.rip = handler;
     pc->ret.cs = SHIM_SEL_CS3;
     pc->ret.rflags = (old.rflags & ~(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF |
@@ -367,6 +380,9 @@ int pvcpu_flush(struct vcpu *v, void *opaque)
     int r;
 
     (void)opaque;
+    /* A slot update may be holding the domain's vCPUs out of the guest
+     * (mem_pause() in domain.c): this one waits here until it committed. */
+    hv_mem_pause_wait(pc->d);
     /* About to start the touch loop from its first instruction (its CR3
      * reload is ahead, before any guest instruction): nothing to add.
      * Anywhere else — the guest, a stub, a loop past its reload — reload
@@ -443,6 +459,20 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
     int entry, r;
 
     kvm_vcpu_exit(&v->kvm, &ex);
+    if (ex.kind == KVM_XK_MMIO) {
+        /* An access where the VM has no slot.  A store to the domain's RAM
+         * whose slot is momentarily absent is performed (memslot); any
+         * other gpa is not the domain's memory: only this domain crashes
+         * (defence in depth behind the page-table rules). */
+        r = memslot_handle_mmio(&d->ms, _gpa(ex.mmio.addr), ex.mmio.data,
+                                ex.mmio.len, ex.mmio.is_write);
+        if (r == 0)
+            return VCPU_CONTINUE;
+        pvcpu_crash(pc, "%s of gpa %#llx: not this domain's memory",
+                    ex.mmio.is_write ? "store" : "load",
+                    (unsigned long long)ex.mmio.addr);
+        return -EIO;
+    }
     if (ex.kind != KVM_XK_IO) {
         pvcpu_crash(pc, "unexpected exit %s", kvm_exit_reason_name(ex.raw));
         return -EIO;

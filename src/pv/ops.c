@@ -190,6 +190,7 @@ static int mmu_pt_update(struct pv_vcpu *v, uint64_t ptr, uint64_t val,
         } else {
             __atomic_store_n(&pt[idx], val, __ATOMIC_SEQ_CST);
         }
+        pv_mark_dirty(d, table);
         if (frame_put_type(d->f, table, FRAME_TYPE_WRITABLE, 0, &pv_type_ops,
                            v))
             pv_corrupt(d, table, "transient writable reference lost");

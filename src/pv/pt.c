@@ -478,6 +478,7 @@ int pv_mod_entry(struct pv_vcpu *v, mfn_t table, unsigned level, unsigned idx,
         if ((oval & PTE_P) && !((oval ^ nval) & ~fast)) {
             /* Same frame, same rights: no reference changes. */
             (void)update_entry(pt, idx, nval, preserve_ad);
+            pv_mark_dirty(v->d, table); /* a write to the guest's memory */
             return 0;
         }
         if (level == 1)
@@ -488,6 +489,9 @@ int pv_mod_entry(struct pv_vcpu *v, mfn_t table, unsigned level, unsigned idx,
             return rc;
     }
     oval = update_entry(pt, idx, nval, preserve_ad);
+    /* Logged after the write and before any reference it held can go
+     * (the table itself is held by the caller). */
+    pv_mark_dirty(v->d, table);
     if (!(oval & PTE_P))
         return 0;
     if (v->d->hooks.entry_replaced)

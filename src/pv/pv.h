@@ -193,7 +193,10 @@ struct pv_hooks {
      */
     void (*entry_replaced)(void *arg, struct pv_vcpu *self, mfn_t table,
                            unsigned idx);
-    /* Where Xen marks log-dirty: validation, pin/unpin, machphys update. */
+    /* A write pv made to the guest's memory, after it landed: every
+     * page-table entry written (mmu_update, update_va_mapping, emulated
+     * stores, through pv_mod_entry() or a plain write), and where Xen
+     * marks log-dirty: validation, pin/unpin, machphys update. */
     void (*mark_dirty)(void *arg, mfn_t mfn);
     /* General references held by other layers, for pv_audit(). */
     uint64_t (*extra_refs)(void *arg, mfn_t mfn);
