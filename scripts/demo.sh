@@ -28,9 +28,8 @@ case $where in
     vm*)
         flag=--npt
         [ "${VM_NPT:-1}" = 0 ] && flag=--no-npt
-        echo "memvisor: no usable /dev/kvm here, or the VM asked for: ${where#*: }"
-        echo "memvisor: running \`memvisor demo\` in the test VM (QEMU emulating an AMD CPU"
-        echo "memvisor: with SVM, Debian's kernel with kvm_amd; docs/test-vm.md); boot takes ~10 s"
+        echo "memvisor: using ${where#*: }: \`memvisor demo\` runs there (QEMU emulating"
+        echo "memvisor: an AMD CPU with SVM, Debian's kernel with kvm_amd; docs/test-vm.md)"
         exec "$root/tests/vm/run" "$flag" -- "$(cd "$dir" && pwd)/src/cli/memvisor" demo ;;
     *)
         frame_demo "${where#*: }" ;;
