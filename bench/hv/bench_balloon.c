@@ -85,7 +85,9 @@ static long memop(struct dom *x, unsigned cmd, unsigned k)
 {
     uint64_t st_va = x->lay.p2m_va, ext_va = x->lay.p2m_va + 4096;
     struct xen_memory_reservation r = {
-        .extent_start = ext_va, .nr_extents = k, .extent_order = 0,
+        .extent_start = ext_va,
+        .nr_extents = k,
+        .extent_order = 0,
         .domid = DOMID_SELF,
     };
     uint64_t a[6] = {cmd, st_va, 0, 0, 0, 0};
@@ -104,8 +106,12 @@ static long memop(struct dom *x, unsigned cmd, unsigned k)
 static int create(const uint8_t *img, size_t len, struct dom *x)
 {
     struct hv_domain_config cfg = {
-        .image = img, .image_size = len, .mem_mib = MEM_MIB, .nr_vcpus = 1,
-        .cmdline = "", .console_fd = -1,
+        .image = img,
+        .image_size = len,
+        .mem_mib = MEM_MIB,
+        .nr_vcpus = 1,
+        .cmdline = "",
+        .console_fd = -1,
     };
     char err[256] = "";
     uint64_t n = 0, first = 0, nr = hv.frames.nr_frames;

@@ -473,7 +473,8 @@ static int domain_memory_init(struct domain *d)
                           d->nr_shim_slots, total - d->nr_shim_slots)) < 0)
         return r;
     d->created_ms = true;
-    memslot_set_pause(&d->ms, &(struct memslot_pause){mem_pause, mem_unpause, d});
+    memslot_set_pause(&d->ms,
+                      &(struct memslot_pause){mem_pause, mem_unpause, d});
     if ((r = memslot_set_log_dirty(&d->ms, true)) < 0)
         return r;
     for (uint64_t m = 0; m < f->nr_frames; m++) {
@@ -650,7 +651,8 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         /* Events start masked (docs/abi.md). */
         {
             uint8_t mask = 1;
-            if ((r = gm_write_phys(d, (mfn_x(boot->shared_info) << PAGE_SHIFT) + 1,
+            if ((r = gm_write_phys(d,
+                                   (mfn_x(boot->shared_info) << PAGE_SHIFT) + 1,
                                    &mask, 1)) < 0)
                 goto fail;
         }
@@ -785,6 +787,21 @@ static bool hold_quiescent(struct domain *d)
         return false;
     }
     vcpu_group_pause(&d->group);
+    if (vcpu_group_stopped(&d->group)) {
+        /* It stopped meanwhile, and a pause of a stopped group does not
+         * wait for the threads still finishing an exit: wait until every
+         * thread has returned (vcpu.h: nr_live under the group lock; not
+         * a join, which the thread waiting in hv_domain_wait() may be
+         * doing). */
+        struct vcpu_group *g = &d->group;
+
+        vcpu_group_resume(g);
+        pthread_mutex_lock(&g->lock);
+        while (g->nr_live > 0)
+            pthread_cond_wait(&g->cond, &g->lock);
+        pthread_mutex_unlock(&g->lock);
+        return false;
+    }
     return true;
 }
 
@@ -878,7 +895,8 @@ int hv_domain_test_translate(struct domain *d, uint64_t va, uint64_t *maddr,
 
 int hv_domain_test_raw_store(struct hv *hv, uint64_t maddr, uint64_t val)
 {
-    if ((maddr & 7) || range_check(maddr, 8, hv->frames.nr_frames << PAGE_SHIFT))
+    if ((maddr & 7) ||
+        range_check(maddr, 8, hv->frames.nr_frames << PAGE_SHIFT))
         return -EFAULT;
     __atomic_store_n((uint64_t *)(void *)((uint8_t *)hv->frames.base + maddr),
                      val, __ATOMIC_SEQ_CST);

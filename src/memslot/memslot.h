@@ -178,8 +178,8 @@ int __must_check memslot_populate(struct memslots *ms, gfn_t gfn, mfn_t mfn,
  * (their frames' references dropped), then subscribers of tracked gfns in
  * the range hear removed().  Invalid entries in the range are skipped. */
 int __must_check memslot_remove(struct memslots *ms, gfn_t gfn, uint64_t nr);
-/* A run of nr gfns from gfn backed by the frames from mfn (memslot_remove_ranges
- * ignores mfn). */
+/* A run of nr gfns from gfn backed by the frames from mfn
+ * (memslot_remove_ranges ignores mfn). */
 struct memslot_range {
     gfn_t gfn;
     mfn_t mfn;

@@ -69,8 +69,12 @@ static struct domain *create(struct hv *hv, const uint8_t *img, size_t n,
                              uint64_t mem_mib)
 {
     struct hv_domain_config cfg = {
-        .image = img, .image_size = n, .mem_mib = mem_mib, .nr_vcpus = vcpus,
-        .cmdline = cmdline, .console_fd = -1,
+        .image = img,
+        .image_size = n,
+        .mem_mib = mem_mib,
+        .nr_vcpus = vcpus,
+        .cmdline = cmdline,
+        .console_fd = -1,
     };
     struct domain *d = NULL;
     char err[256] = "";
@@ -159,9 +163,8 @@ static uint64_t w_mmu_update(struct wctx *w)
 
     assert_int_equal(hv_domain_test_poke(w->d, w->scratch, &u, sizeof(u)), 0);
     (void)harvest_has(w->d, 0, &pages); /* the request itself is a write */
-    assert_int_equal(hcall(w, __HYPERVISOR_mmu_update, w->scratch, 1, 0,
-                           DOMID_SELF, 0),
-                     0);
+    assert_int_equal(
+        hcall(w, __HYPERVISOR_mmu_update, w->scratch, 1, 0, DOMID_SELF, 0), 0);
     return w->l1e_maddr >> 12;
 }
 
@@ -178,8 +181,11 @@ static uint64_t w_update_va_mapping(struct wctx *w)
 static uint64_t w_vcpu_info(struct wctx *w)
 {
     struct iret_context c = {
-        .rip = VA, .cs = FLAT_KERNEL_CS, .rflags = 0x200,
-        .rsp = w->scratch, .ss = FLAT_KERNEL_SS,
+        .rip = VA,
+        .cs = FLAT_KERNEL_CS,
+        .rflags = 0x200,
+        .rsp = w->scratch,
+        .ss = FLAT_KERNEL_SS,
     };
     uint64_t pages;
 
@@ -227,7 +233,8 @@ static void test_writers(void **state)
             (void)harvest_has(w.d, 0, &pages); /* what the build wrote */
             gfn = writers[i].fn(&w);
             found = harvest_has(w.d, gfn, &pages);
-            test_note("%s%s: gfn %#" PRIx64 " %s (%" PRIu64 " pages handed out)",
+            test_note("%s%s: gfn %#" PRIx64 " %s (%" PRIu64
+                      " pages handed out)",
                       writers[i].name, bypass ? ", accessor bypassed" : "", gfn,
                       found ? "reported" : "NOT reported", pages);
             if (bypass)
@@ -286,7 +293,8 @@ static void test_other_domain_unreachable(void **state)
     assert_int_equal(hv_domain_start(a), 0);
     assert_int_equal(hv_domain_wait(a), 70);
     test_note("domain a: %s", hv_domain_crash_text(a));
-    assert_non_null(strstr(hv_domain_crash_text(a), "not this domain's memory"));
+    assert_non_null(
+        strstr(hv_domain_crash_text(a), "not this domain's memory"));
     assert_memory_equal(before, (uint8_t *)hv.frames.base + b_maddr,
                         sizeof(before));
     /* undo the hole so that a's teardown finds its own entry */
@@ -344,7 +352,8 @@ static void test_balloon_slots(void **state)
     free(img);
 }
 
-/* ---- 4. slot exhaustion ---------------------------------------------------- */
+/* ---- 4. slot exhaustion ----------------------------------------------------
+ */
 
 static void test_slot_exhaustion(void **state)
 {
@@ -378,7 +387,8 @@ static void test_slot_exhaustion(void **state)
     free(img);
 }
 
-/* ---- 5. harvest cycles while page tables churn ---------------------------- */
+/* ---- 5. harvest cycles while page tables churn ----------------------------
+ */
 
 static uint64_t page_hash(const uint8_t *p)
 {

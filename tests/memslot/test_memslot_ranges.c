@@ -62,8 +62,9 @@ static void test_batches(void **state)
     uint64_t m0, u0;
 
     (void)state;
-    assert_int_equal(memfix_init(&f, GUEST_STORE_LIST, NULL, kvmtest_fault_ops(),
-                                 256, 1024), 0);
+    assert_int_equal(
+        memfix_init(&f, GUEST_STORE_LIST, NULL, kvmtest_fault_ops(), 256, 1024),
+        0);
     m0 = mfn_x(f.first_mfn);
     assert_int_equal(memslot_set_log_dirty(&f.ms, true), 0);
     runs(m0, r);
@@ -87,7 +88,8 @@ static void test_batches(void **state)
     /* frames must be consecutive for a merge: these are not, so the
      * count grows to 2 * NRUNS - 1 */
     u0 = f.ms.stats.updates;
-    assert_int_equal(memslot_populate_ranges(&f.ms, fill, NRUNS - 1, P2M_RAM), 0);
+    assert_int_equal(memslot_populate_ranges(&f.ms, fill, NRUNS - 1, P2M_RAM),
+                     0);
     assert_int_equal(f.ms.stats.updates - u0, 1);
     assert_int_equal(memslot_count(&f.ms), 2 * NRUNS - 1);
     check_all(&f);
@@ -129,11 +131,13 @@ static void test_out_of_slots(void **state)
     struct memslot_range r[NRUNS];
 
     (void)state;
-    assert_int_equal(memfix_init(&f, GUEST_STORE_LIST, NULL, kvmtest_fault_ops(),
-                                 256, 1024), 0);
+    assert_int_equal(
+        memfix_init(&f, GUEST_STORE_LIST, NULL, kvmtest_fault_ops(), 256, 1024),
+        0);
     runs(mfn_x(f.first_mfn), r);
     f.ms.test_slot_limit = NRUNS - 1;
-    assert_int_equal(memslot_populate_ranges(&f.ms, r, NRUNS, P2M_RAM), -ENOSPC);
+    assert_int_equal(memslot_populate_ranges(&f.ms, r, NRUNS, P2M_RAM),
+                     -ENOSPC);
     assert_int_equal(memslot_count(&f.ms), 0);
     for (unsigned i = 0; i < NRUNS; i++)
         assert_false(is_ram(&f, gfn_x(r[i].gfn)));
@@ -148,7 +152,8 @@ static void test_out_of_slots(void **state)
     memfix_fini(&f);
 }
 
-/* ---- failure injection ---------------------------------------------------- */
+/* ---- failure injection ----------------------------------------------------
+ */
 
 struct snap {
     struct memslot *slots;
@@ -177,8 +182,9 @@ static void base_init(struct memfix *f)
 {
     struct memslot_range r[NRUNS];
 
-    assert_int_equal(memfix_init(f, GUEST_STORE_LIST, NULL, kvmtest_fault_ops(),
-                                 256, 1024), 0);
+    assert_int_equal(
+        memfix_init(f, GUEST_STORE_LIST, NULL, kvmtest_fault_ops(), 256, 1024),
+        0);
     runs(mfn_x(f->first_mfn), r);
     assert_int_equal(memslot_set_log_dirty(&f->ms, true), 0);
     assert_int_equal(memslot_populate_ranges(&f->ms, r, NRUNS, P2M_RAM), 0);
@@ -250,7 +256,8 @@ static void test_failure_injection(void **state)
         }
     }
     test_note("%" PRIu64 " injected failures in batch updates: every one left"
-              " slots, KVM's slots and the p2m as before", injected);
+              " slots, KVM's slots and the p2m as before",
+              injected);
     assert_true(injected >= 6);
 }
 
