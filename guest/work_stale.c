@@ -55,7 +55,8 @@
  *                      is where a stale store can still meet a pinned X.)
  *
  * Output: "FAIL: stale vcpu 0: <variant> round <r>: <n> stores landed after
- * the pin" per stale round; per variant "stale: variant <name> rounds=<n>
+ * the pin" per stale round; "stale: progress <r> of <n> rounds, <k> stale"
+ * every 100 rounds; per variant "stale: variant <name> rounds=<n>
  * stale-rounds=<n> stale-writes=<n>"; the summary.  With one vCPU:
  * "stale: skipped (needs 2 vcpus)".
  *
@@ -558,9 +559,13 @@ static int stale_run(struct kernel *k, struct vcpu *v)
     /* The workload runs once per boot: the shared words start at 0. */
     static struct stale_stats st;
     struct variant_stats *vs = st.var;
-    for (uint64_t round = 0; round < rounds; round++)
+    for (uint64_t round = 0; round < rounds; round++) {
         if (!attacker_round(k, v, r, round, &st))
             break;
+        if (round % 100 == 99 && round + 1 < rounds)
+            kprintf(k, "stale: progress %lu of %lu rounds, %lu stale\n",
+                    round + 1, rounds, v->c[S_STALE_ROUNDS]);
+    }
     store_rel(&r->quit, 1);
     for (unsigned i = 0; i < NR_VARIANTS; i++)
         kprintf(k,
