@@ -47,7 +47,7 @@ check: build $(TSAN_BUILD)/build.ninja
 	@rm -f $(BUILD)/meson-logs/testlog-vm.json $(TSAN_BUILD)/meson-logs/testlog-vm.json
 	@where=$$(tests/vm/kvm-where); text=$${where#*: }; \
 	echo "memvisor: the KVM tests run on: $$text"; \
-	skipped=; \
+	skipped=; expect=; \
 	case $$where in \
 	host*) \
 	    meson test -C $(BUILD) --num-processes $(NPROC) --print-errorlogs || true; \
@@ -57,13 +57,14 @@ check: build $(TSAN_BUILD)/build.ninja
 	    meson test -C $(BUILD) --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
 	    setarch -R meson test -C $(TSAN_BUILD) --suite threads --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
 	    tests/vm/kvm-suite $(VM_FLAVOUR) $(BUILD) --tsan $(TSAN_BUILD) || true; \
-	    text=$$(cat $(BUILD)/meson-logs/kvm-where.txt 2>/dev/null || echo "the test VM") ;; \
+	    text=$$(cat $(BUILD)/meson-logs/kvm-where.txt 2>/dev/null || echo "the test VM"); \
+	    expect=--expect-vm ;; \
 	*) \
 	    meson test -C $(BUILD) --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
 	    setarch -R meson test -C $(TSAN_BUILD) --suite threads --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
 	    skipped=$$(tests/vm/kvm-suite --list $(BUILD) --tsan $(TSAN_BUILD)) ;; \
 	esac; \
-	scripts/test-summary.py --where="$$text" --kvm-skipped="$$skipped" $(BUILD) $(TSAN_BUILD)
+	scripts/test-summary.py $$expect --where="$$text" --kvm-skipped="$$skipped" $(BUILD) $(TSAN_BUILD)
 
 # Only the KVM tests (both builds), in the test VM, whatever the host has:
 # e.g. `make check-vm VM_NPT=0` for the flavour `make check` did not run.

@@ -13,7 +13,8 @@ without a `not ok` line counts as one failure; a failure of the test VM
 itself counts as one failure.  --kvm-skipped: KVM test programs that were
 not run at all (no usable /dev/kvm, and the test VM forbidden), one skip each.
 --where: where the KVM tests ran, printed before the totals.  --vm-only:
-read only the test VM's logs (make check-vm).
+read only the test VM's logs (make check-vm).  --expect-vm: the KVM tests
+were meant to run in the test VM: a build without its VM log is a failure.
 Exit status 1 if anything failed."""
 import json
 import os
@@ -26,11 +27,14 @@ args = []
 kvm_skipped = []
 where_text = None
 vm_only = False
+expect_vm = False
 for a in sys.argv[1:]:
     if a.startswith("--kvm-skipped="):
         kvm_skipped += [n for n in a.split("=", 1)[1].split(",") if n]
     elif a == "--vm-only":
         vm_only = True
+    elif a == "--expect-vm":
+        expect_vm = True
     elif a.startswith("--where="):
         where_text = a.split("=", 1)[1]
     else:
@@ -53,8 +57,8 @@ for d in args:
     vm = f"{d}/meson-logs/testlog-vm.json"
     if os.path.exists(vm):
         logs += [(t, t.get("where", "test VM")) for t in load(vm)]
-    elif vm_only:
-        print(f"test-summary: no {vm}")
+    elif vm_only or expect_vm:
+        bad.append(f"{d}: the KVM tests in the test VM left no results (no {vm})")
         failed += 1
     for t, ran in logs:
         out = t.get("stdout") or ""
