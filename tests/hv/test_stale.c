@@ -40,17 +40,20 @@
 #include "hv/hv.h"
 #include "testlib.h"
 
-#define ROUNDS_ON 800   /* 100 per variant, times MEMVISOR_TEST_SCALE */
-#define ROUNDS_MIN 64   /* where the KVM is slow (emulated): at least */
-#define CALIBRATE 16    /* rounds of the run that measures the speed */
-#define BUDGET_S 150    /* (a)'s run is cut to about this long */
-#define ROUNDS_OFF 4000 /* until damage shows, at most this many */
-#define RUN_LIMIT_S 420 /* then the domain is stopped */
+#define ROUNDS_ON 800    /* 100 per variant, times MEMVISOR_TEST_SCALE */
+#define ROUNDS_MIN 32    /* where the KVM is slow (emulated): at least */
+#define CALIBRATE 8      /* rounds of the run that measures the speed */
+#define BUDGET_S 150     /* (a)'s run is cut to about this long */
+#define ROUNDS_OFF 4000  /* until damage shows, at most this many */
+#define RUN_LIMIT_S 420  /* then the domain is stopped (at least) */
+#define OFF_ROUNDS_S 100 /* the rule-off run: this many rounds' time */
 
 static const char *image_path;
 static uint8_t *image;
 static size_t image_size;
 static const char *watchdog_what = "";
+static double limit_s = RUN_LIMIT_S; /* the current run's */
+static double per_round_s;           /* measured by the calibration run */
 
 static void sleep_ms(unsigned ms)
 {
@@ -73,7 +76,7 @@ static void watchdog(int sig)
     n = snprintf(msg, sizeof(msg),
                  "# %s: the domain did not stop within %d s: a vCPU thread "
                  "of memvisor hangs\nBail out! stale: %s hangs\n",
-                 watchdog_what, RUN_LIMIT_S + 60, watchdog_what);
+                 watchdog_what, (int)limit_s + 60, watchdog_what);
     if (n > 0)
         (void)!write(STDOUT_FILENO, msg, (size_t)n);
     _exit(1);
@@ -83,7 +86,7 @@ static void watchdog_arm(const char *what)
 {
     watchdog_what = what;
     signal(SIGALRM, watchdog);
-    alarm(RUN_LIMIT_S + 60);
+    alarm((unsigned)limit_s + 60);
 }
 
 static void watchdog_disarm(void)
@@ -167,7 +170,7 @@ static int free_image(void **state)
 struct run {
     int status;
     bool stopped_early; /* rule off: stopped once damage showed */
-    bool timed_out;     /* stopped after RUN_LIMIT_S */
+    bool timed_out;     /* stopped after limit_s */
     unsigned audits, audit_failures;
     unsigned clean_before_failure; /* clean audits before the first failed */
     char first_audit_error[200];
@@ -210,7 +213,7 @@ static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
     watchdog_arm(no_flush ? "stale, safety action off" : "stale");
     t0 = now_s();
     assert_int_equal(hv_domain_start(d), 0);
-    while (!hv_domain_stopped(d) && now_s() - t0 < RUN_LIMIT_S) {
+    while (!hv_domain_stopped(d) && now_s() - t0 < limit_s) {
         char msg[200];
         sleep_ms(20);
         if (hv_domain_stopped(d))
@@ -302,8 +305,9 @@ static void test_stale_safe(void **state)
         /* Under an emulator a round can take 100 times as long: as many
          * rounds as fit the budget there (they stay convincing: each
          * exit-free stretch of vCPU 1 is longer too), ROUNDS_ON here. */
+        limit_s = RUN_LIMIT_S;
         run_stale(&r, false, CALIBRATE, false);
-        double per_round = r.seconds / CALIBRATE;
+        double per_round = per_round_s = r.seconds / CALIBRATE;
         uint64_t fit =
             per_round > 0 ? (uint64_t)(BUDGET_S / per_round) : rounds;
         if (fit < rounds)
@@ -312,13 +316,17 @@ static void test_stale_safe(void **state)
                   "rounds",
                   CALIBRATE, r.seconds, r.status, (unsigned long long)rounds);
     }
+    /* Time for 3 times the expected run, at least RUN_LIMIT_S. */
+    limit_s = 3 * per_round_s * (double)rounds;
+    if (limit_s < RUN_LIMIT_S)
+        limit_s = RUN_LIMIT_S;
     run_stale(&r, false, rounds, false);
     note_counts("safety action on", &r);
     if (r.status != 0 || !strstr(r.con, "stale: pass") ||
         !strstr(r.con, "guest: pass") || strstr(r.con, "FAIL"))
         note_lines("console", r.con);
     if (r.timed_out)
-        fail_msg("the workload did not finish within %d s", RUN_LIMIT_S);
+        fail_msg("the workload did not finish within %.0f s", limit_s);
     assert_int_equal(r.audit_failures, 0);
     assert_int_equal(r.final_audit, 0);
     assert_int_equal(r.status, 0);
@@ -337,6 +345,11 @@ static void test_stale_no_flush_fails(void **state)
     bool console_fail, caught, audit_caught;
     (void)state;
 
+    /* The time of OFF_ROUNDS_S rounds at the speed (a) measured, at
+     * least RUN_LIMIT_S. */
+    limit_s = per_round_s * OFF_ROUNDS_S;
+    if (limit_s < RUN_LIMIT_S)
+        limit_s = RUN_LIMIT_S;
     run_stale(&r, true, rounds_or(ROUNDS_OFF),
               !getenv("MEMVISOR_STALE_NO_STOP"));
     note_counts("safety action off", &r);
