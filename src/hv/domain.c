@@ -162,9 +162,13 @@ static void pv_mark_dirty(void *arg, mfn_t mfn)
  * are held at their next entry instead: mem_paused is set, then every
  * other vCPU is made to leave the guest and flag a flush (vcpu.h V4, with
  * no stamp filter), and a flagged vCPU's flush (pvcpu_flush()) waits here
- * until the update has committed.  Never waits for a vCPU to do more than
- * leave KVM_RUN, so it cannot deadlock against a vCPU that is itself
- * waiting for the memslot lock.
+ * until the update has committed.  A touch loop run at once in the middle
+ * of an exit (pvcpu_touch_now()) is a KVM_RUN outside the run loop, which
+ * the handshake does not see: it starts only while no update holds the
+ * vCPUs, and the pause waits for those running to end (they only store
+ * entries back and need nothing the update holds).  Never waits for a
+ * vCPU to do more than leave KVM_RUN, so it cannot deadlock against a
+ * vCPU that is itself waiting for the memslot lock.
  */
 static struct vcpu *current_vcpu(struct domain *d)
 {
@@ -187,6 +191,10 @@ static void mem_pause(void *opaque)
         mask &= ~(1ULL << me->id);
     pthread_mutex_lock(&d->mem_lock);
     d->mem_paused = true;
+    /* a touch loop run at once is a KVM_RUN the flush handshake does not
+     * see (it is outside the run loop): wait it out */
+    while (d->mem_touching > 0)
+        pthread_cond_wait(&d->mem_cond, &d->mem_lock);
     pthread_mutex_unlock(&d->mem_lock);
     if (d->created_group)
         vcpu_group_flush(&d->group, mask, UINT64_MAX, me);
@@ -207,6 +215,23 @@ void hv_mem_pause_wait(struct domain *d)
     pthread_mutex_lock(&d->mem_lock);
     while (d->mem_paused)
         pthread_cond_wait(&d->mem_cond, &d->mem_lock);
+    pthread_mutex_unlock(&d->mem_lock);
+}
+
+void hv_mem_run_begin(struct domain *d)
+{
+    pthread_mutex_lock(&d->mem_lock);
+    while (d->mem_paused)
+        pthread_cond_wait(&d->mem_cond, &d->mem_lock);
+    d->mem_touching++;
+    pthread_mutex_unlock(&d->mem_lock);
+}
+
+void hv_mem_run_end(struct domain *d)
+{
+    pthread_mutex_lock(&d->mem_lock);
+    if (--d->mem_touching == 0)
+        pthread_cond_broadcast(&d->mem_cond);
     pthread_mutex_unlock(&d->mem_lock);
 }
 

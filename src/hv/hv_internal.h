@@ -91,10 +91,14 @@ struct domain {
     bool created_p2m, created_dirty, created_ms;
     uint32_t nr_shim_slots;
     /* memslot's pause hook (mem_pause() in domain.c): while mem_paused, a
-     * vCPU about to enter the guest waits in pvcpu_flush(). */
+     * vCPU about to enter the guest waits in pvcpu_flush(), and one about
+     * to run the touch loop at once (pvcpu_touch_now(), a KVM_RUN outside
+     * the run loop) waits before it; mem_touching counts those running,
+     * which the pause waits out. */
     pthread_mutex_t mem_lock;
     pthread_cond_t mem_cond;
     bool mem_paused;
+    unsigned mem_touching;
     bool test_no_dirty_accessor; /* test only: writes are not logged */
     bool test_no_slot_txn;       /* bench only: reservations skip memslot */
     struct pvcpu vcpus[HV_MAX_VCPUS];
@@ -145,6 +149,11 @@ int __must_check gm_write_phys(struct domain *d, uint64_t maddr,
 void gm_logged(struct domain *d, mfn_t mfn);
 /* Wait while a slot update holds the domain's vCPUs out of the guest. */
 void hv_mem_pause_wait(struct domain *d);
+/* Around a KVM_RUN outside the run loop (pvcpu_touch_now()): wait while a
+ * slot update holds the vCPUs, and keep the next one from starting until
+ * it is done. */
+void hv_mem_run_begin(struct domain *d);
+void hv_mem_run_end(struct domain *d);
 
 /* ---- events (pvcpu.c) */
 int pvcpu_exit(struct vcpu *v, void *opaque);

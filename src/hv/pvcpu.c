@@ -413,21 +413,26 @@ int pvcpu_touch_now(struct pvcpu *pc, uint64_t maddr)
     shim_touch(&pc->d->shim, pc->id, &maddr, 1, &regs);
     if ((r = kvm_vcpu_set_regs(kv, &regs)) < 0)
         return r;
+    /* not while a slot update holds the vCPUs (its slots may be absent) */
+    hv_mem_run_begin(pc->d);
     for (;;) {
         r = kvm_vcpu_run(kv);
         if (r == -EINTR)
             continue; /* a kick: the loop is still to finish */
         if (r < 0)
-            return r;
+            break;
         kvm_vcpu_exit(kv, &ex);
         if (ex.kind == KVM_XK_INTR)
             continue;
         if (ex.kind != KVM_XK_IO ||
             shim_port_entry(ex.io.port, ex.io.size, ex.io.out) !=
                 SHIM_ENTRY_TOUCH_DONE)
-            return -EIO;
+            r = -EIO;
         break;
     }
+    hv_mem_run_end(pc->d);
+    if (r < 0)
+        return r;
     atomic_fetch_add_explicit(&pc->d->touched_now, 1, memory_order_relaxed);
     return kvm_vcpu_set_regs(kv, &saved);
 }
