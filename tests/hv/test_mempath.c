@@ -24,7 +24,9 @@
  *    (`ptchurn`, then `dirty`), the test pauses it every few tens of ms,
  *    harvests, and compares every page of the domain with its content at
  *    the previous cycle: a page that changed and was not reported is a
- *    lost write (DESIGN invariant 6: exact while paused).  There is no
+ *    lost write (DESIGN invariant 6: exact while paused); with the
+ *    accessor bypassed the same check must find lost pages (memvisor's
+ *    writes to vcpu_info in shared_info, among others).  There is no
  *    channel through which the guest could learn what the log reported,
  *    so the comparison is made host-side, on the guest's memory itself.
  */
@@ -406,7 +408,9 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-static void test_dirty_cycles(void **state)
+/* Harvest cycles over a run of ptchurn then dirty; returns the pages that
+ * changed between two cycles and were not reported. */
+static uint64_t dirty_cycles(bool bypass)
 {
     size_t size;
     uint8_t *img = load_pvkernel(&size);
@@ -417,12 +421,13 @@ static void test_dirty_cycles(void **state)
     domid_t id;
     char msg[200];
     int rc;
-    (void)state;
 
     assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
     nf = hv.frames.nr_frames;
     d = create(&hv, img, size, "ptchurn dirty pages=512 passes=16", 2, 64);
     id = hv_domain_id(d);
+    if (bypass)
+        hv_domain_test_no_dirty_accessor(d);
     hash = calloc(nf, sizeof(*hash));
     gfns = calloc(nf, sizeof(*gfns));
     rep = calloc(nf, 1);
@@ -473,14 +478,14 @@ static void test_dirty_cycles(void **state)
             hv_domain_resume(d);
     }
     rc = hv_domain_wait(d);
-    test_note("%" PRIu64 " harvest cycles while the guest ran ptchurn, then "
-              "dirty: %" PRIu64 " pages changed between cycles, %" PRIu64
+    test_note("%s%" PRIu64 " harvest cycles while the guest ran ptchurn, "
+              "then dirty: %" PRIu64 " pages changed between cycles, %" PRIu64
               " reported, %" PRIu64 " lost",
-              cycles, changed, reported, lost);
+              bypass ? "accessor bypassed: " : "", cycles, changed, reported,
+              lost);
     if (rc != 0)
         note_console(d);
     assert_int_equal(rc, 0);
-    assert_int_equal(lost, 0);
     assert_true(cycles >= 2 && changed > 0);
     assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), NULL, NULL), 0);
     hv_domain_destroy(d);
@@ -489,6 +494,23 @@ static void test_dirty_cycles(void **state)
     free(gfns);
     free(rep);
     free(img);
+    return lost;
+}
+
+static void test_dirty_cycles(void **state)
+{
+    (void)state;
+    assert_int_equal(dirty_cycles(false), 0);
+}
+
+/* The same with memvisor's writes unlogged: the check must see lost pages
+ * (the writes the KVM does not see: hypercall results, vcpu_info, and on
+ * nested paging the page-table entries, which no touch loop stores back
+ * there). */
+static void test_dirty_cycles_bypassed(void **state)
+{
+    (void)state;
+    assert_true(dirty_cycles(true) > 0);
 }
 
 int main(int argc, char **argv)
@@ -499,6 +521,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_balloon_slots),
         cmocka_unit_test(test_slot_exhaustion),
         cmocka_unit_test(test_dirty_cycles),
+        cmocka_unit_test(test_dirty_cycles_bypassed),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
