@@ -132,8 +132,8 @@ int main(int argc, char **argv)
     const char *path = argc > 1 ? argv[1] : def;
     unsigned rounds = argc > 2 ? (unsigned)atoi(argv[2]) : 1000;
     struct result res[4];
-    uint8_t *img;
-    size_t len;
+    uint8_t *img = NULL;
+    size_t len = 0;
     double cyc;
     int r;
 
