@@ -507,10 +507,23 @@ static void test_dirty_cycles(void **state)
  * (the writes the KVM does not see: hypercall results, vcpu_info, and on
  * nested paging the page-table entries, which no touch loop stores back
  * there). */
+/* Which page memvisor alone writes within one cycle depends on timing (a
+ * guest store to the same page in that cycle reports it anyway): up to
+ * three runs, at least one of which must lose a page. */
 static void test_dirty_cycles_bypassed(void **state)
 {
+    uint64_t lost = 0;
+    unsigned runs = 0;
+
     (void)state;
-    assert_true(dirty_cycles(true) > 0);
+    while (!lost && runs < 3) {
+        lost = dirty_cycles(true);
+        runs++;
+    }
+    test_note("accessor bypassed: %" PRIu64 " pages lost in run %u of at "
+              "most 3",
+              lost, runs);
+    assert_true(lost > 0);
 }
 
 int main(int argc, char **argv)
