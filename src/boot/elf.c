@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lib/range.h"
+#include "lib/x86.h"
 #include "xen/xen.h"
 
 #define EI_NIDENT 16
@@ -23,8 +24,6 @@
 #define PF_W 2
 #define EHDR_SIZE 64
 #define PHDR_SIZE 56
-#define HV_START 0xffff800000000000ULL
-#define HV_END 0xffff880000000000ULL
 
 static int fail(struct elf_kernel *k, int err, const char *fmt, ...)
     __printf(3, 4);
@@ -45,11 +44,6 @@ static uint64_t rd(const uint8_t *p, unsigned size)
     return v;
 }
 
-static bool canonical(uint64_t va)
-{
-    return va < (1ULL << 47) || va >= 0xffff800000000000ULL;
-}
-
 static bool range_ok(uint64_t va, uint64_t len)
 {
     uint64_t end;
@@ -57,13 +51,13 @@ static bool range_ok(uint64_t va, uint64_t len)
     if (__builtin_add_overflow(va, len, &end))
         return false;
     if (len == 0)
-        return canonical(va);
-    if (!canonical(va) || !canonical(end - 1))
+        return x86_canonical(va);
+    if (!x86_canonical(va) || !x86_canonical(end - 1))
         return false;
     /* no wrap over the non-canonical hole, no overlap with hv slots */
-    if ((va < (1ULL << 47)) != (end - 1 < (1ULL << 47)))
+    if (x86_canonical_lower(va) != x86_canonical_lower(end - 1))
         return false;
-    if (va < HV_END && end > HV_START)
+    if (va < HYPERVISOR_VIRT_END && end > HYPERVISOR_VIRT_START)
         return false;
     return true;
 }
@@ -87,9 +81,9 @@ static bool inside_segment(const struct elf_kernel *k, uint64_t va)
     return false;
 }
 
-static int parse_notes(struct elf_kernel *k, const uint8_t *image,
-                       uint64_t off, uint64_t len, uint64_t *entry_note,
-                       bool *has_entry, uint64_t *vbase, bool *has_vbase)
+static int parse_notes(struct elf_kernel *k, const uint8_t *image, uint64_t off,
+                       uint64_t len, uint64_t *entry_note, bool *has_entry,
+                       uint64_t *vbase, bool *has_vbase)
 {
     uint64_t pos = 0;
 
@@ -189,8 +183,7 @@ int elf_parse(const uint8_t *image, size_t size, struct elf_kernel *k)
         if (type != PT_LOAD && type != PT_NOTE)
             continue;
         if (range_check(off, filesz, size) < 0)
-            return fail(k, -EINVAL, "segment %u outside the file",
-                        (unsigned)i);
+            return fail(k, -EINVAL, "segment %u outside the file", (unsigned)i);
         if (type == PT_NOTE) {
             r = parse_notes(k, image, off, filesz, &entry_note, &has_entry,
                             &vbase, &has_vbase);
@@ -214,8 +207,12 @@ int elf_parse(const uint8_t *image, size_t size, struct elf_kernel *k)
                             (unsigned)i);
         }
         k->seg[k->nr_seg++] = (struct elf_segment){
-            .vaddr = va, .memsz = memsz, .offset = off, .filesz = filesz,
-            .writable = flags & PF_W, .exec = flags & PF_X,
+            .vaddr = va,
+            .memsz = memsz,
+            .offset = off,
+            .filesz = filesz,
+            .writable = flags & PF_W,
+            .exec = flags & PF_X,
         };
         k->vstart = MIN(k->vstart, va);
         k->vend = MAX(k->vend, va + memsz);
@@ -237,8 +234,7 @@ int elf_parse(const uint8_t *image, size_t size, struct elf_kernel *k)
         return fail(k, -EINVAL, "entry %#llx outside the image",
                     (unsigned long long)k->entry);
     if (k->has_hypercall_page &&
-        ((k->hypercall_page & 0xfff) ||
-         !inside_segment(k, k->hypercall_page) ||
+        ((k->hypercall_page & 0xfff) || !inside_segment(k, k->hypercall_page) ||
          !inside_segment(k, k->hypercall_page + 0xfff)))
         return fail(k, -EINVAL, "hypercall page %#llx not a page of the image",
                     (unsigned long long)k->hypercall_page);

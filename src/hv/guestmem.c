@@ -13,12 +13,8 @@
 
 #include "hv/hv_internal.h"
 #include "lib/range.h"
+#include "lib/x86.h"
 #include "pv/pv.h"
-
-static bool canonical(uint64_t va)
-{
-    return va < (1ULL << 47) || va >= 0xffff800000000000ULL;
-}
 
 static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
                    bool stop_at_l1, uint64_t *maddr, uint64_t *l1e_maddr,
@@ -37,7 +33,7 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
     struct frames *f = &pc->d->hv->frames;
     uint64_t mfn = pc->cr3 >> PAGE_SHIFT;
 
-    if (!canonical(va))
+    if (!x86_canonical(va))
         return -EFAULT;
     for (unsigned level = 4; level >= 1; level--) {
         unsigned idx = (va >> (12 + 9 * (level - 1))) & 511;

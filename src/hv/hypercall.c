@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "hv/hv_internal.h"
+#include "lib/x86.h"
 #include "xen/xen.h"
 
 #define HC_MAX_RETRIES_INLINE 1024
@@ -145,7 +146,8 @@ static long hc_xen_version(struct pvcpu *pc, uint64_t a[6])
         return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -XEN_EFAULT : 0;
     }
     case XENVER_platform_parameters: {
-        struct xen_platform_parameters p = {.virt_start = HYPERVISOR_VIRT_START};
+        struct xen_platform_parameters p = {.virt_start =
+                                                HYPERVISOR_VIRT_START};
         return gm_copy_to(pc, a[1], &p, sizeof(p)) < 0 ? -XEN_EFAULT : 0;
     }
     case XENVER_get_features: {
@@ -190,8 +192,8 @@ static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
 {
     struct kvm_vcpu_sregs *sr = pvcpu_sregs(pc);
 
-    if (a[1] >= (1ULL << 47) && a[1] < 0xffff800000000000ULL)
-        return -XEN_EINVAL; /* non-canonical */
+    if (!x86_canonical(a[1]))
+        return -XEN_EINVAL;
     switch (a[0]) {
     case SEGBASE_FS:
         pc->fs_base = a[1];
@@ -243,6 +245,19 @@ static long hc_sched_op(struct pvcpu *pc, uint64_t a[6])
     }
 }
 
+/*
+ * A guest instruction pointer to resume at (iret, VCPUOP_initialise): it
+ * must be canonical, and, memvisor's own rule, outside the hypervisor's
+ * range too, where the shim's code lives (a guest fetch at the shim's
+ * SYSCALL entry would read as a SYSCALL, pvcpu.c).  The stack pointer is
+ * held to the canonical rule alone.
+ */
+static bool guest_rip_ok(uint64_t rip)
+{
+    return x86_canonical(rip) &&
+           !(rip >= HYPERVISOR_VIRT_START && rip < HYPERVISOR_VIRT_END);
+}
+
 /* iret: pop Xen's iret_context from the guest kernel stack. */
 static long hc_iret(struct pvcpu *pc, uint64_t a[6])
 {
@@ -251,13 +266,13 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
     (void)a;
 
     if (gm_copy_from(pc, &c, pc->ret.rsp, sizeof(c)) < 0 ||
-        !(c.rip < (1ULL << 47) || c.rip >= 0xffff880000000000ULL) ||
-        !(c.rsp < (1ULL << 47) || c.rsp >= 0xffff800000000000ULL)) {
+        !guest_rip_ok(c.rip) || !x86_canonical(c.rsp)) {
         /* Xen takes the failsafe callback; without one the guest is dead. */
         if (pc->failsafe_cb && pvcpu_bounce(pc, 33, false, 0) == 0)
             return 0;
-        pvcpu_crash(pc, "iret with an unreadable or non-canonical frame at "
-                        "%#llx",
+        pvcpu_crash(pc,
+                    "iret with an unreadable or non-canonical frame at "
+                    "%#llx",
                     (unsigned long long)pc->ret.rsp);
         return -XEN_EFAULT;
     }
@@ -309,10 +324,7 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
     if (gm_copy_from(pc, ctx, va, sizeof(*ctx)) < 0)
         goto out;
     rc = -XEN_EINVAL;
-    if (!(ctx->user_regs.rip < (1ULL << 47) ||
-          ctx->user_regs.rip >= 0xffff880000000000ULL) ||
-        !(ctx->user_regs.rsp < (1ULL << 47) ||
-          ctx->user_regs.rsp >= 0xffff800000000000ULL))
+    if (!guest_rip_ok(ctx->user_regs.rip) || !x86_canonical(ctx->user_regs.rsp))
         goto out;
     if ((rc = hc_pv_set_base(t, xen_cr3_to_pfn(ctx->ctrlreg[3]))) < 0)
         goto out;
@@ -456,8 +468,7 @@ static const struct hc_entry hc_table[HV_NR_HYPERCALLS] = {
     [__HYPERVISOR_vm_assist] = {"vm_assist", hc_vm_assist},
     [__HYPERVISOR_iret] = {"iret", hc_iret},
     [__HYPERVISOR_vcpu_op] = {"vcpu_op", hc_vcpu_op},
-    [__HYPERVISOR_set_segment_base] = {"set_segment_base",
-                                       hc_set_segment_base},
+    [__HYPERVISOR_set_segment_base] = {"set_segment_base", hc_set_segment_base},
     [__HYPERVISOR_mmuext_op] = {"mmuext_op", hc_mmuext_op},
     [__HYPERVISOR_sched_op] = {"sched_op", hc_sched_op},
     [__HYPERVISOR_callback_op] = {"callback_op", hc_callback_op},
@@ -475,8 +486,7 @@ long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
     long r;
 
     if (nr >= HV_NR_HYPERCALLS || !hc_table[nr].fn) {
-        atomic_fetch_add_explicit(&pc->d->hc_unknown, 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&pc->d->hc_unknown, 1, memory_order_relaxed);
         return -XEN_ENOSYS;
     }
     if (in_multicall &&
@@ -513,8 +523,10 @@ long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
     memset(&pc->regs, 0, sizeof(pc->regs));
     pc->sregs_valid = false;
     pc->sregs_dirty = false;
-    pc->ret = (struct shim_frame){.rip = rip, .cs = SHIM_SEL_CS3,
-                                  .rflags = SHIM_RFLAGS_FIXED, .rsp = rsp,
+    pc->ret = (struct shim_frame){.rip = rip,
+                                  .cs = SHIM_SEL_CS3,
+                                  .rflags = SHIM_RFLAGS_FIXED,
+                                  .rsp = rsp,
                                   .ss = SHIM_SEL_DS3};
     for (unsigned i = 0; i < 100000; i++) {
         r = hc_dispatch_one(pc, nr, a, false);

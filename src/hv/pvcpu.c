@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "hv/hv_internal.h"
+#include "lib/x86.h"
 #include "xen/xen.h"
 
 #define RFLAGS_TF 0x100ULL
@@ -75,8 +76,8 @@ static uint64_t vcpu_info_maddr(const struct pvcpu *pc, size_t field)
 void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2)
 {
     if (vcpu_info(pc) &&
-        gm_write_phys(pc->d, vcpu_info_maddr(pc, offsetof(struct vcpu_info,
-                                                          arch.cr2)),
+        gm_write_phys(pc->d,
+                      vcpu_info_maddr(pc, offsetof(struct vcpu_info, arch.cr2)),
                       &cr2, sizeof(cr2)) < 0)
         pvcpu_crash(pc, "cannot write vcpu_info");
 }
@@ -90,9 +91,10 @@ static uint8_t upcall_mask(struct pvcpu *pc)
 void pvcpu_set_upcall_mask(struct pvcpu *pc, uint8_t m)
 {
     if (vcpu_info(pc) &&
-        gm_write_phys(pc->d, vcpu_info_maddr(pc, offsetof(struct vcpu_info,
-                                                          evtchn_upcall_mask)),
-                      &m, 1) < 0)
+        gm_write_phys(
+            pc->d,
+            vcpu_info_maddr(pc, offsetof(struct vcpu_info, evtchn_upcall_mask)),
+            &m, 1) < 0)
         pvcpu_crash(pc, "cannot write vcpu_info");
 }
 
@@ -137,11 +139,6 @@ static void to_kernel_mode(struct pvcpu *pc)
     pvcpu_load_cr3(pc);
 }
 
-static bool canonical(uint64_t va)
-{
-    return va < (1ULL << 47) || va >= 0xffff800000000000ULL;
-}
-
 /*
  * Push Xen's bounce frame on the guest kernel stack and continue at
  * handler.  The interrupted context is pc->ret (ring 3) and the current
@@ -155,7 +152,7 @@ static int bounce_to(struct pvcpu *pc, uint64_t handler, bool has_err,
     uint64_t cs = pvcpu_guest_cs(pc) | ((uint64_t)upcall_mask(pc) << 32);
     struct shim_frame old = pc->ret;
 
-    if (!handler || !canonical(handler))
+    if (!handler || !x86_canonical(handler))
         return -ENOENT;
     if (!pc->kernel_mode) {
         to_kernel_mode(pc);
