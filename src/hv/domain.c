@@ -10,6 +10,7 @@
 #include "boot/builder.h"
 #include "lib/range.h"
 #include "hv/hv_internal.h"
+#include "lib/x86.h"
 #include "pv/pv.h"
 
 #define EXIT_CRASHED 70
@@ -459,10 +460,9 @@ static int shim_slots_init(struct domain *d)
 
         while (i + k < n && m[i + k] == m[i] + k)
             k++;
-        r = kvm_vm_set_memory_region(&d->vm, d->nr_shim_slots, 0,
-                                     m[i] << PAGE_SHIFT,
-                                     (uint64_t)k << PAGE_SHIFT,
-                                     frames_ptr(f, _mfn(m[i])));
+        r = kvm_vm_set_memory_region(
+            &d->vm, d->nr_shim_slots, 0, m[i] << PAGE_SHIFT,
+            (uint64_t)k << PAGE_SHIFT, frames_ptr(f, _mfn(m[i])));
         if (r < 0)
             return r;
         d->nr_shim_slots++;
@@ -660,7 +660,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
         struct shim_frame to = {
             .rip = boot->entry,
             .cs = SHIM_SEL_CS3,
-            .rflags = SHIM_RFLAGS_FIXED | SHIM_RFLAGS_IF,
+            .rflags = X86_EFLAGS_FIXED | X86_EFLAGS_IF,
             .rsp = boot->stack_top,
             .ss = SHIM_SEL_DS3,
         };

@@ -103,9 +103,9 @@ static long hc_fpu_taskswitch(struct pvcpu *pc, uint64_t a[6])
 
     pc->fpu_ts = a[0] != 0;
     if (pc->fpu_ts)
-        sr->cr0 |= 0x8;
+        sr->cr0 |= X86_CR0_TS;
     else
-        sr->cr0 &= ~0x8ULL;
+        sr->cr0 &= ~X86_CR0_TS;
     pc->sregs_dirty = true;
     return 0;
 }
@@ -295,11 +295,11 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
         pvcpu_load_cr3(pc);
     }
     /* Events are unmasked as the frame's IF says (Xen's rule). */
-    pvcpu_set_upcall_mask(pc, !(c.rflags & SHIM_RFLAGS_IF));
+    pvcpu_set_upcall_mask(pc, !(c.rflags & X86_EFLAGS_IF));
     pc->ret.rip = c.rip;
     pc->ret.cs = SHIM_SEL_CS3;
-    pc->ret.rflags = (c.rflags & SHIM_RFLAGS_GUEST_MASK) | SHIM_RFLAGS_FIXED |
-                     SHIM_RFLAGS_IF;
+    pc->ret.rflags =
+        (c.rflags & SHIM_RFLAGS_GUEST_MASK) | X86_EFLAGS_FIXED | X86_EFLAGS_IF;
     pc->ret.rsp = c.rsp;
     pc->ret.ss = SHIM_SEL_DS3;
     return 0;
@@ -353,7 +353,7 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
             .rip = ctx->user_regs.rip,
             .cs = SHIM_SEL_CS3,
             .rflags = (ctx->user_regs.rflags & SHIM_RFLAGS_GUEST_MASK) |
-                      SHIM_RFLAGS_FIXED | SHIM_RFLAGS_IF,
+                      X86_EFLAGS_FIXED | X86_EFLAGS_IF,
             .rsp = ctx->user_regs.rsp,
             .ss = SHIM_SEL_DS3,
         };
@@ -525,7 +525,7 @@ long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
     pc->sregs_dirty = false;
     pc->ret = (struct shim_frame){.rip = rip,
                                   .cs = SHIM_SEL_CS3,
-                                  .rflags = SHIM_RFLAGS_FIXED,
+                                  .rflags = X86_EFLAGS_FIXED,
                                   .rsp = rsp,
                                   .ss = SHIM_SEL_DS3};
     for (unsigned i = 0; i < 100000; i++) {

@@ -25,23 +25,6 @@
 #include "lib/x86.h"
 #include "xen/xen.h"
 
-#define RFLAGS_TF 0x100ULL
-#define RFLAGS_IF 0x200ULL
-#define RFLAGS_NT 0x4000ULL
-#define RFLAGS_RF 0x10000ULL
-#define RFLAGS_VM 0x20000ULL
-#define RFLAGS_AC 0x40000ULL
-#define CR0_TS 0x8ULL
-#define PFEC_USER 0x4ULL
-#define PFEC_WRITE 0x2ULL
-#define PFEC_PRESENT 0x1ULL
-#define PFEC_FETCH 0x10ULL
-#define VECTOR_NM 7
-#define VECTOR_UD 6
-#define VECTOR_GP 13
-#define VECTOR_PF 14
-#define VECTOR_BP 3
-
 void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...)
 {
     char buf[512];
@@ -177,9 +160,10 @@ static int bounce_to(struct pvcpu *pc, uint64_t handler, bool has_err,
         pvcpu_set_upcall_mask(pc, 1);
     pc->ret.rip = handler;
     pc->ret.cs = SHIM_SEL_CS3;
-    pc->ret.rflags = (old.rflags & ~(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF |
-                                     RFLAGS_VM | RFLAGS_AC)) |
-                     SHIM_RFLAGS_FIXED;
+    pc->ret.rflags =
+        (old.rflags & ~(X86_EFLAGS_TF | X86_EFLAGS_NT | X86_EFLAGS_RF |
+                        X86_EFLAGS_VM | X86_EFLAGS_AC)) |
+        X86_EFLAGS_FIXED;
     pc->ret.rsp = sp;
     pc->ret.ss = SHIM_SEL_DS3;
     return 0;
@@ -218,13 +202,13 @@ static int on_syscall(struct pvcpu *pc)
     atomic_fetch_add_explicit(&pc->d->syscalls, 1, memory_order_relaxed);
     /* The instruction is done: continue after it, with SYSCALL's flags. */
     pc->ret.rip = pc->regs.rcx;
-    pc->ret.rflags = pc->regs.r11 | SHIM_RFLAGS_FIXED;
+    pc->ret.rflags = pc->regs.r11 | X86_EFLAGS_FIXED;
     pc->ret.cs = SHIM_SEL_CS3;
     pc->ret.ss = SHIM_SEL_DS3;
     if (pc->kernel_mode || !pc->syscall_cb) {
         /* Not a hypercall entry here (docs/abi.md): #UD at the SYSCALL. */
         pc->ret.rip = pc->regs.rcx - 2;
-        return pvcpu_bounce(pc, VECTOR_UD, false, 0);
+        return pvcpu_bounce(pc, X86_TRAP_UD, false, 0);
     }
     if (bounce_to(pc, pc->syscall_cb, false, 0, false) < 0) {
         pvcpu_crash(pc, "cannot write the SYSCALL frame");
@@ -249,13 +233,14 @@ static int soft_int(struct pvcpu *pc, unsigned vector, bool *handled)
     if (gm_copy_from(pc, insn, pc->ret.rip, 2) < 0 || insn[0] != 0xcd)
         return 0;
     n = insn[1];
-    if (vector == VECTOR_GP && pc->regs.rip != 0 && (ev_error_vector(pc) != n))
+    if (vector == X86_TRAP_GP && pc->regs.rip != 0 &&
+        (ev_error_vector(pc) != n))
         return 0;
     *handled = true;
     if (!pc->traps[n].address ||
         (pc->traps[n].flags & 3) < (pc->kernel_mode ? 1 : 3))
         /* Architecturally: #GP(n*8+2) at the instruction. */
-        return pvcpu_bounce(pc, VECTOR_GP, true, n * 8 + 2);
+        return pvcpu_bounce(pc, X86_TRAP_GP, true, n * 8 + 2);
     pc->ret.rip += 2;
     return pvcpu_bounce(pc, n, false, 0);
 }
@@ -270,15 +255,15 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
     int r;
 
     switch (v) {
-    case VECTOR_PF: {
+    case X86_TRAP_PF: {
         uint64_t cr2 = pvcpu_sregs(pc)->cr2;
         uint64_t lstar = SHIM_VA_PERCPU(pc->id) + SHIM_PERCPU_SYSCALL;
 
         if (cr2 == lstar && ev->frame.rip == lstar)
             return on_syscall(pc); /* SYSCALL that stayed in ring 3 */
         if (pc->kernel_mode &&
-            (err & (PFEC_PRESENT | PFEC_WRITE | PFEC_FETCH)) ==
-                (PFEC_PRESENT | PFEC_WRITE)) {
+            (err & (X86_PF_PROT | X86_PF_WRITE | X86_PF_INSTR)) ==
+                (X86_PF_PROT | X86_PF_WRITE)) {
             r = wpt_emulate(pc, cr2);
             if (r == 1) {
                 atomic_fetch_add_explicit(&pc->d->wpt_emulated, 1,
@@ -289,13 +274,13 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
                 atomic_fetch_add_explicit(&pc->d->wpt_refused, 1,
                                           memory_order_relaxed);
         }
-        if (!(err & PFEC_FETCH)) {
+        if (!(err & X86_PF_INSTR)) {
             /* Spurious: the tables already allow the access, the fault
              * came from a translation another vCPU's update has not yet
              * reached here (Xen's spurious_page_fault).  Make this vCPU
              * re-read the entry and retry, a few times at most. */
             uint64_t l1e_maddr;
-            if (gm_access_ok(pc, cr2, err & PFEC_WRITE, &l1e_maddr) == 0 &&
+            if (gm_access_ok(pc, cr2, err & X86_PF_WRITE, &l1e_maddr) == 0 &&
                 (pc->spurious_va != cr2 || pc->spurious_streak < 4)) {
                 pc->spurious_streak =
                     pc->spurious_va == cr2 ? pc->spurious_streak + 1 : 1;
@@ -309,28 +294,28 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
         }
         pc->spurious_streak = 0;
         if (pc->kernel_mode)
-            err &= ~PFEC_USER;
+            err &= ~X86_PF_USER;
         pvcpu_set_cr2(pc, cr2);
-        return pvcpu_bounce(pc, VECTOR_PF, true, err);
+        return pvcpu_bounce(pc, X86_TRAP_PF, true, err);
     }
-    case VECTOR_UD:
+    case X86_TRAP_UD:
         r = soft_int(pc, v, &handled);
         if (handled)
             return r;
         return pvcpu_bounce(pc, v, false, 0);
-    case VECTOR_GP:
+    case X86_TRAP_GP:
         if ((err & 7) == 2) {
             r = soft_int(pc, v, &handled);
             if (handled)
                 return r;
         }
         return pvcpu_bounce(pc, v, true, err);
-    case VECTOR_NM:
+    case X86_TRAP_NM:
         if (pc->fpu_ts) {
             /* The guest asked for TS (fpu_taskswitch): clear it and let
              * the guest's handler restore its FPU state. */
             pc->fpu_ts = false;
-            pvcpu_sregs(pc)->cr0 &= ~CR0_TS;
+            pvcpu_sregs(pc)->cr0 &= ~X86_CR0_TS;
             pc->sregs_dirty = true;
         }
         return pvcpu_bounce(pc, v, false, 0);
@@ -368,7 +353,6 @@ void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr)
  * sets the memory type of the root table's own accesses.  CR4.PGE is off
  * (shim.c), so no global entry survives.
  */
-#define CR3_PWT 0x8ULL
 int pvcpu_flush(struct vcpu *v, void *opaque)
 {
     struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
@@ -390,7 +374,7 @@ int pvcpu_flush(struct vcpu *v, void *opaque)
         return 0;
     if ((r = kvm_vcpu_get_sregs(&v->kvm, &sr)) < 0)
         return r;
-    sr.cr3 ^= CR3_PWT;
+    sr.cr3 ^= X86_CR3_PWT;
     if ((r = kvm_vcpu_set_sregs(&v->kvm, &sr)) < 0)
         return r;
     pc->cr3 = sr.cr3;
@@ -515,7 +499,7 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
     /* Any other event means the guest got past a spurious fault: the
      * retry limit counts faults in a row only (the touch loop's own
      * hand-over comes between two retries and returned above). */
-    if (entry != VECTOR_PF)
+    if (entry != X86_TRAP_PF)
         pc->spurious_streak = 0;
 
     if (entry == SHIM_ENTRY_HYPERCALL) {
