@@ -186,16 +186,24 @@ void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);
 void pvcpu_set_upcall_mask(struct pvcpu *pc, uint8_t m);
 void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...) __printf(2, 3);
 
-/* ---- hypercalls (hypercall.c, hc_mm.c) */
+/* ---- hypercalls (hypercall.c, hc_mm.c)
+ * A handler returns its result or -errno; hc_dispatch_one() converts an
+ * error to Xen's value, the one place that does (hc_err() in hypercall.c). */
 #define HC_RESTART 1 /* a handler's "re-enter me" (args already updated) */
 typedef long (*hc_fn)(struct pvcpu *pc, uint64_t a[6]);
 struct hc_entry {
     const char *name;
     hc_fn fn;
 };
+/* The hypercall in the vCPU's registers (refused with Xen's EPERM from
+ * guest user mode); the result, in Xen's values, goes to rax. */
 void hypercall_dispatch(struct pvcpu *pc);
+/* hc_dispatch_one()'s flags */
+#define HC_IN_MULTICALL 0x1u /* an entry of a multicall */
+#define HC_FROM_USER 0x2u    /* issued from guest user mode: refused */
+/* One hypercall: its result, or Xen's negative error value. */
 long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
-                     bool in_multicall);
+                     unsigned flags);
 long hc_mmu_update(struct pvcpu *pc, uint64_t a[6]);
 long hc_mmuext_op(struct pvcpu *pc, uint64_t a[6]);
 long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6]);
@@ -206,11 +214,5 @@ int __must_check hc_pv_set_base(struct pvcpu *pc, uint64_t mfn);
 /* Writable page tables (wpt.c): 1 handled (rip advanced in pc->ret), 0 not
  * a page-table store (bounce), -errno refused (bounce). */
 int wpt_emulate(struct pvcpu *pc, uint64_t cr2);
-
-/* Map errno to Xen's negative error values (identical for the ones used). */
-static inline long hc_err(int e)
-{
-    return e;
-}
 
 #endif

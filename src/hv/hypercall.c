@@ -6,10 +6,12 @@
  * Adding a call: write `static long hc_<name>(struct pvcpu *, uint64_t
  * a[6])` (arguments as Xen's x86-64 convention passes them: rdi, rsi, rdx,
  * r10, r8, r9), add it to hc_table[] under its __HYPERVISOR_ number, and
- * document it in docs/abi.md.  A handler returns Xen's result (negative
- * XEN_E* values for errors); one that wants to be re-entered (a
- * continuation) updates a[] to describe the remaining work and sets
- * pc->retry.  Every guest pointer goes through gm_copy_from()/gm_copy_to().
+ * document it in docs/abi.md.  A handler returns its result, or -errno
+ * (errno.h's values, as everything in memvisor, pv's errors passed on as
+ * they are); hc_dispatch_one() alone turns that into Xen's value for the
+ * guest (hc_err()).  One that wants to be re-entered (a continuation)
+ * updates a[] to describe the remaining work and sets pc->retry.  Every
+ * guest pointer goes through gm_copy_from()/gm_copy_to().
  */
 #include <errno.h>
 #include <sched.h>
@@ -35,13 +37,13 @@ static long hc_set_trap_table(struct pvcpu *pc, uint64_t a[6])
     }
     for (unsigned i = 0; i < TRAP_TABLE_MAX; i++) {
         if (gm_copy_from(pc, &ti, a[0] + i * sizeof(ti), sizeof(ti)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         if (ti.address == 0)
             return 0;
         pc->traps[ti.vector].address = ti.address;
         pc->traps[ti.vector].flags = ti.flags;
     }
-    return -XEN_EINVAL;
+    return -EINVAL;
 }
 
 static long hc_stack_switch(struct pvcpu *pc, uint64_t a[6])
@@ -66,7 +68,7 @@ static long set_callback(struct pvcpu *pc, unsigned type, uint64_t address)
     case CALLBACKTYPE_nmi:
         return 0; /* accepted: no NMIs are delivered */
     default:
-        return -XEN_EINVAL;
+        return -EINVAL;
     }
 }
 
@@ -86,14 +88,14 @@ static long hc_callback_op(struct pvcpu *pc, uint64_t a[6])
     switch (a[0]) {
     case CALLBACKOP_register:
         if (gm_copy_from(pc, &cb, a[1], sizeof(cb)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         return set_callback(pc, cb.type, cb.address);
     case CALLBACKOP_unregister:
         if (gm_copy_from(pc, &un, a[1], sizeof(un)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         return set_callback(pc, un.type, 0);
     default:
-        return -XEN_ENOSYS;
+        return -ENOSYS;
     }
 }
 
@@ -119,16 +121,16 @@ static long hc_console_io(struct pvcpu *pc, uint64_t a[6])
     case CONSOLEIO_write:
         n = (uint32_t)a[1];
         if ((int32_t)a[1] < 0)
-            return -XEN_EINVAL;
+            return -EINVAL;
         n = MIN(n, (uint64_t)sizeof(buf));
         if (gm_copy_from(pc, buf, a[2], n) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         console_write(&pc->d->console, buf, n);
         return 0;
     case CONSOLEIO_read:
         return 0;
     default:
-        return -XEN_ENOSYS;
+        return -ENOSYS;
     }
 }
 
@@ -139,31 +141,31 @@ static long hc_xen_version(struct pvcpu *pc, uint64_t a[6])
         return (4 << 16) | 19;
     case XENVER_extraversion: {
         char s[XEN_EXTRAVERSION_LEN] = "-memvisor";
-        return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -XEN_EFAULT : 0;
+        return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -EFAULT : 0;
     }
     case XENVER_capabilities: {
         static const char s[XEN_CAPABILITIES_INFO_LEN] = "xen-3.0-x86_64";
-        return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -XEN_EFAULT : 0;
+        return gm_copy_to(pc, a[1], s, sizeof(s)) < 0 ? -EFAULT : 0;
     }
     case XENVER_platform_parameters: {
         struct xen_platform_parameters p = {.virt_start =
                                                 HYPERVISOR_VIRT_START};
-        return gm_copy_to(pc, a[1], &p, sizeof(p)) < 0 ? -XEN_EFAULT : 0;
+        return gm_copy_to(pc, a[1], &p, sizeof(p)) < 0 ? -EFAULT : 0;
     }
     case XENVER_get_features: {
         struct xen_feature_info fi;
         if (gm_copy_from(pc, &fi, a[1], sizeof(fi)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         fi.submap = fi.submap_idx == 0
                         ? (1U << XENFEAT_writable_page_tables) |
                               (1U << XENFEAT_mmu_pt_update_preserve_ad)
                         : 0;
-        return gm_copy_to(pc, a[1], &fi, sizeof(fi)) < 0 ? -XEN_EFAULT : 0;
+        return gm_copy_to(pc, a[1], &fi, sizeof(fi)) < 0 ? -EFAULT : 0;
     }
     case XENVER_pagesize:
         return 4096;
     default:
-        return -XEN_ENOSYS;
+        return -ENOSYS;
     }
 }
 
@@ -175,7 +177,7 @@ static long hc_vm_assist(struct pvcpu *pc, uint64_t a[6])
                        (1ULL << VMASST_TYPE_m2p_strict);
 
     if (a[1] >= 64 || !(allowed & (1ULL << a[1])))
-        return -XEN_EINVAL;
+        return -EINVAL;
     switch (a[0]) {
     case VMASST_CMD_enable:
         pc->vm_assist |= 1ULL << a[1];
@@ -184,7 +186,7 @@ static long hc_vm_assist(struct pvcpu *pc, uint64_t a[6])
         pc->vm_assist &= ~(1ULL << a[1]);
         return 0;
     default:
-        return -XEN_ENOSYS;
+        return -ENOSYS;
     }
 }
 
@@ -193,7 +195,7 @@ static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
     struct kvm_vcpu_sregs *sr = pvcpu_sregs(pc);
 
     if (!x86_canonical(a[1]))
-        return -XEN_EINVAL;
+        return -EINVAL;
     switch (a[0]) {
     case SEGBASE_FS:
         pc->fs_base = a[1];
@@ -210,7 +212,7 @@ static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
             sr->gs.base = a[1];
         break;
     default:
-        return -XEN_EINVAL;
+        return -EINVAL;
     }
     pc->sregs_dirty = true;
     return 0;
@@ -232,16 +234,16 @@ static long hc_sched_op(struct pvcpu *pc, uint64_t a[6])
     }
     case SCHEDOP_shutdown:
         if (gm_copy_from(pc, &ss, a[1], sizeof(ss)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         pc->d->shutdown_reason = (int)ss.reason;
         vcpu_group_stop(&pc->d->group, (int)ss.reason);
         return 0;
     case SCHEDOP_shutdown_code:
         if (gm_copy_from(pc, &ss, a[1], sizeof(ss)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         return 0;
     default:
-        return -XEN_ENOSYS;
+        return -ENOSYS;
     }
 }
 
@@ -274,7 +276,7 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
                     "iret with an unreadable or non-canonical frame at "
                     "%#llx",
                     (unsigned long long)pc->ret.rsp);
-        return -XEN_EFAULT;
+        return -EFAULT;
     }
     pc->no_result = true;
     pc->regs.rax = c.rax;
@@ -316,14 +318,14 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
     long rc;
 
     if (t->up)
-        return -XEN_EEXIST;
+        return -EEXIST;
     ctx = malloc(sizeof(*ctx));
     if (!ctx)
-        return -XEN_ENOMEM;
-    rc = -XEN_EFAULT;
+        return -ENOMEM;
+    rc = -EFAULT;
     if (gm_copy_from(pc, ctx, va, sizeof(*ctx)) < 0)
         goto out;
-    rc = -XEN_EINVAL;
+    rc = -EINVAL;
     if (!guest_rip_ok(ctx->user_regs.rip) || !x86_canonical(ctx->user_regs.rsp))
         goto out;
     if ((rc = hc_pv_set_base(t, xen_cr3_to_pfn(ctx->ctrlreg[3]))) < 0)
@@ -342,7 +344,7 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
     t->gs_base_user = ctx->gs_base_user;
     t->vm_assist = ctx->vm_assist;
     t->kernel_mode = true;
-    rc = -XEN_EIO;
+    rc = -EIO;
     if (kvm_vcpu_get_sregs(&t->vcpu.kvm, &sregs) < 0)
         goto out;
     sregs.cr3 = xen_cr3_to_pfn(ctx->ctrlreg[3]) << 12;
@@ -392,7 +394,7 @@ static long hc_vcpu_op(struct pvcpu *pc, uint64_t a[6])
     long rc;
 
     if (a[1] >= d->nr_vcpus)
-        return -XEN_ENOENT;
+        return -ENOENT;
     t = &d->vcpus[a[1]];
     pthread_mutex_lock(&d->vcpu_op_lock);
     switch (a[0]) {
@@ -403,7 +405,7 @@ static long hc_vcpu_op(struct pvcpu *pc, uint64_t a[6])
         rc = vcpu_initialise(pc, t, a[2]);
         break;
     case VCPUOP_up:
-        rc = -XEN_EINVAL;
+        rc = -EINVAL;
         if (!t->initialised)
             break;
         if (!t->up) {
@@ -413,7 +415,7 @@ static long hc_vcpu_op(struct pvcpu *pc, uint64_t a[6])
         rc = 0;
         break;
     default:
-        rc = -XEN_ENOSYS;
+        rc = -ENOSYS;
         break;
     }
     pthread_mutex_unlock(&d->vcpu_op_lock);
@@ -425,28 +427,28 @@ static long hc_multicall(struct pvcpu *pc, uint64_t a[6])
     struct multicall_entry e;
 
     if (a[1] > MULTICALL_MAX)
-        return -XEN_EINVAL;
+        return -EINVAL;
     for (; a[1] > 0; a[0] += sizeof(e), a[1]--) {
         uint64_t va = a[0];
         uint64_t args[6];
 
         if (gm_copy_from(pc, &e, va, sizeof(e)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         memcpy(args, e.args, sizeof(args));
         e.result = (uint64_t)hc_dispatch_one(pc, (unsigned)MIN(e.op, 0xffffULL),
-                                             args, true);
+                                             args, HC_IN_MULTICALL);
         if (pc->retry) {
             /* The entry must finish after the shim stored back what it
              * changed: its remaining work goes back into the guest's entry
              * and the multicall continues there (Xen does the same). */
             memcpy(e.args, args, sizeof(args));
             if (gm_copy_to(pc, va, &e, sizeof(e)) < 0)
-                return -XEN_EFAULT;
+                return -EFAULT;
             return 0;
         }
         if (gm_copy_to(pc, va + offsetof(struct multicall_entry, result),
                        &e.result, sizeof(e.result)) < 0)
-            return -XEN_EFAULT;
+            return -EFAULT;
         if (vcpu_group_stopped(&pc->d->group))
             return 0;
     }
@@ -480,18 +482,71 @@ const char *hv_hypercall_name(unsigned nr)
                                                       : NULL;
 }
 
-long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
-                     bool in_multicall)
+/*
+ * The guest boundary's one error conversion: memvisor's -errno to Xen's
+ * negative error value.  Xen's values (include/xen/xen.h) are Linux's, and
+ * so errno.h's here, for every one Xen defines: the conversion is the
+ * identity, checked below at build time so that it stays one.
+ */
+static long hc_err(long r)
+{
+    BUILD_BUG_ON(XEN_EPERM != EPERM);
+    BUILD_BUG_ON(XEN_ENOENT != ENOENT);
+    BUILD_BUG_ON(XEN_ESRCH != ESRCH);
+    BUILD_BUG_ON(XEN_EINTR != EINTR);
+    BUILD_BUG_ON(XEN_EIO != EIO);
+    BUILD_BUG_ON(XEN_ENXIO != ENXIO);
+    BUILD_BUG_ON(XEN_E2BIG != E2BIG);
+    BUILD_BUG_ON(XEN_ENOEXEC != ENOEXEC);
+    BUILD_BUG_ON(XEN_EBADF != EBADF);
+    BUILD_BUG_ON(XEN_ECHILD != ECHILD);
+    BUILD_BUG_ON(XEN_EAGAIN != EAGAIN);
+    BUILD_BUG_ON(XEN_ENOMEM != ENOMEM);
+    BUILD_BUG_ON(XEN_EACCES != EACCES);
+    BUILD_BUG_ON(XEN_EFAULT != EFAULT);
+    BUILD_BUG_ON(XEN_EBUSY != EBUSY);
+    BUILD_BUG_ON(XEN_EEXIST != EEXIST);
+    BUILD_BUG_ON(XEN_EXDEV != EXDEV);
+    BUILD_BUG_ON(XEN_ENODEV != ENODEV);
+    BUILD_BUG_ON(XEN_EINVAL != EINVAL);
+    BUILD_BUG_ON(XEN_ENFILE != ENFILE);
+    BUILD_BUG_ON(XEN_EMFILE != EMFILE);
+    BUILD_BUG_ON(XEN_ENOSPC != ENOSPC);
+    BUILD_BUG_ON(XEN_EMLINK != EMLINK);
+    BUILD_BUG_ON(XEN_EDOM != EDOM);
+    BUILD_BUG_ON(XEN_ERANGE != ERANGE);
+    BUILD_BUG_ON(XEN_EDEADLK != EDEADLK);
+    BUILD_BUG_ON(XEN_ENAMETOOLONG != ENAMETOOLONG);
+    BUILD_BUG_ON(XEN_ENOLCK != ENOLCK);
+    BUILD_BUG_ON(XEN_ENOSYS != ENOSYS);
+    BUILD_BUG_ON(XEN_ENODATA != ENODATA);
+    BUILD_BUG_ON(XEN_ETIME != ETIME);
+    BUILD_BUG_ON(XEN_EBADMSG != EBADMSG);
+    BUILD_BUG_ON(XEN_EOVERFLOW != EOVERFLOW);
+    BUILD_BUG_ON(XEN_EILSEQ != EILSEQ);
+    BUILD_BUG_ON(XEN_ENOTSOCK != ENOTSOCK);
+    BUILD_BUG_ON(XEN_EOPNOTSUPP != EOPNOTSUPP);
+    BUILD_BUG_ON(XEN_EADDRINUSE != EADDRINUSE);
+    BUILD_BUG_ON(XEN_EADDRNOTAVAIL != EADDRNOTAVAIL);
+    BUILD_BUG_ON(XEN_ENOBUFS != ENOBUFS);
+    return r;
+}
+
+/* One hypercall, its result or -errno. */
+static long hc_call(struct pvcpu *pc, unsigned nr, uint64_t a[6],
+                    unsigned flags)
 {
     long r;
 
+    if (flags & HC_FROM_USER)
+        return -EPERM; /* hypercalls are for the guest kernel alone */
     if (nr >= HV_NR_HYPERCALLS || !hc_table[nr].fn) {
         atomic_fetch_add_explicit(&pc->d->hc_unknown, 1, memory_order_relaxed);
-        return -XEN_ENOSYS;
+        return -ENOSYS;
     }
-    if (in_multicall &&
+    if ((flags & HC_IN_MULTICALL) &&
         (nr == __HYPERVISOR_iret || nr == __HYPERVISOR_multicall))
-        return -XEN_EINVAL;
+        return -EINVAL;
     atomic_fetch_add_explicit(&pc->d->hc_count[nr], 1, memory_order_relaxed);
     for (unsigned i = 0;; i++) {
         pc->retry = false;
@@ -504,11 +559,19 @@ long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
          * fills up, and, outside a multicall, when someone waits or after
          * many rounds; otherwise go on at once. */
         if (pvcpu_touch_room(pc) < SHIM_TOUCH_MAX / 2 ||
-            (!in_multicall &&
+            (!(flags & HC_IN_MULTICALL) &&
              (vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt ||
               i >= HC_MAX_RETRIES_INLINE)))
             return r; /* pc->retry: the caller re-enters through the guest */
     }
+}
+
+long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
+                     unsigned flags)
+{
+    long r = hc_call(pc, nr, a, flags);
+
+    return r < 0 ? hc_err(r) : r;
 }
 
 long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
@@ -529,7 +592,7 @@ long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
                                   .rsp = rsp,
                                   .ss = SHIM_SEL_DS3};
     for (unsigned i = 0; i < 100000; i++) {
-        r = hc_dispatch_one(pc, nr, a, false);
+        r = hc_dispatch_one(pc, nr, a, 0);
         if (!pc->retry)
             break;
         pvcpu_touch_release(pc); /* what the touch loop would have done */
@@ -555,7 +618,7 @@ void hypercall_dispatch(struct pvcpu *pc)
     long res;
 
     pc->no_result = false;
-    res = hc_dispatch_one(pc, nr, a, false);
+    res = hc_dispatch_one(pc, nr, a, pc->kernel_mode ? 0 : HC_FROM_USER);
     if (pc->retry) {
         /* Continuation through the guest: re-execute `int $4` with the
          * remaining work in the argument registers. */

@@ -503,10 +503,7 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
         pc->spurious_streak = 0;
 
     if (entry == SHIM_ENTRY_HYPERCALL) {
-        if (!pc->kernel_mode)
-            pc->regs.rax = (uint64_t)-XEN_EPERM;
-        else
-            hypercall_dispatch(pc);
+        hypercall_dispatch(pc);
     } else if (entry == SHIM_ENTRY_SYSCALL) {
         pc->ret.rsp = shim_saved_rsp(&d->shim, pc->id);
         r = on_syscall(pc);
