@@ -527,16 +527,23 @@ static int domain_memory_init(struct domain *d)
     return r;
 }
 
-int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
-                     struct domain **out, char *err, size_t errlen)
+/*
+ * hv_domain_create()'s phases, in the order it runs them.  Every phase
+ * after domain_claim() leaves what it made recorded in the domain (the
+ * created_* flags, non-NULL pointers), so that one domain_teardown()
+ * undoes any prefix of them; a phase that fails says why in err where
+ * the reason is not plain from its errno.
+ */
+
+/* Check the configuration, allocate the domain and take a slot of the
+ * domain table (its id is the slot + 1).  Nothing to undo on failure. */
+static int domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
+                        struct domain **out, unsigned *out_slot, char *err,
+                        size_t errlen)
 {
     struct frames *f = &hv->frames;
-    struct boot_result *boot = NULL;
-    struct kvm_cpuid2 *cpuid = NULL;
-    struct kvm_vm_config vmcfg;
     struct domain *d;
     unsigned slot;
-    int r;
 
     if (!cfg->image || cfg->nr_vcpus == 0 || cfg->nr_vcpus > HV_MAX_VCPUS ||
         cfg->mem_mib == 0 || cfg->mem_mib > (f->nr_frames >> 8)) {
@@ -558,6 +565,17 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     }
     hv->domains[slot] = d;
     pthread_mutex_unlock(&hv->lock);
+    *out = d;
+    *out_slot = slot;
+    return 0;
+}
+
+/* The domain's own fields, locks and console, and its frame budget. */
+static int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
+                              const struct hv_domain_config *cfg, char *err,
+                              size_t errlen)
+{
+    int r;
 
     d->hv = hv;
     d->id = (domid_t)(slot + 1);
@@ -567,20 +585,25 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     pthread_mutex_init(&d->mem_lock, NULL);
     pthread_cond_init(&d->mem_cond, NULL);
     console_init(&d->console, cfg->console_fd);
-    r = frames_domain_add(f, d->id, d->nr_pages + DOMAIN_EXTRA_FRAMES);
-    if (r < 0) {
+    r = frames_domain_add(&hv->frames, d->id,
+                          d->nr_pages + DOMAIN_EXTRA_FRAMES);
+    if (r < 0)
         errf(err, errlen, "frame domain: %s", strerror(-r));
-        goto fail;
-    }
+    return r;
+}
 
-    /* PV state: the domain, one pv_vcpu per vCPU, the shim in slot 256. */
-    r = -ENOMEM;
+/* PV state: the domain, one pv_vcpu per vCPU, the shim in slot 256. */
+static int domain_pv_init(struct domain *d, char *err, size_t errlen)
+{
+    struct frames *f = &d->hv->frames;
+    int r;
+
     d->pv = calloc(1, sizeof(*d->pv));
     if (!d->pv)
-        goto fail;
+        return -ENOMEM;
     if ((r = pv_domain_init(d->pv, f, d->id)) < 0) {
         errf(err, errlen, "pv domain: %s", strerror(-r));
-        goto fail;
+        return r;
     }
     d->created_pv = true;
     d->pv->hooks.extra_refs = touch_refs;
@@ -591,104 +614,150 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     d->pv->hooks.arg = d;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         d->vcpus[i].pv = calloc(1, sizeof(struct pv_vcpu));
-        r = -ENOMEM;
         if (!d->vcpus[i].pv)
-            goto fail;
+            return -ENOMEM;
         if ((r = pv_vcpu_init(d->vcpus[i].pv, d->pv)) < 0)
-            goto fail;
+            return r;
     }
     if ((r = shim_init(&d->shim, f, HV_FRAME_DOMID, d->nr_vcpus)) < 0) {
         errf(err, errlen, "shim: %s", strerror(-r));
-        goto fail;
+        return r;
     }
     d->created_shim = true;
     d->pv->hv_l4[0] = shim_l4e(&d->shim);
     d->pv->hv_l4[1] = shim_l4e_directmap(&d->shim);
+    return 0;
+}
 
-    /* Build: ELF, frames, start-of-day page tables pinned through pv. */
-    boot = calloc(1, sizeof(*boot));
-    r = -ENOMEM;
-    if (!boot)
-        goto fail;
-    {
-        struct boot_params bp = {
-            .image = cfg->image,
-            .size = cfg->image_size,
-            .nr_pages = d->nr_pages,
-            .cmdline = cfg->cmdline,
-        };
-        r = boot_build(d->pv, d->vcpus[0].pv, &bp, boot);
-        if (r < 0) {
-            errf(err, errlen, "loading the kernel: %s", boot->error);
-            goto fail;
-        }
+/* Build: ELF, frames, start-of-day page tables pinned through pv; boot
+ * says where the builder put things. */
+static int domain_build(struct domain *d, const struct hv_domain_config *cfg,
+                        struct boot_result *boot, char *err, size_t errlen)
+{
+    struct boot_params bp = {
+        .image = cfg->image,
+        .size = cfg->image_size,
+        .nr_pages = d->nr_pages,
+        .cmdline = cfg->cmdline,
+    };
+    int r;
+
+    r = boot_build(d->pv, d->vcpus[0].pv, &bp, boot);
+    if (r < 0) {
+        errf(err, errlen, "loading the kernel: %s", boot->error);
+        return r;
     }
     d->l4_mfn = mfn_x(boot->l4);
     d->shared_info_mfn = mfn_x(boot->shared_info);
     d->start_info_va = boot->start_info_va;
     d->p2m_va = boot->p2m_va;
+    return 0;
+}
 
-    /* KVM: one VM presenting the shim's frames and the domain's own
-     * (gpa = machine address: a PV guest sees machine frames). */
+/* KVM: one VM presenting the shim's frames and the domain's own (gpa =
+ * machine address: a PV guest sees machine frames), through the memory
+ * path. */
+static int domain_vm_init(struct domain *d, char *err, size_t errlen)
+{
+    struct hv *hv = d->hv;
+    struct kvm_vm_config vmcfg;
+    int r;
+
     vmcfg = kvm_vm_config_default(&hv->kvm, false, 0);
     if ((r = kvm_vm_create(&d->vm, &hv->kvm, &vmcfg)) < 0) {
         errf(err, errlen, "KVM VM: %s", strerror(-r));
-        goto fail;
+        return r;
     }
     d->created_vm = true;
     if ((r = domain_memory_init(d)) < 0) {
         errf(err, errlen, "guest memory: %s", strerror(-r));
-        goto fail;
+        return r;
     }
+    return 0;
+}
+
+/* vCPUs: the group that runs them, and each vCPU's KVM state. */
+static int domain_vcpus_init(struct domain *d, char *err, size_t errlen)
+{
+    struct kvm_cpuid2 *cpuid = NULL;
+    int r;
+
     if ((r = vcpu_group_init(&d->group, pvcpu_exit, pvcpu_diag, d)) < 0)
-        goto fail;
+        return r;
     d->created_group = true;
-    vcpu_group_set_flush(&d->group, &f->tlb_clock, pvcpu_flush);
-    if ((r = kvm_sys_supported_cpuid(&hv->kvm, &cpuid)) < 0)
-        goto fail;
+    vcpu_group_set_flush(&d->group, &d->hv->frames.tlb_clock, pvcpu_flush);
+    if ((r = kvm_sys_supported_cpuid(&d->hv->kvm, &cpuid)) < 0)
+        goto out;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         if ((r = setup_vcpu(d, i, cpuid)) < 0) {
             errf(err, errlen, "vCPU %u: %s", i, strerror(-r));
-            goto fail;
+            goto out;
         }
     }
-
-    /* vCPU 0 starts in the guest kernel (ring 3), rsi = start_info. */
-    {
-        struct pvcpu *pc = &d->vcpus[0];
-        struct kvm_vcpu_regs regs;
-        struct shim_frame to = {
-            .rip = boot->entry,
-            .cs = SHIM_SEL_CS3,
-            .rflags = X86_EFLAGS_FIXED | X86_EFLAGS_IF,
-            .rsp = boot->stack_top,
-            .ss = SHIM_SEL_DS3,
-        };
-
-        shim_vcpu_start(&d->shim, 0, &to, &regs);
-        regs.rsi = boot->start_info_va;
-        if ((r = kvm_vcpu_set_regs(&pc->vcpu.kvm, &regs)) < 0)
-            goto fail;
-        pc->kernel_mode = true;
-        pc->initialised = true;
-        pc->up = true;
-        vcpu_set_online(&pc->vcpu);
-        /* Events start masked (docs/abi.md). */
-        {
-            uint8_t mask = 1;
-            if ((r = gm_write_phys(d,
-                                   (mfn_x(boot->shared_info) << PAGE_SHIFT) + 1,
-                                   &mask, 1)) < 0)
-                goto fail;
-        }
-    }
+out:
     free(cpuid);
+    return r;
+}
+
+/* vCPU 0 starts in the guest kernel (ring 3), rsi = start_info. */
+static int domain_vcpu0_start(struct domain *d, const struct boot_result *boot)
+{
+    struct pvcpu *pc = &d->vcpus[0];
+    struct kvm_vcpu_regs regs;
+    struct shim_frame to = {
+        .rip = boot->entry,
+        .cs = SHIM_SEL_CS3,
+        .rflags = X86_EFLAGS_FIXED | X86_EFLAGS_IF,
+        .rsp = boot->stack_top,
+        .ss = SHIM_SEL_DS3,
+    };
+    uint8_t mask = 1;
+    int r;
+
+    shim_vcpu_start(&d->shim, 0, &to, &regs);
+    regs.rsi = boot->start_info_va;
+    if ((r = kvm_vcpu_set_regs(&pc->vcpu.kvm, &regs)) < 0)
+        return r;
+    pc->kernel_mode = true;
+    pc->initialised = true;
+    pc->up = true;
+    vcpu_set_online(&pc->vcpu);
+    /* Events start masked (docs/abi.md). */
+    return gm_write_phys(d, (mfn_x(boot->shared_info) << PAGE_SHIFT) + 1, &mask,
+                         1);
+}
+
+int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
+                     struct domain **out, char *err, size_t errlen)
+{
+    struct boot_result *boot = NULL;
+    struct domain *d;
+    unsigned slot;
+    int r;
+
+    if ((r = domain_claim(hv, cfg, &d, &slot, err, errlen)) < 0)
+        return r;
+    if ((r = domain_init_basics(d, hv, slot, cfg, err, errlen)) < 0)
+        goto fail;
+    if ((r = domain_pv_init(d, err, errlen)) < 0)
+        goto fail;
+    boot = calloc(1, sizeof(*boot));
+    r = -ENOMEM;
+    if (!boot)
+        goto fail;
+    if ((r = domain_build(d, cfg, boot, err, errlen)) < 0)
+        goto fail;
+    if ((r = domain_vm_init(d, err, errlen)) < 0)
+        goto fail;
+    if ((r = domain_vcpus_init(d, err, errlen)) < 0)
+        goto fail;
+    if ((r = domain_vcpu0_start(d, boot)) < 0)
+        goto fail;
     free(boot);
     *out = d;
     return 0;
 
 fail:
-    free(cpuid);
     free(boot);
     domain_teardown(d);
     pthread_mutex_lock(&hv->lock);
