@@ -352,7 +352,7 @@ static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
     pc->vcpu.entered = true;
     if ((r = kvm_vcpu_set_cpuid(&pc->vcpu.kvm, cpuid)) < 0)
         return r;
-    shim_vcpu_sregs(&d->shim, i, d->l4_mfn << PAGE_SHIFT, &sr);
+    shim_vcpu_sregs(&d->shim, i, mfn_x(d->l4_mfn) << PAGE_SHIFT, &sr);
     if ((r = kvm_vcpu_set_sregs(&pc->vcpu.kvm, &sr)) < 0)
         return r;
     pc->cr3 = sr.cr3;
@@ -647,8 +647,8 @@ static int domain_build(struct domain *d, const struct hv_domain_config *cfg,
         errf(err, errlen, "loading the kernel: %s", boot->error);
         return r;
     }
-    d->l4_mfn = mfn_x(boot->l4);
-    d->shared_info_mfn = mfn_x(boot->shared_info);
+    d->l4_mfn = boot->l4;
+    d->shared_info_mfn = boot->shared_info;
     d->start_info_va = boot->start_info_va;
     d->p2m_va = boot->p2m_va;
     return 0;
@@ -977,8 +977,8 @@ void hv_domain_test_layout(struct domain *d, struct hv_domain_layout *out)
 {
     out->start_info_va = d->start_info_va;
     out->p2m_va = d->p2m_va;
-    out->shared_info_mfn = d->shared_info_mfn;
-    out->l4_mfn = d->l4_mfn;
+    out->shared_info_mfn = mfn_x(d->shared_info_mfn);
+    out->l4_mfn = mfn_x(d->l4_mfn);
 }
 
 int hv_domain_test_translate(struct domain *d, uint64_t va, uint64_t *maddr,

@@ -31,7 +31,7 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
                    uint64_t *l1e)
 {
     struct frames *f = &pc->d->hv->frames;
-    uint64_t mfn = pc->cr3 >> PAGE_SHIFT;
+    mfn_t mfn = _mfn(pc->cr3 >> PAGE_SHIFT);
 
     if (!x86_canonical(va))
         return -EFAULT;
@@ -39,12 +39,12 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
         unsigned idx = (va >> (12 + 9 * (level - 1))) & 511;
         uint64_t *t, e;
 
-        if (mfn >= f->nr_frames)
+        if (!frames_mfn_valid(f, mfn))
             return -EFAULT;
-        t = frames_ptr(f, _mfn(mfn));
+        t = frames_ptr(f, mfn);
         e = __atomic_load_n(&t[idx], __ATOMIC_RELAXED);
         if (level == 1 && stop_at_l1) {
-            *l1e_maddr = (mfn << PAGE_SHIFT) + idx * 8;
+            *l1e_maddr = (mfn_x(mfn) << PAGE_SHIFT) + idx * 8;
             return 0;
         }
         if (!(e & PTE_P))
@@ -57,17 +57,17 @@ static int walk_to(struct pvcpu *pc, uint64_t va, bool write, bool leaf_perm,
         }
         if (level == 1) {
             if (l1e_maddr)
-                *l1e_maddr = (mfn << PAGE_SHIFT) + idx * 8;
+                *l1e_maddr = (mfn_x(mfn) << PAGE_SHIFT) + idx * 8;
             if (l1e)
                 *l1e = e;
         }
         if (level > 1 && (e & PTE_PSE))
             return -EFAULT; /* never validated: PSE is refused above L1 */
-        mfn = (e & PTE_ADDR_MASK) >> PAGE_SHIFT;
+        mfn = _mfn((e & PTE_ADDR_MASK) >> PAGE_SHIFT);
     }
-    if (mfn >= f->nr_frames)
+    if (!frames_mfn_valid(f, mfn))
         return -EFAULT;
-    *maddr = (mfn << PAGE_SHIFT) | (va & (PAGE_SIZE - 1));
+    *maddr = (mfn_x(mfn) << PAGE_SHIFT) | (va & (PAGE_SIZE - 1));
     return 0;
 }
 

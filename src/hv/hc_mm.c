@@ -18,15 +18,14 @@
 #define MMU_CHUNK 128
 #define EXTENT_CHUNK 4096 /* extents per slot transaction */
 
-uint64_t hc_pv_base(struct pvcpu *pc, bool user)
+mfn_t hc_pv_base(struct pvcpu *pc, bool user)
 {
-    mfn_t m = user ? pc->pv->user_base : pc->pv->base;
-    return mfn_eq(m, INVALID_MFN) ? ~0ULL : mfn_x(m);
+    return user ? pc->pv->user_base : pc->pv->base;
 }
 
-int hc_pv_set_base(struct pvcpu *pc, uint64_t mfn)
+int hc_pv_set_base(struct pvcpu *pc, mfn_t mfn)
 {
-    struct mmuext_op op = {.cmd = MMUEXT_NEW_BASEPTR, .arg1.mfn = mfn};
+    struct mmuext_op op = {.cmd = MMUEXT_NEW_BASEPTR, .arg1.mfn = mfn_x(mfn)};
     uint32_t done = 0;
     int rc;
 
@@ -285,13 +284,15 @@ static int withdraw_extents(struct domain *d, const uint64_t *ext, uint64_t *n,
  * preemption) stops it: -ERESTART with *progress extents done.  Otherwise
  * preemptions are run through.
  */
-static long pv_reserve(struct pvcpu *pc, unsigned op, uint64_t *ext,
-                       uint64_t n, const struct xen_memory_reservation *g,
-                       bool may_stop, uint64_t *progress)
+static long pv_reserve(struct pvcpu *pc, unsigned op, uint64_t *ext, uint64_t n,
+                       const struct xen_memory_reservation *g, bool may_stop,
+                       uint64_t *progress)
 {
     struct pv_reservation r = {
-        .extent_start = ext, .nr_extents = n,
-        .extent_order = g->extent_order, .mem_flags = g->mem_flags,
+        .extent_start = ext,
+        .nr_extents = n,
+        .extent_order = g->extent_order,
+        .mem_flags = g->mem_flags,
         .domid = DOMID_SELF,
     };
     unsigned long cmd = op;
@@ -404,7 +405,7 @@ static long reservation(struct pvcpu *pc, uint64_t a[6], unsigned op)
         if (op == XENMEM_decrease_reservation) {
             /* The shared info frame is the hypervisor's page lent to the
              * guest: it can be mapped, never given back. */
-            uint64_t si = pc->d->shared_info_mfn;
+            uint64_t si = mfn_x(pc->d->shared_info_mfn); /* gfn == mfn */
             for (uint64_t k = 0; k < n; k++) {
                 uint64_t first = ext[k] & ~((1ULL << g.extent_order) - 1);
                 if (si >= first && si - first < (1ULL << g.extent_order)) {

@@ -103,8 +103,9 @@ struct domain {
     bool test_no_slot_txn;       /* bench only: reservations skip memslot */
     struct pvcpu vcpus[HV_MAX_VCPUS];
     pthread_mutex_t vcpu_op_lock; /* VCPUOP_initialise/up against each other */
-    uint64_t p2m_va, start_info_va, shared_info_mfn;
-    uint64_t l4_mfn;
+    uint64_t p2m_va, start_info_va;
+    mfn_t shared_info_mfn;
+    mfn_t l4_mfn;
     uint64_t *boot_p2m; /* copy of the start-of-day p2m (pfinfo) */
     int shutdown_reason;
     bool created_vm, created_group, created_shim, created_pv;
@@ -209,8 +210,9 @@ long hc_mmuext_op(struct pvcpu *pc, uint64_t a[6]);
 long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6]);
 long hc_memory_op(struct pvcpu *pc, uint64_t a[6]);
 /* pv-side helpers the xen.h files need */
-uint64_t hc_pv_base(struct pvcpu *pc, bool user);
-int __must_check hc_pv_set_base(struct pvcpu *pc, uint64_t mfn);
+/* The kernel's (or user's) base pointer, INVALID_MFN if none. */
+mfn_t hc_pv_base(struct pvcpu *pc, bool user);
+int __must_check hc_pv_set_base(struct pvcpu *pc, mfn_t mfn);
 /* Writable page tables (wpt.c): 1 handled (rip advanced in pc->ret), 0 not
  * a page-table store (bounce), -errno refused (bounce). */
 int wpt_emulate(struct pvcpu *pc, uint64_t cr2);

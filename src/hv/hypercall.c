@@ -286,7 +286,7 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
     }
     /* To user mode when the frame says ring 3 and there is a user base;
      * a kernel frame (RPL 0) or no user page tables stays in kernel mode. */
-    to_user = (c.cs & 3) == 3 && hc_pv_base(pc, true) != ~0ULL;
+    to_user = (c.cs & 3) == 3 && !mfn_eq(hc_pv_base(pc, true), INVALID_MFN);
     if (to_user && pc->kernel_mode) {
         struct kvm_vcpu_sregs *sr = pvcpu_sregs(pc);
 
@@ -328,7 +328,7 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
     rc = -EINVAL;
     if (!guest_rip_ok(ctx->user_regs.rip) || !x86_canonical(ctx->user_regs.rsp))
         goto out;
-    if ((rc = hc_pv_set_base(t, xen_cr3_to_pfn(ctx->ctrlreg[3]))) < 0)
+    if ((rc = hc_pv_set_base(t, _mfn(xen_cr3_to_pfn(ctx->ctrlreg[3])))) < 0)
         goto out;
     for (unsigned v = 0; v < 256; v++) {
         t->traps[v].address = ctx->trap_ctxt[v].address;

@@ -43,14 +43,14 @@ void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...)
 static struct vcpu_info *vcpu_info(struct pvcpu *pc)
 {
     struct shared_info *si =
-        frames_ptr(&pc->d->hv->frames, _mfn(pc->d->shared_info_mfn));
+        frames_ptr(&pc->d->hv->frames, pc->d->shared_info_mfn);
     return pc->id < XEN_LEGACY_MAX_VCPUS ? &si->vcpu_info[pc->id] : NULL;
 }
 
 /* Machine address of a field of this vCPU's vcpu_info (in shared_info). */
 static uint64_t vcpu_info_maddr(const struct pvcpu *pc, size_t field)
 {
-    return (pc->d->shared_info_mfn << PAGE_SHIFT) +
+    return (mfn_x(pc->d->shared_info_mfn) << PAGE_SHIFT) +
            offsetof(struct shared_info, vcpu_info) +
            pc->id * sizeof(struct vcpu_info) + field;
 }
@@ -98,11 +98,11 @@ struct kvm_vcpu_sregs *pvcpu_sregs(struct pvcpu *pc)
 
 void pvcpu_load_cr3(struct pvcpu *pc)
 {
-    uint64_t base = hc_pv_base(pc, !pc->kernel_mode);
+    mfn_t base = hc_pv_base(pc, !pc->kernel_mode);
 
-    if (base != ~0ULL && pc->cr3 != base << 12) {
-        pvcpu_sregs(pc)->cr3 = base << 12;
-        pc->cr3 = base << 12;
+    if (!mfn_eq(base, INVALID_MFN) && pc->cr3 != mfn_x(base) << PAGE_SHIFT) {
+        pvcpu_sregs(pc)->cr3 = mfn_x(base) << PAGE_SHIFT;
+        pc->cr3 = mfn_x(base) << PAGE_SHIFT;
         pc->sregs_dirty = true;
     }
 }
