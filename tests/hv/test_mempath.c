@@ -90,16 +90,9 @@ static struct domain *create(struct hv *hv, const uint8_t *img, size_t n,
 
 static uint8_t *load_pvkernel(size_t *size)
 {
-    struct stat st;
-    uint8_t *img;
-    int fd = open(pvkernel_path, O_RDONLY);
+    uint8_t *img = test_load_file(pvkernel_path, size);
 
-    assert_true(fd >= 0 && fstat(fd, &st) == 0);
-    img = malloc((size_t)st.st_size);
     assert_non_null(img);
-    assert_int_equal(read(fd, img, (size_t)st.st_size), st.st_size);
-    close(fd);
-    *size = (size_t)st.st_size;
     return img;
 }
 
@@ -402,12 +395,6 @@ static uint64_t page_hash(const uint8_t *p)
     return h;
 }
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Harvest cycles over a run of ptchurn then dirty; returns the pages that
  * changed between two cycles and were not reported. */
 static uint64_t dirty_cycles(bool bypass)
@@ -443,7 +430,7 @@ static uint64_t dirty_cycles(bool bypass)
     for (bool last = false; !last;) {
         uint64_t n = 0;
 
-        sleep_ms(40);
+        test_sleep_ms(40);
         last = hv_domain_stopped(d);
         if (!last)
             hv_domain_pause(d);

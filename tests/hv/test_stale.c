@@ -55,19 +55,6 @@ static const char *watchdog_what = "";
 static double limit_s = RUN_LIMIT_S; /* the current run's */
 static double per_round_s;           /* measured by the calibration run */
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void watchdog(int sig)
 {
     char msg[256];
@@ -92,18 +79,6 @@ static void watchdog_arm(const char *what)
 static void watchdog_disarm(void)
 {
     alarm(0);
-}
-
-static void note_lines(const char *what, const char *text)
-{
-    const char *p = text, *nl;
-
-    test_note("%s:", what);
-    while (p && *p) {
-        nl = strchr(p, '\n');
-        test_note("  %.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
-        p = nl ? nl + 1 : NULL;
-    }
 }
 
 /* The lines of the console that start with prefix, as TAP comments. */
@@ -145,19 +120,9 @@ static long long summary_value(const char *con, const char *key)
 
 static int load_image(void **state)
 {
-    struct stat st;
-    int fd;
     (void)state;
-
-    fd = open(image_path, O_RDONLY);
-    if (fd < 0 || fstat(fd, &st) < 0)
-        return -1;
-    image_size = (size_t)st.st_size;
-    image = malloc(image_size);
-    if (!image || read(fd, image, image_size) != (ssize_t)image_size)
-        return -1;
-    close(fd);
-    return 0;
+    image = test_load_file(image_path, &image_size);
+    return image ? 0 : -1;
 }
 
 static int free_image(void **state)
@@ -211,11 +176,11 @@ static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
         hv_domain_test_no_tlb_flush(d);
 
     watchdog_arm(no_flush ? "stale, safety action off" : "stale");
-    t0 = now_s();
+    t0 = test_now_s();
     assert_int_equal(hv_domain_start(d), 0);
-    while (!hv_domain_stopped(d) && now_s() - t0 < limit_s) {
+    while (!hv_domain_stopped(d) && test_now_s() - t0 < limit_s) {
         char msg[200];
-        sleep_ms(20);
+        test_sleep_ms(20);
         if (hv_domain_stopped(d))
             break;
         if (hv_domain_audit(d, msg, sizeof(msg), &frames, &tables) < 0) {
@@ -223,7 +188,7 @@ static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
                 snprintf(r->first_audit_error, sizeof(r->first_audit_error),
                          "%s", msg);
                 r->clean_before_failure = r->audits;
-                t_fail = now_s();
+                t_fail = test_now_s();
             }
         }
         r->audits++;
@@ -234,7 +199,7 @@ static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
             hv_domain_console(d, r->con, sizeof(r->con));
             if (strstr(r->con, "FAIL: stale") ||
                 (r->audit_failures && r->clean_before_failure &&
-                 now_s() - t_fail > 5)) {
+                 test_now_s() - t_fail > 5)) {
                 r->stopped_early = true;
                 hv_domain_shutdown(d, 0);
                 break;
@@ -246,14 +211,14 @@ static void run_stale(struct run *r, bool no_flush, uint64_t rounds,
         hv_domain_shutdown(d, 0);
     }
     r->status = hv_domain_wait(d);
-    r->seconds = now_s() - t0;
+    r->seconds = test_now_s() - t0;
     hv_domain_stats(d, &r->st);
     hv_domain_console(d, r->con, sizeof(r->con));
     r->final_audit = hv_domain_audit(
         d, r->final_audit_msg, sizeof(r->final_audit_msg), &frames, &tables);
     watchdog_disarm();
     if (r->status != 0 && !r->stopped_early && !r->timed_out)
-        note_lines("crash", hv_domain_crash_text(d));
+        test_note_lines("crash", hv_domain_crash_text(d));
     hv_domain_destroy(d);
     hv_fini(&hv);
 }
@@ -324,7 +289,7 @@ static void test_stale_safe(void **state)
     note_counts("safety action on", &r);
     if (r.status != 0 || !strstr(r.con, "stale: pass") ||
         !strstr(r.con, "guest: pass") || strstr(r.con, "FAIL"))
-        note_lines("console", r.con);
+        test_note_lines("console", r.con);
     if (r.timed_out)
         fail_msg("the workload did not finish within %.0f s", limit_s);
     assert_int_equal(r.audit_failures, 0);
@@ -370,7 +335,7 @@ static void test_stale_no_flush_fails(void **state)
                   "fail here",
                   (unsigned long long)rounds_or(ROUNDS_OFF),
                   test_kvm_flavour_name());
-        note_lines("console", r.con);
+        test_note_lines("console", r.con);
     }
     assert_true(caught);
 }

@@ -26,71 +26,33 @@ static const char *image_path;
 static uint8_t *image;
 static size_t image_size;
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Every line of text as a TAP comment on stdout: cmocka writes failure
- * messages to stderr, which the test log may truncate. */
-static void note_lines(const char *what, const char *text)
-{
-    const char *p = text, *nl;
-
-    test_note("%s:", what);
-    while (p && *p) {
-        nl = strchr(p, '\n');
-        test_note("  %.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
-        p = nl ? nl + 1 : NULL;
-    }
-}
-
 /* The domain's counters, as a TAP comment. */
 static void note_stats(const struct hv_domain_stats *st)
 {
-    test_note("  exits %llu, hypercalls mmu_update %llu mmuext_op %llu "
-              "update_va_mapping %llu memory_op %llu iret %llu, unknown "
-              "%llu, #GP %llu #PF %llu #UD %llu, wpt emulated %llu "
-              "refused %llu, continuations %llu, spurious #PF %llu",
-              (unsigned long long)st->exits,
-              (unsigned long long)st->hypercalls[1],
-              (unsigned long long)st->hypercalls[26],
-              (unsigned long long)st->hypercalls[14],
-              (unsigned long long)st->hypercalls[12],
-              (unsigned long long)st->hypercalls[23],
-              (unsigned long long)st->hypercalls_unknown,
-              (unsigned long long)st->bounces[13],
-              (unsigned long long)st->bounces[14],
-              (unsigned long long)st->bounces[6],
-              (unsigned long long)st->wpt_emulated,
-              (unsigned long long)st->wpt_refused,
-              (unsigned long long)st->continuations,
-              (unsigned long long)st->spurious_faults);
+    test_note(
+        "  exits %llu, hypercalls mmu_update %llu mmuext_op %llu "
+        "update_va_mapping %llu memory_op %llu iret %llu, unknown "
+        "%llu, #GP %llu #PF %llu #UD %llu, wpt emulated %llu "
+        "refused %llu, continuations %llu, spurious #PF %llu",
+        (unsigned long long)st->exits, (unsigned long long)st->hypercalls[1],
+        (unsigned long long)st->hypercalls[26],
+        (unsigned long long)st->hypercalls[14],
+        (unsigned long long)st->hypercalls[12],
+        (unsigned long long)st->hypercalls[23],
+        (unsigned long long)st->hypercalls_unknown,
+        (unsigned long long)st->bounces[13],
+        (unsigned long long)st->bounces[14], (unsigned long long)st->bounces[6],
+        (unsigned long long)st->wpt_emulated,
+        (unsigned long long)st->wpt_refused,
+        (unsigned long long)st->continuations,
+        (unsigned long long)st->spurious_faults);
 }
 
 static int load_image(void **state)
 {
-    struct stat st;
-    int fd;
     (void)state;
-
-    fd = open(image_path, O_RDONLY);
-    if (fd < 0 || fstat(fd, &st) < 0)
-        return -1;
-    image_size = (size_t)st.st_size;
-    image = malloc(image_size);
-    if (!image || read(fd, image, image_size) != (ssize_t)image_size)
-        return -1;
-    close(fd);
-    return 0;
+    image = test_load_file(image_path, &image_size);
+    return image ? 0 : -1;
 }
 
 static int free_image(void **state)
@@ -107,8 +69,12 @@ static struct domain *guest_domain(struct hv *hv, unsigned vcpus,
     struct domain *d = NULL;
     char err[256];
     struct hv_domain_config cfg = {
-        .image = image, .image_size = image_size, .mem_mib = 64,
-        .nr_vcpus = vcpus, .cmdline = cmdline, .console_fd = -1,
+        .image = image,
+        .image_size = image_size,
+        .mem_mib = 64,
+        .nr_vcpus = vcpus,
+        .cmdline = cmdline,
+        .console_fd = -1,
     };
 
     assert_int_equal(hv_init(hv, (64 << 8) + 4096), 0);
@@ -133,10 +99,10 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
     d = guest_domain(&hv, vcpus, cmdline);
     if (preempt)
         hv_domain_test_preempt(d, preempt);
-    t0 = now_s();
+    t0 = test_now_s();
     assert_int_equal(hv_domain_start(d), 0);
-    while (!hv_domain_stopped(d) && now_s() - t0 < 100) {
-        sleep_ms(15);
+    while (!hv_domain_stopped(d) && test_now_s() - t0 < 100) {
+        test_sleep_ms(15);
         if (hv_domain_stopped(d))
             break;
         if (hv_domain_audit(d, msg, sizeof(msg), &frames, &tables) < 0) {
@@ -155,8 +121,8 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
     if (status != 0) {
         test_note("%s: exit status %d", workload, status);
         note_stats(&st);
-        note_lines("crash", hv_domain_crash_text(d));
-        note_lines("console", con);
+        test_note_lines("crash", hv_domain_crash_text(d));
+        test_note_lines("console", con);
         hv_domain_destroy(d);
         hv_fini(&hv);
         fail_msg("%s: exit status %d (crash report and console above)",
@@ -166,14 +132,13 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
     if (!strstr(con, want) || !strstr(con, "guest: pass") ||
         strstr(con, "FAIL")) {
         note_stats(&st);
-        note_lines("console", con);
+        test_note_lines("console", con);
         hv_domain_destroy(d);
         hv_fini(&hv);
-        fail_msg("%s: the console lacks \"%s\" or shows FAIL (above)",
-                 workload, want);
+        fail_msg("%s: the console lacks \"%s\" or shows FAIL (above)", workload,
+                 want);
     }
-    assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), &frames, &tables),
-                     0);
+    assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), &frames, &tables), 0);
     hv_domain_stats(d, &st);
     assert_int_equal(st.touch_overflow, 0);
     {
@@ -197,7 +162,7 @@ static void run_opts(const char *workload, unsigned vcpus, uint64_t preempt)
         }
         test_note("%s on %u vCPUs: %.2f s, %u audits while paused + final "
                   "clean (%llu frames, %llu page tables)",
-                  workload, vcpus, now_s() - t0, audits,
+                  workload, vcpus, test_now_s() - t0, audits,
                   (unsigned long long)frames, (unsigned long long)tables);
         test_note("  guest: %s", summary);
         note_stats(&st);
@@ -211,7 +176,11 @@ static void run(const char *workload, unsigned vcpus)
     run_opts(workload, vcpus, 0);
 }
 
-static void test_dirty(void **s) { (void)s; run("dirty", 2); }
+static void test_dirty(void **s)
+{
+    (void)s;
+    run("dirty", 2);
+}
 /* Every preemption point of pv taken, every one a continuation through
  * the guest: the workloads still pass and the audits stay clean. */
 static void test_ptchurn_preempted(void **s)
@@ -224,10 +193,26 @@ static void test_balloon_preempted(void **s)
     (void)s;
     run_opts("balloon", 2, 2);
 }
-static void test_ptchurn(void **s) { (void)s; run("ptchurn", 2); }
-static void test_balloon(void **s) { (void)s; run("balloon", 2); }
-static void test_hostile(void **s) { (void)s; run("hostile", 2); }
-static void test_abi(void **s) { (void)s; run("abi", 2); }
+static void test_ptchurn(void **s)
+{
+    (void)s;
+    run("ptchurn", 2);
+}
+static void test_balloon(void **s)
+{
+    (void)s;
+    run("balloon", 2);
+}
+static void test_hostile(void **s)
+{
+    (void)s;
+    run("hostile", 2);
+}
+static void test_abi(void **s)
+{
+    (void)s;
+    run("abi", 2);
+}
 
 /* While paused, the guest makes no progress: no exit at all. */
 static void test_pause_stops_progress(void **state)
@@ -239,15 +224,15 @@ static void test_pause_stops_progress(void **state)
 
     d = guest_domain(&hv, 2, "ptchurn dirty");
     assert_int_equal(hv_domain_start(d), 0);
-    sleep_ms(30);
+    test_sleep_ms(30);
     for (int i = 0; i < 5 && !hv_domain_stopped(d); i++) {
         hv_domain_pause(d);
         hv_domain_stats(d, &a);
-        sleep_ms(20);
+        test_sleep_ms(20);
         hv_domain_stats(d, &b);
         assert_int_equal(a.exits, b.exits);
         hv_domain_resume(d);
-        sleep_ms(10);
+        test_sleep_ms(10);
     }
     assert_int_equal(hv_domain_wait(d), 0);
     hv_domain_destroy(d);
@@ -274,7 +259,7 @@ static void ptchurn_must_fail(const char *what, void (*off)(struct domain *),
     test_note("%s: exit status %d, ptchurn %s", what, status,
               strstr(con, "ptchurn: FAIL") ? "FAILS" : "passes");
     if (status == 0 || !strstr(con, expect))
-        note_lines("console", con);
+        test_note_lines("console", con);
     assert_int_not_equal(status, 0);
     assert_non_null(strstr(con, expect));
     hv_domain_destroy(d);
@@ -337,7 +322,7 @@ static void test_dirty_log(void **state)
     test_note("build wrote %llu pages", (unsigned long long)pages);
     assert_int_equal(hv_domain_start(d), 0);
     while (!hv_domain_stopped(d)) {
-        sleep_ms(10);
+        test_sleep_ms(10);
         hv_domain_pause(d);
         assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
         assert_int_equal(hv_domain_dirty_harvest(d, &again), 0);
@@ -350,8 +335,8 @@ static void test_dirty_log(void **state)
     assert_int_equal(hv_domain_dirty_harvest(d, &pages), 0);
     total += pages;
     test_note("dirty workload: %llu pages harvested in %llu harvests while "
-              "running + 1 after", (unsigned long long)total,
-              (unsigned long long)harvests);
+              "running + 1 after",
+              (unsigned long long)total, (unsigned long long)harvests);
     assert_true(total >= 2048);
     hv_domain_destroy(d);
     hv_fini(&hv);

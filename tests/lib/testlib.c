@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -131,4 +134,50 @@ __attribute__((constructor)) static void tap_init(void)
     fflush(stdout);
     stdout = f; /* glibc: stdout is a plain variable */
     atexit(tap_exit);
+}
+
+void test_note_lines(const char *what, const char *text)
+{
+    const char *p = text, *nl;
+
+    test_note("%s:", what);
+    while (p && *p) {
+        nl = strchr(p, '\n');
+        test_note("  %.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+uint8_t *test_load_file(const char *path, size_t *size)
+{
+    struct stat st;
+    uint8_t *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) == 0 && (buf = malloc((size_t)st.st_size + 1)) &&
+        read(fd, buf, (size_t)st.st_size) == st.st_size) {
+        *size = (size_t)st.st_size;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    close(fd);
+    return buf;
+}
+
+double test_now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void test_sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
 }

@@ -39,6 +39,15 @@ static inline uint64_t test_rand_below(uint64_t *state, uint64_t n)
 uint64_t test_scale(uint64_t n);
 /* A note that reaches the TAP log as a comment line. */
 void test_note(const char *fmt, ...) __printf(1, 2);
+/* Every line of text as a TAP comment, under a "what:" line (cmocka's own
+ * failure messages go to stderr, which logs may cut short). */
+void test_note_lines(const char *what, const char *text);
+/* The whole file at path, malloc'ed (*size bytes), or NULL. */
+uint8_t *test_load_file(const char *path, size_t *size);
+/* Monotonic seconds, and a sleep in milliseconds (polling, never as
+ * synchronisation). */
+double test_now_s(void);
+void test_sleep_ms(unsigned ms);
 
 /*
  * Skips are skips.  cmocka 1.1.5 prints a skip() as "not ok N # SKIP",
