@@ -11,7 +11,8 @@
 #include "lib/bitmap.h"
 #include "lib/range.h"
 
-/* ---- small helpers -------------------------------------------------------- */
+/* ---- small helpers --------------------------------------------------------
+ */
 
 static void *ms_alloc(struct memslots *ms, size_t n, size_t size)
 {
@@ -41,14 +42,14 @@ static bool mergeable(const struct memslot *a, const struct memslot *b)
 static int kvm_set(struct memslots *ms, const struct memslot *s, bool del)
 {
     ms->stats.ioctls++;
-    return kvm_vm_set_memory_region(ms->vm, s->id, del ? 0 : s->flags,
-                                    gfn_x(s->base) << PAGE_SHIFT,
-                                    del ? 0 : s->npages << PAGE_SHIFT,
-                                    frames_ptr(ms->frames, s->mfn));
+    return kvm_vm_set_memory_region(
+        ms->vm, s->id, del ? 0 : s->flags, gfn_x(s->base) << PAGE_SHIFT,
+        del ? 0 : s->npages << PAGE_SHIFT, frames_ptr(ms->frames, s->mfn));
 }
 
-/* Index of the slot containing gfn, or -1. */
-static int64_t slot_at(const struct memslot *slots, uint32_t nr, uint64_t gfn)
+/* First slot whose end is above gfn (the slot containing it or the next). */
+static uint32_t slot_from(const struct memslot *slots, uint32_t nr,
+                          uint64_t gfn)
 {
     uint32_t lo = 0, hi = nr;
 
@@ -59,9 +60,15 @@ static int64_t slot_at(const struct memslot *slots, uint32_t nr, uint64_t gfn)
         else
             hi = mid;
     }
-    if (lo < nr && gfn_x(slots[lo].base) <= gfn)
-        return lo;
-    return -1;
+    return lo;
+}
+
+/* Index of the slot containing gfn, or -1. */
+static int64_t slot_at(const struct memslot *slots, uint32_t nr, uint64_t gfn)
+{
+    uint32_t i = slot_from(slots, nr, gfn);
+
+    return i < nr && gfn_x(slots[i].base) <= gfn ? (int64_t)i : -1;
 }
 
 /* First index in tracks with gfn >= g. */
@@ -90,7 +97,8 @@ static uint32_t nr_trackers(const struct memslot_track *tr, uint32_t nr,
     return n;
 }
 
-/* ---- the update: overlay, derivation, plan -------------------------------- */
+/* ---- the update: overlay, derivation, plan --------------------------------
+ */
 
 struct gfn_span {
     uint64_t lo, hi;
@@ -98,10 +106,10 @@ struct gfn_span {
 
 /* What an update changes before the view is re-derived. */
 struct overlay {
-    uint64_t win_lo, win_hi;      /* window to re-derive (at least) */
-    uint64_t lo, hi;              /* gfns the change applies to */
+    uint64_t win_lo, win_hi; /* window to re-derive (at least) */
+    uint64_t lo, hi;         /* gfns the change applies to */
     enum { OV_NONE, OV_HOLE, OV_TYPE, OV_HOLES } kind;
-    enum p2m_type type;           /* OV_TYPE: new RAM type */
+    enum p2m_type type; /* OV_TYPE: new RAM type */
     /* OV_HOLES: the gfn ranges [holes[i].lo, holes[i].hi) become holes;
      * sorted, disjoint, within [lo, hi) */
     const struct gfn_span *holes;
@@ -110,7 +118,7 @@ struct overlay {
      * disjoint, within [lo, hi)); derive() reads the p2m only there */
     const struct gfn_span *changed;
     uint32_t nr_changed;
-    int log_dirty;                /* -1: unchanged, else the new switch */
+    int log_dirty;                   /* -1: unchanged, else the new switch */
     struct memslot_tracker *track_t; /* tracking change at lo, if set */
     bool track_add;
 };
@@ -119,8 +127,8 @@ enum act_kind { ACT_DELETE, ACT_FLAGS, ACT_CREATE };
 
 struct action {
     enum act_kind kind;
-    struct memslot old; /* DELETE, FLAGS */
-    struct memslot new; /* FLAGS, CREATE */
+    struct memslot old;      /* DELETE, FLAGS */
+    struct memslot new;      /* FLAGS, CREATE */
     struct dirty_slot *prep; /* a dirty slot to publish at commit */
     bool fresh_id;           /* CREATE: id allocated for it */
     bool id_reused;          /* DELETE: a CREATE took over its id */
@@ -128,7 +136,7 @@ struct action {
 
 struct plan {
     uint64_t lo, hi;
-    uint32_t i0, i1;             /* old slots [i0, i1) are replaced */
+    uint32_t i0, i1; /* old slots [i0, i1) are replaced */
     struct memslot *derived;
     uint32_t nd;
     struct action *acts;
@@ -219,22 +227,6 @@ static int derived_push(struct memslots *ms, struct plan *p, uint32_t *cap,
 
 #define DERIVE_CHUNK 4096
 
-/* First slot whose end is above gfn (the slot containing it or the next). */
-static uint32_t slot_from(const struct memslot *slots, uint32_t nr,
-                          uint64_t gfn)
-{
-    uint32_t lo = 0, hi = nr;
-
-    while (lo < hi) {
-        uint32_t mid = (lo + hi) / 2;
-        if (slot_end(&slots[mid]) <= gfn)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* The derived slots of [c, stop) from the p2m, appended to p->derived. */
 static int derive_p2m(struct memslots *ms, const struct overlay *ov,
                       struct plan *p, uint64_t c0, uint64_t stop,
@@ -298,8 +290,7 @@ static int derive_keep(struct memslots *ms, struct plan *p, uint64_t a,
  * log-dirty switch changes, which changes every slot.  So an update of a
  * few pages inside a large slot does not read the whole slot's p2m.
  */
-static int derive(struct memslots *ms, const struct overlay *ov,
-                  struct plan *p)
+static int derive(struct memslots *ms, const struct overlay *ov, struct plan *p)
 {
     struct gfn_span whole = {MIN(ov->win_lo, ov->lo), MAX(ov->win_hi, ov->hi)};
     const struct gfn_span *sp = &whole;
@@ -409,8 +400,8 @@ static int prepare_dirty(struct memslots *ms, struct action *a)
         return -EINVAL;
     if (ms->test_fail_alloc && --ms->test_fail_alloc == 0)
         return -ENOMEM;
-    return dirty_slot_prepare(ms->dirty, a->new.id, a->new.base,
-                              a->new.npages, &a->prep);
+    return dirty_slot_prepare(ms->dirty, a->new.id, a->new.base, a->new.npages,
+                              &a->prep);
 }
 
 /* PREPARE: diff, ids, dirty slots, the new arrays.  Nothing visible. */
@@ -456,8 +447,8 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
     /* acts: deletes, then flag changes, then creates */
     for (uint32_t o = p->i0; o < p->i1; o++)
         if (!kept[o - p->i0])
-            p->acts[p->nacts++] = (struct action){.kind = ACT_DELETE,
-                                                  .old = ms->slots[o]};
+            p->acts[p->nacts++] =
+                (struct action){.kind = ACT_DELETE, .old = ms->slots[o]};
     for (uint32_t d = 0, o = p->i0; d < p->nd; d++) {
         struct memslot *ds = &p->derived[d];
         if (ds->id == UINT32_MAX)
@@ -465,9 +456,8 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
         while (ms->slots[o].id != ds->id)
             o++;
         if (ms->slots[o].flags != ds->flags)
-            p->acts[p->nacts++] = (struct action){.kind = ACT_FLAGS,
-                                                  .old = ms->slots[o],
-                                                  .new = *ds};
+            p->acts[p->nacts++] = (struct action){
+                .kind = ACT_FLAGS, .old = ms->slots[o], .new = *ds};
     }
     free(kept);
 
@@ -501,7 +491,7 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
     for (uint32_t i = 0; i < p->nacts; i++) {
         struct action *a = &p->acts[i];
         bool old_log = a->kind != ACT_CREATE && (a->old.flags & MEMSLOT_LOG);
-        bool new_log = a->kind != ACT_DELETE && (a->new.flags & MEMSLOT_LOG);
+        bool new_log = a->kind != ACT_DELETE && (a->new.flags &MEMSLOT_LOG);
         if (old_log && !new_log)
             p->need_flush = true;
         if (new_log && !old_log) {
@@ -524,8 +514,8 @@ static int plan_prepare(struct memslots *ms, const struct overlay *ov,
                    ms->nr - p->i1);
 
     /* the new tracking table and the removals to announce */
-    p->new_tracks = ms_alloc(ms, (size_t)ms->nr_tracks + 1,
-                             sizeof(*p->new_tracks));
+    p->new_tracks =
+        ms_alloc(ms, (size_t)ms->nr_tracks + 1, sizeof(*p->new_tracks));
     p->removed = ms_alloc(ms, ms->nr_tracks, sizeof(*p->removed));
     if (!p->new_tracks || !p->removed)
         return -ENOMEM;
@@ -590,9 +580,10 @@ static void plan_commit(struct memslots *ms, struct plan *p)
     for (uint32_t i = 0; i < p->nacts; i++) {
         struct action *a = &p->acts[i];
         bool old_log = a->kind != ACT_CREATE && (a->old.flags & MEMSLOT_LOG);
-        bool new_log = a->kind != ACT_DELETE && (a->new.flags & MEMSLOT_LOG);
+        bool new_log = a->kind != ACT_DELETE && (a->new.flags &MEMSLOT_LOG);
         if (old_log && !new_log)
-            dirty_slot_discard(dirty_slot_unpublish_locked(ms->dirty, a->old.id));
+            dirty_slot_discard(
+                dirty_slot_unpublish_locked(ms->dirty, a->old.id));
         if (new_log && !old_log) {
             dirty_slot_publish_locked(ms->dirty, a->prep);
             a->prep = NULL;
@@ -667,8 +658,9 @@ static int update_locked(struct memslots *ms, const struct overlay *ov,
     if (p.need_flush && !ms->test_skip_flush) {
         for (uint32_t i = 0; i < p.nacts && !rc; i++) {
             struct action *a = &p.acts[i];
-            bool old_log = a->kind != ACT_CREATE && (a->old.flags & MEMSLOT_LOG);
-            bool new_log = a->kind != ACT_DELETE && (a->new.flags & MEMSLOT_LOG);
+            bool old_log =
+                a->kind != ACT_CREATE && (a->old.flags & MEMSLOT_LOG);
+            bool new_log = a->kind != ACT_DELETE && (a->new.flags &MEMSLOT_LOG);
             if (old_log && !new_log) {
                 rc = dirty_slot_flush_locked(ms->dirty, a->old.id);
                 ms->stats.flushes++;
@@ -709,7 +701,8 @@ abort:
     return rc;
 }
 
-/* ---- public operations ---------------------------------------------------- */
+/* ---- public operations ----------------------------------------------------
+ */
 
 int memslot_init(struct memslots *ms, struct kvm_vm *vm, struct frames *frames,
                  struct p2m *p2m, struct dirty_log *dirty, uint32_t id_base,
@@ -764,8 +757,12 @@ void memslot_set_pause(struct memslots *ms, const struct memslot_pause *p)
 
 static struct overlay ov_window(uint64_t lo, uint64_t hi)
 {
-    return (struct overlay){.win_lo = lo, .win_hi = hi, .lo = lo, .hi = hi,
-                            .kind = OV_NONE, .log_dirty = -1};
+    return (struct overlay){.win_lo = lo,
+                            .win_hi = hi,
+                            .lo = lo,
+                            .hi = hi,
+                            .kind = OV_NONE,
+                            .log_dirty = -1};
 }
 
 int memslot_sync(struct memslots *ms, gfn_t gfn, uint64_t nr)
@@ -804,7 +801,8 @@ int memslot_populate(struct memslots *ms, gfn_t gfn, mfn_t mfn, uint64_t nr,
         return -EFAULT;
     pthread_mutex_lock(&ms->lock);
     for (i = 0; i < nr && !rc; i++)
-        rc = p2m_populate(ms->p2m, _gfn(gfn_x(gfn) + i), _mfn(mfn_x(mfn) + i), t);
+        rc = p2m_populate(ms->p2m, _gfn(gfn_x(gfn) + i), _mfn(mfn_x(mfn) + i),
+                          t);
     if (rc)
         i--;
     if (!rc)
@@ -861,8 +859,7 @@ static int ranges_to_spans(struct memslots *ms, const struct memslot_range *r,
     if (!n)
         return -EINVAL;
     for (uint32_t i = 0; i < n; i++)
-        if (!r[i].nr ||
-            range_check(gfn_x(r[i].gfn), r[i].nr, ms->p2m->nr_gfns))
+        if (!r[i].nr || range_check(gfn_x(r[i].gfn), r[i].nr, ms->p2m->nr_gfns))
             return -EFAULT;
     s = ms_alloc(ms, n, sizeof(*s));
     if (!s)
@@ -1044,8 +1041,12 @@ int memslot_move(struct memslots *ms, gfn_t from, gfn_t to, uint64_t nr)
         goto undo;
     }
     struct overlay ov = {
-        .win_lo = MIN(m.from, m.to), .win_hi = MAX(m.from, m.to) + nr,
-        .lo = m.from, .hi = m.from + nr, .kind = OV_HOLE, .log_dirty = -1,
+        .win_lo = MIN(m.from, m.to),
+        .win_hi = MAX(m.from, m.to) + nr,
+        .lo = m.from,
+        .hi = m.from + nr,
+        .kind = OV_HOLE,
+        .log_dirty = -1,
     };
     rc = update_locked(ms, &ov, move_finish, &m);
     if (!rc)
@@ -1081,7 +1082,8 @@ int memslot_set_log_dirty(struct memslots *ms, bool on)
     return rc;
 }
 
-static bool has_track(struct memslots *ms, uint64_t g, struct memslot_tracker *t)
+static bool has_track(struct memslots *ms, uint64_t g,
+                      struct memslot_tracker *t)
 {
     for (uint32_t i = track_lower(ms->tracks, ms->nr_tracks, g);
          i < ms->nr_tracks && gfn_x(ms->tracks[i].gfn) == g; i++)
@@ -1123,7 +1125,8 @@ int memslot_untrack(struct memslots *ms, gfn_t gfn, struct memslot_tracker *t)
     return track_change(ms, gfn, t, false);
 }
 
-/* ---- the exit path -------------------------------------------------------- */
+/* ---- the exit path --------------------------------------------------------
+ */
 
 static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
                      uint32_t len, bool is_write)
@@ -1135,8 +1138,8 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
     rc = p2m_lookup(ms->p2m, _gfn(g), &e);
     if (rc || !p2m_is_ram(e.type))
         return -ENOENT;
-    uint8_t *host = (uint8_t *)frames_ptr(ms->frames, e.mfn) +
-                    (gpa & (PAGE_SIZE - 1));
+    uint8_t *host =
+        (uint8_t *)frames_ptr(ms->frames, e.mfn) + (gpa & (PAGE_SIZE - 1));
     if (!is_write) {
         if (ms->dirty)
             return dirty_copy_from_guest(ms->dirty, data, _gpa(gpa), len);
@@ -1153,7 +1156,8 @@ static int mmio_page(struct memslots *ms, uint64_t gpa, uint8_t *data,
         if (t->write(t, _gpa(gpa), data, len))
             refused = true;
     }
-    __atomic_fetch_add(tracked ? &ms->stats.tracked_writes : &ms->stats.ram_writes,
+    __atomic_fetch_add(tracked ? &ms->stats.tracked_writes
+                               : &ms->stats.ram_writes,
                        1, __ATOMIC_RELAXED);
     if (refused) {
         __atomic_fetch_add(&ms->stats.refused_writes, 1, __ATOMIC_RELAXED);
@@ -1187,7 +1191,8 @@ int memslot_handle_mmio(struct memslots *ms, gpa_t gpa, uint8_t *data,
     return rc;
 }
 
-/* ---- queries and the checker ---------------------------------------------- */
+/* ---- queries and the checker ----------------------------------------------
+ */
 
 int memslot_snapshot(struct memslots *ms, struct memslot **out, uint32_t *nr)
 {
@@ -1247,8 +1252,10 @@ static int check_locked(struct memslots *ms)
         if (s->flags & MEMSLOT_LOG) {
             nlog++;
             struct dirty_slot *d = ms->dirty && s->id < ms->dirty->max_slots
-                                       ? ms->dirty->by_id[s->id] : NULL;
-            if (!d || gfn_x(d->base) != gfn_x(s->base) || d->npages != s->npages)
+                                       ? ms->dirty->by_id[s->id]
+                                       : NULL;
+            if (!d || gfn_x(d->base) != gfn_x(s->base) ||
+                d->npages != s->npages)
                 rc = -EUCLEAN; /* M5 */
         }
     }

@@ -11,34 +11,22 @@
 #include <string.h>
 #include <time.h>
 
-#include "elfgen.h"
+#include "miniguest.h"
 #include "hv/hv.h"
 #include "testlib.h"
 
-#define VA 0xffffffff80000000ULL
-
-extern const uint8_t miniguest_begin[], miniguest_end[];
-
-static size_t mini_image(uint8_t *buf)
-{
-    struct elfgen g = {
-        .vaddr = VA,
-        .code = miniguest_begin,
-        .code_len = (size_t)(miniguest_end - miniguest_begin),
-        .memsz = (size_t)(miniguest_end - miniguest_begin),
-        .entry = VA,
-        .virt_base = VA,
-        .hypercall_page = VA + 0x1000,
-    };
-    return elfgen_build(&g, buf);
-}
+#define VA MINIGUEST_VA
 
 static struct domain *create(struct hv *hv, const uint8_t *img, size_t n,
                              const char *cmdline, unsigned vcpus)
 {
     struct hv_domain_config cfg = {
-        .image = img, .image_size = n, .mem_mib = 8, .nr_vcpus = vcpus,
-        .cmdline = cmdline, .console_fd = -1,
+        .image = img,
+        .image_size = n,
+        .mem_mib = 8,
+        .nr_vcpus = vcpus,
+        .cmdline = cmdline,
+        .console_fd = -1,
     };
     struct domain *d = NULL;
     char err[256] = "";
@@ -57,11 +45,15 @@ static void test_refusals(void **state)
     struct domain *d;
     struct hv_domain_stats st;
     char con[4096], msg[200];
-    size_t n = mini_image(img);
+    size_t n = miniguest_image(img);
     static const char *const expect[] = {
-        "hello-mini", "mini: efault", "mini: rw-refused",
-        "mini: slot-refused", "mini: cr3-refused",
-        "mini: shim-read-refused", "mini: ptstore-refused",
+        "hello-mini",
+        "mini: efault",
+        "mini: rw-refused",
+        "mini: slot-refused",
+        "mini: cr3-refused",
+        "mini: shim-read-refused",
+        "mini: ptstore-refused",
         "mini: l1store-emulated",
     };
     (void)state;
@@ -78,9 +70,9 @@ static void test_refusals(void **state)
         assert_non_null(strstr(con, expect[i]));
     }
     hv_domain_stats(d, &st);
-    assert_int_equal(st.bounces[13], 1);  /* mov to CR3 */
-    assert_int_equal(st.bounces[14], 2);  /* shim read, L4 store */
-    assert_int_equal(st.wpt_emulated, 1); /* the L1 store */
+    assert_int_equal(st.bounces[13], 1);    /* mov to CR3 */
+    assert_int_equal(st.bounces[14], 2);    /* shim read, L4 store */
+    assert_int_equal(st.wpt_emulated, 1);   /* the L1 store */
     assert_int_equal(st.hypercalls[23], 3); /* iret, once per bounce */
     assert_true(st.dirty_marked > 0);
     assert_int_equal(hv_domain_audit(d, msg, sizeof(msg), NULL, NULL), 0);
@@ -94,7 +86,7 @@ static void test_crash_isolated(void **state)
     struct hv hv;
     struct domain *bad, *good;
     char con[4096], msg[200];
-    size_t n = mini_image(img);
+    size_t n = miniguest_image(img);
     (void)state;
 
     assert_int_equal(hv_init(&hv, 8192), 0);
@@ -124,11 +116,11 @@ static void test_bad_images(void **state)
 {
     static uint8_t img[ELFGEN_MAX];
     struct hv hv;
-    struct hv_domain_config cfg = {.mem_mib = 8, .nr_vcpus = 1,
-                                   .console_fd = -1};
+    struct hv_domain_config cfg = {
+        .mem_mib = 8, .nr_vcpus = 1, .console_fd = -1};
     struct domain *d = NULL;
     char err[256];
-    size_t n = mini_image(img);
+    size_t n = miniguest_image(img);
     (void)state;
 
     assert_int_equal(hv_init(&hv, 8192), 0);
@@ -179,7 +171,7 @@ static void test_costs(void **state)
     struct hv hv;
     struct domain *d;
     struct hv_domain_stats st;
-    size_t n = mini_image(img);
+    size_t n = miniguest_image(img);
     double t0, t1, t2;
     (void)state;
 
@@ -200,9 +192,11 @@ static void test_costs(void **state)
     assert_int_equal(st.hypercalls[17], 2000);
     assert_int_equal(st.bounces[13], 1000);
     test_note("forwarded hypercall (xen_version) round trip: %.1f us "
-              "(2000 calls, boot included)", (t1 - t0) / 2000);
+              "(2000 calls, boot included)",
+              (t1 - t0) / 2000);
     test_note("exception bounce to the guest kernel and its iret hypercall "
-              "back: %.1f us (1000 #GP from mov to CR3)", (t2 - t1) / 1000);
+              "back: %.1f us (1000 #GP from mov to CR3)",
+              (t2 - t1) / 1000);
     hv_domain_destroy(d);
     hv_fini(&hv);
 }

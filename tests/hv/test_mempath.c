@@ -40,31 +40,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "elfgen.h"
+#include "miniguest.h"
 #include "hv/hv.h"
 #include "testlib.h"
 #include "xen/xen.h"
 
-#define VA 0xffffffff80000000ULL
+#define VA MINIGUEST_VA
 #define PTE_ADDR 0x000ffffffffff000ULL
 
-extern const uint8_t miniguest_begin[], miniguest_end[];
-
 static const char *pvkernel_path;
-
-static size_t mini_image(uint8_t *buf)
-{
-    struct elfgen g = {
-        .vaddr = VA,
-        .code = miniguest_begin,
-        .code_len = (size_t)(miniguest_end - miniguest_begin),
-        .memsz = (size_t)(miniguest_end - miniguest_begin),
-        .entry = VA,
-        .virt_base = VA,
-        .hypercall_page = VA + 0x1000,
-    };
-    return elfgen_build(&g, buf);
-}
 
 static struct domain *create(struct hv *hv, const uint8_t *img, size_t n,
                              const char *cmdline, unsigned vcpus,
@@ -203,7 +187,7 @@ static const struct writer {
 static void test_writers(void **state)
 {
     static uint8_t img[ELFGEN_MAX];
-    size_t n = mini_image(img);
+    size_t n = miniguest_image(img);
     unsigned caught = 0;
     (void)state;
 
@@ -250,7 +234,7 @@ static void test_other_domain_unreachable(void **state)
 {
     static uint8_t img[ELFGEN_MAX];
     static uint8_t before[4096];
-    size_t n = mini_image(img);
+    size_t n = miniguest_image(img);
     struct hv hv;
     struct domain *a, *b;
     struct hv_domain_layout la, lb;
