@@ -40,6 +40,13 @@
  *      dirty-logging accessor (gm_write_phys(), gm_logged(); pv's
  *      hooks.mark_dirty): it is in the dirty log before the frame can
  *      change hands.
+ *  H7. The XSA-401 safety action (docs/frame.md, "TLB flushes"): a frame
+ *      that stops being writable to become a page table, or is freed, is
+ *      flushed from the TLB of every vCPU not flushed since its stamp
+ *      before the type change or the free completes (pv's hooks.flush and
+ *      frames.free_hook -> vcpu_group_flush(), vcpu.h V4); under a shadow
+ *      MMU an entry that held references is stored back from ring 0
+ *      (pvcpu_touch_now()) before those references are dropped.
  *
  * Locking: hv->lock protects the domain table.  Per domain, the vCPU group
  * lock (vcpu.h) orders pause/resume/stop; hypercalls of different vCPUs run
