@@ -1,7 +1,8 @@
 /*
- * miniguest.h - the small test guest of miniguest.S as a PV kernel image:
- * an ELF with Xen's notes, linked at MINIGUEST_VA, its hypercall page one
- * page above.  Shared by the hv tests that run it.
+ * miniguest.h - what the hv tests that run the small guest of miniguest.S
+ * share: its PV kernel image (an ELF with Xen's notes, linked at
+ * MINIGUEST_VA, its hypercall page one page above) and a domain builder
+ * that fails the test with the builder's reason.
  */
 #ifndef MEMVISOR_TESTS_MINIGUEST_H
 #define MEMVISOR_TESTS_MINIGUEST_H
@@ -15,5 +16,13 @@
 
 /* Build the image into buf (ELFGEN_MAX bytes); returns its size. */
 size_t miniguest_image(uint8_t *buf);
+
+struct hv;
+struct domain;
+/* hv_domain_create() of image img (n bytes), not started; a failure fails
+ * the calling cmocka test with the builder's message. */
+struct domain *hvtest_create(struct hv *hv, const uint8_t *img, size_t n,
+                             const char *cmdline, unsigned vcpus,
+                             uint64_t mem_mib);
 
 #endif

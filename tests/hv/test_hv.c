@@ -20,22 +20,7 @@
 static struct domain *create(struct hv *hv, const uint8_t *img, size_t n,
                              const char *cmdline, unsigned vcpus)
 {
-    struct hv_domain_config cfg = {
-        .image = img,
-        .image_size = n,
-        .mem_mib = 8,
-        .nr_vcpus = vcpus,
-        .cmdline = cmdline,
-        .console_fd = -1,
-    };
-    struct domain *d = NULL;
-    char err[256] = "";
-    int r = hv_domain_create(hv, &cfg, &d, err, sizeof(err));
-
-    if (r < 0)
-        print_error("create: %d %s\n", r, err);
-    assert_int_equal(r, 0);
-    return d;
+    return hvtest_create(hv, img, n, cmdline, vcpus, 8);
 }
 
 static void test_refusals(void **state)

@@ -50,28 +50,6 @@
 
 static const char *pvkernel_path;
 
-static struct domain *create(struct hv *hv, const uint8_t *img, size_t n,
-                             const char *cmdline, unsigned vcpus,
-                             uint64_t mem_mib)
-{
-    struct hv_domain_config cfg = {
-        .image = img,
-        .image_size = n,
-        .mem_mib = mem_mib,
-        .nr_vcpus = vcpus,
-        .cmdline = cmdline,
-        .console_fd = -1,
-    };
-    struct domain *d = NULL;
-    char err[256] = "";
-    int r = hv_domain_create(hv, &cfg, &d, err, sizeof(err));
-
-    if (r < 0)
-        print_error("create: %d %s\n", r, err);
-    assert_int_equal(r, 0);
-    return d;
-}
-
 static uint8_t *load_pvkernel(size_t *size)
 {
     uint8_t *img = test_load_file(pvkernel_path, size);
@@ -199,7 +177,7 @@ static void test_writers(void **state)
             bool found;
 
             assert_int_equal(hv_init(&hv, 8192), 0);
-            w.d = create(&hv, img, n, "hello-mini", 1, 8);
+            w.d = hvtest_create(&hv, img, n, "hello-mini", 1, 8);
             hv_domain_test_layout(w.d, &w.lay);
             assert_int_equal(hv_domain_test_translate(w.d, w.lay.start_info_va,
                                                       &maddr, &w.l1e_maddr,
@@ -245,8 +223,8 @@ static void test_other_domain_unreachable(void **state)
     (void)state;
 
     assert_int_equal(hv_init(&hv, 8192), 0);
-    a = create(&hv, img, n, "hello-mini", 1, 8);
-    b = create(&hv, img, n, "still-here", 1, 8);
+    a = hvtest_create(&hv, img, n, "hello-mini", 1, 8);
+    b = hvtest_create(&hv, img, n, "still-here", 1, 8);
     /* each VM presents exactly its domain's frames */
     hv_domain_slots(a, &slots, &shim_slots, &frames);
     test_note("domain a: %u slots (+%u of the shim) presenting %" PRIu64
@@ -306,8 +284,8 @@ static void test_balloon_slots(void **state)
     (void)state;
 
     assert_int_equal(hv_init(&hv, (1024 << 8) + 8192), 0);
-    d = create(&hv, img, size, "balloon pages=1024 rounds=16 batch=64", 2,
-               1024);
+    d = hvtest_create(&hv, img, size, "balloon pages=1024 rounds=16 batch=64",
+                      2, 1024);
     hv_domain_slots(d, &slots0, &shim_slots, &frames0);
     assert_int_equal(hv_domain_start(d), 0);
     rc = hv_domain_wait(d);
@@ -347,7 +325,8 @@ static void test_slot_exhaustion(void **state)
     (void)state;
 
     assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
-    d = create(&hv, img, size, "balloon pages=64 rounds=2 batch=8", 1, 64);
+    d = hvtest_create(&hv, img, size, "balloon pages=64 rounds=2 batch=8", 1,
+                      64);
     hv_domain_slots(d, &slots, &shim_slots, &frames);
     /* no slot beyond those it has: balloon out of a slot's middle needs one */
     hv_domain_test_slot_limit(d, slots);
@@ -395,7 +374,8 @@ static uint64_t dirty_cycles(bool bypass)
 
     assert_int_equal(hv_init(&hv, (64 << 8) + 4096), 0);
     nf = hv.frames.nr_frames;
-    d = create(&hv, img, size, "ptchurn dirty pages=512 passes=16", 2, 64);
+    d = hvtest_create(&hv, img, size, "ptchurn dirty pages=512 passes=16", 2,
+                      64);
     id = hv_domain_id(d);
     if (bypass)
         hv_domain_test_no_dirty_accessor(d);
