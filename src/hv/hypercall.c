@@ -269,9 +269,10 @@ static long hc_iret(struct pvcpu *pc, uint64_t a[6])
 
     if (gm_copy_from(pc, &c, pc->ret.rsp, sizeof(c)) < 0 ||
         !guest_rip_ok(c.rip) || !x86_canonical(c.rsp)) {
-        /* Xen takes the failsafe callback; without one the guest is dead. */
-        if (pc->failsafe_cb && pvcpu_bounce(pc, 33, false, 0) == 0)
-            return 0;
+        /* As in Xen's do_iret: a frame that cannot be read, or that
+         * would resume at a bad address, crashes the domain.  (The
+         * failsafe callback is for segment loads that fail on the way
+         * back to the guest, not for a bad iret frame.) */
         pvcpu_crash(pc,
                     "iret with an unreadable or non-canonical frame at "
                     "%#llx",

@@ -14,6 +14,7 @@
 #include "miniguest.h"
 #include "hv/hv.h"
 #include "testlib.h"
+#include "xen/xen.h"
 
 #define VA MINIGUEST_VA
 
@@ -94,6 +95,58 @@ static void test_crash_isolated(void **state)
     hv_domain_console(good, con, sizeof(con));
     assert_non_null(strstr(con, "still-here"));
     hv_domain_destroy(good);
+    hv_fini(&hv);
+}
+
+/*
+ * iret with a frame that would resume at a non-canonical rip crashes the
+ * domain, as Xen's do_iret does, even with a failsafe callback registered:
+ * that callback is for failed segment loads, never an exception handler
+ * of the guest's (it used to be delivered to the guest's vector 33, so
+ * the test registers a handler there).
+ */
+static void test_bad_iret_crashes(void **state)
+{
+    static uint8_t img[ELFGEN_MAX];
+    struct hv hv;
+    struct domain *d;
+    struct hv_domain_layout lay;
+    size_t n = miniguest_image(img);
+    struct iret_context c = {
+        .rip = 0x0000800000000000ULL, /* non-canonical */
+        .cs = FLAT_KERNEL_CS,
+        .rflags = 0x200,
+        .ss = FLAT_KERNEL_SS,
+    };
+    const uint64_t cb[6] = {VA, VA + 16, VA + 32, 0, 0, 0};
+    const uint64_t none[6] = {0};
+    struct trap_info traps[2] = {
+        {.vector = 33, .cs = FLAT_KERNEL_CS, .address = VA + 48},
+        {0},
+    };
+    uint64_t frame, table[6] = {0};
+    (void)state;
+
+    assert_int_equal(hv_init(&hv, 8192), 0);
+    d = create(&hv, img, n, "hello-mini", 1);
+    hv_domain_test_layout(d, &lay);
+    frame = lay.start_info_va + 3072;
+    c.rsp = frame;
+    assert_int_equal(hv_domain_test_hypercall(d, 0, __HYPERVISOR_set_callbacks,
+                                              cb, VA, frame),
+                     0);
+    table[0] = frame + 256;
+    assert_int_equal(hv_domain_test_poke(d, table[0], traps, sizeof(traps)),
+                     0);
+    assert_int_equal(hv_domain_test_hypercall(d, 0, __HYPERVISOR_set_trap_table,
+                                              table, VA, frame),
+                     0);
+    assert_int_equal(hv_domain_test_poke(d, frame, &c, sizeof(c)), 0);
+    assert_string_equal(hv_domain_crash_text(d), "");
+    (void)hv_domain_test_hypercall(d, 0, __HYPERVISOR_iret, none, VA, frame);
+    test_note("crash report: %s", hv_domain_crash_text(d));
+    assert_non_null(strstr(hv_domain_crash_text(d), "iret"));
+    hv_domain_destroy(d);
     hv_fini(&hv);
 }
 
@@ -191,6 +244,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_crash_isolated),
+        cmocka_unit_test(test_bad_iret_crashes),
         cmocka_unit_test(test_bad_images),
         cmocka_unit_test(test_costs),
     };
