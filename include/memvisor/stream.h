@@ -1,0 +1,211 @@
+/*
+ * memvisor/stream.h - the wire format of a migration or snapshot stream
+ * (docs/stream.md is the specification; this header is its C form).
+ *
+ * A stream is an image header followed by records.  Everything is little
+ * endian, every field naturally aligned, every reserved field zero when
+ * written and checked zero when read.
+ *
+ *   image header (32 bytes)
+ *   record*                  each: record header (16 bytes), body, zero
+ *                            padding to a multiple of 8 bytes
+ *
+ * Record order of a PV stream (the reader enforces it):
+ *   DOMAIN  [PV_P2M_FRAMES]  {PAGE_DATA | ROUND}*  SHARED_INFO
+ *   PV_VCPU (one per vCPU, ids ascending)  DEVICE*  END
+ * A page may be sent many times (live rounds): the last PAGE_DATA entry
+ * for a pfn wins, its type included.
+ *
+ * Only <stdint.h>: guests and other programs may include it.
+ */
+#ifndef MEMVISOR_STREAM_WIRE_H
+#define MEMVISOR_STREAM_WIRE_H
+
+#include <stdint.h>
+
+/* ----------------------------------------------------------- image header */
+
+#define STREAM_MAGIC "MVSTREAM" /* 8 bytes, no NUL on the wire */
+#define STREAM_VERSION_MAJOR 1  /* a reader refuses any other major */
+#define STREAM_VERSION_MINOR 0  /* ... and accepts any minor */
+#define STREAM_ARCH_X86_64 1
+#define STREAM_PAGE_SHIFT 12
+
+/* Image header flags. */
+#define STREAM_IMG_ZSTD 0x1u /* records may carry STREAM_REC_F_ZSTD */
+#define STREAM_IMG_LIVE 0x2u /* written by a live pre-copy (informational) */
+#define STREAM_IMG_FLAGS_KNOWN (STREAM_IMG_ZSTD | STREAM_IMG_LIVE)
+
+struct stream_image_header {
+    char magic[8];      /* STREAM_MAGIC */
+    uint16_t major;     /* STREAM_VERSION_MAJOR */
+    uint16_t minor;     /* STREAM_VERSION_MINOR */
+    uint32_t arch;      /* STREAM_ARCH_X86_64 */
+    uint32_t page_shift; /* STREAM_PAGE_SHIFT */
+    uint32_t flags;     /* STREAM_IMG_* */
+    uint32_t reserved;  /* 0 */
+    uint32_t crc;       /* CRC-32C of the 28 bytes before it */
+};
+
+/* ---------------------------------------------------------------- records */
+
+/*
+ * Record header.  crc is the CRC-32C of the first 12 bytes of the header
+ * followed by the stored body (length bytes, before padding).  length is
+ * at most STREAM_REC_MAX; padding is 0..7 zero bytes.
+ */
+struct stream_record_header {
+    uint32_t type;   /* STREAM_REC_*; bit 31: optional */
+    uint32_t flags;  /* STREAM_REC_F_* */
+    uint32_t length; /* stored body length in bytes */
+    uint32_t crc;
+};
+
+#define STREAM_REC_OPTIONAL 0x80000000u /* unknown optional: skipped */
+#define STREAM_REC_F_ZSTD 0x1u /* body is one zstd frame of the real body */
+#define STREAM_REC_F_KNOWN STREAM_REC_F_ZSTD
+/* Body bounds: a PAGE_DATA record of STREAM_PAGES_MAX pages and its pfn
+ * words is the largest record. */
+#define STREAM_PAGES_MAX 1024u
+#define STREAM_REC_MAX (8u + 8u * STREAM_PAGES_MAX + 4096u * STREAM_PAGES_MAX)
+
+enum stream_record_type {
+    STREAM_REC_END = 0,           /* empty; the last record */
+    STREAM_REC_DOMAIN = 1,        /* struct stream_domain; the first */
+    STREAM_REC_PAGE_DATA = 2,     /* struct stream_page_data + pages */
+    STREAM_REC_PV_P2M_FRAMES = 3, /* struct stream_p2m_frames + pfns */
+    STREAM_REC_SHARED_INFO = 4,   /* one page */
+    STREAM_REC_PV_VCPU = 5,       /* struct stream_pv_vcpu */
+    STREAM_REC_DEVICE = 6,        /* struct stream_device + opaque state */
+    /* 0x100..0x1ff reserved for HVM records (context, params). */
+    STREAM_REC_HVM_FIRST = 0x100,
+    STREAM_REC_HVM_LAST = 0x1ff,
+    /* Optional: where a round began (progress, plots); never needed. */
+    STREAM_REC_ROUND = STREAM_REC_OPTIONAL | 7, /* struct stream_round */
+};
+
+/* ----------------------------------------------------------------- DOMAIN */
+
+#define STREAM_DOMAIN_PV64 1 /* x86-64 PV guest, 4-level page tables */
+#define STREAM_DOMAIN_HVM 2  /* reserved: HVM records, not yet written */
+
+struct stream_domain {
+    uint32_t kind;          /* STREAM_DOMAIN_* */
+    uint32_t nr_vcpus;      /* 1..STREAM_VCPUS_MAX */
+    uint64_t nr_pages;      /* pfns 0..nr_pages-1; 1..STREAM_PAGES_LIMIT */
+    uint64_t p2m_va;        /* PV: where the guest's p2m list is mapped */
+    uint64_t start_info_va; /* PV: the start_info page's address */
+    uint64_t start_info_pfn; /* PV: its pfn (its shared_info field is
+                                rewritten on restore) */
+    uint64_t reserved;
+};
+#define STREAM_VCPUS_MAX 64u
+#define STREAM_PAGES_LIMIT (1ULL << 28) /* 1 TiB of guest memory */
+
+/* -------------------------------------------------------------- PAGE_DATA */
+
+/*
+ * Body: struct stream_page_data, count pfn words, then one 4096-byte page
+ * per word that carries data (type NOTAB or L1..L4, pinned or not, and
+ * not STREAM_PFN_ZERO), in word order.  The body length must be exactly
+ * 8 + 8 * count + 4096 * pages-with-data.
+ *
+ * pfn word: bits 63..60 the page's type, as the page-frame info query
+ * reports it (Xen's XEN_DOMCTL_PFINFO_* >> 28: 0 NOTAB, 1..4 L1..L4 page
+ * table, | 8 pinned, 0xf XTAB: no page at this pfn, no data);
+ * bit 59 ZERO: the page is all zeros and its data is elided;
+ * bits 58..52 reserved (0); bits 51..0 the pfn.
+ * Page tables are normalised: every present entry holds a pfn, not an mfn
+ * (STREAM_PFN_SHARED_INFO for the shared info page).
+ */
+struct stream_page_data {
+    uint32_t count; /* 1..STREAM_PAGES_MAX */
+    uint32_t reserved;
+};
+#define STREAM_PFN_TYPE_SHIFT 60
+#define STREAM_PFN_TYPE_MASK (0xfULL << 60)
+#define STREAM_PFN_ZERO (1ULL << 59)
+#define STREAM_PFN_RSVD_MASK (0x7fULL << 52)
+#define STREAM_PFN_MASK ((1ULL << 52) - 1)
+#define STREAM_TYPE_NOTAB 0x0u
+#define STREAM_TYPE_L1 0x1u
+#define STREAM_TYPE_L4 0x4u
+#define STREAM_TYPE_LEVEL_MASK 0x7u
+#define STREAM_TYPE_PINNED 0x8u
+#define STREAM_TYPE_XTAB 0xfu
+/* The pfn a normalised entry names for the shared info page (not in the
+ * guest's pfn space; localised to the destination's shared info frame). */
+#define STREAM_PFN_SHARED_INFO 0xFFFFFFFFFFULL
+#define STREAM_PFN_NONE (~0ULL) /* no base pointer */
+
+/* ---------------------------------------------------------- PV_P2M_FRAMES */
+
+/* Body: this, then nr_frames u64 pfns: the frames holding the guest's own
+ * p2m list (pfn -> mfn array), frame i holding entries 512*i .. 512*i+511.
+ * nr_frames == ceil(nr_pages / 512). */
+struct stream_p2m_frames {
+    uint64_t nr_frames;
+};
+
+/* ---------------------------------------------------------------- PV_VCPU */
+
+#define STREAM_VCPU_INITIALISED 0x01u
+#define STREAM_VCPU_UP 0x02u
+#define STREAM_VCPU_KERNEL_MODE 0x04u
+#define STREAM_VCPU_FPU_TS 0x08u
+#define STREAM_VCPU_CONT_PENDING 0x10u /* a held-back result (cont_rc) */
+#define STREAM_VCPU_FLAGS_KNOWN 0x1fu
+
+/* General registers, in this order. */
+enum {
+    STREAM_GPR_RAX, STREAM_GPR_RBX, STREAM_GPR_RCX, STREAM_GPR_RDX,
+    STREAM_GPR_RSI, STREAM_GPR_RDI, STREAM_GPR_RBP, STREAM_GPR_R8,
+    STREAM_GPR_R9, STREAM_GPR_R10, STREAM_GPR_R11, STREAM_GPR_R12,
+    STREAM_GPR_R13, STREAM_GPR_R14, STREAM_GPR_R15, STREAM_NR_GPRS
+};
+
+struct stream_trap {
+    uint64_t address;
+    uint8_t flags; /* DPL bits 0-1, IF bit 2 */
+    uint8_t reserved[7];
+};
+
+struct stream_pv_vcpu {
+    uint32_t id;
+    uint32_t flags; /* STREAM_VCPU_* */
+    uint64_t gpr[16]; /* STREAM_GPR_*; gpr[15] reserved */
+    /* Where the guest is, in ring 3 (its own view: rip, rsp, rflags). */
+    uint64_t rip, rsp, rflags;
+    uint64_t fs_base, gs_base; /* the live segment bases */
+    uint64_t gs_base_kernel, gs_base_user;
+    uint64_t kernel_ss, kernel_sp;
+    uint64_t event_cb, failsafe_cb, syscall_cb;
+    uint64_t vm_assist;
+    uint64_t base_pfn, user_base_pfn; /* STREAM_PFN_NONE: none */
+    uint64_t ldt_base;
+    uint32_t ldt_ents;
+    int32_t cont_rc; /* with STREAM_VCPU_CONT_PENDING */
+    struct stream_trap traps[256];
+};
+
+/* ----------------------------------------------------------------- DEVICE */
+
+/* A device model's state, opaque to the stream (its protocol defines it):
+ * this, then the state bytes (length - 16). */
+struct stream_device {
+    uint32_t kind;     /* the device model's kind */
+    uint32_t instance; /* which one of that kind */
+    uint32_t version;  /* the state layout's version, the device's own */
+    uint32_t reserved;
+};
+
+/* ------------------------------------------------------------------ ROUND */
+
+#define STREAM_ROUND_FINAL 0x1u
+struct stream_round {
+    uint32_t round; /* 1.. */
+    uint32_t flags; /* STREAM_ROUND_FINAL: the guest is paused */
+    uint64_t pages; /* pages this round sends */
+};
+
+#endif
