@@ -38,6 +38,9 @@ int p2m_init(struct p2m *p, struct frames *frames, domid_t domid,
     p->nr_gfns = nr_gfns;
     p->nr_ram = 0;
     atomic_init(&p->mapcache_invalidate, false);
+    p->hold_removed = false;
+    p->held = NULL;
+    p->nr_held = p->cap_held = 0;
     pthread_mutex_init(&p->lock, NULL);
     return 0;
 }
@@ -49,6 +52,9 @@ void p2m_fini(struct p2m *p)
         if (p2m_is_ram(e.type))
             frame_put(p->frames, e.mfn);
     }
+    p2m_put_held(p, p->held, p->nr_held);
+    p->held = NULL;
+    p->nr_held = p->cap_held = 0;
     free(p->table);
     p->table = NULL;
     pthread_mutex_destroy(&p->lock);
@@ -68,13 +74,32 @@ static int take_ref(struct p2m *p, gfn_t gfn, mfn_t mfn, enum p2m_type t)
     return frame_get(p->frames, mfn, p->domid);
 }
 
+/* P6: keep mfn's reference on the held list; false if out of memory (the
+ * caller then puts it at once: the one case P6 cannot cover). */
+static bool hold(struct p2m *p, mfn_t mfn)
+{
+    if (p->nr_held == p->cap_held) {
+        uint64_t cap = p->cap_held ? p->cap_held * 2 : 64;
+        mfn_t *n = realloc(p->held, cap * sizeof(*n));
+        if (!n)
+            return false;
+        p->held = n;
+        p->cap_held = cap;
+    }
+    p->held[p->nr_held++] = mfn;
+    return true;
+}
+
 static void drop_old(struct p2m *p, struct p2m_entry old, struct p2m_entry new)
 {
     if (!p2m_is_ram(old.type))
         return;
     /* P5: the frame leaves this gfn (or stops being RAM there). */
-    if (!p2m_is_ram(new.type) || !mfn_eq(old.mfn, new.mfn))
+    if (!p2m_is_ram(new.type) || !mfn_eq(old.mfn, new.mfn)) {
         atomic_store(&p->mapcache_invalidate, true);
+        if (p->hold_removed && hold(p, old.mfn))
+            return; /* P6: put after the device models acknowledged */
+    }
     frame_put(p->frames, old.mfn);
 }
 
@@ -188,6 +213,34 @@ int p2m_lookup_range(struct p2m *p, gfn_t gfn, uint64_t nr,
 bool p2m_mapcache_test_and_clear(struct p2m *p)
 {
     return atomic_exchange(&p->mapcache_invalidate, false);
+}
+
+void p2m_hold_removed(struct p2m *p, bool on)
+{
+    pthread_mutex_lock(&p->lock);
+    p->hold_removed = on;
+    pthread_mutex_unlock(&p->lock);
+}
+
+bool p2m_mapcache_take(struct p2m *p, mfn_t **held, uint64_t *nr)
+{
+    bool flag;
+
+    pthread_mutex_lock(&p->lock);
+    flag = atomic_exchange(&p->mapcache_invalidate, false);
+    *held = p->held;
+    *nr = p->nr_held;
+    p->held = NULL;
+    p->nr_held = p->cap_held = 0;
+    pthread_mutex_unlock(&p->lock);
+    return flag;
+}
+
+void p2m_put_held(struct p2m *p, mfn_t *held, uint64_t nr)
+{
+    for (uint64_t i = 0; i < nr; i++)
+        frame_put(p->frames, held[i]);
+    free(held);
 }
 
 int p2m_check(struct p2m *p)

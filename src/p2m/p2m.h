@@ -30,7 +30,14 @@
  *  P4. An invalid entry is the all-zero word.
  *  P5. Once p2m_remove() or p2m_replace() took away a RAM entry's mfn (or
  *      made a RAM entry non-RAM), mapcache_invalidate is set until
- *      p2m_mapcache_test_and_clear() reads it.
+ *      p2m_mapcache_test_and_clear() or p2m_mapcache_take() reads it.
+ *  P6. While hold_removed is on (the domain has device models), the
+ *      reference such an entry held is not dropped but moved to the held
+ *      list, in the same critical section that sets the flag: the frame
+ *      cannot be freed and reused until p2m_mapcache_take()'s caller, having
+ *      had every device model acknowledge an invalidation issued after the
+ *      take, drops it with p2m_put_held() (or p2m_fini() does).  (The memfd
+ *      mappings of a device model hold no reference of their own.)
  *
  * Locking: p2m.lock (a mutex) protects the table and nr_ram; every function
  * takes it; the lookups return a consistent snapshot.  It nests inside
@@ -80,6 +87,9 @@ struct p2m {
     uint64_t *table; /* nr_gfns entry words */
     uint64_t nr_ram; /* P3 */
     atomic_bool mapcache_invalidate;
+    bool hold_removed; /* P6 */
+    mfn_t *held;       /* P6: references of removed entries, not yet put */
+    uint64_t nr_held, cap_held;
 };
 
 static inline bool p2m_is_ram(enum p2m_type t)
@@ -116,6 +126,13 @@ int __must_check p2m_lookup_range(struct p2m *p, gfn_t gfn, uint64_t nr,
 
 /* P5: read and clear the mapcache-invalidate flag. */
 bool p2m_mapcache_test_and_clear(struct p2m *p);
+/* P6: hold the references of removed RAM entries from now on (or not). */
+void p2m_hold_removed(struct p2m *p, bool on);
+/* P5 + P6 at once: read and clear the flag and take the held list
+ * (*held malloc'ed, *nr entries; NULL/0 if empty). */
+bool p2m_mapcache_take(struct p2m *p, mfn_t **held, uint64_t *nr);
+/* Drop the references of a list from p2m_mapcache_take() and free it. */
+void p2m_put_held(struct p2m *p, mfn_t *held, uint64_t nr);
 
 /* P1-P4 (P1 as: frame owned by domid with a non-zero count): 0 or -EUCLEAN. */
 int __must_check p2m_check(struct p2m *p);
