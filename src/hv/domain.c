@@ -374,6 +374,7 @@ static void domain_teardown(struct domain *d)
         if (d->vcpus[i].vcpu.group)
             vcpu_destroy(&d->vcpus[i].vcpu);
     }
+    hv_dm_fini(d); /* device models first: they map and track its memory */
     /* The domain's memory leaves the VM as one transaction (the p2m's
      * references dropped after the slots went), then the shim's slots. */
     if (d->created_ms) {
@@ -671,6 +672,10 @@ static int domain_vm_init(struct domain *d, char *err, size_t errlen)
     d->created_vm = true;
     if ((r = domain_memory_init(d)) < 0) {
         errf(err, errlen, "guest memory: %s", strerror(-r));
+        return r;
+    }
+    if ((r = hv_dm_init(d)) < 0) {
+        errf(err, errlen, "device models: %s", strerror(-r));
         return r;
     }
     return 0;

@@ -224,6 +224,16 @@ int __must_check hv_domain_test_translate(struct domain *d, uint64_t va,
 int __must_check hv_domain_test_raw_store(struct hv *hv, uint64_t maddr,
                                           uint64_t val);
 
+/* Device models (src/ioreq, docs/dm-protocol.md).  Attach one connected on
+ * sock (SOCK_SEQPACKET; taken over, also on error): the server index or
+ * -errno. */
+int __must_check hv_domain_attach_dm(struct domain *d, int sock);
+/* The domain's ioreq side (servers, statistics), NULL before it exists. */
+struct ioreq_domain *hv_domain_ioreq(struct domain *d);
+/* Test only: the vCPU does not wait for the device models' INVAL_ACK at
+ * the end of a hypercall (DESIGN invariant 8 off), to show tests catch it. */
+void hv_domain_test_no_inval_wait(struct domain *d);
+
 /* The domain's memory as KVM sees it: slots of its own memory (*slots),
  * of the shim (*shim_slots), and the frames they present (*frames). */
 void hv_domain_slots(struct domain *d, uint32_t *slots, uint32_t *shim_slots,

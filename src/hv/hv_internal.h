@@ -15,6 +15,7 @@
 #include "dev/console.h"
 #include "dirty/dirty.h"
 #include "hv/hv.h"
+#include "ioreq/ioreq.h"
 #include "memslot/memslot.h"
 #include "p2m/p2m.h"
 #include "shim/shim.h"
@@ -89,6 +90,9 @@ struct domain {
     struct memslots ms;
     struct dirty_log dirty;
     bool created_p2m, created_dirty, created_ms;
+    /* Device models (dm.c, src/ioreq): set up after the memory path. */
+    struct ioreq_domain io;
+    bool created_io;
     uint32_t nr_shim_slots;
     /* memslot's pause hook (mem_pause() in domain.c): while mem_paused, a
      * vCPU about to enter the guest waits in pvcpu_flush(), and one about
@@ -155,6 +159,16 @@ void hv_mem_pause_wait(struct domain *d);
  * it is done. */
 void hv_mem_run_begin(struct domain *d);
 void hv_mem_run_end(struct domain *d);
+
+/* ---- device models (dm.c) */
+int __must_check hv_dm_init(struct domain *d);
+void hv_dm_fini(struct domain *d);
+/* At the end of every hypercall (not of each multicall entry): map
+ * updates after a reservation, then invalidate-and-wait (ioreq.h I1). */
+void hv_dm_end_hypercall(struct pvcpu *pc, unsigned nr);
+/* #GP of the guest kernel: an in/out to a claimed port is forwarded and
+ * the instruction completed (*handled); 0 or -errno. */
+int __must_check hv_pio_emulate(struct pvcpu *pc, bool *handled);
 
 /* ---- events (pvcpu.c) */
 int pvcpu_exit(struct vcpu *v, void *opaque);

@@ -572,6 +572,8 @@ long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
 {
     long r = hc_call(pc, nr, a, flags);
 
+    if (!(flags & HC_IN_MULTICALL))
+        hv_dm_end_hypercall(pc, nr);
     return r < 0 ? hc_err(r) : r;
 }
 

@@ -309,6 +309,11 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
             if (handled)
                 return r;
         }
+        if (err == 0) { /* in/out: a device model's port? */
+            r = hv_pio_emulate(pc, &handled);
+            if (handled || r < 0)
+                return r;
+        }
         return pvcpu_bounce(pc, v, true, err);
     case X86_TRAP_NM:
         if (pc->fpu_ts) {

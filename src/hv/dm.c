@@ -1,0 +1,119 @@
+/*
+ * dm.c - a domain's device models (src/ioreq) seen from hv: their life with
+ * the domain's, the end of every hypercall (invalidate and wait: DESIGN
+ * invariant 8), and the guest's port I/O, emulated from its #GP (a PV
+ * guest runs with IOPL 0, so every in/out of its ring 3 faults; a port a
+ * device model claims is forwarded to it, any other is the guest's #GP).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "hv/hv_internal.h"
+#include "xen/xen.h"
+
+int hv_dm_init(struct domain *d)
+{
+    struct ioreq_config cfg = {0};
+    int r;
+
+    r = ioreq_domain_init(&d->io, &d->hv->frames, &d->p2m, &d->ms, &d->dirty,
+                          d->nr_vcpus, &cfg);
+    if (r == 0)
+        d->created_io = true;
+    return r;
+}
+
+void hv_dm_fini(struct domain *d)
+{
+    if (d->created_io)
+        ioreq_domain_fini(&d->io);
+    d->created_io = false;
+}
+
+void hv_dm_end_hypercall(struct pvcpu *pc, unsigned nr)
+{
+    struct domain *d = pc->d;
+
+    if (!d->created_io)
+        return;
+    /* a reservation may have added frames: the device models hear of them */
+    if (nr == __HYPERVISOR_memory_op)
+        (void)ioreq_sync_map(&d->io);
+    /* I1: returns once every device model acknowledged or was cut off */
+    (void)ioreq_end_hypercall(&d->io);
+}
+
+/* Decode in/out at the guest's rip: 0x66 prefix, E4-E7 (imm8 port),
+ * EC-EF (port in dx).  Returns the instruction length, 0 if not one. */
+static unsigned decode_pio(const uint8_t *b, bool *out, unsigned *size,
+                           bool *imm)
+{
+    unsigned i = 0, op;
+    bool opsize = false;
+
+    if (b[0] == 0x66) {
+        opsize = true;
+        i = 1;
+    }
+    op = b[i];
+    if ((op & 0xf4) != 0xe4)
+        return 0;
+    *imm = !(op & 0x08);
+    *out = op & 0x02;
+    *size = (op & 0x01) ? (opsize ? 2 : 4) : 1;
+    return i + 1 + (*imm ? 1 : 0);
+}
+
+int hv_pio_emulate(struct pvcpu *pc, bool *handled)
+{
+    uint8_t insn[3] = {0};
+    unsigned len, size, port;
+    bool out, imm;
+    uint64_t data;
+    int r;
+
+    *handled = false;
+    if (!pc->d->created_io || !pc->kernel_mode ||
+        gm_copy_from(pc, insn, pc->ret.rip, sizeof(insn)) < 0)
+        return 0;
+    len = decode_pio(insn, &out, &size, &imm);
+    if (!len)
+        return 0;
+    port = imm ? insn[len - 1] : (unsigned)(pc->regs.rdx & 0xffff);
+    data = out ? pc->regs.rax & (size == 4 ? 0xffffffffULL
+                                            : (1ULL << (size * 8)) - 1)
+               : 0;
+    r = ioreq_access(&pc->d->io, pc->id, DM_RANGE_PIO, port, size, out, &data);
+    if (r == -ENOENT)
+        return 0; /* no device there: the guest's own #GP */
+    /* handled, also when the device failed (-EIO: reads see all ones) */
+    *handled = true;
+    if (!out) {
+        if (size == 4)
+            pc->regs.rax = data & 0xffffffffULL; /* zero-extends */
+        else if (size == 2)
+            pc->regs.rax = (pc->regs.rax & ~0xffffULL) | (data & 0xffff);
+        else
+            pc->regs.rax = (pc->regs.rax & ~0xffULL) | (data & 0xff);
+    }
+    pc->ret.rip += len;
+    return 0;
+}
+
+int hv_domain_attach_dm(struct domain *d, int sock)
+{
+    if (!d->created_io) {
+        return -ENODEV;
+    }
+    return ioreq_attach(&d->io, sock);
+}
+
+struct ioreq_domain *hv_domain_ioreq(struct domain *d)
+{
+    return d->created_io ? &d->io : NULL;
+}
+
+void hv_domain_test_no_inval_wait(struct domain *d)
+{
+    d->io.cfg.test_no_wait_acks = true;
+}
