@@ -538,7 +538,7 @@ static int domain_memory_init(struct domain *d)
 
 /* Check the configuration, allocate the domain and take a slot of the
  * domain table (its id is the slot + 1).  Nothing to undo on failure. */
-static int domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
+int domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
                         struct domain **out, unsigned *out_slot, char *err,
                         size_t errlen)
 {
@@ -546,7 +546,7 @@ static int domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
     struct domain *d;
     unsigned slot;
 
-    if (!cfg->image || cfg->nr_vcpus == 0 || cfg->nr_vcpus > HV_MAX_VCPUS ||
+    if (cfg->nr_vcpus == 0 || cfg->nr_vcpus > HV_MAX_VCPUS ||
         cfg->mem_mib == 0 || cfg->mem_mib > (f->nr_frames >> 8)) {
         errf(err, errlen, "bad configuration (vcpus 1..%u, memory 1..%llu MiB)",
              HV_MAX_VCPUS, (unsigned long long)(f->nr_frames >> 8));
@@ -572,7 +572,7 @@ static int domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
 }
 
 /* The domain's own fields, locks and console, and its frame budget. */
-static int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
+int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
                               const struct hv_domain_config *cfg, char *err,
                               size_t errlen)
 {
@@ -594,7 +594,7 @@ static int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
 }
 
 /* PV state: the domain, one pv_vcpu per vCPU, the shim in slot 256. */
-static int domain_pv_init(struct domain *d, char *err, size_t errlen)
+int domain_pv_init(struct domain *d, char *err, size_t errlen)
 {
     struct frames *f = &d->hv->frames;
     int r;
@@ -658,7 +658,7 @@ static int domain_build(struct domain *d, const struct hv_domain_config *cfg,
 /* KVM: one VM presenting the shim's frames and the domain's own (gpa =
  * machine address: a PV guest sees machine frames), through the memory
  * path. */
-static int domain_vm_init(struct domain *d, char *err, size_t errlen)
+int domain_vm_init(struct domain *d, char *err, size_t errlen)
 {
     struct hv *hv = d->hv;
     struct kvm_vm_config vmcfg;
@@ -682,7 +682,7 @@ static int domain_vm_init(struct domain *d, char *err, size_t errlen)
 }
 
 /* vCPUs: the group that runs them, and each vCPU's KVM state. */
-static int domain_vcpus_init(struct domain *d, char *err, size_t errlen)
+int domain_vcpus_init(struct domain *d, char *err, size_t errlen)
 {
     struct kvm_cpuid2 *cpuid = NULL;
     int r;
@@ -740,6 +740,10 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     unsigned slot;
     int r;
 
+    if (!cfg->image) {
+        errf(err, errlen, "no kernel image");
+        return -EINVAL;
+    }
     if ((r = domain_claim(hv, cfg, &d, &slot, err, errlen)) < 0)
         return r;
     if ((r = domain_init_basics(d, hv, slot, cfg, err, errlen)) < 0)
@@ -764,12 +768,19 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
 
 fail:
     free(boot);
+    domain_discard(d, slot);
+    return r < 0 ? r : -EINVAL;
+}
+
+void domain_discard(struct domain *d, unsigned slot)
+{
+    struct hv *hv = d->hv;
+
     domain_teardown(d);
     pthread_mutex_lock(&hv->lock);
     hv->domains[slot] = NULL;
     pthread_mutex_unlock(&hv->lock);
     free(d);
-    return r < 0 ? r : -EINVAL;
 }
 
 int hv_domain_start(struct domain *d)

@@ -239,4 +239,30 @@ void hv_domain_test_no_inval_wait(struct domain *d);
 void hv_domain_slots(struct domain *d, uint32_t *slots, uint32_t *shim_slots,
                      uint64_t *frames);
 
+/* ---- Save and restore (migrate.c; the engine is src/migrate).
+ * hv_domain_source_init(): the source operations of a running domain for
+ * migrate_save() (it finds the guest's p2m list through vCPU 0's tables);
+ * the domain keeps running, and outlives the operations until
+ * hv_domain_source_fini().  hv_domain_target_init(): the target
+ * operations for migrate_restore(), which build a new domain of hv
+ * (console to console_fd, -1: tail only); hv_domain_target_fini() hands
+ * it out once restored (start it with hv_domain_start()), or destroys
+ * whatever a failed restore made and returns NULL. */
+struct migrate_source;
+struct migrate_target;
+int __must_check hv_domain_source_init(struct domain *d,
+                                       struct migrate_source *src);
+void hv_domain_source_fini(struct migrate_source *src);
+int __must_check hv_domain_target_init(struct hv *hv, int console_fd,
+                                       struct migrate_target *tgt);
+struct domain *hv_domain_target_fini(struct migrate_target *tgt);
+/* The guest's own p2m list: pfn -> mfn of a frame the domain owns whose
+ * m2p entry agrees; -ENOENT otherwise. */
+int __must_check hv_domain_p2m_lookup(struct domain *d, uint64_t pfn,
+                                      uint64_t *mfn);
+/* Test only: the source reports frame mfn as outside the domain's
+ * pseudo-physical map (an entry naming it cannot be normalised). */
+void hv_domain_test_save_unnormalisable(struct migrate_source *src,
+                                        uint64_t mfn);
+
 #endif

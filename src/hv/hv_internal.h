@@ -126,6 +126,22 @@ struct domain {
     _Atomic uint64_t touch_overflow, spurious_faults, touched_now;
 };
 
+/* ---- hv_domain_create()'s phases (domain.c), also used to build a
+ * domain from a stream (migrate.c).  domain_discard() undoes any prefix of
+ * them and frees the domain (d->hv must be set: after
+ * domain_init_basics()). */
+int __must_check domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
+                              struct domain **out, unsigned *out_slot,
+                              char *err, size_t errlen);
+int __must_check domain_init_basics(struct domain *d, struct hv *hv,
+                                    unsigned slot,
+                                    const struct hv_domain_config *cfg,
+                                    char *err, size_t errlen);
+int __must_check domain_pv_init(struct domain *d, char *err, size_t errlen);
+int __must_check domain_vm_init(struct domain *d, char *err, size_t errlen);
+int __must_check domain_vcpus_init(struct domain *d, char *err, size_t errlen);
+void domain_discard(struct domain *d, unsigned slot);
+
 /* ---- guest memory (guestmem.c): through the vCPU's current page tables;
  * every range checked; -EFAULT when not mapped to the guest as needed. */
 int __must_check gm_copy_from(struct pvcpu *pc, void *dst, uint64_t va,

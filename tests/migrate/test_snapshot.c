@@ -1,0 +1,503 @@
+/*
+ * test_snapshot.c - save and restore of the guest kernel (guest/pvkernel,
+ * argv[1]) on real KVM, in one process: a 2-vCPU guest running the
+ * dirtier is saved live to a file (a memfd) and restored into a new domain
+ * of the same hypervisor while the source stays paused at its final pause;
+ * then compared page by page with the source (DESIGN invariant 9):
+ *  - every pfn's frame differs from the source's (new mfns);
+ *  - every page's type (page-frame info) is the source's: each table
+ *    validated or pinned there is validated or pinned here;
+ *  - plain pages are bit for bit the source's; tables have the source's
+ *    entries with every frame localised (same pfn, same flags);
+ *  - the audit of the restored domain is clean;
+ * then the source is destroyed and the restored guest runs to the end of
+ * its workload: its self-checks (every page's counter, each pass) pass.
+ * Also: the final-round rule (an unnormalisable page is deferred while
+ * live, fatal in the final round, and the source goes on), shown with the
+ * rule switched off too; and the connection cut after every record: the
+ * save fails, the source runs on, a restore of the cut stream fails and
+ * leaves nothing behind, and a later save succeeds.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "frame/frame.h"
+#include "hv/hv.h"
+#include "migrate/migrate.h"
+#include "testlib.h"
+
+#define MEM_MIB 32
+#define NR_PAGES (MEM_MIB << 8)
+
+static const char *image_path;
+static uint8_t *image;
+static size_t image_size;
+static char con[65536];
+
+static struct domain *guest(struct hv *hv, const char *cmdline)
+{
+    struct domain *d = NULL;
+    char err[256];
+    struct hv_domain_config cfg = {
+        .image = image,
+        .image_size = image_size,
+        .mem_mib = MEM_MIB,
+        .nr_vcpus = 2,
+        .cmdline = cmdline,
+        .console_fd = -1,
+    };
+
+    if (hv_domain_create(hv, &cfg, &d, err, sizeof(err)) < 0)
+        fail_msg("create: %s", err);
+    assert_int_equal(hv_domain_start(d), 0);
+    return d;
+}
+
+/* Wait until the console shows `what` (the workload is under way). */
+static void wait_console(struct domain *d, const char *what)
+{
+    double t0 = test_now_s();
+
+    while (test_now_s() - t0 < 60) {
+        hv_domain_console(d, con, sizeof(con));
+        if (strstr(con, what))
+            return;
+        if (hv_domain_stopped(d))
+            break;
+        test_sleep_ms(5);
+    }
+    test_note_lines("console", con);
+    fail_msg("no \"%s\" on the console", what);
+}
+
+static int memfd(void)
+{
+    int fd = memfd_create("stream", 0);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/* PFINFO word of every frame the domain owns, by mfn. */
+static uint32_t *types_by_mfn(struct domain *d, uint64_t nr_frames)
+{
+    uint32_t *t = calloc(nr_frames, 4);
+    uint64_t cursor = 0, mfns[1024];
+    uint32_t info[1024];
+    int n;
+
+    assert_non_null(t);
+    while ((n = hv_domain_pfinfo(d, &cursor, 1024, mfns, info)) > 0)
+        for (int i = 0; i < n; i++)
+            t[mfns[i]] = info[i];
+    assert_true(n == 0);
+    return t;
+}
+
+/* The head of Xen's start_info (include/xen/xen.h). */
+struct start_info_head {
+    char magic[32];
+    uint64_t nr_pages, shared_info;
+};
+
+struct snap {
+    uint64_t mfn[NR_PAGES];
+    uint32_t type[NR_PAGES];
+    uint8_t (*page)[4096];
+};
+
+/* The domain in the pfn view: frames, types, normalised contents. */
+static void snapshot(struct hv *hv, struct domain *d, struct snap *s)
+{
+    struct migrate_source src;
+    uint32_t *t = types_by_mfn(d, hv->frames.nr_frames);
+
+    uint64_t p2mf[NR_PAGES / 512];
+
+    assert_int_equal(hv_domain_source_init(d, &src), 0);
+    assert_int_equal(src.p2m_frames(src.arg, p2mf, NR_PAGES / 512), 0);
+    for (uint64_t pfn = 0; pfn < NR_PAGES; pfn++) {
+        const uint64_t *pg;
+        uint64_t *out = (uint64_t *)(void *)s->page[pfn];
+        unsigned level;
+
+        if (src.pfn_to_mfn(src.arg, pfn, &s->mfn[pfn]) < 0) {
+            s->mfn[pfn] = ~0ULL;
+            s->type[pfn] = 0xf;
+            continue;
+        }
+        s->type[pfn] = t[s->mfn[pfn]] >> 28;
+        pg = src.page(src.arg, s->mfn[pfn]);
+        memcpy(out, pg, 4096);
+        level = s->type[pfn] & 7;
+        /* the guest's p2m list holds mfns: in the pfn view, pfns */
+        for (unsigned k = 0; k < NR_PAGES / 512; k++)
+            if (p2mf[k] == pfn)
+                for (unsigned i = 0; i < 512; i++) {
+                    uint64_t p = ~0ULL;
+                    (void)!src.mfn_to_pfn(src.arg, out[i], &p);
+                    out[i] = p;
+                }
+        /* start_info names the shared info frame by machine address */
+        if (pfn == src.dom.start_info_pfn)
+            out[offsetof(struct start_info_head, shared_info) / 8] = 0;
+        if (level < 1 || level > 4)
+            continue;
+        for (unsigned i = 0; i < 512; i++) {
+            uint64_t p;
+
+            if (level == 4 && i >= 256 && i < 272) {
+                out[i] = 0;
+                continue;
+            }
+            if (!(out[i] & 1))
+                continue;
+            assert_int_equal(src.mfn_to_pfn(src.arg,
+                                            (out[i] >> 12) & 0xffffffffffULL,
+                                            &p),
+                             0);
+            out[i] = (out[i] & ~0x000FFFFFFFFFF000ULL) | (p << 12);
+        }
+    }
+    hv_domain_source_fini(&src);
+    free(t);
+}
+
+static void stop(struct domain *d)
+{
+    hv_domain_shutdown(d, 0);
+    hv_domain_wait(d);
+    hv_domain_destroy(d);
+}
+
+static int restore_fd(struct hv *hv, int fd, struct domain **out, char *err,
+                      size_t errlen, struct migrate_restore_stats *rs)
+{
+    struct migrate_target tgt;
+    struct stream_chan c;
+    int rc;
+
+    lseek(fd, 0, SEEK_SET);
+    stream_chan_fd(&c, fd);
+    assert_int_equal(hv_domain_target_init(hv, -1, &tgt), 0);
+    rc = migrate_restore(&tgt, &c, rs, err, errlen);
+    *out = hv_domain_target_fini(&tgt);
+    if (rc == 0)
+        assert_non_null(*out);
+    else
+        assert_null(*out);
+    return rc;
+}
+
+static void test_save_restore(void **state)
+{
+    static struct snap a, b;
+    struct hv hv;
+    struct domain *d, *d2;
+    struct migrate_source src;
+    struct migrate_stats st;
+    struct migrate_restore_stats rs;
+    struct migrate_save_opts o = {.live = true, .leave_paused = true,
+                                  .max_rounds = 4, .downtime_ms = 50};
+    struct stream_chan c;
+    char err[256], msg[256], json[8192];
+    uint64_t frames, tables, differ = 0, tables_checked = 0, pinned = 0;
+    int fd = memfd(), status;
+
+    (void)state;
+    a.page = calloc(NR_PAGES, 4096);
+    b.page = calloc(NR_PAGES, 4096);
+    assert_non_null(a.page);
+    assert_non_null(b.page);
+    assert_int_equal(hv_init(&hv, 3 * (NR_PAGES + 512) + 1024), 0);
+    d = guest(&hv, "dirty pages=1024 passes=60");
+    wait_console(d, "dirty: start");
+
+    assert_int_equal(hv_domain_source_init(d, &src), 0);
+    stream_chan_fd(&c, fd);
+    if (migrate_save(&src, &c, &o, &st, err, sizeof(err)) < 0)
+        fail_msg("save: %s", err);
+    hv_domain_source_fini(&src);
+    assert_int_equal(migrate_stats_json(&st, json, sizeof(json)) > 0, 1);
+    test_note("save: %s", json);
+    assert_true(st.rounds >= 2);
+    /* the source is paused at its final pause: its pfn view */
+    snapshot(&hv, d, &a);
+
+    if (restore_fd(&hv, fd, &d2, err, sizeof(err), &rs) < 0)
+        fail_msg("restore: %s", err);
+    test_note("restore: %llu records, %llu pages, %llu tables localised "
+              "(%llu pfns populated before their data)",
+              (unsigned long long)rs.records, (unsigned long long)rs.pages,
+              (unsigned long long)rs.localised_tables,
+              (unsigned long long)rs.populated_early);
+    if (hv_domain_audit(d2, msg, sizeof(msg), &frames, &tables) < 0)
+        fail_msg("audit of the restored domain: %s", msg);
+    snapshot(&hv, d2, &b);
+    for (uint64_t pfn = 0; pfn < NR_PAGES; pfn++) {
+        if (a.type[pfn] != b.type[pfn])
+            fail_msg("pfn %#llx: type %#x at the source, %#x restored",
+                     (unsigned long long)pfn, a.type[pfn], b.type[pfn]);
+        if (a.type[pfn] == 0xf)
+            continue;
+        differ += a.mfn[pfn] != b.mfn[pfn];
+        if (memcmp(a.page[pfn], b.page[pfn], 4096) != 0) {
+            const uint64_t *x = (const uint64_t *)(const void *)a.page[pfn];
+            const uint64_t *y = (const uint64_t *)(const void *)b.page[pfn];
+            unsigned i = 0;
+            while (x[i] == y[i])
+                i++;
+            fail_msg("pfn %#llx (type %#x): word %u is %#llx at the source, "
+                     "%#llx restored",
+                     (unsigned long long)pfn, a.type[pfn], i,
+                     (unsigned long long)x[i], (unsigned long long)y[i]);
+        }
+        tables_checked += (a.type[pfn] & 7) != 0;
+        pinned += (a.type[pfn] & 8) != 0;
+    }
+    test_note("%llu pfns compared: %llu on new frames, %llu page tables "
+              "(%llu pinned) validated again with localised entries; audit "
+              "clean (%llu frames, %llu tables)",
+              (unsigned long long)NR_PAGES, (unsigned long long)differ,
+              (unsigned long long)tables_checked, (unsigned long long)pinned,
+              (unsigned long long)frames, (unsigned long long)tables);
+    assert_true(tables_checked > 0 && pinned > 0);
+    for (uint64_t pfn = 0; pfn < NR_PAGES; pfn++)
+        if (a.type[pfn] != 0xf && a.mfn[pfn] == b.mfn[pfn])
+            fail_msg("pfn %#llx kept its frame %#llx", (unsigned long long)pfn,
+                     (unsigned long long)a.mfn[pfn]);
+
+    /* the source goes; the restored guest runs to the end */
+    stop(d);
+    assert_int_equal(hv_domain_start(d2), 0);
+    status = hv_domain_wait(d2);
+    hv_domain_console(d2, con, sizeof(con));
+    if (status != 0 || !strstr(con, "dirty: pass") ||
+        !strstr(con, "guest: pass")) {
+        test_note_lines("restored guest's console", con);
+        fail_msg("restored guest: status %d (%s)", status,
+                 hv_domain_crash_text(d2));
+    }
+    if (hv_domain_audit(d2, msg, sizeof(msg), &frames, &tables) < 0)
+        fail_msg("final audit of the restored domain: %s", msg);
+    hv_domain_destroy(d2);
+    hv_fini(&hv);
+    close(fd);
+    free(a.page);
+    free(b.page);
+}
+
+/* Does any PAGE_DATA record of the stream in fd carry pfn? */
+static bool stream_has_pfn(int fd, uint64_t pfn)
+{
+    struct stream_chan c;
+    struct stream_reader r;
+    char err[256];
+    bool found = false;
+
+    lseek(fd, 0, SEEK_SET);
+    stream_chan_fd(&c, fd);
+    stream_reader_init(&r, &c);
+    assert_int_equal(stream_read_header(&r, err, sizeof(err)), 0);
+    while (r.phase != STREAM_PH_DONE) {
+        struct stream_pages p;
+
+        assert_int_equal(stream_read_record(&r, err, sizeof(err)), 0);
+        if (r.type != STREAM_REC_PAGE_DATA)
+            continue;
+        assert_int_equal(stream_parse_pages(r.body, r.len, r.dom.nr_pages, &p,
+                                            err, sizeof(err)),
+                         0);
+        for (uint32_t i = 0; i < p.count; i++)
+            found |= (stream_word(&p, i) & STREAM_PFN_MASK) == pfn;
+    }
+    stream_reader_fini(&r);
+    return found;
+}
+
+/*
+ * The final-round rule.  The source is told that one of the guest's L1
+ * tables (which stays validated: it maps the guest's own memory) names a
+ * frame outside the domain.  While live, the page is deferred round after
+ * round; in the final round the save fails and the source resumes and
+ * finishes its workload.  With the rule switched off the final round
+ * defers it too: the save "succeeds" and the stream lacks the table.
+ */
+static void final_rule(bool rule_off)
+{
+    struct hv hv;
+    struct domain *d;
+    struct migrate_source src;
+    struct migrate_stats st;
+    struct migrate_save_opts o = {.live = true, .max_rounds = 3,
+                                  .downtime_ms = 1,
+                                  .test_no_final_rule = rule_off};
+    struct stream_chan c;
+    uint32_t *t;
+    uint64_t lie_mfn = 0, lie_pfn = ~0ULL;
+    char err[256];
+    int fd = memfd(), rc;
+
+    assert_int_equal(hv_init(&hv, NR_PAGES + 1024), 0);
+    d = guest(&hv, "dirty pages=256 passes=0");
+    wait_console(d, "dirty: start");
+    /* an L1 that is not pinned (the physmap's: referenced by the L2) */
+    t = types_by_mfn(d, hv.frames.nr_frames);
+    assert_int_equal(hv_domain_source_init(d, &src), 0);
+    for (uint64_t pfn = 0; pfn < NR_PAGES && lie_pfn == ~0ULL; pfn++) {
+        uint64_t m;
+        if (src.pfn_to_mfn(src.arg, pfn, &m) == 0 && (t[m] >> 28) == 1) {
+            lie_pfn = pfn;
+            lie_mfn = m;
+        }
+    }
+    free(t);
+    assert_true(lie_pfn != ~0ULL);
+    /* the lie is about the frame the L1 names in its first present entry:
+     * find one */
+    {
+        const uint64_t *pt = src.page(src.arg, lie_mfn);
+        uint64_t named = 0;
+        for (unsigned i = 0; i < 512 && !named; i++)
+            if (pt[i] & 1)
+                named = (pt[i] >> 12) & 0xffffffffffULL;
+        assert_true(named != 0);
+        hv_domain_test_save_unnormalisable(&src, named);
+    }
+    stream_chan_fd(&c, fd);
+    rc = migrate_save(&src, &c, &o, &st, err, sizeof(err));
+    hv_domain_source_fini(&src);
+    test_note("rule %s: save %d (%s), %llu deferrals in %u rounds",
+              rule_off ? "off" : "on", rc, rc ? err : "ok",
+              (unsigned long long)st.deferred, st.rounds);
+    assert_true(st.deferred >= 2); /* every live round deferred it */
+    if (!rule_off) {
+        assert_int_equal(rc, -ERANGE);
+        assert_non_null(strstr(err, "outside the domain"));
+    } else {
+        /* the page is lost: the stream never carries it */
+        assert_int_equal(rc, 0);
+        assert_false(stream_has_pfn(fd, lie_pfn));
+    }
+    /* the source resumed: its dirtier goes on passing its checks */
+    {
+        struct hv_domain_stats s1, s2;
+        hv_domain_stats(d, &s1);
+        test_sleep_ms(100);
+        hv_domain_stats(d, &s2);
+        assert_true(s2.exits > s1.exits);
+    }
+    assert_false(hv_domain_stopped(d));
+    hv_domain_console(d, con, sizeof(con));
+    if (strstr(con, "FAIL"))
+        test_note_lines("console", con);
+    assert_null(strstr(con, "FAIL"));
+    stop(d);
+    hv_fini(&hv);
+    close(fd);
+}
+
+static void test_final_rule(void **state)
+{
+    (void)state;
+    final_rule(false);
+}
+
+static void test_final_rule_off(void **state)
+{
+    (void)state;
+    final_rule(true);
+}
+
+/*
+ * The connection cut after every record boundary in turn: each save
+ * fails, the source keeps running; restoring the cut stream fails with a
+ * clear error and leaves no domain and no frame behind; finally a save
+ * with no cut succeeds and restores.
+ */
+static void test_cut_everywhere(void **state)
+{
+    struct hv hv;
+    struct domain *d, *d2;
+    struct migrate_source src;
+    struct migrate_stats st;
+    struct migrate_restore_stats rs;
+    struct migrate_save_opts o = {.live = false};
+    struct stream_chan c;
+    char err[256];
+    uint64_t records, cuts = 0, free0;
+    int fd = memfd(), rc;
+
+    (void)state;
+    assert_int_equal(hv_init(&hv, 2 * NR_PAGES + 1024), 0);
+    d = guest(&hv, "dirty pages=256 passes=0");
+    wait_console(d, "dirty: start");
+    free0 = __atomic_load_n(&hv.frames.nr_free, __ATOMIC_SEQ_CST);
+    /* how many records a whole save writes */
+    assert_int_equal(hv_domain_source_init(d, &src), 0);
+    stream_chan_fd(&c, fd);
+    assert_int_equal(migrate_save(&src, &c, &o, &st, err, sizeof(err)), 0);
+    records = c.records;
+    for (uint64_t cut = 1; cut < records; cut++) {
+        assert_int_equal(ftruncate(fd, 0), 0);
+        lseek(fd, 0, SEEK_SET);
+        stream_chan_fd(&c, fd);
+        c.fail_after = cut;
+        rc = migrate_save(&src, &c, &o, &st, err, sizeof(err));
+        assert_int_equal(rc, -ECONNABORTED);
+        assert_false(hv_domain_stopped(d));
+        rc = restore_fd(&hv, fd, &d2, err, sizeof(err), &rs);
+        assert_true(rc < 0);
+        assert_true(err[0] != '\0');
+        /* nothing left behind: no second domain's frames */
+        cuts++;
+    }
+    /* the source is still running its workload, and progresses */
+    {
+        struct hv_domain_stats s1, s2;
+        hv_domain_stats(d, &s1);
+        test_sleep_ms(50);
+        hv_domain_stats(d, &s2);
+        assert_true(s2.exits > s1.exits);
+    }
+    assert_int_equal(__atomic_load_n(&hv.frames.nr_free, __ATOMIC_SEQ_CST), free0);
+    assert_int_equal(ftruncate(fd, 0), 0);
+    lseek(fd, 0, SEEK_SET);
+    stream_chan_fd(&c, fd);
+    assert_int_equal(migrate_save(&src, &c, &o, &st, err, sizeof(err)), 0);
+    hv_domain_source_fini(&src);
+    if (restore_fd(&hv, fd, &d2, err, sizeof(err), &rs) < 0)
+        fail_msg("restore after the cuts: %s", err);
+    test_note("%llu cuts (a save of %llu records), each refused cleanly; "
+              "then saved and restored",
+              (unsigned long long)cuts, (unsigned long long)records);
+    hv_domain_destroy(d2);
+    stop(d);
+    hv_fini(&hv);
+    close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_save_restore),
+        cmocka_unit_test(test_final_rule),
+        cmocka_unit_test(test_final_rule_off),
+        cmocka_unit_test(test_cut_everywhere),
+    };
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <pvkernel>\n", argv[0]);
+        return 2;
+    }
+    image_path = argv[1];
+    test_require_kvm();
+    image = test_load_file(image_path, &image_size);
+    if (!image)
+        return 1;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
