@@ -3,6 +3,7 @@
  * shapes above: a flat JSON object of string and integer members.
  */
 #include "cli/control.h"
+#include "cli/xfer.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -71,6 +72,16 @@ static bool u64_member(const char *line, const char *key, uint64_t *out)
     return errno == 0;
 }
 
+bool control_str(const char *line, const char *key, char *out, size_t len)
+{
+    return str_member(line, key, out, len);
+}
+
+bool control_u64(const char *line, const char *key, uint64_t *out)
+{
+    return u64_member(line, key, out);
+}
+
 struct out {
     char *buf;
     size_t len, at;
@@ -106,6 +117,15 @@ static void put_json_string(struct out *o, const char *s)
             put(o, "%c", c);
     }
     put(o, "\"");
+}
+
+void control_json_string(char *buf, size_t len, const char *s)
+{
+    struct out o = {buf, len, 0};
+
+    if (len)
+        buf[0] = 0;
+    put_json_string(&o, s);
 }
 
 static void stats(struct domain *d, struct out *o)
@@ -312,6 +332,11 @@ static void serve_client(struct control *c, int fd)
                 snprintf(resp, sizeof(resp),
                          "{\"ok\":false,\"error\":\"line too long\"}");
                 overlong = false;
+            } else if (xfer_request(line)) {
+                bool stopped = false;
+                xfer_handle(c->d, line, fd, resp, sizeof(resp), &stopped);
+                if (stopped) /* the domain left: no pause to hold */
+                    c->pause_depth = 0;
             } else {
                 control_handle(c->d, line, resp, sizeof(resp), &c->pause_depth);
             }

@@ -26,7 +26,9 @@
 #ifndef MEMVISOR_CLI_CONTROL_H
 #define MEMVISOR_CLI_CONTROL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "hv/hv.h"
 
@@ -43,5 +45,12 @@ void control_stop(struct control *c);
  * Exposed for tests. */
 void control_handle(struct domain *d, const char *line, char *out,
                     size_t outlen, int *pause_depth);
+
+/* The request parser's helpers, for the requests other files serve
+ * (xfer.h): a string or unsigned member of a request line; a string as a
+ * JSON string literal. */
+bool control_str(const char *line, const char *key, char *out, size_t len);
+bool control_u64(const char *line, const char *key, uint64_t *out);
+void control_json_string(char *buf, size_t len, const char *s);
 
 #endif

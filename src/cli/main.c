@@ -19,16 +19,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "boot/elf.h"
 #include "cli/control.h"
+#include "cli/xfer.h"
 #include "hv/hv.h"
+#include "migrate/migrate.h"
 
 #define EXIT_USAGE 2
 #define EXIT_NO_KVM 69 /* EX_UNAVAILABLE: no usable /dev/kvm */
@@ -51,7 +55,15 @@ static void usage(FILE *f)
     fprintf(f, "usage: memvisor run <image> [--mem MiB] [--vcpus N] "
                "[--cmdline \"...\"] [--control PATH] [--audit-every MS] "
                "[--paused]\n"
-               "       memvisor demo\n");
+               "       memvisor demo\n"
+               "       memvisor migrate --control PATH tcp:HOST:PORT|unix:PATH "
+               "[--zstd] [--downtime MS] [--max-rounds N] [--offline]\n"
+               "       memvisor receive --listen tcp:HOST:PORT|unix:PATH "
+               "[--pool MiB] [--control PATH] [--audit-every MS]\n"
+               "       memvisor save --control PATH FILE [--zstd] [--live] "
+               "[--stop]\n"
+               "       memvisor restore FILE [--pool MiB] [--control PATH] "
+               "[--audit-every MS]\n");
 }
 
 static int read_file(const char *path, uint8_t **out, size_t *size)
@@ -128,16 +140,17 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
+static int run_domain(struct hv *hvp, struct domain *d,
+                      const struct run_opts *o, bool started);
+
 static int run(const struct run_opts *o)
 {
     struct hv hv;
     struct domain *d;
-    struct control *ctl = NULL;
     uint8_t *image = NULL;
     size_t size = 0;
     char err[256];
-    unsigned audits = 0, audit_failures = 0;
-    int r, status;
+    int r;
 
     if (o->paused && !o->control) {
         fprintf(stderr, "memvisor: --paused needs --control\n");
@@ -185,7 +198,19 @@ static int run(const struct run_opts *o)
         hv_fini(&hv);
         return EXIT_USAGE;
     }
-    if (o->paused)
+    return run_domain(&hv, d, o, false);
+}
+
+/* Run a created domain to its end (vCPUs already started if started):
+ * control socket, audits, exit status; destroys it and hv. */
+static int run_domain(struct hv *hvp, struct domain *d,
+                      const struct run_opts *o, bool started)
+{
+    struct control *ctl = NULL;
+    unsigned audits = 0, audit_failures = 0;
+    int r, status;
+
+    if (o->paused && !started)
         hv_domain_pause(d);
     if (o->control) {
         r = control_start(&ctl, o->control, d, o->paused ? 1 : 0);
@@ -193,11 +218,11 @@ static int run(const struct run_opts *o)
             fprintf(stderr, "memvisor: control socket %s: %s\n", o->control,
                     strerror(-r));
             hv_domain_destroy(d);
-            hv_fini(&hv);
+            hv_fini(hvp);
             return EXIT_USAGE;
         }
     }
-    r = hv_domain_start(d);
+    r = started ? 0 : hv_domain_start(d);
     if (r < 0) {
         fprintf(stderr, "memvisor: starting vCPUs: %s\n", strerror(-r));
     } else if (o->audit_ms) {
@@ -266,7 +291,7 @@ static int run(const struct run_opts *o)
     if (ctl)
         control_stop(ctl);
     hv_domain_destroy(d);
-    hv_fini(&hv);
+    hv_fini(hvp);
     return status;
 }
 
@@ -322,6 +347,308 @@ static int cmd_run(int argc, char **argv)
         return EXIT_USAGE;
     }
     return run(&o);
+}
+
+/* ---- migration and snapshots (docs/control.md) ------------------------ */
+
+#define EXIT_RESTORE 65 /* EX_DATAERR: the stream was refused */
+#define DEFAULT_POOL_MIB 2048
+
+static int parse_u64(const char *s, uint64_t *out);
+
+/* Send one request to the control socket at path; print its progress
+ * lines on stderr and the outcome on stdout.  0 if it succeeded. */
+static int control_request(const char *path, const char *req, bool migrate)
+{
+    char err[256], buf[32768];
+    size_t have = 0;
+    char addr[256];
+    bool tty = isatty(STDERR_FILENO), progressed = false;
+    int fd;
+
+    snprintf(addr, sizeof(addr), "unix:%s", path);
+    fd = xfer_connect(addr, err, sizeof(err));
+    if (fd < 0) {
+        fprintf(stderr, "memvisor: control socket %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (write(fd, req, strlen(req)) < 0 || write(fd, "\n", 1) < 0) {
+        fprintf(stderr, "memvisor: control socket: %s\n", strerror(errno));
+        close(fd);
+        return 1;
+    }
+    for (;;) {
+        char *nl;
+        ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+
+        if (n <= 0) {
+            fprintf(stderr, "memvisor: the control socket closed\n");
+            close(fd);
+            return 1;
+        }
+        have += (size_t)n;
+        buf[have] = 0;
+        while ((nl = strchr(buf, '\n')) != NULL) {
+            uint64_t round = 0, left = 0, bps = 0, est = 0;
+            size_t used = (size_t)(nl - buf) + 1;
+
+            *nl = 0;
+            if (!strncmp(buf, "{\"progress\"", 11)) {
+                const char *f = strstr(buf, "\"final\":true");
+                (void)!control_u64(buf, "round", &round);
+                (void)!control_u64(buf, "pages_left", &left);
+                (void)!control_u64(buf, "bytes_per_s", &bps);
+                (void)!control_u64(buf, "est_downtime_ms", &est);
+                fprintf(stderr,
+                        "%smemvisor: round %llu%s: %llu pages left, %.1f "
+                        "MiB/s, estimated downtime %llu ms%s",
+                        tty ? "\r" : "", (unsigned long long)round,
+                        f ? " (final, paused)" : "", (unsigned long long)left,
+                        (double)bps / (1 << 20), (unsigned long long)est,
+                        tty ? "\033[K" : "\n");
+                progressed = true;
+            } else {
+                char e[512];
+                bool ok = !strncmp(buf, "{\"ok\":true", 10);
+
+                if (progressed && tty)
+                    fputc('\n', stderr);
+                close(fd);
+                if (!ok) {
+                    if (!control_str(buf, "error", e, sizeof(e)))
+                        snprintf(e, sizeof(e), "%.500s", buf);
+                    fprintf(stderr, "memvisor: %s failed: %s (the guest "
+                                    "runs on at the source)\n",
+                            migrate ? "migration" : "save", e);
+                    return 1;
+                }
+                {
+                    const char *sum = strstr(buf, "\"summary\":");
+                    uint64_t rounds = 0, bytes = 0, pages = 0;
+                    double total = 0, down = 0;
+                    const char *t = sum ? strstr(sum, "\"total_ms\":") : NULL;
+                    const char *dn =
+                        sum ? strstr(sum, "\"downtime_ms\":") : NULL;
+
+                    if (t)
+                        total = strtod(t + 11, NULL);
+                    if (dn)
+                        down = strtod(dn + 14, NULL);
+                    if (sum) {
+                        (void)!control_u64(sum, "rounds", &rounds);
+                        (void)!control_u64(sum, "bytes", &bytes);
+                        (void)!control_u64(sum, "pages", &pages);
+                    }
+                    printf("memvisor: %s: %.1f ms in all, downtime %.1f ms, "
+                           "%llu rounds, %llu pages, %.1f MiB sent\n",
+                           migrate ? "migrated" : "saved", total, down,
+                           (unsigned long long)rounds,
+                           (unsigned long long)pages,
+                           (double)bytes / (1 << 20));
+                    printf("%s\n", buf);
+                }
+                return 0;
+            }
+            memmove(buf, buf + used, have - used);
+            have -= used;
+        }
+        if (have == sizeof(buf) - 1)
+            have = 0; /* an over-long line: drop it */
+    }
+}
+
+static int json_escape_into(char *out, size_t len, const char *s)
+{
+    control_json_string(out, len, s);
+    return strlen(out) + 1 < len ? 0 : -ENAMETOOLONG;
+}
+
+/* memvisor migrate|save --control PATH DEST [options] */
+static int cmd_xfer(int argc, char **argv, bool migrate)
+{
+    const char *control = NULL, *dest = NULL;
+    char req[1024], esc[600], abs_path[PATH_MAX];
+    uint64_t v, downtime = 0, rounds = 0, cut = 0;
+    bool zstd = false, live = migrate, stop = false;
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_val = i + 1 < argc;
+
+        if (!strcmp(a, "--control") && has_val)
+            control = argv[++i];
+        else if (!strcmp(a, "--zstd"))
+            zstd = true;
+        else if (!strcmp(a, "--live"))
+            live = true;
+        else if (!strcmp(a, "--offline"))
+            live = false;
+        else if (!strcmp(a, "--stop") && !migrate)
+            stop = true;
+        else if (!strcmp(a, "--downtime") && has_val &&
+                 !parse_u64(argv[i + 1], &v) && v > 0 && v < 3600000) {
+            downtime = v;
+            i++;
+        } else if (!strcmp(a, "--max-rounds") && has_val &&
+                   !parse_u64(argv[i + 1], &v) && v > 0 &&
+                   v <= MIGRATE_MAX_ROUNDS) {
+            rounds = v;
+            i++;
+        } else if (!strcmp(a, "--test-cut-after") && has_val &&
+                   !parse_u64(argv[i + 1], &v)) {
+            cut = v;
+            i++;
+        } else if (a[0] != '-' && !dest)
+            dest = a;
+        else {
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!control || !dest) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!migrate && dest[0] != '/') {
+        /* the running memvisor opens the file: give it an absolute path */
+        if (!getcwd(abs_path, sizeof(abs_path)) ||
+            strlen(abs_path) + strlen(dest) + 2 > sizeof(abs_path)) {
+            fprintf(stderr, "memvisor: %s: path too long\n", dest);
+            return EXIT_USAGE;
+        }
+        strcat(abs_path, "/");
+        strcat(abs_path, dest);
+        dest = abs_path;
+    }
+    if (json_escape_into(esc, sizeof(esc), dest) < 0) {
+        fprintf(stderr, "memvisor: %s: too long\n", dest);
+        return EXIT_USAGE;
+    }
+    snprintf(req, sizeof(req),
+             "{\"cmd\":\"%s\",\"%s\":%s,\"live\":%d,\"zstd\":%d,"
+             "\"stop\":%d,\"downtime_ms\":%llu,\"max_rounds\":%llu%s%.0llu%s}",
+             migrate ? "migrate" : "save", migrate ? "to" : "file", esc, live,
+             zstd, stop, (unsigned long long)downtime,
+             (unsigned long long)rounds, cut ? ",\"test_cut_after\":" : "",
+             (unsigned long long)cut, "");
+    return control_request(control, req, migrate);
+}
+
+/* Build the domain a stream on fd carries and run it (as `run` does);
+ * with ack, tell the source how it went once the vCPUs started. */
+static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
+                           bool ack)
+{
+    struct hv hv;
+    struct migrate_target tgt;
+    struct migrate_restore_stats rs;
+    struct stream_chan c;
+    struct domain *d;
+    char err[512];
+    int r;
+
+    r = hv_init(&hv, (pool_mib << 8) + POOL_SLACK_FRAMES);
+    if (r < 0) {
+        fprintf(stderr, "memvisor: cannot start: %s\n", strerror(-r));
+        if (ack)
+            xfer_ack(fd, r, "the destination cannot start");
+        return EXIT_USAGE;
+    }
+    if ((r = hv_domain_target_init(&hv, STDOUT_FILENO, &tgt)) < 0) {
+        hv_fini(&hv);
+        return EXIT_USAGE;
+    }
+    stream_chan_fd(&c, fd);
+    r = migrate_restore(&tgt, &c, &rs, err, sizeof(err));
+    d = hv_domain_target_fini(&tgt);
+    if (r == 0 && (r = hv_domain_start(d)) < 0) {
+        snprintf(err, sizeof(err), "starting vCPUs: %s", strerror(-r));
+        hv_domain_destroy(d);
+        d = NULL;
+    }
+    if (ack)
+        xfer_ack(fd, r, err);
+    if (r < 0) {
+        fprintf(stderr, "memvisor: restore failed: %s\n", err);
+        hv_fini(&hv);
+        return EXIT_RESTORE;
+    }
+    fprintf(stderr,
+            "memvisor: restored domain %u: %llu pages (%llu page tables "
+            "localised), %llu records, %.1f MiB in %.1f ms\n",
+            hv_domain_id(d), (unsigned long long)rs.pages,
+            (unsigned long long)rs.localised_tables,
+            (unsigned long long)rs.records, (double)rs.bytes / (1 << 20),
+            (double)rs.ns / 1e6);
+    return run_domain(&hv, d, o, true);
+}
+
+/* memvisor restore FILE | receive --listen ADDR, [--pool MiB]
+ * [--control PATH] [--audit-every MS] */
+static int cmd_restore(int argc, char **argv, bool receive)
+{
+    struct run_opts o = {0};
+    const char *src = NULL;
+    uint64_t pool = DEFAULT_POOL_MIB, v;
+    char err[256];
+    int fd, lfd = -1, st;
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_val = i + 1 < argc;
+
+        if (!strcmp(a, "--listen") && has_val && receive && !src)
+            src = argv[++i];
+        else if (!strcmp(a, "--pool") && has_val &&
+                 !parse_u64(argv[i + 1], &v) && v > 0 && v <= 8192) {
+            pool = v;
+            i++;
+        } else if (!strcmp(a, "--control") && has_val)
+            o.control = argv[++i];
+        else if (!strcmp(a, "--audit-every") && has_val &&
+                 !parse_u64(argv[i + 1], &v) && v > 0 && v < 600000) {
+            o.audit_ms = (unsigned)v;
+            i++;
+        } else if (a[0] != '-' && !receive && !src)
+            src = a;
+        else {
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!src) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!kvm_usable())
+        return EXIT_NO_KVM;
+    if (!receive) {
+        fd = open(src, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            fprintf(stderr, "memvisor: %s: %s\n", src, strerror(errno));
+            return EXIT_USAGE;
+        }
+        st = restore_and_run(fd, pool, &o, false);
+        close(fd);
+        return st;
+    }
+    lfd = xfer_listen(src, err, sizeof(err));
+    if (lfd < 0) {
+        fprintf(stderr, "memvisor: listen %s\n", err);
+        return EXIT_USAGE;
+    }
+    fprintf(stderr, "memvisor: waiting for a migration on %s\n", src);
+    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    close(lfd);
+    if (!strncmp(src, "unix:", 5))
+        unlink(src + 5);
+    if (fd < 0) {
+        fprintf(stderr, "memvisor: accept: %s\n", strerror(errno));
+        return EXIT_USAGE;
+    }
+    st = restore_and_run(fd, pool, &o, true);
+    close(fd);
+    return st;
 }
 
 /* The guest image: MEMVISOR_GUEST, else ../../guest/pvkernel relative to
@@ -395,10 +722,20 @@ static int cmd_demo(void)
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* a migration peer that goes away is an error, not a signal */
+    signal(SIGPIPE, SIG_IGN);
     if (argc >= 2 && !strcmp(argv[1], "run"))
         return cmd_run(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "demo"))
         return cmd_demo();
+    if (argc >= 2 && !strcmp(argv[1], "migrate"))
+        return cmd_xfer(argc - 2, argv + 2, true);
+    if (argc >= 2 && !strcmp(argv[1], "save"))
+        return cmd_xfer(argc - 2, argv + 2, false);
+    if (argc >= 2 && !strcmp(argv[1], "restore"))
+        return cmd_restore(argc - 2, argv + 2, false);
+    if (argc >= 2 && !strcmp(argv[1], "receive"))
+        return cmd_restore(argc - 2, argv + 2, true);
     usage(argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
               ? stdout
               : stderr);

@@ -1,7 +1,8 @@
 /*
  * test_stream.c - the stream format: CRC-32C, a written stream read back
- * (plain and zstd), and the reader's refusals: every single-bit flip and
- * every truncation of a valid stream, records out of order, unknown
+ * (plain and zstd), and the reader's refusals: bit flips (in every byte
+ * of the first 256, every 17th after) and truncations (at every length up
+ * to 256, every 31st after) of a valid stream, records out of order, unknown
  * mandatory and HVM records, bad versions, bad page words, bad vCPU
  * records; an unknown optional record is skipped.
  */
@@ -111,7 +112,9 @@ static void test_every_flip(void **state)
 
     (void)state;
     assert_non_null(b);
-    for (size_t i = 0; i < len; i++)
+    /* every byte of the headers (image, first records), then every 17th:
+     * each byte is under a checksum, the stride keeps the test short */
+    for (size_t i = 0; i < len; i += i < 256 ? 1 : 17)
         for (unsigned bit = 0; bit < 8; bit += 3) {
             b[i] ^= (uint8_t)(1u << bit);
             if (check_bytes(b, len, &records, err, sizeof(err)) == 0)
@@ -135,7 +138,9 @@ static void test_every_truncation(void **state)
 
     (void)state;
     assert_non_null(b);
-    for (size_t n = 0; n < len; n++) {
+    size_t cuts = 0;
+
+    for (size_t n = 0; n < len; n += n < 256 ? 1 : 31, cuts++) {
         uint8_t *t = malloc(n ? n : 1);
         assert_non_null(t);
         memcpy(t, b, n);
@@ -143,7 +148,7 @@ static void test_every_truncation(void **state)
         assert_true(err[0] != '\0');
         free(t);
     }
-    test_note("%zu truncations refused", len);
+    test_note("%zu truncations of a %zu-byte stream refused", cuts, len);
     free(b);
 }
 
