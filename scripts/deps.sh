@@ -3,7 +3,7 @@
 # Run as root (make demo / make check call it); does nothing when all is there.
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev libcmocka-dev
-      python3 binutils libzstd-dev)
+      python3 binutils libzstd-dev gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

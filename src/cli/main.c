@@ -537,7 +537,7 @@ static int cmd_xfer(int argc, char **argv, bool migrate)
 /* Build the domain a stream on fd carries and run it (as `run` does);
  * with ack, tell the source how it went once the vCPUs started. */
 static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
-                           bool ack)
+                           bool ack, uint64_t die_after)
 {
     struct hv hv;
     struct migrate_target tgt;
@@ -559,7 +559,15 @@ static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
         return EXIT_USAGE;
     }
     stream_chan_fd(&c, fd);
+    c.read_fail_after = die_after;
     r = migrate_restore(&tgt, &c, &rs, err, sizeof(err));
+    if (r < 0 && die_after) {
+        /* test: a destination that dies in the middle, leaving the
+         * source to find out by itself */
+        fprintf(stderr, "memvisor: dying after %llu records (test)\n",
+                (unsigned long long)die_after);
+        _exit(137);
+    }
     d = hv_domain_target_fini(&tgt);
     if (r == 0 && (r = hv_domain_start(d)) < 0) {
         snprintf(err, sizeof(err), "starting vCPUs: %s", strerror(-r));
@@ -589,7 +597,7 @@ static int cmd_restore(int argc, char **argv, bool receive)
 {
     struct run_opts o = {0};
     const char *src = NULL;
-    uint64_t pool = DEFAULT_POOL_MIB, v;
+    uint64_t pool = DEFAULT_POOL_MIB, v, die_after = 0;
     char err[256];
     int fd, lfd = -1, st;
 
@@ -608,6 +616,10 @@ static int cmd_restore(int argc, char **argv, bool receive)
         else if (!strcmp(a, "--audit-every") && has_val &&
                  !parse_u64(argv[i + 1], &v) && v > 0 && v < 600000) {
             o.audit_ms = (unsigned)v;
+            i++;
+        } else if (!strcmp(a, "--test-die-after") && has_val && receive &&
+                   !parse_u64(argv[i + 1], &v)) {
+            die_after = v;
             i++;
         } else if (a[0] != '-' && !receive && !src)
             src = a;
@@ -628,7 +640,7 @@ static int cmd_restore(int argc, char **argv, bool receive)
             fprintf(stderr, "memvisor: %s: %s\n", src, strerror(errno));
             return EXIT_USAGE;
         }
-        st = restore_and_run(fd, pool, &o, false);
+        st = restore_and_run(fd, pool, &o, false, 0);
         close(fd);
         return st;
     }
@@ -646,7 +658,7 @@ static int cmd_restore(int argc, char **argv, bool receive)
         fprintf(stderr, "memvisor: accept: %s\n", strerror(errno));
         return EXIT_USAGE;
     }
-    st = restore_and_run(fd, pool, &o, true);
+    st = restore_and_run(fd, pool, &o, true, die_after);
     close(fd);
     return st;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hv/hv_internal.h"
 #include "lib/x86.h"
@@ -107,6 +108,15 @@ static const void *src_page(void *arg, uint64_t mfn)
 {
     struct hv_msrc *s = arg;
     return frames_ptr(&s->d->hv->frames, _mfn(mfn));
+}
+
+/* A frame of the pool that was never written is a hole of its memfd. */
+static bool src_hole(void *arg, uint64_t mfn)
+{
+    struct hv_msrc *s = arg;
+    off_t off = (off_t)(mfn << PAGE_SHIFT);
+
+    return lseek(s->d->hv->frames.memfd, off, SEEK_DATA) != off;
 }
 
 static int src_p2m_frames(void *arg, uint64_t *pfns, uint64_t n)
@@ -384,6 +394,7 @@ int hv_domain_source_init(struct domain *d, struct migrate_source *src)
     src->mfn_to_pfn = src_mfn_to_pfn;
     src->types = src_types;
     src->page = src_page;
+    src->hole = src_hole;
     src->p2m_frames = src_p2m_frames;
     src->vcpu = src_vcpu;
     src->shared_info = src_shared_info;

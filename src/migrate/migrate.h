@@ -97,6 +97,10 @@ struct migrate_source {
     int (*types)(void *arg, const uint64_t *mfns, unsigned n, uint32_t *info);
     /* The frame's contents (read in place). */
     const void *(*page)(void *arg, uint64_t mfn);
+    /* Optional: true if the frame was never written (reads as zeros);
+     * lets the save skip reading it, which would make the host allocate
+     * memory for it. */
+    bool (*hole)(void *arg, uint64_t mfn);
     /* The pfns of the frames of the guest's p2m list. */
     int (*p2m_frames)(void *arg, uint64_t *pfns, uint64_t n);
     /* Paused: vCPU i's state, base pointers as mfns (STREAM_PFN_NONE:
@@ -156,6 +160,9 @@ struct migrate_stats {
     unsigned rounds;
     uint64_t bandwidth; /* bytes/s measured in the last live round */
     uint64_t quiesce_tries;
+    /* what the save allocated: 2 bits and a byte per page (to send,
+     * deferred, type last sent), one record's page buffer, zstd's */
+    uint64_t mem_bytes;
     struct migrate_round round[MIGRATE_MAX_ROUNDS + 1];
 };
 
@@ -192,6 +199,10 @@ int __must_check migrate_save(const struct migrate_source *src,
 struct migrate_restore_stats {
     uint64_t pages, records, bytes, localised_tables, populated_early;
     uint64_t ns;
+    /* what the restore allocated beyond the domain: 9 bytes and a bit per
+     * page (its p2m, the types, what holds data), the vCPU records, the
+     * reader's two record buffers (the second for zstd) */
+    uint64_t mem_bytes;
 };
 
 int __must_check migrate_restore(const struct migrate_target *dst,

@@ -41,6 +41,7 @@ struct restore {
     struct migrate_restore_stats *st;
     uint64_t nr;
     uint64_t *p2m;
+    uint64_t *written; /* pfns whose frame holds data (others: zero) */
     uint8_t *types;
     uint64_t *p2m_frames;
     uint64_t nr_p2m_frames;
@@ -121,9 +122,14 @@ static int page_data(struct restore *s)
             return rc;
         dst = s->t->page(s->t->arg, mfn);
         if (w & STREAM_PFN_ZERO) {
-            memset(dst, 0, 4096);
+            /* a new frame is scrubbed already: touch it only to undo data
+             * an earlier round wrote */
+            if (s->written[pfn / 64] & (1ULL << (pfn % 64)))
+                memset(dst, 0, 4096);
+            s->written[pfn / 64] &= ~(1ULL << (pfn % 64));
             continue;
         }
+        s->written[pfn / 64] |= 1ULL << (pfn % 64);
         memcpy(dst, data, 4096);
         data += 4096;
         if (level >= 1 && level <= 4 &&
@@ -150,9 +156,13 @@ static int run(struct restore *s)
             s->nr = s->r.dom.nr_pages;
             s->p2m = malloc(8 * s->nr);
             s->types = malloc(s->nr);
+            s->written = calloc((s->nr + 63) / 64, 8);
             s->vcpus = calloc(s->r.dom.nr_vcpus, sizeof(*s->vcpus));
-            if (!s->p2m || !s->types || !s->vcpus)
+            if (!s->p2m || !s->types || !s->vcpus || !s->written)
                 return -ENOMEM;
+            s->st->mem_bytes = 8 * s->nr + s->nr + (s->nr + 63) / 64 * 8 +
+                               s->r.dom.nr_vcpus * sizeof(*s->vcpus) +
+                               2ULL * (STREAM_REC_MAX + 8);
             memset(s->p2m, 0xff, 8 * s->nr);
             memset(s->types, STREAM_TYPE_XTAB, s->nr);
             if ((rc = t->create(t->arg, &s->r.dom, s->err, s->errlen)) < 0)
@@ -278,6 +288,7 @@ int migrate_restore(const struct migrate_target *dst, struct stream_chan *chan,
     stats->ns = now_ns() - t0;
     stream_reader_fini(&s->r);
     free(s->p2m);
+    free(s->written);
     free(s->types);
     free(s->p2m_frames);
     free(s->vcpus);

@@ -168,6 +168,13 @@ static int flush_batch(struct save *s, struct migrate_round *r)
             continue;
         }
         level = t & STREAM_TYPE_LEVEL_MASK;
+        if (s->src->hole && s->src->hole(s->src->arg, s->mfns[i])) {
+            s->words[nw++] = ((uint64_t)t << 60) | STREAM_PFN_ZERO | pfn;
+            r->zero++;
+            s->st->zero_pages++;
+            s->sent_type[pfn] = (uint8_t)t;
+            continue;
+        }
         pg = s->src->page(s->src->arg, s->mfns[i]);
         if (level >= 1 && level <= 4) {
             rc = normalise(s, pfn, level, pg, dst);
@@ -513,10 +520,13 @@ int migrate_save(const struct migrate_source *src, struct stream_chan *chan,
     if (!s->todo || !s->deferred || !s->sent_type || !s->data)
         goto out;
     memset(s->sent_type, 0xff, s->nr);
+    stats->mem_bytes = 2 * ((s->nr + 63) / 64 * 8) + s->nr +
+                       4096ULL * STREAM_PAGES_MAX + sizeof(*s);
     if ((rc = stream_writer_init(&s->w, chan, opts->zstd)) < 0) {
         errf(err, errlen, "zstd: %s", strerror(-rc));
         goto out;
     }
+    stats->mem_bytes += s->w.zcap;
     rc = run(s);
     if (rc < 0)
         s->state = SAVE_FAILED;
@@ -548,12 +558,13 @@ int migrate_stats_json(const struct migrate_stats *s, char *buf, size_t len)
     PUT("{\"total_ms\":%.3f,\"downtime_ms\":%.3f,\"bytes\":%llu,"
         "\"raw_bytes\":%llu,\"pages\":%llu,\"zero_pages\":%llu,"
         "\"deferred\":%llu,\"rounds\":%u,\"bandwidth\":%llu,"
-        "\"quiesce_tries\":%llu,\"round\":[",
+        "\"quiesce_tries\":%llu,\"mem_bytes\":%llu,\"round\":[",
         s->total_ns / 1e6, s->downtime_ns / 1e6, (unsigned long long)s->bytes,
         (unsigned long long)s->raw_bytes, (unsigned long long)s->pages,
         (unsigned long long)s->zero_pages, (unsigned long long)s->deferred,
         s->rounds, (unsigned long long)s->bandwidth,
-        (unsigned long long)s->quiesce_tries);
+        (unsigned long long)s->quiesce_tries,
+        (unsigned long long)s->mem_bytes);
     for (unsigned i = 0; i < s->rounds && i <= MIGRATE_MAX_ROUNDS; i++) {
         const struct migrate_round *r = &s->round[i];
         PUT("%s{\"round\":%u,\"final\":%s,\"pages\":%llu,\"zero\":%llu,"

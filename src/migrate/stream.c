@@ -415,6 +415,10 @@ int stream_read_record(struct stream_reader *r, char *err, size_t errlen)
                                                      : "no image header read");
         return -EINVAL;
     }
+    if (r->chan->read_fail_after && r->chan->records >= r->chan->read_fail_after) {
+        errf(err, errlen, "the connection was cut (test)");
+        return -ECONNABORTED;
+    }
     for (;;) {
         if ((rc = chan_read(r->chan, &h, sizeof(h))) < 0)
             return read_err(rc, err, errlen, "a record header");
@@ -466,6 +470,7 @@ int stream_read_record(struct stream_reader *r, char *err, size_t errlen)
     }
     if ((rc = order_check(r, h.type, err, errlen)) < 0)
         return rc;
+    r->chan->records++;
     r->type = h.type;
     r->body = r->buf;
     r->len = h.length;

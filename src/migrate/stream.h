@@ -49,6 +49,9 @@ struct stream_chan {
     /* Test only (fault injection): after this many records have been
      * written, every write fails with -ECONNABORTED (0: never). */
     uint64_t fail_after;
+    /* Test only: after this many records have been read, reading fails
+     * with -ECONNABORTED (0: never). */
+    uint64_t read_fail_after;
 };
 
 void stream_chan_fd(struct stream_chan *c, int fd);
