@@ -222,7 +222,7 @@ struct workload {
     const char *const *counters; /* names, NULL-terminated */
 };
 extern const struct workload work_abi, work_dirty, work_ptchurn, work_balloon,
-    work_hostile, work_stale, work_flushbench;
+    work_hostile, work_stale, work_flushbench, work_dev;
 
 static inline struct vcpu *this_vcpu(void)
 {

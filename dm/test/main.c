@@ -19,7 +19,8 @@
  *   0x2c W_HASH   FNV-1a 32 over (gpa, len, bytes) of each, in order
  *   0x30 W_GONE   removal notices heard
  *   0x34 W_SUM    FNV-1a 32 of the shadow page
- *   0x38 W_STATUS the last TRACK_REPLY's status (0 ok, errno)
+ *   0x38 W_STATUS the last TRACK_REPLY's status (0 ok, errno; ~0 while
+ *                 a watch waits for it)
  *
  * Usage: memvisor-dm-test (--socket PATH | --fd N) [--port BASE]
  *          [--never-ack] [--inval-delay MS] [--crash-on-io]
@@ -82,11 +83,13 @@ static void *dma_worker(void *arg)
     memcpy(&word, t->dma_ref.ptr, 4);
     for (uint32_t i = 0; i + 4 <= t->dma_len; i += 4)
         memcpy((uint8_t *)t->dma_ref.ptr + i, &t->dma_val, 4);
-    mapcache_release(&c->mc, &t->dma_ref);
+    /* done before the mapping goes: its release may send the INVAL_ACK
+     * that lets the guest go on and look */
     pthread_mutex_lock(&t->lock);
     t->regs[0x24 / 4] = word;
     t->regs[0x20 / 4] = 2;
     pthread_mutex_unlock(&t->lock);
+    mapcache_release(&c->mc, &t->dma_ref);
     return NULL;
 }
 
@@ -139,6 +142,7 @@ static int run_cmd(struct dm_conn *c, struct testdev *t, uint32_t cmd)
             return r;
         t->watch_gfn = src;
         t->watching = true;
+        t->regs[0x38 / 4] = ~0u; /* until the TRACK_REPLY comes */
         return dm_track(c, src, true);
     case 6:
         return dm_track(c, src, false);

@@ -3,6 +3,7 @@
  *
  *   memvisor run <image> [--mem MiB] [--vcpus N] [--cmdline "..."]
  *                        [--control PATH] [--audit-every MS]
+ *                        [--device test|block:PATH]... [--dm-socket PATH]
  *   memvisor demo
  *
  * run: boots the PV kernel image, the guest console on stdout; the exit
@@ -13,6 +14,8 @@
  * reason on any machine.
  * --control serves the control socket (docs/control.md) while it runs;
  * --paused starts the guest paused (a "resume" request lets it go).
+ * --device starts a device model as a child process (cli/devices.h);
+ * --dm-socket lets device models started separately attach by that path.
  * --audit-every pauses the guest every MS milliseconds and audits the frame
  * table (the result goes to stderr; a failed audit makes the exit status 71).
  */
@@ -30,7 +33,9 @@
 
 #include "boot/elf.h"
 #include "cli/control.h"
+#include "cli/devices.h"
 #include "cli/xfer.h"
+#include "ioreq/ioreq.h"
 #include "hv/hv.h"
 #include "migrate/migrate.h"
 
@@ -48,13 +53,68 @@ struct run_opts {
     const char *control;
     unsigned audit_ms;
     bool paused; /* start paused: resume through the control socket */
+    const char *devices[CLI_MAX_DEVICES]; /* --device specs */
+    unsigned nr_devices;
+    const char *dm_socket;
 };
+
+/* Device models: started and attached before the guest runs. */
+static int start_devices(const struct run_opts *o, struct cli_devices *ds)
+{
+    char err[256];
+    int r;
+
+    for (unsigned i = 0; i < o->nr_devices; i++) {
+        if ((r = devices_start(ds, o->devices[i], err, sizeof(err))) < 0) {
+            fprintf(stderr, "memvisor: %s\n", err);
+            return r;
+        }
+    }
+    if (o->dm_socket && (r = devices_listen(ds, o->dm_socket)) < 0) {
+        fprintf(stderr, "memvisor: device-model socket %s: %s\n", o->dm_socket,
+                strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+static void report_devices(struct domain *d)
+{
+    struct ioreq_domain *io = hv_domain_ioreq(d);
+    struct ioreq_stats st;
+
+    if (!io)
+        return;
+    ioreq_get_stats(io, &st);
+    if (!st.servers)
+        return;
+    fprintf(stderr,
+            "memvisor: devices: %llu attached, %llu cut off; %llu I/O "
+            "requests (%llu failed), %llu invalidations (vCPUs waited %.1f ms "
+            "in all), %llu tracked stores, %llu pages written by devices\n",
+            (unsigned long long)st.servers, (unsigned long long)st.cut,
+            (unsigned long long)st.ioreqs,
+            (unsigned long long)st.failed_ioreqs,
+            (unsigned long long)st.invalidations, (double)st.inval_wait_ns / 1e6,
+            (unsigned long long)st.track_writes,
+            (unsigned long long)st.dirty_pages);
+    for (unsigned i = 0; i < st.servers; i++) {
+        enum ioreq_state s;
+        char name[DM_NAME_MAX], why[IOREQ_REASON_MAX];
+        if (ioreq_server_info(io, i, &s, name, why, sizeof(why)) == 0 &&
+            s == IOREQ_CUT && strcmp(why, "the domain is going away"))
+            fprintf(stderr, "memvisor: device %s was cut off: %s\n", name,
+                    why);
+    }
+}
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: memvisor run <image> [--mem MiB] [--vcpus N] "
                "[--cmdline \"...\"] [--control PATH] [--audit-every MS] "
                "[--paused]\n"
+               "                    [--device test|block:PATH]... "
+               "[--dm-socket PATH]\n"
                "       memvisor demo\n"
                "       memvisor migrate --control PATH tcp:HOST:PORT|unix:PATH "
                "[--zstd] [--downtime MS] [--max-rounds N] [--offline]\n"
@@ -202,14 +262,23 @@ static int run(const struct run_opts *o)
 }
 
 /* Run a created domain to its end (vCPUs already started if started):
- * control socket, audits, exit status; destroys it and hv. */
+ * device models, control socket, audits, exit status; destroys it and hv. */
 static int run_domain(struct hv *hvp, struct domain *d,
                       const struct run_opts *o, bool started)
 {
     struct control *ctl = NULL;
+    struct cli_devices devs;
     unsigned audits = 0, audit_failures = 0;
     int r, status;
 
+    devices_init(&devs, d);
+    if (start_devices(o, &devs) < 0) {
+        devices_stop(&devs);
+        hv_domain_destroy(d);
+        devices_reap(&devs);
+        hv_fini(hvp);
+        return EXIT_USAGE;
+    }
     if (o->paused && !started)
         hv_domain_pause(d);
     if (o->control) {
@@ -217,7 +286,9 @@ static int run_domain(struct hv *hvp, struct domain *d,
         if (r < 0) {
             fprintf(stderr, "memvisor: control socket %s: %s\n", o->control,
                     strerror(-r));
+            devices_stop(&devs);
             hv_domain_destroy(d);
+            devices_reap(&devs);
             hv_fini(hvp);
             return EXIT_USAGE;
         }
@@ -288,9 +359,12 @@ static int run_domain(struct hv *hvp, struct domain *d,
             (unsigned long long)st.flush_filtered,
             (unsigned long long)st.flushes, (unsigned long long)st.touched_now);
     }
+    report_devices(d);
     if (ctl)
         control_stop(ctl);
+    devices_stop(&devs);
     hv_domain_destroy(d);
+    devices_reap(&devs);
     hv_fini(hvp);
     return status;
 }
@@ -335,6 +409,11 @@ static int cmd_run(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--paused")) {
             o.paused = true;
+        } else if (!strcmp(a, "--device") && has_val &&
+                   o.nr_devices < CLI_MAX_DEVICES) {
+            o.devices[o.nr_devices++] = argv[++i];
+        } else if (!strcmp(a, "--dm-socket") && has_val) {
+            o.dm_socket = argv[++i];
         } else if (a[0] != '-' && !o.image) {
             o.image = a;
         } else {

@@ -86,7 +86,10 @@ static int send_locked(struct ioreq_server *s, const void *msg, size_t len,
     pthread_mutex_lock(&s->send_lock);
     r = dm_msg_send(s->fd, msg, len, fd, s->io->cfg.timeout_ms);
     pthread_mutex_unlock(&s->send_lock);
-    if (r < 0)
+    if (r == -ECONNRESET || r == -EPIPE)
+        cut_locked(s, "the device model closed its socket (sending %s)",
+                   dm_type_name(((const struct dm_hdr *)msg)->type));
+    else if (r < 0)
         cut_locked(s, "sending %s failed: %s",
                    dm_type_name(((const struct dm_hdr *)msg)->type),
                    strerror(-r));

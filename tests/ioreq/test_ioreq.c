@@ -26,7 +26,7 @@
 #define PORT 0x5000
 #define PORT2 0x5100
 
-static const char *dm_exe;
+static const char *dm_exe, *block_exe;
 
 struct fix {
     struct frames f;
@@ -378,6 +378,80 @@ static void test_refused(void **state)
     fix_fini(&x);
 }
 
+/* The block device: many random reads and writes between a host file and
+ * guest pages, against a model of the file; checksums on both sides. */
+static void test_block(void **state)
+{
+    enum { SECTORS = 2048 };
+    static uint8_t model[SECTORS * 512];
+    static uint8_t buf[64 * 512];
+    char path[] = "/tmp/memvisor-blockXXXXXX";
+    const char *extra[] = {"--file", path, NULL};
+    uint64_t rng = test_seed(0x626c6b), reads = 0, writes = 0;
+    struct fix x;
+    pid_t pid;
+    int fd;
+    (void)state;
+
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    for (size_t i = 0; i < sizeof(model); i += 8) {
+        uint64_t v = test_rand(&rng);
+        memcpy(model + i, &v, 8);
+    }
+    assert_int_equal(write(fd, model, sizeof(model)), (long)sizeof(model));
+    fix_init(&x, NULL);
+    assert_int_equal(dmproc_start(&x.io, block_exe, extra, &pid), 0);
+    x.pids[x.nr_pids++] = pid;
+    assert_int_equal(rd(&x, 0x5100, 0x14), SECTORS);
+    uint64_t ops = test_scale(300);
+    for (uint64_t i = 0; i < ops; i++) {
+        uint32_t count = 1 + (uint32_t)test_rand_below(&rng, 64);
+        uint32_t sector = (uint32_t)test_rand_below(&rng, SECTORS - count + 1);
+        uint64_t gfn = test_rand_below(&rng, NR_RAM - 8);
+        size_t len = count * 512u;
+        bool write_op = test_rand_below(&rng, 2);
+        assert_int_equal(wr(&x, 0x5100, 0x00, sector), 0);
+        assert_int_equal(wr(&x, 0x5100, 0x04, (uint32_t)gfn), 0);
+        assert_int_equal(wr(&x, 0x5100, 0x08, count), 0);
+        if (write_op) {
+            for (size_t k = 0; k < len; k++)
+                buf[k] = (uint8_t)test_rand(&rng);
+            for (size_t k = 0; k < len; k += 4096)
+                memcpy(gfn_ptr(&x, gfn + k / 4096), buf + k, MIN(len - k, 4096));
+            assert_int_equal(wr(&x, 0x5100, 0x0c, 2), 0);
+            memcpy(model + sector * 512u, buf, len);
+            writes++;
+        } else {
+            assert_int_equal(wr(&x, 0x5100, 0x0c, 1), 0);
+            for (size_t k = 0; k < len; k += 4096)
+                memcpy(buf + k, gfn_ptr(&x, gfn + k / 4096), MIN(len - k, 4096));
+            assert_memory_equal(buf, model + sector * 512u, len);
+            reads++;
+        }
+        assert_int_equal(rd(&x, 0x5100, 0x10), 0);
+        assert_int_equal(rd(&x, 0x5100, 0x18), fnv(model + sector * 512u, len));
+    }
+    /* out of range: refused, nothing moved */
+    assert_int_equal(wr(&x, 0x5100, 0x00, SECTORS - 1), 0);
+    assert_int_equal(wr(&x, 0x5100, 0x08, 2), 0);
+    assert_int_equal(wr(&x, 0x5100, 0x0c, 1), 0);
+    assert_int_equal(rd(&x, 0x5100, 0x10), ERANGE);
+    assert_int_equal(wr(&x, 0x5100, 0x0c, 3), 0); /* flush */
+    assert_int_equal(rd(&x, 0x5100, 0x10), 0);
+    fix_fini(&x);
+    /* the file is the model */
+    static uint8_t file[SECTORS * 512];
+    assert_int_equal(pread(fd, file, sizeof(file), 0), (long)sizeof(file));
+    assert_memory_equal(file, model, sizeof(model));
+    close(fd);
+    unlink(path);
+    test_note("block: %llu requests (%llu reads, %llu writes) checked against "
+              "the model, file equal at the end",
+              (unsigned long long)(reads + writes), (unsigned long long)reads,
+              (unsigned long long)writes);
+}
+
 static void test_save_restore(void **state)
 {
     struct fix x;
@@ -414,14 +488,16 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_block),
         cmocka_unit_test(test_save_restore),
     };
 
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_ioreq DM-TEST-EXECUTABLE\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_ioreq DM-TEST DM-BLOCK\n");
         return 2;
     }
     dm_exe = argv[1];
+    block_exe = argv[2];
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
