@@ -24,7 +24,9 @@
  *
  * Usage: memvisor-dm-test (--socket PATH | --fd N) [--port BASE]
  *          [--never-ack] [--inval-delay MS] [--crash-on-io]
- *          [--garbage-on-io] [--oversize-on-io]
+ *          [--garbage-on-io] [--oversize-on-io] [--flood N]
+ * --flood N sends N DIRTY reports right after attaching (a device model
+ * flooding memvisor: its messages are rate-limited).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -268,7 +270,7 @@ int main(int argc, char **argv)
     struct dm_conn c;
     struct dm_range range = {.kind = DM_RANGE_PIO, .base = 0x5000, .len = 64};
     const char *path = NULL;
-    int fd = -1, r, never_ack = 0, delay = 0;
+    int fd = -1, r, never_ack = 0, delay = 0, flood = 0;
     char why[DM_REASON_MAX];
 
     pthread_mutex_init(&t.lock, NULL);
@@ -290,6 +292,8 @@ int main(int argc, char **argv)
             t.hostile = HOSTILE_GARBAGE;
         else if (!strcmp(a, "--oversize-on-io"))
             t.hostile = HOSTILE_OVERSIZE;
+        else if (!strcmp(a, "--flood") && v)
+            flood = atoi(argv[++i]);
         else {
             fprintf(stderr, "memvisor-dm-test: unknown argument %s\n", a);
             return 2;
@@ -314,6 +318,9 @@ int main(int argc, char **argv)
     }
     c.test_never_ack = never_ack;
     c.test_inval_delay_ms = delay;
+    for (int i = 0; i < flood; i++)
+        if (dm_report_dirty(&c, (uint64_t)i % c.nr_gfns, 1) < 0)
+            break;
     r = dm_serve(&c);
     if (t.worker_started)
         pthread_join(t.worker, NULL);

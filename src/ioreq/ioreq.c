@@ -316,7 +316,9 @@ static void throttle(struct ioreq_server *s)
             s->tokens--;
             return;
         }
+        pthread_mutex_lock(&s->io->lock);
         s->nr_throttled++;
+        pthread_mutex_unlock(&s->io->lock);
         struct timespec ts = {0, (long)(1000000000ULL / rate) + 1};
         nanosleep(&ts, NULL);
     }
@@ -942,7 +944,10 @@ void ioreq_get_stats(struct ioreq_domain *io, struct ioreq_stats *out)
     pthread_mutex_lock(&io->lock);
     *out = io->stats;
     out->live = out->cut = 0;
+    out->messages = out->throttled = 0;
     for (unsigned i = 0; i < io->nr_servers; i++) {
+        out->messages += io->servers[i]->nr_msgs;
+        out->throttled += io->servers[i]->nr_throttled;
         if (io->servers[i]->state == IOREQ_LIVE)
             out->live++;
         else

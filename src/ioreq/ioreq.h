@@ -127,6 +127,7 @@ struct ioreq_stats {
     uint64_t ioreqs, failed_ioreqs, unclaimed;
     uint64_t invalidations, inval_wait_ns;
     uint64_t track_writes, dirty_pages;
+    uint64_t messages, throttled; /* from servers; waits of the rate limit */
 };
 
 struct ioreq_domain {

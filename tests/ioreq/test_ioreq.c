@@ -361,6 +361,37 @@ static void test_oversized(void **state)
     hostile("--oversize-on-io", false, "longer than DM_MSG_MAX");
 }
 
+/* A device model floods memvisor with valid messages: they are processed
+ * at the configured rate (I5), the server is not cut, its device works. */
+static void test_flood(void **state)
+{
+    struct ioreq_config cfg = {.rate_per_sec = 2000};
+    const char *flood[] = {"--flood", "3000", NULL};
+    struct ioreq_stats st;
+    struct fix x;
+    double t0, secs;
+    (void)state;
+
+    fix_init(&x, &cfg);
+    t0 = test_now_s();
+    assert_int_equal(fix_start(&x, flood), 0);
+    do {
+        test_sleep_ms(20);
+        ioreq_get_stats(&x.io, &st);
+    } while (st.messages < 3000 && test_now_s() - t0 < 10);
+    secs = test_now_s() - t0;
+    test_note("flood: 3000 messages processed in %.2f s at 2000/s (burst "
+              "201), %llu waits of the rate limit",
+              secs, (unsigned long long)st.throttled);
+    assert_true(st.messages >= 3000);
+    assert_true(st.throttled > 0);
+    assert_true(secs > 1.2); /* (3000 - 201) / 2000 s at least */
+    assert_int_equal(st.live, 1);
+    assert_int_equal(wr(&x, PORT, 0x00, 1), 0);
+    assert_int_equal(rd(&x, PORT, 0x00), 1);
+    fix_fini(&x);
+}
+
 static void test_refused(void **state)
 {
     const char *same[] = {"--port", "0x5010", NULL};
@@ -487,6 +518,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_crash_mid_request),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_flood),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_block),
         cmocka_unit_test(test_save_restore),
