@@ -73,11 +73,17 @@ int hv_pio_emulate(struct pvcpu *pc, bool *handled)
     int r;
 
     *handled = false;
-    if (!pc->d->created_io || !pc->kernel_mode ||
-        gm_copy_from(pc, insn, pc->ret.rip, sizeof(insn)) < 0)
+    if (!pc->d->created_io || !pc->kernel_mode)
         return 0;
-    len = decode_pio(insn, &out, &size, &imm);
+    /* at most 3 bytes; fewer when the instruction ends a mapped page */
+    for (len = sizeof(insn); len; len--)
+        if (gm_copy_from(pc, insn, pc->ret.rip, len) == 0)
+            break;
     if (!len)
+        return 0;
+    unsigned have = len;
+    len = decode_pio(insn, &out, &size, &imm);
+    if (!len || len > have)
         return 0;
     port = imm ? insn[len - 1] : (unsigned)(pc->regs.rdx & 0xffff);
     data = out ? pc->regs.rax & (size == 4 ? 0xffffffffULL
