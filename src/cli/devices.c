@@ -105,7 +105,7 @@ int devices_start(struct cli_devices *ds, const char *spec, char *err,
     ds->pids[ds->n] = pid;
     snprintf(ds->names[ds->n], sizeof(ds->names[0]), "%s", kind);
     ds->n++;
-    r = hv_domain_attach_dm(ds->d, sv[0]);
+    r = hv_domain_attach_dm(ds->d, sv[0], pid);
     if (r < 0) {
         snprintf(err, errlen, "device %s: the device model did not attach "
                               "(%s; its own message above)", spec,
@@ -135,7 +135,7 @@ static void *accept_main(void *arg)
         if (fd < 0)
             continue;
         /* refused or failed: the device model hears why (REFUSED) */
-        (void)!hv_domain_attach_dm(ds->d, fd);
+        (void)!hv_domain_attach_dm(ds->d, fd, 0);
     }
     return NULL;
 }

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hv/hv_internal.h"
 #include "xen/xen.h"
@@ -106,12 +107,18 @@ int hv_pio_emulate(struct pvcpu *pc, bool *handled)
     return 0;
 }
 
-int hv_domain_attach_dm(struct domain *d, int sock)
+int hv_domain_attach_dm(struct domain *d, int sock, pid_t child)
 {
+    int r;
+
     if (!d->created_io) {
+        close(sock);
         return -ENODEV;
     }
-    return ioreq_attach(&d->io, sock);
+    r = ioreq_attach(&d->io, sock);
+    if (r >= 0 && child > 0 && ioreq_set_child(&d->io, (unsigned)r, child) < 0)
+        return -EINVAL;
+    return r;
 }
 
 struct ioreq_domain *hv_domain_ioreq(struct domain *d)

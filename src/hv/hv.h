@@ -70,6 +70,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "frame/frame.h"
 #include "kvm/kvm.h"
@@ -226,8 +227,9 @@ int __must_check hv_domain_test_raw_store(struct hv *hv, uint64_t maddr,
 
 /* Device models (src/ioreq, docs/dm-protocol.md).  Attach one connected on
  * sock (SOCK_SEQPACKET; taken over, also on error): the server index or
- * -errno. */
-int __must_check hv_domain_attach_dm(struct domain *d, int sock);
+ * -errno.  child > 0: the model is this process's child, killed if it is
+ * cut off for misbehaving (ioreq.h I6); 0 for one attached by socket. */
+int __must_check hv_domain_attach_dm(struct domain *d, int sock, pid_t child);
 /* The domain's ioreq side (servers, statistics), NULL before it exists. */
 struct ioreq_domain *hv_domain_ioreq(struct domain *d);
 /* Test only: the vCPU does not wait for the device models' INVAL_ACK at

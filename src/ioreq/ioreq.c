@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +57,14 @@ static void cut_locked(struct ioreq_server *s, const char *fmt, ...)
     va_end(ap);
     /* wakes the reader (its recv returns) and fails later sends */
     shutdown(s->fd, SHUT_RDWR);
+    if (s->child > 0 && !s->io->stopping) {
+        /* I6: dead, not reaped (its parent reaps it), before we go on */
+        siginfo_t si;
+        kill(s->child, SIGKILL);
+        while (waitid(P_PID, (id_t)s->child, &si, WEXITED | WNOWAIT) < 0 &&
+               errno == EINTR)
+            ;
+    }
     for (unsigned i = 0; i < IOREQ_MAX_VCPUS; i++)
         if (s->pend[i].id && !s->pend[i].done) {
             s->pend[i].done = true;
@@ -65,6 +75,19 @@ static void cut_locked(struct ioreq_server *s, const char *fmt, ...)
         s->save.status = -EIO;
     }
     pthread_cond_broadcast(&s->io->cond);
+}
+
+int ioreq_set_child(struct ioreq_domain *io, unsigned server, pid_t pid)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&io->lock);
+    if (server >= io->nr_servers || pid <= 0)
+        r = -EINVAL;
+    else
+        io->servers[server]->child = pid;
+    pthread_mutex_unlock(&io->lock);
+    return r;
 }
 
 void ioreq_cut(struct ioreq_domain *io, unsigned server, const char *reason)

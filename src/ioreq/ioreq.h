@@ -41,6 +41,11 @@
  *  I5. Messages from a server are processed at most rate_per_sec per
  *      second (its reader sleeps beyond); no message a server sends can
  *      make memvisor exit, abort or leak.
+ *  I6. A server that is memvisor's own child process (ioreq_set_child())
+ *      is killed when it is cut off for misbehaving, and has exited before
+ *      the cut returns: its mappings are gone before any frame it may have
+ *      mapped is released (a device model attached by socket cannot be
+ *      forced; its mappings outlive the cut).
  *
  * Locking: io.lock (a mutex) protects the server table, each server's
  * state, pending request slots, acked generation and subscriptions, and the
@@ -62,6 +67,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "dirty/dirty.h"
 #include "frame/frame.h"
@@ -91,6 +97,7 @@ struct ioreq_server {
     struct ioreq_domain *io;
     unsigned id;
     int fd;
+    pid_t child; /* > 0: memvisor's child process, killed when cut (I6) */
     char name[DM_NAME_MAX];
     struct dm_range ranges[DM_MAX_RANGES];
     unsigned nr_ranges;
@@ -190,6 +197,9 @@ int __must_check ioreq_save(struct ioreq_domain *io, unsigned server,
 int __must_check ioreq_restore(struct ioreq_domain *io, unsigned server,
                                const void *buf, uint32_t len);
 
+/* The server is memvisor's child process pid (I6). */
+int __must_check ioreq_set_child(struct ioreq_domain *io, unsigned server,
+                                 pid_t pid);
 /* Cut a server off (as if it had misbehaved) with reason. */
 void ioreq_cut(struct ioreq_domain *io, unsigned server, const char *reason);
 /* Server facts (for the control socket and tests). */

@@ -318,6 +318,8 @@ static void hostile(const char *flag, bool via_inval, const char *needle)
     fix_init(&x, &cfg);
     assert_int_equal(fix_start(&x, bad), 0);
     assert_int_equal(fix_start(&x, good), 1);
+    /* I6: memvisor's own child, killed when cut */
+    assert_int_equal(ioreq_set_child(&x.io, 0, x.pids[0]), 0);
     if (via_inval) {
         balloon_out(&x, 20);
         r = ioreq_end_hypercall(&x.io);
@@ -330,6 +332,17 @@ static void hostile(const char *flag, bool via_inval, const char *needle)
         assert_int_equal(d, 0xffffffffu);
     }
     expect_cut(&x, 0, needle);
+    if (via_inval) {
+        /* alive and stalling until cut: now dead (not yet reaped) */
+        siginfo_t si;
+        memset(&si, 0, sizeof(si));
+        assert_int_equal(waitid(P_PID, (id_t)x.pids[0], &si,
+                                WEXITED | WNOHANG | WNOWAIT),
+                         0);
+        assert_int_equal(si.si_pid, x.pids[0]);
+        assert_int_equal(si.si_code, CLD_KILLED);
+        assert_int_equal(si.si_status, SIGKILL);
+    }
     /* the failed device stays failed; the other goes on */
     r = ioreq_access(&x.io, 1, DM_RANGE_PIO, PORT + 0x14, 4, false, &d);
     assert_int_equal(r, -EIO);

@@ -59,7 +59,7 @@ static pid_t start_child(struct domain *d, const char *prog, const char *a1,
         _exit(127);
     }
     close(sv[1]);
-    assert_true(hv_domain_attach_dm(d, sv[0]) >= 0);
+    assert_true(hv_domain_attach_dm(d, sv[0], pid) >= 0);
     return pid;
 }
 

@@ -12,12 +12,14 @@
  *    fallible step (each allocation, each KVM_SET_USER_MEMORY_REGION) tells
  *    the device nothing; the removal that succeeds is announced once, after
  *    its commit;
- *  - the device's writes to guest memory are in the dirty log when the
- *    request that made them completes.
+ *  - the devices' writes to guest memory (the test device's fill, the block
+ *    device's read) are in the dirty log, page by page, when the request
+ *    that made them completes.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,7 +31,7 @@
 #define G(x) (MEMFIX_GFN0 + (x))
 #define PORT 0x5000
 
-static const char *dm_exe;
+static const char *dm_exe, *block_exe;
 
 struct tfix {
     struct memfix f;
@@ -283,7 +285,38 @@ static void test_dirty(void **state)
         assert_true(dirty_test(&t.f.dirty, _gfn(g)));
     assert_false(dirty_test(&t.f.dirty, _gfn(G(23))));
     assert_int_equal(((uint8_t *)memfix_host(&t.f, G(22)))[4095], 0x3c);
+
+    /* the block device: a read of 24 sectors into G(40).. marks 3 pages */
+    char path[] = "/tmp/memvisor-trkblkXXXXXX";
+    static uint8_t data[64 * 512];
+    int fd = mkstemp(path);
+    pid_t bpid;
+    uint64_t d;
+    assert_true(fd >= 0);
+    memset(data, 0xb1, sizeof(data));
+    assert_int_equal(write(fd, data, sizeof(data)), (long)sizeof(data));
+    const char *extra[] = {"--file", path, NULL};
+    assert_int_equal(dmproc_start(&t.io, block_exe, extra, &bpid), 1);
+    for (uint64_t g = G(40); g < G(44); g++)
+        assert_false(dirty_test(&t.f.dirty, _gfn(g)));
+    d = 0;
+    assert_int_equal(ioreq_access(&t.io, 0, DM_RANGE_PIO, 0x5100, 4, true, &d), 0);
+    d = G(40);
+    assert_int_equal(ioreq_access(&t.io, 0, DM_RANGE_PIO, 0x5104, 4, true, &d), 0);
+    d = 24;
+    assert_int_equal(ioreq_access(&t.io, 0, DM_RANGE_PIO, 0x5108, 4, true, &d), 0);
+    d = 1;
+    assert_int_equal(ioreq_access(&t.io, 0, DM_RANGE_PIO, 0x510c, 4, true, &d), 0);
+    assert_int_equal(ioreq_access(&t.io, 0, DM_RANGE_PIO, 0x5110, 4, false, &d), 0);
+    assert_int_equal(d, 0);
+    for (uint64_t g = G(40); g < G(43); g++)
+        assert_true(dirty_test(&t.f.dirty, _gfn(g)));
+    assert_false(dirty_test(&t.f.dirty, _gfn(G(43))));
+    assert_int_equal(((uint8_t *)memfix_host(&t.f, G(42)))[4095], 0xb1);
     tfix_fini(&t);
+    (void)dmproc_wait(bpid, 5000);
+    close(fd);
+    unlink(path);
 }
 
 int main(int argc, char **argv)
@@ -294,11 +327,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dirty),
     };
 
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_ioreq_track DM-TEST-EXECUTABLE\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_ioreq_track DM-TEST DM-BLOCK\n");
         return 2;
     }
     dm_exe = argv[1];
+    block_exe = argv[2];
     signal(SIGPIPE, SIG_IGN);
     test_require_kvm();
     return cmocka_run_group_tests(tests, NULL, NULL);
