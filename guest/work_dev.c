@@ -20,8 +20,13 @@
  *     another page, compare (and the device's checksum); read sectors into
  *     a buffer that is then given back and taken back scrubbed.
  *
+ *  5. with mmio=1, the test device's MMIO page at 0xf0000000 (granted I/O
+ *     memory, docs/abi.md): mapped through the guest's own page tables in
+ *     place of one of its pages, a checksum driven by loads and stores to
+ *     it; mapping the frame after it (not granted) is refused.
+ *
  * Runs on vCPU 0; the other vCPUs idle.  Options: rounds=<n> (default 4),
- * block=1.
+ * block=1, mmio=1.
  */
 #include "guest.h"
 
@@ -38,10 +43,14 @@ enum { C_COPY = 1, C_FILL = 2, C_SUM = 3, C_DMA = 4, C_WATCH = 5 };
 enum { B_SECTOR = 0x00, B_GFN = 0x04, B_COUNT = 0x08, B_CMD = 0x0c,
        B_STATUS = 0x10, B_CAPACITY = 0x14, B_SUM = 0x18 };
 
-enum { D_OPS, D_WATCHED, D_GONE, D_DMA_DONE, D_SCRUBBED, D_BLOCK };
+#define DEV_MMIO_MFN 0xf0000ULL
+
+enum { D_OPS, D_WATCHED, D_GONE, D_DMA_DONE, D_SCRUBBED, D_BLOCK, D_MMIO,
+       D_MMIO_REFUSED };
 static const char *const dev_counters[] = {
     "device-ops", "watched-stores", "gone-notices", "dma-done-first",
-    "scrubbed",   "block-ops",      NULL};
+    "scrubbed",   "block-ops",      "mmio-ops",     "mmio-refused",
+    NULL};
 
 static inline void outl(uint32_t v, uint16_t port)
 {
@@ -277,10 +286,46 @@ static void block_round(struct kernel *k, struct vcpu *v, uint64_t a,
         (void)take_back(k, v, c);
 }
 
+static void mmio_round(struct kernel *k, struct vcpu *v, uint64_t pfn,
+                       uint64_t src)
+{
+    volatile uint32_t *regs = (volatile uint32_t *)mm_va(pfn);
+    uint8_t *ps = (uint8_t *)mm_va(src);
+    long rc;
+
+    /* the frame after the granted page is not ours to map */
+    rc = mm_set_physmap_pte(k, pfn, pte_make(DEV_MMIO_MFN + 1, PTE_DATA),
+                            PTE_BY_UVA);
+    if (rc)
+        v->c[D_MMIO_REFUSED]++;
+    else
+        vfail(v, "dev", "an I/O frame nobody claims was mappable");
+    rc = mm_set_physmap_pte(k, pfn, pte_make(DEV_MMIO_MFN, PTE_DATA),
+                            PTE_BY_UVA);
+    if (rc) {
+        vfail(v, "dev", "mapping the device's MMIO page: %ld", rc);
+        goto out;
+    }
+    regs[R_SRC / 4] = (uint32_t)k->p2m[src]; /* each access exits as MMIO */
+    regs[R_LEN / 4] = 4096;
+    regs[R_CMD / 4] = C_SUM;
+    if (regs[R_STATUS / 4] || regs[R_RESULT / 4] != fnv(FNV0, ps, 4096))
+        vfail(v, "dev", "checksum through MMIO differs (status %u)",
+              regs[R_STATUS / 4]);
+    else
+        v->c[D_MMIO]++;
+out:
+    rc = mm_set_physmap_pte(k, pfn, pte_make(k->p2m[pfn], PTE_DATA),
+                            PTE_BY_UVA);
+    if (rc)
+        vfail(v, "dev", "mapping pfn %lu back: %ld", pfn, rc);
+}
+
 static int dev_run(struct kernel *k, struct vcpu *v)
 {
     uint64_t rounds = cmdline_num(k, "rounds", 4);
     bool block = cmdline_num(k, "block", 0) != 0;
+    bool mmio = cmdline_num(k, "mmio", 0) != 0;
     if (v->id != 0)
         return 0;
     uint64_t r = probe_inb(DEV + R_STATUS);
@@ -301,6 +346,8 @@ static int dev_run(struct kernel *k, struct vcpu *v)
         dma_round(k, v, pfns[3]);
         if (block && !v->fails)
             block_round(k, v, pfns[0], pfns[1], pfns[3]);
+        if (mmio && !v->fails)
+            mmio_round(k, v, pfns[2], pfns[1]);
     }
 out:
     work_free_pages(k, v, n);

@@ -24,7 +24,9 @@
  *
  * Usage: memvisor-dm-test (--socket PATH | --fd N) [--port BASE]
  *          [--never-ack] [--inval-delay MS] [--crash-on-io]
- *          [--garbage-on-io] [--oversize-on-io] [--flood N]
+ *          [--garbage-on-io] [--oversize-on-io] [--flood N] [--mmio GPA]
+ * --mmio GPA also claims the page at GPA (MMIO; the same registers at the
+ * same offsets), which a PV guest may then map (docs/abi.md).
  * --flood N sends N DIRTY reports right after attaching (a device model
  * flooding memvisor: its messages are rate-limited).
  */
@@ -268,7 +270,11 @@ int main(int argc, char **argv)
 {
     static struct testdev t;
     struct dm_conn c;
-    struct dm_range range = {.kind = DM_RANGE_PIO, .base = 0x5000, .len = 64};
+    struct dm_range ranges[2] = {
+        {.kind = DM_RANGE_PIO, .base = 0x5000, .len = 64},
+        {.kind = DM_RANGE_MMIO, .len = 4096},
+    };
+    uint32_t nr_ranges = 1;
     const char *path = NULL;
     int fd = -1, r, never_ack = 0, delay = 0, flood = 0;
     char why[DM_REASON_MAX];
@@ -281,7 +287,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--fd") && v)
             fd = atoi(argv[++i]);
         else if (!strcmp(a, "--port") && v)
-            range.base = strtoull(argv[++i], NULL, 0);
+            ranges[0].base = strtoull(argv[++i], NULL, 0);
+        else if (!strcmp(a, "--mmio") && v) {
+            ranges[1].base = strtoull(argv[++i], NULL, 0);
+            nr_ranges = 2;
+        }
         else if (!strcmp(a, "--never-ack"))
             never_ack = 1;
         else if (!strcmp(a, "--inval-delay") && v)
@@ -310,7 +320,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: memvisor-dm-test (--socket PATH | --fd N)\n");
         return 2;
     }
-    r = dm_attach(&c, fd, "test", &range, 1, 64, &ops, &t, why, sizeof(why));
+    r = dm_attach(&c, fd, "test", ranges, nr_ranges, 64, &ops, &t, why,
+                  sizeof(why));
     if (r < 0) {
         fprintf(stderr, "memvisor-dm-test: attach: %s%s%s\n", strerror(-r),
                 why[0] ? ": " : "", why);

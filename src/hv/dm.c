@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hv/hv_internal.h"
+#include "pv/pv.h"
 #include "xen/xen.h"
 
 int hv_dm_init(struct domain *d)
@@ -17,6 +18,7 @@ int hv_dm_init(struct domain *d)
     struct ioreq_config cfg = {0};
     int r;
 
+    pthread_mutex_init(&d->iomem_lock, NULL);
     r = ioreq_domain_init(&d->io, &d->hv->frames, &d->p2m, &d->ms, &d->dirty,
                           d->nr_vcpus, &cfg);
     if (r == 0)
@@ -118,12 +120,53 @@ int hv_domain_attach_dm(struct domain *d, int sock, pid_t child)
     r = ioreq_attach(&d->io, sock);
     if (r >= 0 && child > 0 && ioreq_set_child(&d->io, (unsigned)r, child) < 0)
         return -EINVAL;
+    if (r >= 0) {
+        /* its MMIO ranges become I/O memory the guest may map (docs/abi.md);
+         * ioreq refused any inside the domain's RAM space, which for a PV
+         * domain is the pool */
+        struct dm_range rg[DM_MAX_RANGES];
+        int n = ioreq_server_ranges(&d->io, (unsigned)r, rg);
+        pthread_mutex_lock(&d->iomem_lock);
+        for (int i = 0; i < n; i++)
+            if (rg[i].kind == DM_RANGE_MMIO &&
+                pv_iomem_grant(d->pv, _mfn(rg[i].base >> PAGE_SHIFT),
+                               rg[i].len >> PAGE_SHIFT) < 0) {
+                pthread_mutex_unlock(&d->iomem_lock);
+                ioreq_cut(&d->io, (unsigned)r,
+                          "its MMIO ranges cannot be granted to the guest");
+                return -ENOSPC;
+            }
+        pthread_mutex_unlock(&d->iomem_lock);
+    }
     return r;
+}
+
+int hv_mmio_forward(struct pvcpu *pc, uint64_t gpa, uint8_t *data,
+                    uint32_t len, bool write)
+{
+    uint64_t v = 0;
+    int r;
+
+    if (!pc->d->created_io || (len != 1 && len != 2 && len != 4 && len != 8))
+        return -ENOENT;
+    if (write)
+        memcpy(&v, data, len);
+    r = ioreq_access(&pc->d->io, pc->id, DM_RANGE_MMIO, gpa, len, write, &v);
+    if (r == -ENOENT || r == -EINVAL)
+        return -ENOENT;
+    if (!write)
+        memcpy(data, &v, len); /* all ones if the device failed */
+    return 0;
 }
 
 struct ioreq_domain *hv_domain_ioreq(struct domain *d)
 {
     return d->created_io ? &d->io : NULL;
+}
+
+void hv_domain_test_iomem_any(struct domain *d)
+{
+    d->pv->rules.iomem_any = true;
 }
 
 void hv_domain_test_no_inval_wait(struct domain *d)

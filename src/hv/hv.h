@@ -235,6 +235,9 @@ struct ioreq_domain *hv_domain_ioreq(struct domain *d);
 /* Test only: the vCPU does not wait for the device models' INVAL_ACK at
  * the end of a hypercall (DESIGN invariant 8 off), to show tests catch it. */
 void hv_domain_test_no_inval_wait(struct domain *d);
+/* Test only: the guest may map any frame outside the pool as I/O memory,
+ * granted or not (pv.h rules.iomem_any), to show the tests catch it. */
+void hv_domain_test_iomem_any(struct domain *d);
 
 /* The domain's memory as KVM sees it: slots of its own memory (*slots),
  * of the shim (*shim_slots), and the frames they present (*frames). */

@@ -93,6 +93,7 @@ struct domain {
     /* Device models (dm.c, src/ioreq): set up after the memory path. */
     struct ioreq_domain io;
     bool created_io;
+    pthread_mutex_t iomem_lock; /* serialises pv_iomem_grant() */
     uint32_t nr_shim_slots;
     /* memslot's pause hook (mem_pause() in domain.c): while mem_paused, a
      * vCPU about to enter the guest waits in pvcpu_flush(), and one about
@@ -185,6 +186,11 @@ void hv_dm_end_hypercall(struct pvcpu *pc, unsigned nr);
 /* #GP of the guest kernel: an in/out to a claimed port is forwarded and
  * the instruction completed (*handled); 0 or -errno. */
 int __must_check hv_pio_emulate(struct pvcpu *pc, bool *handled);
+/* A KVM MMIO exit outside the domain's RAM: forwarded to the device model
+ * claiming gpa (0; a load fills data, all ones if the device failed), or
+ * -ENOENT when none does. */
+int __must_check hv_mmio_forward(struct pvcpu *pc, uint64_t gpa, uint8_t *data,
+                                 uint32_t len, bool write);
 
 /* ---- events (pvcpu.c) */
 int pvcpu_exit(struct vcpu *v, void *opaque);

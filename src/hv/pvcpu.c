@@ -457,6 +457,9 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
          * (defence in depth behind the page-table rules). */
         r = memslot_handle_mmio(&d->ms, _gpa(ex.mmio.addr), ex.mmio.data,
                                 ex.mmio.len, ex.mmio.is_write);
+        if (r == -ENOENT) /* granted I/O memory: its device model */
+            r = hv_mmio_forward(pc, ex.mmio.addr, ex.mmio.data, ex.mmio.len,
+                                ex.mmio.is_write);
         if (r == 0)
             return VCPU_CONTINUE;
         pvcpu_crash(pc, "%s of gpa %#llx: not this domain's memory",

@@ -978,3 +978,17 @@ void ioreq_get_stats(struct ioreq_domain *io, struct ioreq_stats *out)
     }
     pthread_mutex_unlock(&io->lock);
 }
+
+int ioreq_server_ranges(struct ioreq_domain *io, unsigned server,
+                        struct dm_range *out)
+{
+    int n = -ENOENT;
+
+    pthread_mutex_lock(&io->lock);
+    if (server < io->nr_servers) {
+        n = (int)io->servers[server]->nr_ranges;
+        memcpy(out, io->servers[server]->ranges, (size_t)n * sizeof(*out));
+    }
+    pthread_mutex_unlock(&io->lock);
+    return n;
+}

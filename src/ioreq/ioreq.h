@@ -207,5 +207,9 @@ int __must_check ioreq_server_info(struct ioreq_domain *io, unsigned server,
                                    enum ioreq_state *state, char *name,
                                    char *reason, size_t reason_len);
 void ioreq_get_stats(struct ioreq_domain *io, struct ioreq_stats *out);
+/* The ranges server claims (out: DM_MAX_RANGES entries); how many, or
+ * -ENOENT. */
+int ioreq_server_ranges(struct ioreq_domain *io, unsigned server,
+                        struct dm_range *out);
 
 #endif

@@ -112,6 +112,8 @@ static void count_entry(struct audit *a, mfn_t table, unsigned level,
 
     if (!(e & PTE_P) || pv_is_hv_slot(level, i))
         return;
+    if (level == 1 && pv_iomem_ok(a->d, child))
+        return; /* granted I/O memory: holds nothing */
     if (!ours(a, child)) {
         bad(a, table,
             "entry %u (level %u) refers to mfn %#" PRIx64

@@ -12,9 +12,38 @@
 
 /* ---------------------------------------------------------------- set-up */
 
+int pv_iomem_grant(struct pv_domain *d, mfn_t first, uint64_t nr)
+{
+    unsigned n = atomic_load_explicit(&d->nr_iomem, memory_order_relaxed);
+
+    if (!nr || mfn_x(first) < d->f->nr_frames ||
+        mfn_x(first) + nr < mfn_x(first) || mfn_x(first) + nr > (1ULL << 40))
+        return -EINVAL;
+    if (n == PV_MAX_IOMEM)
+        return -ENOSPC;
+    d->iomem[n] = (struct pv_iomem){mfn_x(first), nr};
+    atomic_store_explicit(&d->nr_iomem, n + 1, memory_order_release);
+    return 0;
+}
+
+bool pv_iomem_ok(struct pv_domain *d, mfn_t mfn)
+{
+    unsigned n = atomic_load_explicit(&d->nr_iomem, memory_order_acquire);
+
+    if (frames_mfn_valid(d->f, mfn))
+        return false;
+    if (d->rules.iomem_any)
+        return true; /* the rule off (tests) */
+    for (unsigned i = 0; i < n; i++)
+        if (mfn_x(mfn) - d->iomem[i].first < d->iomem[i].nr)
+            return true;
+    return false;
+}
+
 int pv_domain_init(struct pv_domain *d, struct frames *f, domid_t id)
 {
     memset(d, 0, sizeof(*d));
+    atomic_init(&d->nr_iomem, 0);
     if (id >= FRAME_MAX_DOMAINS)
         return -EINVAL;
     d->f = f;

@@ -94,7 +94,9 @@ static int get_page_from_l1e(struct pv_vcpu *v, uint64_t e)
     if (e & L1_DISALLOW)
         return -EINVAL;
     if (!frames_mfn_valid(d->f, mfn))
-        return -EINVAL; /* not RAM: no I/O memory permission */
+        /* not RAM: allowed only in granted I/O memory (no frame, no
+         * reference, no type: every access exits as MMIO) */
+        return pv_iomem_ok(d, mfn) ? 0 : -EINVAL;
     rc = frame_get(d->f, mfn, d->id);
     if (rc)
         return rc == -EPERM ? -EPERM : -EINVAL;
@@ -114,7 +116,7 @@ static void put_page_from_l1e(struct pv_vcpu *v, uint64_t e)
     struct pv_domain *d = v->d;
     mfn_t mfn = pte_mfn(e);
 
-    if (!(e & PTE_P) || !child_ok(v, mfn))
+    if (!(e & PTE_P) || pv_iomem_ok(d, mfn) || !child_ok(v, mfn))
         return;
     /* F13: an entry that holds no writable reference (one the guest put
      * there behind validation's back) is reported, never trusted. */

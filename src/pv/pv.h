@@ -161,6 +161,8 @@ struct pv_rules {
     bool no_deferred_partial;
     /* XSA-401: safety actions run before the type reference commits. */
     bool safety_before_commit;
+    /* any frame outside the pool counts as granted I/O memory */
+    bool iomem_any;
 };
 
 struct pv_vcpu;
@@ -205,9 +207,24 @@ struct pv_hooks {
 
 struct pv_vcpu;
 
+/* I/O memory a domain may map (pv_iomem_grant()). */
+#define PV_MAX_IOMEM 16
+struct pv_iomem {
+    uint64_t first, nr; /* machine frames [first, first + nr), none a pool frame */
+};
+
 struct pv_domain {
     struct frames *f;
     domid_t id;
+    /*
+     * I/O memory (docs/abi.md, "Devices"): frames outside the pool that
+     * present L1 entries may map, holding no reference and no type (there
+     * is no frame behind them: the VM has no slot there, so every access
+     * exits as MMIO).  Append-only; the entry is written before nr_iomem
+     * is published (release/acquire); grants are serialised by the caller.
+     */
+    struct pv_iomem iomem[PV_MAX_IOMEM];
+    _Atomic unsigned nr_iomem;
     _Atomic uint64_t *m2p; /* f->nr_frames entries, PV_M2P_INVALID if none */
     uint64_t hv_l4[PV_HV_L4_NR]; /* what slots 256..271 of every L4 hold */
     struct pv_rules rules;
@@ -263,6 +280,11 @@ int __must_check pv_domain_init(struct pv_domain *d, struct frames *f,
                                 domid_t id);
 /* The domain must own no page tables any more (pv_domain_relinquish()). */
 void pv_domain_fini(struct pv_domain *d);
+/* Let L1 entries of the domain map [first, first + nr): -EINVAL if a frame
+ * of it is a pool frame or it wraps, -ENOSPC if PV_MAX_IOMEM are granted. */
+int __must_check pv_iomem_grant(struct pv_domain *d, mfn_t first, uint64_t nr);
+/* Is mfn granted I/O memory of the domain? */
+bool pv_iomem_ok(struct pv_domain *d, mfn_t mfn);
 int __must_check pv_vcpu_init(struct pv_vcpu *v, struct pv_domain *d);
 
 /*

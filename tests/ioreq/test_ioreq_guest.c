@@ -63,8 +63,8 @@ static pid_t start_child(struct domain *d, const char *prog, const char *a1,
     return pid;
 }
 
-static void run_dev(const char *flag, bool no_wait, bool block,
-                    struct run *out)
+static void run_dev_mmio(const char *flag, bool no_wait, bool block, bool mmio,
+                         bool iomem_any, struct run *out)
 {
     struct hv hv;
     struct domain *d = NULL;
@@ -74,7 +74,9 @@ static void run_dev(const char *flag, bool no_wait, bool block,
         .image_size = image_size,
         .mem_mib = 64,
         .nr_vcpus = 2,
-        .cmdline = block ? "dev rounds=3 block=1" : "dev rounds=3",
+        .cmdline = mmio    ? "dev rounds=3 block=1 mmio=1"
+                   : block ? "dev rounds=3 block=1"
+                           : "dev rounds=3",
         .console_fd = -1,
     };
     char path[] = "/tmp/memvisor-guestblkXXXXXX";
@@ -88,8 +90,11 @@ static void run_dev(const char *flag, bool no_wait, bool block,
         fail_msg("create: %s", err);
     if (no_wait)
         hv_domain_test_no_inval_wait(d);
+    if (iomem_any)
+        hv_domain_test_iomem_any(d);
     /* the device models, child processes on socket pairs */
-    pid = start_child(d, dm_exe, flag, NULL);
+    pid = mmio ? start_child(d, dm_exe, "--mmio", "0xf0000000")
+               : start_child(d, dm_exe, flag, NULL);
     if (block) {
         static uint8_t zero[1 << 20];
         fd = mkstemp(path);
@@ -118,6 +123,12 @@ static void run_dev(const char *flag, bool no_wait, bool block,
         close(fd);
         unlink(path);
     }
+}
+
+static void run_dev(const char *flag, bool no_wait, bool block,
+                    struct run *out)
+{
+    run_dev_mmio(flag, no_wait, block, false, false, out);
 }
 
 static void show(const char *what, const struct run *r)
@@ -149,7 +160,7 @@ static void test_dev(void **state)
     static struct run r;
     (void)state;
 
-    run_dev(NULL, false, true, &r);
+    run_dev_mmio(NULL, false, true, true, false, &r);
     show("dev", &r);
     if (r.status != 0 || !strstr(r.con, "dev: pass") ||
         !strstr(r.con, "guest: pass")) {
@@ -161,6 +172,20 @@ static void test_dev(void **state)
     assert_true(r.st.track_writes >= 3 * 64);
     assert_true(r.st.dirty_pages > 0);
     assert_non_null(strstr(r.con, "block-ops=9"));
+    assert_non_null(strstr(r.con, "mmio-ops=3 mmio-refused=3"));
+}
+
+/* pv's I/O-memory rule off: any frame outside the pool is mappable, and
+ * the guest's check that an unclaimed one is refused fails. */
+static void test_iomem_rule_off(void **state)
+{
+    static struct run r;
+    (void)state;
+
+    run_dev_mmio(NULL, false, true, true, true, &r);
+    show("dev, any I/O memory mappable", &r);
+    assert_true(r.status != 0);
+    assert_non_null(strstr(r.con, "an I/O frame nobody claims was mappable"));
 }
 
 /* The vCPU does not wait for INVAL_ACK: the guest must see its DMA still
@@ -264,6 +289,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dev),
         cmocka_unit_test(test_dev_rule_off),
+        cmocka_unit_test(test_iomem_rule_off),
         cmocka_unit_test(test_never_acks),
         cmocka_unit_test(test_dies),
         cmocka_unit_test(test_cli),
