@@ -55,16 +55,18 @@ static void cut_locked(struct ioreq_server *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->cut_reason, sizeof(s->cut_reason), fmt, ap);
     va_end(ap);
-    /* wakes the reader (its recv returns) and fails later sends */
-    shutdown(s->fd, SHUT_RDWR);
     if (s->child > 0 && !s->io->stopping) {
-        /* I6: dead, not reaped (its parent reaps it), before we go on */
+        /* I6: dead, not reaped (its parent reaps it), before we go on;
+         * killed before its socket closes, so it cannot exit on its own
+         * with a mapping in use */
         siginfo_t si;
         kill(s->child, SIGKILL);
         while (waitid(P_PID, (id_t)s->child, &si, WEXITED | WNOWAIT) < 0 &&
                errno == EINTR)
             ;
     }
+    /* wakes the reader (its recv returns) and fails later sends */
+    shutdown(s->fd, SHUT_RDWR);
     for (unsigned i = 0; i < IOREQ_MAX_VCPUS; i++)
         if (s->pend[i].id && !s->pend[i].done) {
             s->pend[i].done = true;
