@@ -77,7 +77,8 @@ uint64_t probe_int80(void);
 uint64_t probe_ud2(void);
 uint64_t probe_div0(void);
 /* SYSCALL from guest kernel mode: not a hypercall entry (docs/abi.md). */
-uint64_t probe_syscall(void);
+/* SYSCALL from kernel mode as a hypercall (number 63): its result. */
+int64_t probe_syscall(void);
 /* An x87 instruction: #NM while CR0.TS is set (fpu_taskswitch). */
 uint64_t probe_fnop(void);
 /* int3 with rax = marker: returns the probe code if bounced as #BP, the

@@ -195,7 +195,13 @@ PROBE probe_mov_to_dr7, nop, "mov %rdi, %dr7"
 PROBE probe_xsetbv, "xor %ecx, %ecx; xor %eax, %eax; xor %edx, %edx", xsetbv
 PROBE probe_int80, nop, "int $0x80"
 PROBE probe_ud2, nop, ud2
-PROBE probe_syscall, nop, syscall
+/* SYSCALL in kernel mode is Xen's hypercall instruction: hypercall 63
+ * (no such call) must come back with -ENOSYS. */
+    .globl probe_syscall
+probe_syscall:
+    mov $63, %eax
+    syscall
+    ret
 PROBE probe_fnop, nop, fnop
 PROBE probe_div0, "xor %ecx, %ecx; mov $1, %eax; xor %edx, %edx", "div %ecx"
 

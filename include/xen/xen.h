@@ -239,6 +239,7 @@ struct mmuext_op {
 #define XENMEM_current_reservation 3
 #define XENMEM_maximum_reservation 4
 #define XENMEM_machphys_mfn_list 5
+#define XENMEM_machphys_mapping 12 /* arg: {v_start, v_end, max_mfn} */
 #define XENMEM_populate_physmap 6
 #define XENMEM_add_to_physmap 7
 #define XENMEM_memory_map 9
@@ -513,6 +514,19 @@ struct vcpu_info {
     struct arch_vcpu_info arch;
     struct vcpu_time_info time;
 };
+
+/* VCPUOP_register_runstate_memory_area: the area a guest registers. */
+#define RUNSTATE_running 0
+#define RUNSTATE_runnable 1
+#define RUNSTATE_blocked 2
+#define RUNSTATE_offline 3
+struct vcpu_runstate_info {
+    int32_t state;
+    int32_t pad;
+    uint64_t state_entry_time;
+    uint64_t time[4];
+};
+_Static_assert(sizeof(struct vcpu_runstate_info) == 48, "runstate_info");
 
 struct arch_shared_info {
     uint64_t max_pfn;

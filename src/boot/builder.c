@@ -62,6 +62,7 @@ static uint64_t idx(uint64_t va, unsigned level)
 }
 
 struct layout {
+    uint64_t mod_pfn, mod_pages;
     uint64_t kern_pages, p2m_pfn, p2m_pages, si_pfn, pt_pfn, nr_pt, stack_pfn,
         mapped_pages;
 };
@@ -73,7 +74,11 @@ static int plan(const struct boot_params *p, struct boot_result *r,
     uint64_t vb = k->virt_base;
 
     l->kern_pages = DIV_ROUND_UP(k->vend - vb, PAGE_SIZE);
-    l->p2m_pfn = l->kern_pages;
+    l->mod_pfn = l->kern_pages;
+    l->mod_pages = DIV_ROUND_UP((uint64_t)p->module_size, PAGE_SIZE);
+    if (l->mod_pages > p->nr_pages)
+        return fail(r, -ENOMEM, "the module does not fit in memory");
+    l->p2m_pfn = l->mod_pfn + l->mod_pages;
     l->p2m_pages = DIV_ROUND_UP(p->nr_pages * 8, PAGE_SIZE);
     l->si_pfn = l->p2m_pfn + l->p2m_pages;
     l->pt_pfn = l->si_pfn + 1;
@@ -172,6 +177,11 @@ static void build_tables(struct pv_domain *d, const mfn_t *p2m,
     BUG_ON(next != l->pt_pfn + l->nr_pt);
 }
 
+static uint64_t k_va(const struct boot_result *r, uint64_t pfn)
+{
+    return r->kernel.virt_base + pfn * PAGE_SIZE;
+}
+
 static void fill_start_info(struct pv_domain *d, const mfn_t *p2m,
                             const struct boot_params *p,
                             const struct layout *l, struct boot_result *r)
@@ -184,6 +194,10 @@ static void fill_start_info(struct pv_domain *d, const mfn_t *p2m,
     si->pt_base = r->pt_base_va;
     si->nr_pt_frames = l->nr_pt;
     si->mfn_list = r->p2m_va;
+    if (p->module_size) {
+        si->mod_start = k_va(r, l->mod_pfn);
+        si->mod_len = p->module_size;
+    }
     if (p->cmdline)
         snprintf(si->cmd_line, sizeof(si->cmd_line), "%s", p->cmdline);
 }
@@ -228,6 +242,9 @@ int boot_build(struct pv_domain *d, struct pv_vcpu *v0,
     }
 
     load_segments(d, p2m, p, &r->kernel);
+    for (uint64_t done = 0; done < p->module_size; done += PAGE_SIZE)
+        memcpy(pfn_ptr(d, p2m, l.mod_pfn + done / PAGE_SIZE),
+               p->module + done, MIN(PAGE_SIZE, p->module_size - done));
     for (uint64_t pfn = 0; pfn < p->nr_pages; pfn++) {
         uint64_t *list = pfn_ptr(d, p2m, l.p2m_pfn + pfn / 512);
         list[pfn % 512] = mfn_x(p2m[pfn]);

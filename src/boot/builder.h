@@ -5,10 +5,11 @@
  *
  * Start of day (x86-64, what the guest finds; docs/abi.md "Booting"):
  * one virtually contiguous region from VIRT_BASE maps pfns 0.. in order:
- *   kernel image | p2m list (nr_pages mfns) | start_info | bootstrap page
+ *   kernel image | module | p2m list (nr_pages mfns) | start_info | bootstrap page
  *   tables (L4, L3s, L2s, L1s; mapped read-only) | bootstrap stack
  * followed by at least 512 KiB of mapped free pages, the region ending on a
- * 4 MiB boundary.  rsi = VA of start_info, rsp = top of the stack, rip =
+ * 4 MiB boundary.  The module (an initrd), if any, starts on a page
+ * boundary: start_info.mod_start is its VA, mod_len its length.  rsi = VA of start_info, rsp = top of the stack, rip =
  * the ENTRY note.  The hypercall page named by the HYPERCALL_PAGE note is
  * filled with stubs (`mov $nr, %eax; int $4; ret`; iret: push rcx, r11,
  * rax first).  The shared info page is a frame of the domain outside its
@@ -40,6 +41,8 @@ struct boot_params {
     size_t size;
     uint64_t nr_pages;   /* guest memory, in 4 KiB pages */
     const char *cmdline; /* may be NULL */
+    const uint8_t *module; /* the PV module (an initrd), may be NULL */
+    size_t module_size;
 };
 
 struct boot_result {

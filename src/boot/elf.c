@@ -83,7 +83,8 @@ static bool inside_segment(const struct elf_kernel *k, uint64_t va)
 
 static int parse_notes(struct elf_kernel *k, const uint8_t *image, uint64_t off,
                        uint64_t len, uint64_t *entry_note, bool *has_entry,
-                       uint64_t *vbase, bool *has_vbase)
+                       uint64_t *vbase, bool *has_vbase, uint64_t *poff,
+                       bool *has_poff)
 {
     uint64_t pos = 0;
 
@@ -127,6 +128,10 @@ static int parse_notes(struct elf_kernel *k, const uint8_t *image, uint64_t off,
                 *vbase = rd(desc, (unsigned)descsz);
                 *has_vbase = true;
                 break;
+            case XEN_ELFNOTE_PADDR_OFFSET:
+                *poff = rd(desc, (unsigned)descsz);
+                *has_poff = true;
+                break;
             case XEN_ELFNOTE_GUEST_OS:
                 copy_str(k->guest_os, sizeof(k->guest_os), desc, descsz);
                 break;
@@ -151,7 +156,8 @@ static int parse_notes(struct elf_kernel *k, const uint8_t *image, uint64_t off,
 int elf_parse(const uint8_t *image, size_t size, struct elf_kernel *k)
 {
     uint64_t phoff, phnum, phentsize, e_entry, entry_note = 0, vbase = 0;
-    bool has_entry = false, has_vbase = false;
+    uint64_t poff = 0;
+    bool has_entry = false, has_vbase = false, has_poff = false;
     int r;
 
     memset(k, 0, sizeof(*k));
@@ -174,25 +180,42 @@ int elf_parse(const uint8_t *image, size_t size, struct elf_kernel *k)
         return fail(k, -EINVAL, "program headers outside the file");
 
     k->vstart = UINT64_MAX;
+    /* The notes first: PADDR_OFFSET decides where segments load (E5). */
+    for (uint64_t i = 0; i < phnum; i++) {
+        const uint8_t *ph = image + phoff + i * PHDR_SIZE;
+        uint64_t off = rd(ph + 8, 8), filesz = rd(ph + 32, 8);
+
+        if (rd(ph, 4) != PT_NOTE)
+            continue;
+        if (range_check(off, filesz, size) < 0)
+            return fail(k, -EINVAL, "segment %u outside the file", (unsigned)i);
+        r = parse_notes(k, image, off, filesz, &entry_note, &has_entry, &vbase,
+                        &has_vbase, &poff, &has_poff);
+        if (r < 0)
+            return r;
+    }
+    if (has_poff && !has_vbase)
+        return fail(k, -EINVAL, "PADDR_OFFSET without VIRT_BASE");
     for (uint64_t i = 0; i < phnum; i++) {
         const uint8_t *ph = image + phoff + i * PHDR_SIZE;
         uint64_t type = rd(ph, 4), flags = rd(ph + 4, 4);
         uint64_t off = rd(ph + 8, 8), va = rd(ph + 16, 8);
         uint64_t filesz = rd(ph + 32, 8), memsz = rd(ph + 40, 8);
 
-        if (type != PT_LOAD && type != PT_NOTE)
+        if (type != PT_LOAD)
             continue;
         if (range_check(off, filesz, size) < 0)
             return fail(k, -EINVAL, "segment %u outside the file", (unsigned)i);
-        if (type == PT_NOTE) {
-            r = parse_notes(k, image, off, filesz, &entry_note, &has_entry,
-                            &vbase, &has_vbase);
-            if (r < 0)
-                return r;
-            continue;
-        }
         if (memsz == 0)
             continue;
+        if (has_poff) {
+            /* Xen's rule: load at paddr - PADDR_OFFSET + VIRT_BASE. */
+            uint64_t pa = rd(ph + 24, 8);
+            if (pa < poff || vbase + (pa - poff) < vbase)
+                return fail(k, -EINVAL, "segment %u: paddr below PADDR_OFFSET",
+                            (unsigned)i);
+            va = vbase + (pa - poff);
+        }
         if (filesz > memsz)
             return fail(k, -EINVAL, "segment %u: filesz > memsz", (unsigned)i);
         if (!range_ok(va, memsz))

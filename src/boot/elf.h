@@ -20,6 +20,9 @@
  *      ENTRY and HYPERCALL_PAGE (if present) must lie inside a loaded
  *      segment; VIRT_BASE must not exceed the lowest segment address.
  *  E4. The loaded range is at most ELF_MAX_SPAN bytes (-E2BIG).
+ *  E5. With a PADDR_OFFSET note (which needs VIRT_BASE), a segment loads at
+ *      p_paddr - PADDR_OFFSET + VIRT_BASE, as Xen loads it (Linux's per-CPU
+ *      segment has p_vaddr 0); without one, at p_vaddr.
  *
  * Errors: -EINVAL (malformed, reason in error), -E2BIG (too large),
  * -ENOEXEC (not an x86-64 ELF executable, or no Xen notes).

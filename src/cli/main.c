@@ -6,7 +6,11 @@
  *                        [--device test|block:PATH]... [--dm-socket PATH]
  *   memvisor demo
  *
- * run: boots the PV kernel image, the guest console on stdout; the exit
+ *   memvisor run --kernel <image> [--initrd FILE] [--append "..."] [...]
+ *
+ * run: boots the PV kernel image (with --initrd, a PV module: Linux's
+ * initramfs), the guest console on stdout and keyboard input from stdin
+ * into the console ring (Ctrl-] stops the guest: exit status 72); the exit
  * status is the guest's (0 after a poweroff, the shutdown reason
  * otherwise, 70 if the domain crashed, 2 for a usage or load error, 69 if
  * /dev/kvm is missing or cannot be opened).  The arguments and the image
@@ -21,6 +25,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <termios.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,11 +50,14 @@
 #define EXIT_USAGE 2
 #define EXIT_NO_KVM 69 /* EX_UNAVAILABLE: no usable /dev/kvm */
 #define EXIT_AUDIT 71
+#define EXIT_DETACHED 72 /* the user stopped the guest with the detach key */
+#define DETACH_KEY 0x1d  /* Ctrl-] */
 #define POOL_SLACK_FRAMES 4096
-#define MAX_IMAGE (64u << 20)
+#define MAX_IMAGE (128u << 20)
 
 struct run_opts {
     const char *image;
+    const char *initrd;
     uint64_t mem_mib;
     unsigned vcpus;
     const char *cmdline;
@@ -115,6 +126,8 @@ static void usage(FILE *f)
                "[--paused]\n"
                "                    [--device test|block:PATH]... "
                "[--dm-socket PATH]\n"
+               "       memvisor run --kernel <image> [--initrd FILE] "
+               "[--append \"...\"] [options as above]\n"
                "       memvisor demo\n"
                "       memvisor migrate --control PATH tcp:HOST:PORT|unix:PATH "
                "[--zstd] [--downtime MS] [--max-rounds N] [--offline]\n"
@@ -203,12 +216,91 @@ static void sleep_ms(unsigned ms)
 static int run_domain(struct hv *hvp, struct domain *d,
                       const struct run_opts *o, bool started);
 
+/*
+ * Keyboard input for the guest's console ring (hvc0): a thread reads
+ * stdin and hands the bytes to the domain, a terminal put in raw mode
+ * meanwhile.  The detach key (Ctrl-]) stops the guest and the run exits
+ * with EXIT_DETACHED.
+ */
+struct input {
+    struct domain *d;
+    pthread_t thread;
+    bool started;
+    atomic_bool stop, detached;
+    bool tty;
+    struct termios saved;
+};
+
+static void *input_thread(void *arg)
+{
+    struct input *in = arg;
+    char buf[256];
+
+    while (!atomic_load(&in->stop)) {
+        struct pollfd p = {STDIN_FILENO, POLLIN, 0};
+        ssize_t n;
+        size_t done = 0;
+
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        n = read(STDIN_FILENO, buf, sizeof(buf));
+        if (n <= 0)
+            break; /* end of input: the guest keeps running */
+        for (ssize_t i = 0; i < n; i++) {
+            if ((unsigned char)buf[i] == DETACH_KEY) {
+                atomic_store(&in->detached, true);
+                fprintf(stderr, "\r\nmemvisor: detach key: stopping the "
+                                "guest\r\n");
+                hv_domain_shutdown(in->d, 0);
+                return NULL;
+            }
+        }
+        /* the ring takes what fits; wait for the guest to read the rest */
+        while (done < (size_t)n && !atomic_load(&in->stop)) {
+            size_t k = hv_domain_console_input(in->d, buf + done,
+                                               (size_t)n - done);
+            done += k;
+            if (!k) {
+                struct timespec ts = {0, 10000000};
+                if (hv_domain_stopped(in->d))
+                    return NULL;
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void input_start(struct input *in, struct domain *d)
+{
+    in->d = d;
+    atomic_init(&in->stop, false);
+    atomic_init(&in->detached, false);
+    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &in->saved) == 0) {
+        struct termios raw = in->saved;
+
+        cfmakeraw(&raw);
+        raw.c_oflag |= OPOST | ONLCR; /* memvisor's own lines stay lines */
+        in->tty = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    }
+    in->started = pthread_create(&in->thread, NULL, input_thread, in) == 0;
+}
+
+static void input_stop(struct input *in)
+{
+    atomic_store(&in->stop, true);
+    if (in->started)
+        pthread_join(in->thread, NULL);
+    if (in->tty)
+        (void)tcsetattr(STDIN_FILENO, TCSANOW, &in->saved);
+}
+
 static int run(const struct run_opts *o)
 {
     struct hv hv;
     struct domain *d;
-    uint8_t *image = NULL;
-    size_t size = 0;
+    uint8_t *image = NULL, *initrd = NULL;
+    size_t size = 0, initrd_size = 0;
     char err[256];
     int r;
 
@@ -221,6 +313,11 @@ static int run(const struct run_opts *o)
         fprintf(stderr, "memvisor: %s: %s\n", o->image, strerror(-r));
         return EXIT_USAGE;
     }
+    if (o->initrd && (r = read_file(o->initrd, &initrd, &initrd_size)) < 0) {
+        fprintf(stderr, "memvisor: %s: %s\n", o->initrd, strerror(-r));
+        free(image);
+        return EXIT_USAGE;
+    }
     {
         /* The image is refused here, before KVM is needed; the domain
          * builder parses it again. */
@@ -230,17 +327,20 @@ static int run(const struct run_opts *o)
             fprintf(stderr, "memvisor: %s: loading the kernel: %s\n", o->image,
                     k.error);
             free(image);
+            free(initrd);
             return EXIT_USAGE;
         }
     }
     if (!kvm_usable()) {
         free(image);
+        free(initrd);
         return EXIT_NO_KVM;
     }
     r = hv_init(&hv, (o->mem_mib << 8) + POOL_SLACK_FRAMES);
     if (r < 0) {
         fprintf(stderr, "memvisor: cannot start: %s\n", strerror(-r));
         free(image);
+        free(initrd);
         return EXIT_USAGE;
     }
     struct hv_domain_config cfg = {
@@ -249,10 +349,13 @@ static int run(const struct run_opts *o)
         .mem_mib = o->mem_mib,
         .nr_vcpus = o->vcpus,
         .cmdline = o->cmdline,
+        .module = initrd,
+        .module_size = initrd_size,
         .console_fd = STDOUT_FILENO,
     };
     r = hv_domain_create(&hv, &cfg, &d, err, sizeof(err));
     free(image);
+    free(initrd);
     if (r < 0) {
         fprintf(stderr, "memvisor: %s\n", err);
         hv_fini(&hv);
@@ -268,6 +371,7 @@ static int run_domain(struct hv *hvp, struct domain *d,
 {
     struct control *ctl = NULL;
     struct cli_devices devs;
+    struct input in = {0};
     unsigned audits = 0, audit_failures = 0;
     int r, status;
 
@@ -294,6 +398,8 @@ static int run_domain(struct hv *hvp, struct domain *d,
         }
     }
     r = started ? 0 : hv_domain_start(d);
+    if (r == 0)
+        input_start(&in, d);
     if (r < 0) {
         fprintf(stderr, "memvisor: starting vCPUs: %s\n", strerror(-r));
     } else if (o->audit_ms) {
@@ -311,6 +417,9 @@ static int run_domain(struct hv *hvp, struct domain *d,
         }
     }
     status = hv_domain_wait(d);
+    input_stop(&in);
+    if (atomic_load(&in.detached))
+        status = EXIT_DETACHED;
     if (status == 70)
         fprintf(stderr, "memvisor: domain crashed:\n%s",
                 hv_domain_crash_text(d));
@@ -399,8 +508,13 @@ static int cmd_run(int argc, char **argv)
                    !parse_u64(argv[i + 1], &v) && v > 0 && v <= HV_MAX_VCPUS) {
             o.vcpus = (unsigned)v;
             i++;
-        } else if (!strcmp(a, "--cmdline") && has_val) {
+        } else if ((!strcmp(a, "--cmdline") || !strcmp(a, "--append")) &&
+                   has_val) {
             o.cmdline = argv[++i];
+        } else if (!strcmp(a, "--kernel") && has_val && !o.image) {
+            o.image = argv[++i];
+        } else if (!strcmp(a, "--initrd") && has_val) {
+            o.initrd = argv[++i];
         } else if (!strcmp(a, "--control") && has_val) {
             o.control = argv[++i];
         } else if (!strcmp(a, "--audit-every") && has_val &&

@@ -2,6 +2,7 @@
  * domain.c - the hypervisor object and the life of a domain (hv.h).
  */
 #include <errno.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,9 +83,22 @@ static uint64_t touch_refs(void *arg, mfn_t mfn)
         p2m_is_ram(e.type))
         n++;
 
-    for (unsigned i = 0; i < d->nr_vcpus; i++)
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
         for (unsigned k = 0; k < d->vcpus[i].nr_touch; k++)
             n += (d->vcpus[i].touch[k] >> PAGE_SHIFT) == mfn_x(mfn);
+        n += d->vcpus[i].vi_maddr && mfn_eq(d->vcpus[i].vi_mfn, mfn);
+    }
+    return n;
+}
+
+/* Writable holds: registered vcpu_info frames. */
+static uint64_t held_writable(void *arg, mfn_t mfn)
+{
+    struct domain *d = arg;
+    uint64_t n = 0;
+
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        n += d->vcpus[i].vi_maddr && mfn_eq(d->vcpus[i].vi_mfn, mfn);
     return n;
 }
 
@@ -352,6 +366,8 @@ static int setup_vcpu(struct domain *d, unsigned i, struct kvm_cpuid2 *cpuid)
     pc->vcpu.entered = true;
     if ((r = kvm_vcpu_set_cpuid(&pc->vcpu.kvm, cpuid)) < 0)
         return r;
+    if ((r = hv_time_vcpu_init(pc)) < 0)
+        return r;
     shim_vcpu_sregs(&d->shim, i, mfn_x(d->l4_mfn) << PAGE_SHIFT, &sr);
     if ((r = kvm_vcpu_set_sregs(&pc->vcpu.kvm, &sr)) < 0)
         return r;
@@ -391,6 +407,9 @@ static void domain_teardown(struct domain *d)
     if (d->created_vm)
         kvm_vm_destroy(&d->vm);
     if (d->created_pv) {
+        for (unsigned i = 0; i < d->nr_vcpus; i++)
+            if (d->vcpus[i].pv)
+                hv_vcpu_info_release(&d->vcpus[i]);
         for (unsigned i = 0; i < d->nr_vcpus; i++) {
             if (!d->vcpus[i].pv)
                 continue;
@@ -406,6 +425,7 @@ static void domain_teardown(struct domain *d)
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         free(d->vcpus[i].pv);
     free(d->pv);
+    m2p_fini(d);
     if (d->created_shim)
         shim_fini(&d->shim);
     /* -EBUSY if another layer still holds a frame: the budget entry stays
@@ -492,6 +512,8 @@ static int domain_memory_init(struct domain *d)
         return r;
     d->created_dirty = true;
     if ((r = shim_slots_init(d)) < 0)
+        return r;
+    if ((r = m2p_slots(d)) < 0)
         return r;
     if (d->nr_shim_slots >= total)
         return -ENOSPC;
@@ -580,6 +602,12 @@ int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
 
     d->hv = hv;
     d->id = (domid_t)(slot + 1);
+    {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        d->boot_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+    }
     d->nr_vcpus = cfg->nr_vcpus;
     d->nr_pages = cfg->mem_mib << 8;
     pthread_mutex_init(&d->vcpu_op_lock, NULL);
@@ -608,6 +636,7 @@ int domain_pv_init(struct domain *d, char *err, size_t errlen)
     }
     d->created_pv = true;
     d->pv->hooks.extra_refs = touch_refs;
+    d->pv->hooks.extra_writable = held_writable;
     d->pv->hooks.mark_dirty = pv_mark_dirty;
     d->pv->hooks.type_changed = pv_type_changed;
     d->pv->hooks.flush = pv_flush_vcpus;
@@ -627,6 +656,10 @@ int domain_pv_init(struct domain *d, char *err, size_t errlen)
     d->created_shim = true;
     d->pv->hv_l4[0] = shim_l4e(&d->shim);
     d->pv->hv_l4[1] = shim_l4e_directmap(&d->shim);
+    if ((r = m2p_init(d)) < 0) {
+        errf(err, errlen, "m2p: %s", strerror(-r));
+        return r;
+    }
     return 0;
 }
 
@@ -640,6 +673,8 @@ static int domain_build(struct domain *d, const struct hv_domain_config *cfg,
         .size = cfg->image_size,
         .nr_pages = d->nr_pages,
         .cmdline = cfg->cmdline,
+        .module = cfg->module,
+        .module_size = cfg->module ? cfg->module_size : 0,
     };
     int r;
 
@@ -721,6 +756,10 @@ static int domain_vcpu0_start(struct domain *d, const struct boot_result *boot)
 
     shim_vcpu_start(&d->shim, 0, &to, &regs);
     regs.rsi = boot->start_info_va;
+    hv_time_init(d);
+    hv_wallclock_update(d);
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        hv_time_update(&d->vcpus[i]);
     if ((r = kvm_vcpu_set_regs(&pc->vcpu.kvm, &regs)) < 0)
         return r;
     pc->kernel_mode = true;

@@ -468,6 +468,13 @@ long hc_memory_op(struct pvcpu *pc, uint64_t a[6])
         if (op == 3)
             return (long)frames_domain_tot(&pc->d->hv->frames, pc->d->id);
         return (long)pc->d->hv->frames.domains[pc->d->id].max_frames;
+    case XENMEM_machphys_mapping: {
+        /* where the guest reads the m2p (m2p.c) */
+        uint64_t mp[3];
+
+        m2p_mapping(pc->d, &mp[0], &mp[1], &mp[2]);
+        return gm_copy_to(pc, a[1], mp, sizeof(mp)) < 0 ? -EFAULT : 0;
+    }
     default:
         return -ENOSYS;
     }

@@ -101,6 +101,8 @@ struct hv_domain_config {
     uint64_t mem_mib;
     unsigned nr_vcpus;
     const char *cmdline;
+    const uint8_t *module; /* the PV module (an initrd), copied; NULL: none */
+    size_t module_size;
     int console_fd; /* -1: keep only the tail */
 };
 

@@ -3,9 +3,9 @@
  * structures, guest-memory access, the hypercall table.  Never leaves the
  * folder.
  *
- * Headers: this header includes neither include/xen/xen.h nor pv/pv.h
- * (pv objects are reached through pointers); pv.h takes the hypercall ABI
- * from xen.h, so a file may include both.
+ * Headers: this header includes include/xen/xen.h (a vCPU keeps Xen
+ * structures: its runstate) but not pv/pv.h (pv objects are reached
+ * through pointers); pv.h takes the hypercall ABI from xen.h too.
  */
 #ifndef MEMVISOR_HV_HV_INTERNAL_H
 #define MEMVISOR_HV_HV_INTERNAL_H
@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 
 #include "dev/console.h"
+#include "xen/xen.h"
 #include "dirty/dirty.h"
 #include "hv/hv.h"
 #include "ioreq/ioreq.h"
@@ -45,6 +46,16 @@ struct pvcpu {
     uint64_t fs_base, gs_base_kernel, gs_base_user;
     uint64_t vm_assist;
     bool fpu_ts;
+#define HV_GDT_FRAMES 14
+    uint64_t gdt_frames[HV_GDT_FRAMES]; /* set_gdt (hc_desc.c), recorded */
+    unsigned gdt_entries;
+    unsigned iopl;                   /* PHYSDEVOP_set_iopl, recorded */
+    uint64_t runstate_va;            /* the guest's runstate area, 0: none */
+    uint64_t vi_maddr;               /* registered vcpu_info, 0: shared info */
+    mfn_t vi_mfn;                    /* its frame, held writable */
+    uint64_t tsc_offset;             /* guest TSC - host TSC (time.c) */
+    uint32_t time_version;           /* vcpu_time_info updates made */
+    struct vcpu_runstate_info runstate;
 
     /* Per exit: the registers as read, and what to resume with. */
     struct kvm_vcpu_regs regs;
@@ -66,6 +77,15 @@ struct pvcpu {
     unsigned nr_touch;
     bool want_flush;                  /* run the loop even with no entries */
     struct kvm_vcpu_regs touch_saved; /* the guest's registers meanwhile */
+};
+
+/* The guest-readable m2p (m2p.c): data frames and their page tables. */
+#define HV_M2P_SLOT 258
+#define HV_M2P_VA 0xffff810000000000ULL /* L4 slot 258 */
+struct hv_m2p {
+    mfn_t data, tables; /* contiguous runs of 2^order frames */
+    unsigned data_order, tab_order;
+    uint64_t nr_data, nr_l1;
 };
 
 struct domain {
@@ -106,9 +126,14 @@ struct domain {
     unsigned mem_touching;
     bool test_no_dirty_accessor; /* test only: writes are not logged */
     bool test_no_slot_txn;       /* bench only: reservations skip memslot */
+    struct hv_m2p m2p;
     struct pvcpu vcpus[HV_MAX_VCPUS];
     pthread_mutex_t vcpu_op_lock; /* VCPUOP_initialise/up against each other */
     uint64_t p2m_va, start_info_va;
+    uint64_t boot_ns; /* CLOCK_MONOTONIC at creation: system time 0 */
+    uint64_t tsc_hz, wc_ns; /* time.c: TSC rate; wallclock at time 0 */
+    uint32_t tsc_mul, wc_version;
+    int8_t tsc_shift;
     mfn_t shared_info_mfn;
     mfn_t l4_mfn;
     uint64_t *boot_p2m; /* copy of the start-of-day p2m (pfinfo) */
@@ -124,6 +149,7 @@ struct domain {
     _Atomic uint64_t hc_unknown;
     _Atomic uint64_t bounces[32];
     _Atomic uint64_t syscalls, wpt_emulated, wpt_refused, continuations;
+    _Atomic uint64_t privops;
     _Atomic uint64_t touch_overflow, spurious_faults, touched_now;
 };
 
@@ -192,6 +218,15 @@ int __must_check hv_pio_emulate(struct pvcpu *pc, bool *handled);
 int __must_check hv_mmio_forward(struct pvcpu *pc, uint64_t gpa, uint8_t *data,
                                  uint32_t len, bool write);
 
+/* ---- the guest-readable m2p (m2p.c): init after the pv domain and before
+ * the build (fills hv_l4's slot); slots after the shim's; fini after the
+ * pv domain's. */
+int __must_check m2p_init(struct domain *d);
+void m2p_fini(struct domain *d);
+int __must_check m2p_slots(struct domain *d);
+void m2p_mapping(struct domain *d, uint64_t *v_start, uint64_t *v_end,
+                 uint64_t *max_mfn);
+
 /* ---- events (pvcpu.c) */
 int pvcpu_exit(struct vcpu *v, void *opaque);
 void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
@@ -221,6 +256,11 @@ uint64_t pvcpu_guest_cs(const struct pvcpu *pc);
 void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);
 /* This vCPU's vcpu_info.evtchn_upcall_mask, through the accessor. */
 void pvcpu_set_upcall_mask(struct pvcpu *pc, uint8_t m);
+/* Machine address of this vCPU's vcpu_info: the registered one, else its
+ * slot in shared info; 0 if it has none. */
+uint64_t pvcpu_vcpu_info_maddr(const struct pvcpu *pc);
+/* Drop the hold on a registered vcpu_info frame (teardown). */
+void hv_vcpu_info_release(struct pvcpu *pc);
 void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...) __printf(2, 3);
 
 /* ---- hypercalls (hypercall.c, hc_mm.c)
@@ -245,10 +285,31 @@ long hc_mmu_update(struct pvcpu *pc, uint64_t a[6]);
 long hc_mmuext_op(struct pvcpu *pc, uint64_t a[6]);
 long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6]);
 long hc_memory_op(struct pvcpu *pc, uint64_t a[6]);
+long hc_set_gdt(struct pvcpu *pc, uint64_t a[6]);
+long hc_physdev_op(struct pvcpu *pc, uint64_t a[6]);
+/* vcpu_op commands other than bring-up (hc_vcpu.c), on target t. */
+long hc_vcpu_op_other(struct pvcpu *pc, struct pvcpu *t, unsigned cmd,
+                      uint64_t arg);
+long hc_vcpu_timer_op(struct pvcpu *pc, struct pvcpu *t, unsigned cmd,
+                      uint64_t arg);
+uint64_t hv_system_time(const struct domain *d);
+/* time.c: measure the TSC; a vCPU's TSC offset; write its vcpu_time_info;
+ * write the shared info wallclock. */
+void hv_time_init(struct domain *d);
+int __must_check hv_time_vcpu_init(struct pvcpu *pc);
+void hv_time_update(struct pvcpu *pc);
+void hv_wallclock_update(struct domain *d);
+void hv_runstate_change(struct pvcpu *pc, int state);
+long hc_update_descriptor(struct pvcpu *pc, uint64_t a[6]);
 /* pv-side helpers the xen.h files need */
 /* The kernel's (or user's) base pointer, INVALID_MFN if none. */
 mfn_t hc_pv_base(struct pvcpu *pc, bool user);
 int __must_check hc_pv_set_base(struct pvcpu *pc, mfn_t mfn);
+/* Privileged instructions Xen emulates for a PV kernel (privop.c): 1
+ * emulated (rip advanced in pc->ret), 0 not one of them (deliver the
+ * fault).  privop_cpuid: the CPUID leaf a PV guest sees. */
+int privop_emulate(struct pvcpu *pc, unsigned vector);
+void privop_cpuid(unsigned vcpu, uint32_t leaf, uint32_t sub, uint32_t out[4]);
 /* Writable page tables (wpt.c): 1 handled (rip advanced in pc->ret), 0 not
  * a page-table store (bounce), -errno refused (bounce). */
 int wpt_emulate(struct pvcpu *pc, uint64_t cr2);

@@ -158,7 +158,9 @@ static long hc_xen_version(struct pvcpu *pc, uint64_t a[6])
             return -EFAULT;
         fi.submap = fi.submap_idx == 0
                         ? (1U << XENFEAT_writable_page_tables) |
-                              (1U << XENFEAT_mmu_pt_update_preserve_ad)
+                              (1U << XENFEAT_pae_pgdir_above_4gb) |
+                              (1U << XENFEAT_mmu_pt_update_preserve_ad) |
+                              (1U << XENFEAT_gnttab_map_avail_bits)
                         : 0;
         return gm_copy_to(pc, a[1], &fi, sizeof(fi)) < 0 ? -EFAULT : 0;
     }
@@ -194,7 +196,7 @@ static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
 {
     struct kvm_vcpu_sregs *sr = pvcpu_sregs(pc);
 
-    if (!x86_canonical(a[1]))
+    if (a[0] != SEGBASE_GS_USER_SEL && !x86_canonical(a[1]))
         return -EINVAL;
     switch (a[0]) {
     case SEGBASE_FS:
@@ -210,6 +212,16 @@ static long hc_set_segment_base(struct pvcpu *pc, uint64_t a[6])
         pc->gs_base_kernel = a[1];
         if (pc->kernel_mode)
             sr->gs.base = a[1];
+        break;
+    case SEGBASE_GS_USER_SEL:
+        /* Load the user GS selector: its base becomes the descriptor's,
+         * 0 for every selector a 64-bit guest loads (the shim's GDT is
+         * flat; the guest's own is never loaded). */
+        if (a[1] > 0xffff)
+            return -EINVAL;
+        pc->gs_base_user = 0;
+        if (!pc->kernel_mode)
+            sr->gs.base = 0;
         break;
     default:
         return -EINVAL;
@@ -416,7 +428,7 @@ static long hc_vcpu_op(struct pvcpu *pc, uint64_t a[6])
         rc = 0;
         break;
     default:
-        rc = -ENOSYS;
+        rc = hc_vcpu_op_other(pc, t, (unsigned)MIN(a[0], 0xffffULL), a[2]);
         break;
     }
     pthread_mutex_unlock(&d->vcpu_op_lock);
@@ -459,9 +471,12 @@ static long hc_multicall(struct pvcpu *pc, uint64_t a[6])
 static const struct hc_entry hc_table[HV_NR_HYPERCALLS] = {
     [__HYPERVISOR_set_trap_table] = {"set_trap_table", hc_set_trap_table},
     [__HYPERVISOR_mmu_update] = {"mmu_update", hc_mmu_update},
+    [__HYPERVISOR_set_gdt] = {"set_gdt", hc_set_gdt},
     [__HYPERVISOR_stack_switch] = {"stack_switch", hc_stack_switch},
     [__HYPERVISOR_set_callbacks] = {"set_callbacks", hc_set_callbacks},
     [__HYPERVISOR_fpu_taskswitch] = {"fpu_taskswitch", hc_fpu_taskswitch},
+    [__HYPERVISOR_update_descriptor] = {"update_descriptor",
+                                        hc_update_descriptor},
     [__HYPERVISOR_memory_op] = {"memory_op", hc_memory_op},
     [__HYPERVISOR_multicall] = {"multicall", hc_multicall},
     [__HYPERVISOR_update_va_mapping] = {"update_va_mapping",
@@ -475,6 +490,7 @@ static const struct hc_entry hc_table[HV_NR_HYPERCALLS] = {
     [__HYPERVISOR_mmuext_op] = {"mmuext_op", hc_mmuext_op},
     [__HYPERVISOR_sched_op] = {"sched_op", hc_sched_op},
     [__HYPERVISOR_callback_op] = {"callback_op", hc_callback_op},
+    [__HYPERVISOR_physdev_op] = {"physdev_op", hc_physdev_op},
 };
 
 const char *hv_hypercall_name(unsigned nr)

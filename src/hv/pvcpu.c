@@ -40,19 +40,30 @@ void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...)
     vcpu_group_crash(&pc->d->group, &pc->vcpu, "%s\n", buf);
 }
 
-static struct vcpu_info *vcpu_info(struct pvcpu *pc)
+uint64_t pvcpu_vcpu_info_maddr(const struct pvcpu *pc)
 {
-    struct shared_info *si =
-        frames_ptr(&pc->d->hv->frames, pc->d->shared_info_mfn);
-    return pc->id < XEN_LEGACY_MAX_VCPUS ? &si->vcpu_info[pc->id] : NULL;
-}
-
-/* Machine address of a field of this vCPU's vcpu_info (in shared_info). */
-static uint64_t vcpu_info_maddr(const struct pvcpu *pc, size_t field)
-{
+    if (pc->vi_maddr)
+        return pc->vi_maddr; /* VCPUOP_register_vcpu_info */
+    if (pc->id >= XEN_LEGACY_MAX_VCPUS)
+        return 0;
     return (mfn_x(pc->d->shared_info_mfn) << PAGE_SHIFT) +
            offsetof(struct shared_info, vcpu_info) +
-           pc->id * sizeof(struct vcpu_info) + field;
+           pc->id * sizeof(struct vcpu_info);
+}
+
+static struct vcpu_info *vcpu_info(struct pvcpu *pc)
+{
+    uint64_t m = pvcpu_vcpu_info_maddr(pc);
+
+    return m ? (struct vcpu_info *)(void *)((uint8_t *)pc->d->hv->frames.base +
+                                           m)
+             : NULL;
+}
+
+/* Machine address of a field of this vCPU's vcpu_info. */
+static uint64_t vcpu_info_maddr(const struct pvcpu *pc, size_t field)
+{
+    return pvcpu_vcpu_info_maddr(pc) + field;
 }
 
 /* vcpu_info writes go through the dirty-logging accessor. */
@@ -177,21 +188,34 @@ int pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err, uint64_t err)
     if (vector < 32)
         atomic_fetch_add_explicit(&pc->d->bounces[vector], 1,
                                   memory_order_relaxed);
+
     r = bounce_to(pc, t->address, has_err, err, t->flags & 4);
     if (r == -ENOENT) {
+        uint64_t st[4] = {0};
+
+        /* the top of the guest's stack, for the report (0s if unmapped) */
+        (void)!gm_copy_from(pc, st, pc->ret.rsp, sizeof(st));
         pvcpu_crash(pc,
                     "vector %u (error %#llx) at rip %#llx in %s mode and no "
-                    "handler registered",
+                    "handler registered; rsp %#llx: %#llx %#llx %#llx %#llx",
                     vector, (unsigned long long)err,
                     (unsigned long long)pc->ret.rip,
-                    pc->kernel_mode ? "kernel" : "user");
+                    pc->kernel_mode ? "kernel" : "user",
+                    (unsigned long long)pc->ret.rsp, (unsigned long long)st[0],
+                    (unsigned long long)st[1], (unsigned long long)st[2],
+                    (unsigned long long)st[3]);
         return -EIO;
     }
     if (r < 0) {
         /* Xen would use the failsafe callback; the kernel stack is
          * unusable, so nothing of the guest can run. */
-        pvcpu_crash(pc, "cannot write the bounce frame of vector %u: %s",
-                    vector, strerror(-r));
+        pvcpu_crash(pc,
+                    "cannot write the bounce frame of vector %u (error %#llx) "
+                    "at rip %#llx: %s; kernel stack %#llx",
+                    vector, (unsigned long long)err,
+                    (unsigned long long)pc->ret.rip, strerror(-r),
+                    (unsigned long long)(pc->kernel_mode ? pc->ret.rsp
+                                                         : pc->kernel_sp));
         return -EIO;
     }
     return 0;
@@ -205,7 +229,13 @@ static int on_syscall(struct pvcpu *pc)
     pc->ret.rflags = pc->regs.r11 | X86_EFLAGS_FIXED;
     pc->ret.cs = SHIM_SEL_CS3;
     pc->ret.ss = SHIM_SEL_DS3;
-    if (pc->kernel_mode || !pc->syscall_cb) {
+    if (pc->kernel_mode) {
+        /* Xen's x86-64 hypercall instruction: SYSCALL from guest kernel
+         * mode, number in rax; a continuation re-executes it (2 bytes). */
+        hypercall_dispatch(pc);
+        return 0;
+    }
+    if (!pc->syscall_cb) {
         /* Not a hypercall entry here (docs/abi.md): #UD at the SYSCALL. */
         pc->ret.rip = pc->regs.rcx - 2;
         return pvcpu_bounce(pc, X86_TRAP_UD, false, 0);
@@ -299,6 +329,8 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
         return pvcpu_bounce(pc, X86_TRAP_PF, true, err);
     }
     case X86_TRAP_UD:
+        if (privop_emulate(pc, v))
+            return 0;
         r = soft_int(pc, v, &handled);
         if (handled)
             return r;
@@ -313,6 +345,9 @@ static int on_exception(struct pvcpu *pc, const struct shim_event *ev)
             r = hv_pio_emulate(pc, &handled);
             if (handled || r < 0)
                 return r;
+            /* else one Xen emulates for a PV kernel (privop.c) */
+            if (privop_emulate(pc, v))
+                return 0;
         }
         return pvcpu_bounce(pc, v, true, err);
     case X86_TRAP_NM:

@@ -174,6 +174,17 @@ static void compare(struct audit *a, mfn_t mfn)
 
     if (d->hooks.extra_refs)
         gen += d->hooks.extra_refs(d->hooks.arg, mfn);
+    if (d->hooks.extra_writable) {
+        uint64_t w = d->hooks.extra_writable(d->hooks.arg, mfn);
+
+        if (w) {
+            x->typ += w;
+            if (x->want == ~0ULL)
+                x->want = FRAME_TYPE_WRITABLE;
+            else if (x->want != FRAME_TYPE_WRITABLE)
+                x->conflict = true;
+        }
+    }
     if ((c & FRAME_COUNT_MASK) != gen)
         bad(a, mfn, "general count %" PRIu64 ", references found %" PRIu64,
             (uint64_t)(c & FRAME_COUNT_MASK), gen);

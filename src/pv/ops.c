@@ -59,8 +59,19 @@ int pv_domain_init(struct pv_domain *d, struct frames *f, domid_t id)
 
 void pv_domain_fini(struct pv_domain *d)
 {
-    free(d->m2p);
+    if (!d->m2p_external)
+        free(d->m2p);
     d->m2p = NULL;
+}
+
+void pv_domain_m2p_move(struct pv_domain *d, _Atomic uint64_t *to)
+{
+    for (uint64_t i = 0; i < d->f->nr_frames; i++)
+        atomic_init(&to[i], atomic_load(&d->m2p[i]));
+    if (!d->m2p_external)
+        free(d->m2p);
+    d->m2p = to;
+    d->m2p_external = true;
 }
 
 int pv_vcpu_init(struct pv_vcpu *v, struct pv_domain *d)
@@ -229,6 +240,45 @@ static int mmu_pt_update(struct pv_vcpu *v, uint64_t ptr, uint64_t val,
     }
     frame_put(d->f, table);
     return rc;
+}
+
+int pv_write_data(struct pv_vcpu *v, uint64_t maddr, uint64_t val)
+{
+    struct pv_domain *d = v->d;
+    mfn_t mfn = _mfn(maddr >> PAGE_SHIFT);
+    int rc;
+
+    if ((maddr & 7) || !frames_mfn_valid(d->f, mfn))
+        return -EINVAL;
+    rc = frame_get_and_type(d->f, mfn, d->id, FRAME_TYPE_WRITABLE,
+                            pv_get_tf(v), &pv_type_ops, v);
+    if (rc)
+        return rc == -EPERM ? -EPERM : -EINVAL;
+    __atomic_store_n((uint64_t *)pv_table(d, mfn) + ((maddr & ~PAGE_MASK) >> 3),
+                     val, __ATOMIC_SEQ_CST);
+    pv_mark_dirty(d, mfn);
+    if (frame_put_and_type(d->f, mfn, FRAME_TYPE_WRITABLE, 0, &pv_type_ops, v))
+        pv_corrupt(d, mfn, "transient writable reference lost");
+    return 0;
+}
+
+int pv_get_writable(struct pv_vcpu *v, mfn_t mfn)
+{
+    struct pv_domain *d = v->d;
+    int rc;
+
+    if (!frames_mfn_valid(d->f, mfn))
+        return -EINVAL;
+    rc = frame_get_and_type(d->f, mfn, d->id, FRAME_TYPE_WRITABLE,
+                            pv_get_tf(v), &pv_type_ops, v);
+    return rc ? (rc == -EPERM ? -EPERM : -EINVAL) : 0;
+}
+
+void pv_put_writable(struct pv_vcpu *v, mfn_t mfn)
+{
+    if (frame_put_and_type(v->d->f, mfn, FRAME_TYPE_WRITABLE, 0, &pv_type_ops,
+                           v))
+        pv_corrupt(v->d, mfn, "held writable reference lost");
 }
 
 static int mmu_machphys(struct pv_vcpu *v, uint64_t ptr, uint64_t pfn)

@@ -238,6 +238,24 @@ static struct pt_walk pt_walk_begin(struct pv_domain *d, mfn_t mfn,
     return w;
 }
 
+/*
+ * P5. The guest kernel runs in ring 3, so every present entry of a PV
+ * page table gets the user bit, as Xen sets it for 64-bit PV guests: a
+ * kernel writes kernel mappings without it (Linux does), and its user
+ * space is kept out of them by the separate user L4, never by this bit.
+ * Made in place once the entry is validated (and logged dirty).
+ */
+static void guest_user_bit(struct pv_domain *d, mfn_t table, uint64_t *pt,
+                           unsigned i)
+{
+    uint64_t e = pv_entry_load(pt, i);
+
+    if ((e & PTE_P) && !(e & PTE_US)) {
+        __atomic_fetch_or(&pt[i], PTE_US, __ATOMIC_SEQ_CST);
+        pv_mark_dirty(d, table);
+    }
+}
+
 static int promote_l1(struct pv_vcpu *v, mfn_t mfn)
 {
     uint64_t *pt = pv_table(v->d, mfn);
@@ -252,6 +270,8 @@ static int promote_l1(struct pv_vcpu *v, mfn_t mfn)
             return rc;
         }
     }
+    for (i = 0; i < PT_ENTRIES; i++)
+        guest_user_bit(v->d, mfn, pt, i);
     return 0;
 }
 
@@ -288,8 +308,10 @@ static int promote_ln(struct pv_vcpu *v, mfn_t mfn, unsigned level,
             continue;
         else
             rc = get_page_from_lne(v, e, level, pf | ptf | PTF_RETAIN);
-        if (rc == 0)
+        if (rc == 0) {
+            guest_user_bit(d, mfn, pt, i);
             continue;
+        }
 
         if (rc == -ERESTART) {
             /* The child is partial; our entry keeps a general ref on it. */
@@ -475,6 +497,7 @@ int pv_mod_entry(struct pv_vcpu *v, mfn_t table, unsigned level, unsigned idx,
     if (pv_is_hv_slot(level, idx))
         return -EINVAL;
     if (nval & PTE_P) {
+        nval |= PTE_US; /* P5 (guest_user_bit()) */
         if (nval & (level == 1 ? L1_DISALLOW : LN_DISALLOW))
             return -EINVAL;
         if ((oval & PTE_P) && !((oval ^ nval) & ~fast)) {

@@ -36,8 +36,9 @@
  *      tables (and of partial tables below nr_validated) + partial entries
  *      marked FRAME_PARTIAL_SET + pins + vCPU base pointers + deferred puts +
  *      its own PARTIAL flag + holds of other layers (hooks.extra_refs); its
- *      type count likewise from entries, pins, bases, full deferred puts and
- *      its PARTIAL flag.
+ *      type count likewise from entries, pins, bases, full deferred puts,
+ *      its PARTIAL flag and other layers' writable holds
+ *      (hooks.extra_writable).
  *  P2. Types exclude each other (invariant 2): no RW L1e points at a frame
  *      with a page-table type; all referrers of a frame agree on its type;
  *      no vCPU holds a writable translation (wtlb) of a page-table frame.
@@ -202,6 +203,9 @@ struct pv_hooks {
     void (*mark_dirty)(void *arg, mfn_t mfn);
     /* General references held by other layers, for pv_audit(). */
     uint64_t (*extra_refs)(void *arg, mfn_t mfn);
+    /* Writable type references held by other layers (each with a general
+     * reference counted by extra_refs), for pv_audit(). */
+    uint64_t (*extra_writable)(void *arg, mfn_t mfn);
     void *arg;
 };
 
@@ -226,6 +230,7 @@ struct pv_domain {
     struct pv_iomem iomem[PV_MAX_IOMEM];
     _Atomic unsigned nr_iomem;
     _Atomic uint64_t *m2p; /* f->nr_frames entries, PV_M2P_INVALID if none */
+    bool m2p_external;     /* m2p lives in the caller's memory (the pool) */
     uint64_t hv_l4[PV_HV_L4_NR]; /* what slots 256..271 of every L4 hold */
     struct pv_rules rules;
     struct pv_hooks hooks;
@@ -326,6 +331,20 @@ int __must_check pv_mmu_update(struct pv_vcpu *v, const struct mmu_update *reqs,
                                uint32_t count, uint32_t *pdone,
                                uint32_t foreigndom);
 
+/* Store the 8 bytes val at machine address maddr (8-aligned) of a frame
+ * the domain owns that is not a page table in use, under a transient
+ * writable type reference (update_descriptor).  -EINVAL: misaligned, not
+ * the domain's frame, or a page table; -EPERM: another domain's frame. */
+int __must_check pv_write_data(struct pv_vcpu *v, uint64_t maddr, uint64_t val);
+/* A general and a writable type reference on a frame of the domain that
+ * is not a page table in use, held by another layer (a vcpu_info page)
+ * until pv_put_writable(); -EINVAL otherwise, -EPERM: not the domain's. */
+int __must_check pv_get_writable(struct pv_vcpu *v, mfn_t mfn);
+void pv_put_writable(struct pv_vcpu *v, mfn_t mfn);
+/* Move the m2p into `to` (f->nr_frames entries, owned by the caller and
+ * outliving the domain; e.g. pool frames the guest may read), before any
+ * vCPU runs. */
+void pv_domain_m2p_move(struct pv_domain *d, _Atomic uint64_t *to);
 /* mmuext_op: same conventions as pv_mmu_update(). */
 int __must_check pv_mmuext_op(struct pv_vcpu *v, const struct mmuext_op *ops,
                               uint32_t count, uint32_t *pdone,
