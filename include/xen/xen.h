@@ -405,6 +405,33 @@ struct callback_unregister {
 #define EVTCHNOP_bind_ipi 7
 #define EVTCHNOP_bind_vcpu 8
 #define EVTCHNOP_unmask 9
+#define EVTCHNOP_reset 10
+#define EVTCHNOP_init_control 11
+#define EVTCHNOP_expand_array 12
+#define EVTCHNOP_set_priority 13
+
+/* Event channel status (EVTCHNOP_status). */
+#define EVTCHNSTAT_closed 0
+#define EVTCHNSTAT_unbound 1
+#define EVTCHNSTAT_interdomain 2
+#define EVTCHNSTAT_pirq 3
+#define EVTCHNSTAT_virq 4
+#define EVTCHNSTAT_ipi 5
+
+/* Virtual interrupts (EVTCHNOP_bind_virq). */
+#define VIRQ_TIMER 0
+#define VIRQ_DEBUG 1
+#define VIRQ_CONSOLE 2
+#define VIRQ_DOM_EXC 3
+#define NR_VIRQS 24
+
+/* VCPUOP_set_singleshot_timer's argument. */
+struct vcpu_set_singleshot_timer {
+    uint64_t timeout_abs_ns; /* system time */
+    uint32_t flags;          /* VCPU_SSHOTTMR_future */
+    uint32_t pad;
+};
+#define VCPU_SSHOTTMR_future 1
 
 /* ---------------------------------------------------------------------- */
 /* Registers as Xen saves them (x86-64), for vcpu_guest_context. */

@@ -81,7 +81,7 @@ static int plan(const struct boot_params *p, struct boot_result *r,
     l->p2m_pfn = l->mod_pfn + l->mod_pages;
     l->p2m_pages = DIV_ROUND_UP(p->nr_pages * 8, PAGE_SIZE);
     l->si_pfn = l->p2m_pfn + l->p2m_pages;
-    l->pt_pfn = l->si_pfn + 1;
+    l->pt_pfn = l->si_pfn + 3; /* then the xenstore and console pages */
     l->nr_pt = 1;
     for (unsigned iter = 0; iter < 8; iter++) {
         uint64_t end = (l->pt_pfn + l->nr_pt + 1) * PAGE_SIZE + MAPPING_SLACK;
@@ -194,6 +194,12 @@ static void fill_start_info(struct pv_domain *d, const mfn_t *p2m,
     si->pt_base = r->pt_base_va;
     si->nr_pt_frames = l->nr_pt;
     si->mfn_list = r->p2m_va;
+    si->store_mfn = mfn_x(p2m[l->si_pfn + 1]);
+    si->store_evtchn = p->store_evtchn;
+    si->console.domU.mfn = mfn_x(p2m[l->si_pfn + 2]);
+    si->console.domU.evtchn = p->console_evtchn;
+    r->store = p2m[l->si_pfn + 1];
+    r->console = p2m[l->si_pfn + 2];
     if (p->module_size) {
         si->mod_start = k_va(r, l->mod_pfn);
         si->mod_len = p->module_size;

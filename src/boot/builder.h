@@ -5,7 +5,8 @@
  *
  * Start of day (x86-64, what the guest finds; docs/abi.md "Booting"):
  * one virtually contiguous region from VIRT_BASE maps pfns 0.. in order:
- *   kernel image | module | p2m list (nr_pages mfns) | start_info | bootstrap page
+ *   kernel image | module | p2m list (nr_pages mfns) | start_info |
+ *   xenstore ring page | console ring page | bootstrap page
  *   tables (L4, L3s, L2s, L1s; mapped read-only) | bootstrap stack
  * followed by at least 512 KiB of mapped free pages, the region ending on a
  * 4 MiB boundary.  The module (an initrd), if any, starts on a page
@@ -43,6 +44,7 @@ struct boot_params {
     const char *cmdline; /* may be NULL */
     const uint8_t *module; /* the PV module (an initrd), may be NULL */
     size_t module_size;
+    uint32_t store_evtchn, console_evtchn; /* start_info's event channels */
 };
 
 struct boot_result {
@@ -58,6 +60,7 @@ struct boot_result {
     mfn_t shared_info;
     uint64_t nr_pages;
     uint64_t first_free_pfn; /* first pfn after the bootstrap stack */
+    mfn_t store, console;    /* the xenstore and console ring pages */
     char error[128];
 };
 

@@ -285,6 +285,33 @@ void control_handle(struct domain *d, const char *line, char *buf, size_t len,
         put(&o, "{\"ok\":true,\"tail\":");
         put_json_string(&o, tail);
         put(&o, "}");
+    } else if (!strcmp(cmd, "mem-target")) {
+        /* the balloon target a PV Linux reads from xenstore, as xl mem-set
+         * writes it: memory/target in KiB, at most the domain's memory */
+        uint64_t kib;
+        char v[32];
+
+        if (!u64_member(line, "kib", &kib) || kib == 0 ||
+            kib > hv_domain_nr_pages(d) * 4) {
+            put(&o, "{\"ok\":false,\"error\":\"kib: 1 .. the domain's "
+                    "memory in KiB\"}");
+        } else {
+            snprintf(v, sizeof(v), "%llu", (unsigned long long)kib);
+            if (hv_xs_write(d, "memory/target", v) < 0)
+                put(&o, "{\"ok\":false,\"error\":\"xenstore write "
+                        "failed\"}");
+            else
+                put(&o, "{\"ok\":true,\"target_kib\":%llu}",
+                    (unsigned long long)kib);
+        }
+    } else if (!strcmp(cmd, "mem-current")) {
+        char v[32] = "";
+        uint64_t pages = 0;
+
+        (void)!hv_xs_read(d, "memory/target", v, sizeof(v));
+        (void)!hv_domain_reservation(d, &pages);
+        put(&o, "{\"ok\":true,\"target_kib\":\"%s\",\"frames\":%llu}", v,
+            (unsigned long long)pages);
     } else if (!strcmp(cmd, "shutdown")) {
         while (*pause_depth > 0) {
             hv_domain_resume(d);

@@ -73,6 +73,11 @@ static void errf(char *err, size_t len, const char *fmt, ...)
 /* pv_audit(): the general references other layers hold: the touch lists
  * (H2: the domain is quiescent, the lists are stable) and the p2m's entry
  * for the frame (p2m.h P1: gfn == mfn). */
+static uint64_t held_rings(const struct domain *d, mfn_t mfn)
+{
+    return (uint64_t)mfn_eq(d->cons_mfn, mfn) + mfn_eq(d->store_mfn, mfn);
+}
+
 static uint64_t touch_refs(void *arg, mfn_t mfn)
 {
     struct domain *d = arg;
@@ -88,14 +93,14 @@ static uint64_t touch_refs(void *arg, mfn_t mfn)
             n += (d->vcpus[i].touch[k] >> PAGE_SHIFT) == mfn_x(mfn);
         n += d->vcpus[i].vi_maddr && mfn_eq(d->vcpus[i].vi_mfn, mfn);
     }
-    return n;
+    return n + held_rings(d, mfn);
 }
 
-/* Writable holds: registered vcpu_info frames. */
+/* Writable holds: registered vcpu_info frames, the ring pages. */
 static uint64_t held_writable(void *arg, mfn_t mfn)
 {
     struct domain *d = arg;
-    uint64_t n = 0;
+    uint64_t n = held_rings(d, mfn);
 
     for (unsigned i = 0; i < d->nr_vcpus; i++)
         n += d->vcpus[i].vi_maddr && mfn_eq(d->vcpus[i].vi_mfn, mfn);
@@ -384,6 +389,7 @@ static void domain_teardown(struct domain *d)
     struct frames *f = &d->hv->frames;
     int r;
 
+    evtchn_fini(d); /* the timer thread first: it notifies vCPUs */
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         if (d->vcpus[i].d)
             pvcpu_touch_release(&d->vcpus[i]);
@@ -410,6 +416,11 @@ static void domain_teardown(struct domain *d)
         for (unsigned i = 0; i < d->nr_vcpus; i++)
             if (d->vcpus[i].pv)
                 hv_vcpu_info_release(&d->vcpus[i]);
+        if (!mfn_eq(d->cons_mfn, INVALID_MFN))
+            pv_put_writable(d->vcpus[0].pv, d->cons_mfn);
+        if (!mfn_eq(d->store_mfn, INVALID_MFN))
+            pv_put_writable(d->vcpus[0].pv, d->store_mfn);
+        d->cons_mfn = d->store_mfn = INVALID_MFN;
         for (unsigned i = 0; i < d->nr_vcpus; i++) {
             if (!d->vcpus[i].pv)
                 continue;
@@ -435,6 +446,8 @@ static void domain_teardown(struct domain *d)
     if (d->created_group)
         vcpu_group_fini(&d->group);
     console_fini(&d->console);
+    hv_xs_fini(d);
+    pthread_mutex_destroy(&d->cons_lock);
     pthread_mutex_destroy(&d->vcpu_op_lock);
     pthread_mutex_destroy(&d->mem_lock);
     pthread_cond_destroy(&d->mem_cond);
@@ -602,6 +615,9 @@ int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
 
     d->hv = hv;
     d->id = (domid_t)(slot + 1);
+    d->cons_mfn = INVALID_MFN;
+    d->store_mfn = INVALID_MFN;
+    pthread_mutex_init(&d->cons_lock, NULL);
     {
         struct timespec ts;
 
@@ -660,6 +676,15 @@ int domain_pv_init(struct domain *d, char *err, size_t errlen)
         errf(err, errlen, "m2p: %s", strerror(-r));
         return r;
     }
+    /* event channels, and the ports of the console and xenstore rings */
+    if ((r = evtchn_init(d)) < 0 || (r = hv_xs_init(d)) < 0)
+        return r;
+    if ((r = evtchn_alloc_backend(d, HV_BACKEND_CONSOLE)) < 0)
+        return r;
+    d->cons_port = (unsigned)r;
+    if ((r = evtchn_alloc_backend(d, HV_BACKEND_STORE)) < 0)
+        return r;
+    d->store_port = (unsigned)r;
     return 0;
 }
 
@@ -675,6 +700,8 @@ static int domain_build(struct domain *d, const struct hv_domain_config *cfg,
         .cmdline = cfg->cmdline,
         .module = cfg->module,
         .module_size = cfg->module ? cfg->module_size : 0,
+        .store_evtchn = d->store_port,
+        .console_evtchn = d->cons_port,
     };
     int r;
 
@@ -683,6 +710,17 @@ static int domain_build(struct domain *d, const struct hv_domain_config *cfg,
         errf(err, errlen, "loading the kernel: %s", boot->error);
         return r;
     }
+    /* The ring pages stay writable frames while memvisor writes them. */
+    if ((r = pv_get_writable(d->vcpus[0].pv, boot->console)) < 0) {
+        errf(err, errlen, "console ring: %s", strerror(-r));
+        return r;
+    }
+    d->cons_mfn = boot->console;
+    if ((r = pv_get_writable(d->vcpus[0].pv, boot->store)) < 0) {
+        errf(err, errlen, "xenstore ring: %s", strerror(-r));
+        return r;
+    }
+    d->store_mfn = boot->store;
     d->l4_mfn = boot->l4;
     d->shared_info_mfn = boot->shared_info;
     d->start_info_va = boot->start_info_va;
@@ -726,6 +764,7 @@ int domain_vcpus_init(struct domain *d, char *err, size_t errlen)
         return r;
     d->created_group = true;
     vcpu_group_set_flush(&d->group, &d->hv->frames.tlb_clock, pvcpu_flush);
+    vcpu_group_set_event(&d->group, pvcpu_event);
     if ((r = kvm_sys_supported_cpuid(&d->hv->kvm, &cpuid)) < 0)
         goto out;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
@@ -824,7 +863,9 @@ void domain_discard(struct domain *d, unsigned slot)
 
 int hv_domain_start(struct domain *d)
 {
-    return vcpu_group_start(&d->group);
+    int r = vcpu_group_start(&d->group);
+
+    return r < 0 ? r : evtchn_start(d);
 }
 
 void hv_domain_pause(struct domain *d)

@@ -130,12 +130,3 @@ long hc_physdev_op(struct pvcpu *pc, uint64_t a[6])
     }
 }
 
-long hc_vcpu_timer_op(struct pvcpu *pc, struct pvcpu *t, unsigned cmd,
-                      uint64_t arg)
-{
-    (void)pc, (void)t, (void)arg;
-    switch (cmd) {
-    default:
-        return -ENOSYS;
-    }
-}

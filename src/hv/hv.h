@@ -151,6 +151,19 @@ domid_t hv_domain_id(const struct domain *d);
 unsigned hv_domain_nr_vcpus(const struct domain *d);
 /* Crash text (empty unless crashed). */
 const char *hv_domain_crash_text(struct domain *d);
+/* Keyboard input for the guest's console ring (hvc0): how many bytes of
+ * buf it took (0 when the ring is full or the guest has no ring). */
+size_t hv_domain_console_input(struct domain *d, const char *buf, size_t len);
+/* The domain's xenstore (a Linux guest's xenbus): write or read a node;
+ * a relative path is under /local/domain/<id>.  0, -ENOENT, -E2BIG,
+ * -ENOSPC. */
+int __must_check hv_xs_write(struct domain *d, const char *path,
+                             const char *val);
+int __must_check hv_xs_read(struct domain *d, const char *path, char *out,
+                            size_t len);
+/* The frames the domain owns now (its reservation, as
+ * XENMEM_current_reservation answers). */
+int hv_domain_reservation(struct domain *d, uint64_t *frames);
 /* Console tail (NUL-terminated). */
 size_t hv_domain_console(struct domain *d, char *buf, size_t len);
 void hv_domain_stats(struct domain *d, struct hv_domain_stats *out);

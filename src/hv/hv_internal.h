@@ -31,6 +31,57 @@ struct hv_trap {
     uint8_t flags;    /* DPL bits 0-1, IF bit 2 */
 };
 
+/* Event channels (evtchn.c). */
+#define HV_EVTCHN_MAX 1024
+enum { HV_BACKEND_CONSOLE = 1, HV_BACKEND_STORE = 2 };
+struct hv_port {
+    uint8_t state;   /* EVTCHNSTAT_* */
+    uint8_t virq;    /* EVTCHNSTAT_virq */
+    uint8_t backend; /* EVTCHNSTAT_interdomain: HV_BACKEND_* */
+    uint8_t pad;
+    uint16_t vcpu; /* notified vCPU */
+};
+struct hv_evtchn {
+    pthread_mutex_t lock; /* the ports and the vCPU timers; a leaf */
+    pthread_cond_t tcond; /* the timer thread's (CLOCK_MONOTONIC) */
+    struct hv_port port[HV_EVTCHN_MAX];
+    uint16_t virq_port[HV_MAX_VCPUS][NR_VIRQS];
+    pthread_t timer;
+    bool created, timer_started, timer_stop;
+    _Atomic bool guest_bound; /* the guest bound a virq or an IPI */
+    _Atomic uint64_t sent, timer_fired, upcalls;
+};
+
+/* The xenstore (xs.c). */
+#define XS_MAX_NODES 128
+#define XS_MAX_WATCHES 64
+#define XS_PATH_MAX 256
+#define XS_VALUE_MAX 1024
+#define XS_TOKEN_MAX 128
+struct xs_node {
+    bool used;
+    char path[XS_PATH_MAX]; /* absolute */
+    char value[XS_VALUE_MAX];
+    uint32_t len;
+};
+struct xs_watch {
+    bool used;
+    char path[XS_PATH_MAX]; /* as the guest gave it */
+    char abs[XS_PATH_MAX];
+    char token[XS_TOKEN_MAX];
+};
+struct hv_xs {
+    pthread_mutex_t lock;
+    bool created, broken;
+    struct xs_node node[XS_MAX_NODES];
+    struct xs_watch watch[XS_MAX_WATCHES];
+    char in[16 + 4096 + 1]; /* the request being read */
+    uint32_t in_len;
+    char out[16384]; /* replies waiting for room in the ring */
+    uint32_t out_len;
+    uint64_t requests, dropped;
+};
+
 /* Kernel- and user-mode state of one PV vCPU (Xen's arch.pv). */
 struct pvcpu {
     struct domain *d;
@@ -39,6 +90,7 @@ struct pvcpu {
     struct pv_vcpu *pv;
     bool initialised; /* has a context (vCPU 0 from the builder) */
     bool up;
+    bool gone; /* VCPUOP_down: its thread left for good */
     bool kernel_mode;
     struct hv_trap traps[256];
     uint64_t event_cb, failsafe_cb, syscall_cb;
@@ -52,6 +104,9 @@ struct pvcpu {
     unsigned iopl;                   /* PHYSDEVOP_set_iopl, recorded */
     uint64_t runstate_va;            /* the guest's runstate area, 0: none */
     uint64_t vi_maddr;               /* registered vcpu_info, 0: shared info */
+    pthread_mutex_t blk_lock;        /* SCHEDOP_block's wait (evtchn.c) */
+    pthread_cond_t blk_cond;
+    uint64_t timer_deadline, timer_period; /* system time; evt.lock */
     mfn_t vi_mfn;                    /* its frame, held writable */
     uint64_t tsc_offset;             /* guest TSC - host TSC (time.c) */
     uint32_t time_version;           /* vcpu_time_info updates made */
@@ -127,6 +182,14 @@ struct domain {
     bool test_no_dirty_accessor; /* test only: writes are not logged */
     bool test_no_slot_txn;       /* bench only: reservations skip memslot */
     struct hv_m2p m2p;
+    struct hv_evtchn evt;
+    /* The console and xenstore rings (cons.c, xs.c): guest frames held
+     * writable for the domain's life; their event channel ports. */
+    mfn_t cons_mfn, store_mfn;
+    unsigned cons_port, store_port;
+    pthread_mutex_t cons_lock;
+    _Atomic uint64_t cons_broken, xs_broken;
+    struct hv_xs xs;
     struct pvcpu vcpus[HV_MAX_VCPUS];
     pthread_mutex_t vcpu_op_lock; /* VCPUOP_initialise/up against each other */
     uint64_t p2m_va, start_info_va;
@@ -227,7 +290,33 @@ int __must_check m2p_slots(struct domain *d);
 void m2p_mapping(struct domain *d, uint64_t *v_start, uint64_t *v_end,
                  uint64_t *max_mfn);
 
+/* ---- event channels, upcalls, block, timers (evtchn.c) */
+int __must_check evtchn_init(struct domain *d);
+int __must_check evtchn_start(struct domain *d); /* the timer thread */
+void evtchn_fini(struct domain *d);
+void evtchn_set_pending(struct domain *d, unsigned port);
+void evtchn_send_virq(struct pvcpu *pc, unsigned virq);
+/* A port bound to one of memvisor's backends (HV_BACKEND_*), or -ENOSPC. */
+int __must_check evtchn_alloc_backend(struct domain *d, unsigned backend);
+bool evtchn_upcall_due(struct pvcpu *pc);
+void evtchn_block(struct pvcpu *pc);
+long hv_timer_set(struct pvcpu *pc, uint64_t deadline, uint64_t period);
+long hc_event_channel_op(struct pvcpu *pc, uint64_t a[6]);
+long hc_set_timer_op(struct pvcpu *pc, uint64_t a[6]);
+/* The guest notified backend b (HV_BACKEND_*) through its port. */
+void hv_backend_kick(struct domain *d, unsigned b);
+/* cons.c: the guest wrote to its console ring. */
+void hv_cons_kick(struct domain *d);
+/* xs.c: the guest wrote to its xenstore ring (or memvisor changed the
+ * tree): serve the requests, send replies and watch events. */
+void hv_xs_kick(struct domain *d);
+int __must_check hv_xs_init(struct domain *d);
+void hv_xs_fini(struct domain *d);
+
 /* ---- events (pvcpu.c) */
+/* vcpu.h's event_fn: deliver a due upcall at this entry if the vCPU was
+ * interrupted in the guest. */
+int pvcpu_event(struct vcpu *v, void *opaque);
 int pvcpu_exit(struct vcpu *v, void *opaque);
 void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
 /* Record a page-table entry written from the host (touch loop). */

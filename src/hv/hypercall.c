@@ -239,11 +239,22 @@ static long hc_sched_op(struct pvcpu *pc, uint64_t a[6])
         sched_yield();
         return 0;
     case SCHEDOP_block: {
-        /* No event sources yet: a short sleep stands for "until an event". */
+        /* Until an event (evtchn.c); a guest that never bound an event
+         * channel has no event source: a short sleep (docs/abi.md). */
         struct timespec ts = {0, 100000};
+
+        if (atomic_load(&pc->d->evt.guest_bound)) {
+            evtchn_block(pc);
+            return 0;
+        }
         nanosleep(&ts, NULL);
         return 0;
     }
+    case SCHEDOP_poll:
+        /* Wait for one of a set of ports: answered at once (the guest
+         * re-checks its ports; Linux's PV spinlocks spin instead). */
+        sched_yield();
+        return 0;
     case SCHEDOP_shutdown:
         if (gm_copy_from(pc, &ss, a[1], sizeof(ss)) < 0)
             return -EFAULT;
@@ -332,6 +343,8 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
 
     if (t->up)
         return -EEXIST;
+    if (t->gone)
+        return -EBUSY; /* went down: its thread has left */
     ctx = malloc(sizeof(*ctx));
     if (!ctx)
         return -ENOMEM;
@@ -356,6 +369,8 @@ static long vcpu_initialise(struct pvcpu *pc, struct pvcpu *t, uint64_t va)
     t->gs_base_kernel = ctx->gs_base_kernel;
     t->gs_base_user = ctx->gs_base_user;
     t->vm_assist = ctx->vm_assist;
+    /* The virtual IOPL is the context's (Linux starts its CPUs at 1). */
+    t->iopl = (unsigned)((ctx->user_regs.rflags >> 12) & 3);
     t->kernel_mode = true;
     rc = -EIO;
     if (kvm_vcpu_get_sregs(&t->vcpu.kvm, &sregs) < 0)
@@ -417,9 +432,19 @@ static long hc_vcpu_op(struct pvcpu *pc, uint64_t a[6])
     case VCPUOP_initialise:
         rc = vcpu_initialise(pc, t, a[2]);
         break;
+    case VCPUOP_down:
+        /* A vCPU takes itself down (Linux's stop_self, CPU offlining):
+         * its thread leaves for good, so it cannot come up again. */
+        rc = -EINVAL;
+        if (t != pc)
+            break;
+        t->up = false;
+        t->gone = true;
+        rc = 0;
+        break;
     case VCPUOP_up:
         rc = -EINVAL;
-        if (!t->initialised)
+        if (!t->initialised || t->gone)
             break;
         if (!t->up) {
             t->up = true;
@@ -491,6 +516,9 @@ static const struct hc_entry hc_table[HV_NR_HYPERCALLS] = {
     [__HYPERVISOR_sched_op] = {"sched_op", hc_sched_op},
     [__HYPERVISOR_callback_op] = {"callback_op", hc_callback_op},
     [__HYPERVISOR_physdev_op] = {"physdev_op", hc_physdev_op},
+    [__HYPERVISOR_event_channel_op] = {"event_channel_op",
+                                       hc_event_channel_op},
+    [__HYPERVISOR_set_timer_op] = {"set_timer_op", hc_set_timer_op},
 };
 
 const char *hv_hypercall_name(unsigned nr)

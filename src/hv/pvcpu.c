@@ -161,7 +161,10 @@ static int bounce_to(struct pvcpu *pc, uint64_t handler, bool has_err,
         frame[n++] = err;
     frame[n++] = old.rip;
     frame[n++] = cs;
-    frame[n++] = old.rflags;
+    /* IF in the frame is the virtual one, !event mask (as Xen builds it),
+     * so that the handler's iret restores the mask it interrupted. */
+    frame[n++] = (old.rflags & ~X86_EFLAGS_IF) |
+                 (upcall_mask(pc) ? 0 : X86_EFLAGS_IF);
     frame[n++] = old.rsp;
     frame[n++] = FLAT_KERNEL_SS;
     sp -= n * 8;
@@ -476,6 +479,63 @@ void pvcpu_touch_release(struct pvcpu *pc)
     pc->want_flush = false;
 }
 
+/* The event upcall on top of pc->ret: a bounce to the event callback with
+ * events masked (Xen's rule for an upcall). */
+static int deliver_upcall(struct pvcpu *pc)
+{
+    atomic_fetch_add_explicit(&pc->d->evt.upcalls, 1, memory_order_relaxed);
+    if (bounce_to(pc, pc->event_cb, false, 0, true) < 0) {
+        pvcpu_crash(pc, "cannot write the event upcall's frame (stack %#llx)",
+                    (unsigned long long)(pc->kernel_mode ? pc->ret.rsp
+                                                         : pc->kernel_sp));
+        return -EIO;
+    }
+    return 0;
+}
+
+int pvcpu_event(struct vcpu *v, void *opaque)
+{
+    struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
+    struct kvm_vcpu_regs regs;
+    (void)opaque;
+
+    if (!evtchn_upcall_due(pc))
+        return 0;
+    if (kvm_vcpu_get_regs(&v->kvm, &regs) < 0)
+        return -EIO;
+    /* In the shim (a stub, the start, the touch loop): its exit to
+     * memvisor comes before any guest instruction and delivers then. */
+    if (regs.rip >= HYPERVISOR_VIRT_START && regs.rip < HYPERVISOR_VIRT_END)
+        return 0;
+    /* An exception KVM has not delivered yet (kicked between the fault
+     * and its delivery): it would be delivered at the callback instead.
+     * Its stub's exit comes first and delivers the upcall then. */
+    {
+        bool busy = true;
+
+        if (kvm_vcpu_event_in_flight(&v->kvm, &busy) < 0 || busy)
+            return 0;
+    }
+    /* Interrupted in the guest (ring 3): the frame is its registers. */
+    pc->regs = regs;
+    pc->sregs_valid = false;
+    pc->sregs_dirty = false;
+    pc->ret = (struct shim_frame){.rip = regs.rip,
+                                  .cs = SHIM_SEL_CS3,
+                                  .rflags = regs.rflags,
+                                  .rsp = regs.rsp,
+                                  .ss = SHIM_SEL_DS3};
+    if (deliver_upcall(pc) < 0)
+        return -EIO;
+    regs.rip = pc->ret.rip;
+    regs.rsp = pc->ret.rsp;
+    regs.rflags = pc->ret.rflags;
+    if (pc->sregs_dirty && pc->sregs_valid &&
+        kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0)
+        return -EIO;
+    return kvm_vcpu_set_regs(&v->kvm, &regs) < 0 ? -EIO : 0;
+}
+
 int pvcpu_exit(struct vcpu *v, void *opaque)
 {
     struct pvcpu *pc = container_of(v, struct pvcpu, vcpu);
@@ -560,8 +620,17 @@ int pvcpu_exit(struct vcpu *v, void *opaque)
     }
     if (vcpu_group_stopped(&d->group))
         return VCPU_SHUTDOWN;
+    if (pc->gone)
+        return VCPU_PARK; /* VCPUOP_down on itself */
     if (r < 0 && entry != SHIM_ENTRY_HYPERCALL)
         return r;
+    if (pc->sregs_dirty && pc->sregs_valid &&
+        kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0) {
+        pvcpu_crash(pc, "cannot write segment registers");
+        return -EIO;
+    }
+    if (evtchn_upcall_due(pc) && deliver_upcall(pc) < 0)
+        return -EIO;
     if (pc->sregs_dirty && pc->sregs_valid &&
         kvm_vcpu_set_sregs(&v->kvm, &pc->sregs) < 0) {
         pvcpu_crash(pc, "cannot write segment registers");

@@ -665,6 +665,20 @@ int kvm_vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req, void *arg)
     return vcpu->vm->ops->vcpu_ioctl(vcpu->fd, req, arg);
 }
 
+int kvm_vcpu_event_in_flight(struct kvm_vcpu *vcpu, bool *busy)
+{
+    struct kvm_vcpu_events ev;
+    int r;
+
+    memset(&ev, 0, sizeof(ev));
+    r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd, KVM_GET_VCPU_EVENTS, &ev);
+    if (r < 0)
+        return r;
+    *busy = ev.exception.injected || ev.exception.pending ||
+            ev.interrupt.injected || ev.nmi.injected;
+    return 0;
+}
+
 uint32_t kvm_vcpu_ring_harvest(struct kvm_vcpu *vcpu, kvm_ring_fn fn,
                                void *opaque)
 {

@@ -35,6 +35,8 @@ static inline bool x86_canonical_lower(uint64_t va)
 
 /* RFLAGS bits (Linux's names). */
 #define X86_EFLAGS_FIXED 0x00000002ULL /* bit 1: always set */
+#define X86_EFLAGS_CF 0x00000001ULL    /* carry */
+#define X86_EFLAGS_ZF 0x00000040ULL    /* zero */
 #define X86_EFLAGS_TF 0x00000100ULL    /* trap flag (single step) */
 #define X86_EFLAGS_IF 0x00000200ULL    /* interrupts enabled */
 #define X86_EFLAGS_NT 0x00004000ULL    /* nested task */

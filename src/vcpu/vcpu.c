@@ -195,6 +195,18 @@ static bool may_run(struct vcpu *v)
     return run;
 }
 
+void vcpu_group_set_event(struct vcpu_group *g, vcpu_flush_fn fn)
+{
+    g->event_fn = fn;
+}
+
+void vcpu_request_event(struct vcpu *v)
+{
+    atomic_store(&v->event_req, true);
+    if (atomic_load(&v->in_guest))
+        kvm_vcpu_kick(&v->kvm);
+}
+
 void vcpu_group_set_flush(struct vcpu_group *g, _Atomic uint64_t *clock,
                           vcpu_flush_fn fn)
 {
@@ -210,6 +222,14 @@ static int enter_guest(struct vcpu *v)
 
     for (;;) {
         atomic_store(&v->in_guest, true);
+        if (atomic_load(&v->event_req)) {
+            /* V5: the request is cleared before the event is looked at */
+            atomic_store(&v->in_guest, false);
+            atomic_store(&v->event_req, false);
+            if (g->event_fn && (r = g->event_fn(v, g->opaque)) < 0)
+                return r;
+            continue;
+        }
         if (!atomic_load(&v->flush_req))
             return 0;
         atomic_store(&v->in_guest, false);

@@ -34,6 +34,12 @@
  *      vCPU it names has flushed since the stamp, or is out of guest mode
  *      with the request pending.
  *
+ * V5. Events (vcpu_request_event()).  As V4's handshake: a requester sets
+ *      event_req, then kicks the vCPU if it is in guest mode; the vCPU
+ *      reads event_req after setting in_guest, so before it runs guest code
+ *      again it has cleared the request and called the group's event_fn
+ *      (which may change its registers to deliver the event).
+ *
  * Locking: group->lock protects the pause count, the parked count, the
  * stop state and the diagnostics; vCPU threads take it only between exits.
  * Statistics are relaxed atomics.
@@ -95,6 +101,8 @@ struct vcpu {
     _Atomic bool in_guest;
     _Atomic bool flush_req;
     _Atomic uint64_t flush_time;
+    /* V5: an event (an interrupt for the guest) may be due. */
+    _Atomic bool event_req;
 };
 
 /* What flush requests cost (vcpu_group_flush()). */
@@ -128,6 +136,8 @@ struct vcpu_group {
     _Atomic uint64_t *tlb_clock;
     vcpu_flush_fn flush_fn;
     struct vcpu_flush_stats flush_stats;
+    /* V5: set by vcpu_group_set_event(); without it requests are no-ops. */
+    vcpu_flush_fn event_fn;
 };
 
 int __must_check vcpu_group_init(struct vcpu_group *g, vcpu_exit_fn exit_fn,
@@ -159,6 +169,11 @@ void vcpu_group_crash(struct vcpu_group *g, struct vcpu *v, const char *fmt,
                       ...) __printf(3, 4);
 bool vcpu_group_stopped(struct vcpu_group *g);
 
+/* Events (V5): fn runs on v's thread before its next entry after a
+ * request (0 or -errno: crash).  Set before vcpu_group_start(). */
+void vcpu_group_set_event(struct vcpu_group *g, vcpu_flush_fn fn);
+/* From any thread: v's event_fn runs before v runs guest code again. */
+void vcpu_request_event(struct vcpu *v);
 /*
  * TLB flushes (V4).  clock is the frames' TLB clock (frame.h F12); fn
  * makes a vCPU's next entry flush.  Set before vcpu_group_start().
