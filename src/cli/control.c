@@ -147,8 +147,22 @@ static void stats(struct domain *d, struct out *o)
             (unsigned long long)s.hypercalls[i]);
         first = false;
     }
-    put(o, "},\"unknown_hypercalls\":%llu,\"bounces\":{",
-        (unsigned long long)s.hypercalls_unknown);
+    put(o, "},\"hypercall_ns\":{");
+    first = true;
+    for (unsigned i = 0; i < HV_NR_HYPERCALLS; i++) {
+        if (!s.hypercalls[i])
+            continue;
+        put(o, "%s\"%s\":%llu", first ? "" : ",",
+            hv_hypercall_name(i) ? hv_hypercall_name(i) : "?",
+            (unsigned long long)s.hypercall_ns[i]);
+        first = false;
+    }
+    put(o, "},\"unknown_hypercalls\":%llu,\"privops\":%llu,"
+           "\"events_sent\":%llu,\"upcalls\":%llu,\"timer_fired\":%llu,"
+           "\"bounces\":{",
+        (unsigned long long)s.hypercalls_unknown,
+        (unsigned long long)s.privops, (unsigned long long)s.events_sent,
+        (unsigned long long)s.upcalls, (unsigned long long)s.timer_fired);
     first = true;
     for (unsigned i = 0; i < 32; i++) {
         if (!s.bounces[i])

@@ -943,8 +943,14 @@ size_t hv_domain_console(struct domain *d, char *buf, size_t len)
 void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
 {
     memset(s, 0, sizeof(*s));
-    for (unsigned i = 0; i < HV_NR_HYPERCALLS; i++)
+    for (unsigned i = 0; i < HV_NR_HYPERCALLS; i++) {
         s->hypercalls[i] = atomic_load(&d->hc_count[i]);
+        s->hypercall_ns[i] = atomic_load(&d->hc_ns[i]);
+    }
+    s->privops = atomic_load(&d->privops);
+    s->events_sent = atomic_load(&d->evt.sent);
+    s->upcalls = atomic_load(&d->evt.upcalls);
+    s->timer_fired = atomic_load(&d->evt.timer_fired);
     for (unsigned i = 0; i < 32; i++)
         s->bounces[i] = atomic_load(&d->bounces[i]);
     s->hypercalls_unknown = atomic_load(&d->hc_unknown);

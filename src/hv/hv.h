@@ -109,6 +109,7 @@ struct hv_domain_config {
 /* Statistics, also served by the control socket. */
 struct hv_domain_stats {
     uint64_t hypercalls[HV_NR_HYPERCALLS];
+    uint64_t hypercall_ns[HV_NR_HYPERCALLS]; /* time in memvisor's handler */
     uint64_t hypercalls_unknown;
     uint64_t bounces[32];
     uint64_t syscalls;
@@ -126,6 +127,10 @@ struct hv_domain_stats {
     uint64_t flush_wait_ns;  /* time requesters waited for kicked vCPUs */
     uint64_t flushes;        /* flushes vCPUs made at a request */
     uint64_t touched_now;    /* entries touched at once (shadow MMU) */
+    uint64_t privops;        /* privileged instructions emulated */
+    uint64_t events_sent;    /* event channel ports made pending */
+    uint64_t upcalls;        /* event upcalls delivered */
+    uint64_t timer_fired;    /* vCPU timers expired */
 };
 
 /* pool_frames: the machine memory memvisor manages, in 4 KiB frames. */
@@ -202,6 +207,10 @@ long hv_domain_test_hypercall(struct domain *d, unsigned vcpu, unsigned nr,
  * current address space (as a hypercall result would be written). */
 int __must_check hv_domain_test_poke(struct domain *d, uint64_t va,
                                      const void *buf, uint64_t len);
+/* Test only: update_descriptor stores wherever the domain owns the frame,
+ * a page table in use included (the rule of hc_desc.c switched off, to
+ * show the test catches it). */
+void hv_domain_test_no_desc_rule(struct domain *d);
 /* Test only: never run the shim's touch loop (host-written page-table
  * entries stay invisible to the KVM's shadow MMU). */
 void hv_domain_test_no_touch(struct domain *d);

@@ -207,8 +207,10 @@ struct domain {
     bool test_no_touch; /* test only: skip the touch loop (shows it matters) */
     bool test_no_tlb_flush;       /* test only: no XSA-401 safety action */
     bool test_skip_empty_reissue; /* test only: break H4 (hv.h) */
+    bool test_no_desc_rule;       /* test only: update_descriptor unchecked */
 
     _Atomic uint64_t hc_count[HV_NR_HYPERCALLS];
+    _Atomic uint64_t hc_ns[HV_NR_HYPERCALLS];
     _Atomic uint64_t hc_unknown;
     _Atomic uint64_t bounces[32];
     _Atomic uint64_t syscalls, wpt_emulated, wpt_refused, continuations;

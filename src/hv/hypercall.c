@@ -577,10 +577,25 @@ static long hc_err(long r)
     return r;
 }
 
+/* Time spent in the handler, per hypercall type (stats; a blocking
+ * SCHEDOP_block counts its wait). */
+static void hc_time(struct pvcpu *pc, unsigned nr, const struct timespec *t0)
+{
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    atomic_fetch_add_explicit(
+        &pc->d->hc_ns[nr],
+        (uint64_t)((t1.tv_sec - t0->tv_sec) * 1000000000LL +
+                   (t1.tv_nsec - t0->tv_nsec)),
+        memory_order_relaxed);
+}
+
 /* One hypercall, its result or -errno. */
 static long hc_call(struct pvcpu *pc, unsigned nr, uint64_t a[6],
                     unsigned flags)
 {
+    struct timespec t0;
     long r;
 
     if (flags & HC_FROM_USER)
@@ -593,11 +608,14 @@ static long hc_call(struct pvcpu *pc, unsigned nr, uint64_t a[6],
         (nr == __HYPERVISOR_iret || nr == __HYPERVISOR_multicall))
         return -EINVAL;
     atomic_fetch_add_explicit(&pc->d->hc_count[nr], 1, memory_order_relaxed);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (unsigned i = 0;; i++) {
         pc->retry = false;
         r = hc_table[nr].fn(pc, a);
-        if (!pc->retry)
+        if (!pc->retry) {
+            hc_time(pc, nr, &t0);
             return r;
+        }
         atomic_fetch_add_explicit(&pc->d->continuations, 1,
                                   memory_order_relaxed);
         /* Back to the guest (through the touch loop) when the touch list
@@ -606,8 +624,10 @@ static long hc_call(struct pvcpu *pc, unsigned nr, uint64_t a[6],
         if (pvcpu_touch_room(pc) < SHIM_TOUCH_MAX / 2 ||
             (!(flags & HC_IN_MULTICALL) &&
              (vcpu_pause_pending(&pc->vcpu) || pc->d->test_preempt ||
-              i >= HC_MAX_RETRIES_INLINE)))
+              i >= HC_MAX_RETRIES_INLINE))) {
+            hc_time(pc, nr, &t0);
             return r; /* pc->retry: the caller re-enters through the guest */
+        }
     }
 }
 

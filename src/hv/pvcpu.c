@@ -226,7 +226,6 @@ int pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err, uint64_t err)
 
 static int on_syscall(struct pvcpu *pc)
 {
-    atomic_fetch_add_explicit(&pc->d->syscalls, 1, memory_order_relaxed);
     /* The instruction is done: continue after it, with SYSCALL's flags. */
     pc->ret.rip = pc->regs.rcx;
     pc->ret.rflags = pc->regs.r11 | X86_EFLAGS_FIXED;
@@ -238,6 +237,7 @@ static int on_syscall(struct pvcpu *pc)
         hypercall_dispatch(pc);
         return 0;
     }
+    atomic_fetch_add_explicit(&pc->d->syscalls, 1, memory_order_relaxed);
     if (!pc->syscall_cb) {
         /* Not a hypercall entry here (docs/abi.md): #UD at the SYSCALL. */
         pc->ret.rip = pc->regs.rcx - 2;

@@ -62,6 +62,7 @@ SHELL = [
 ]
 SUBTESTS = ['kernel and initramfs prepared'] + [m[0] for m in MILESTONES] + [
     s[0] for s in SHELL] + [
+    'pfinfo after the fork burst: its L1-L4 are the audit walk\'s tables',
     'audit after the fork burst (control socket): clean'] + ([] if DETACH else [
     'balloon down to 160 MiB (mem-target): Linux gives frames back',
     'audit after the balloon down: clean',
@@ -171,8 +172,20 @@ for name, cmd, text in SHELL:
         ok(False, name + ' (no shell)')
 try:
     ans = control({'cmd': 'audit'}) if alive else {}
+    pf = control({'cmd': 'pfinfo'}) if alive else {}
 except (OSError, ValueError) as e:
     ans = {'error': str(e)}
+    pf = {}
+# The page-frame info (the type query migration uses) against the audit,
+# which walks the page tables from the pins and the vCPUs' base pointers:
+# every frame reported as an L1..L4 is one the walk validated, and no
+# other.  Both taken with the guest paused, Linux idle at its prompt.
+types = pf.get('types', {})
+pf_tables = sum(types.get(k, 0) for k in ('l1', 'l2', 'l3', 'l4'))
+ok(pf.get('ok') and pf_tables == ans.get('tables') and pf.get('pinned', 0) > 0,
+   SUBTESTS[-5 if DETACH else -9] +
+   f': pfinfo {json.dumps(types)} pinned {pf.get("pinned")}, '
+   f'audit {ans.get("tables")} tables')
 ok(ans.get('ok') and ans.get('clean') is True,
    SUBTESTS[-4 if DETACH else -8] + f': {json.dumps(ans)[:200]}')
 
