@@ -14,6 +14,7 @@
 
 #include "dev/console.h"
 #include "xen/xen.h"
+#include "xenstore/xsd.h"
 #include "dirty/dirty.h"
 #include "hv/hv.h"
 #include "ioreq/ioreq.h"
@@ -52,34 +53,11 @@ struct hv_evtchn {
     _Atomic uint64_t sent, timer_fired, upcalls;
 };
 
-/* The xenstore (xs.c). */
-#define XS_MAX_NODES 128
-#define XS_MAX_WATCHES 64
-#define XS_PATH_MAX 256
-#define XS_VALUE_MAX 1024
-#define XS_TOKEN_MAX 128
-struct xs_node {
-    bool used;
-    char path[XS_PATH_MAX]; /* absolute */
-    char value[XS_VALUE_MAX];
-    uint32_t len;
-};
-struct xs_watch {
-    bool used;
-    char path[XS_PATH_MAX]; /* as the guest gave it */
-    char abs[XS_PATH_MAX];
-    char token[XS_TOKEN_MAX];
-};
+/* The xenstore ring's server (xs.c) around the store (xenstore/xsd.h). */
 struct hv_xs {
     pthread_mutex_t lock;
-    bool created, broken;
-    struct xs_node node[XS_MAX_NODES];
-    struct xs_watch watch[XS_MAX_WATCHES];
-    char in[16 + 4096 + 1]; /* the request being read */
-    uint32_t in_len;
-    char out[16384]; /* replies waiting for room in the ring */
-    uint32_t out_len;
-    uint64_t requests, dropped;
+    bool created;
+    struct xsd xsd;
 };
 
 /* Kernel- and user-mode state of one PV vCPU (Xen's arch.pv). */
