@@ -211,7 +211,7 @@ static void fill_start_info(struct pv_domain *d, const mfn_t *p2m,
 int boot_build(struct pv_domain *d, struct pv_vcpu *v0,
                const struct boot_params *p, struct boot_result *r)
 {
-    struct layout l;
+    struct layout l = {0};
     mfn_t *p2m = NULL;
     uint64_t vb;
     int rc;
