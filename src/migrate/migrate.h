@@ -188,6 +188,10 @@ struct migrate_save_opts {
     /* Test only: the final round defers an unnormalisable page as a live
      * round does (the rule switched off; such a page is then lost). */
     bool test_no_final_rule;
+    /* Test only: the final round does not resend pages whose type changed
+     * since they were last sent (a table devalidated and not written since
+     * then arrives as a table, localised). */
+    bool test_no_type_resend;
 };
 
 int __must_check migrate_save(const struct migrate_source *src,

@@ -379,7 +379,9 @@ static int mark_final(struct save *s)
             if ((rc = s->src->types(s->src->arg, mfns, n, info)) < 0)
                 return rc;
             for (unsigned i = 0; i < n; i++)
-                if (s->sent_type[pfns[i]] != ((info[i] >> 28) & 0xf))
+                if (s->sent_type[pfns[i]] != ((info[i] >> 28) & 0xf) &&
+                    (!s->o->test_no_type_resend ||
+                     s->sent_type[pfns[i]] == 0xff))
                     bitmap_set(s->todo, pfns[i]);
             n = 0;
         }
