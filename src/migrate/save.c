@@ -227,17 +227,22 @@ static int add_page(struct save *s, uint64_t pfn, struct migrate_round *r)
     return 0;
 }
 
-static void report(struct save *s, uint64_t left)
+/* Progress: the throughput of the round so far (of the last round at its
+ * start), and the downtime the pages left would cost at that rate. */
+static void report(struct save *s, uint64_t left, uint64_t bytes0,
+                   uint64_t t0)
 {
+    uint64_t dt = now_ns() - t0, bps = s->st->bandwidth;
     struct migrate_progress p = {
         .round = s->round,
         .final = s->state == SAVE_FINAL,
         .pages_left = left,
-        .bytes_per_s = s->st->bandwidth,
-        .est_downtime_ms =
-            s->st->bandwidth ? left * 4096 * 1000 / s->st->bandwidth : 0,
     };
 
+    if (dt > 10000000ULL && s->w.chan->bytes > bytes0)
+        bps = (s->w.chan->bytes - bytes0) * 1000000000ULL / dt;
+    p.bytes_per_s = bps;
+    p.est_downtime_ms = bps ? left * 4096 * 1000 / bps : 0;
     if (s->o->progress)
         s->o->progress(s->o->progress_arg, &p);
 }
@@ -262,7 +267,7 @@ static int send_round(struct save *s)
         errf(s->err, s->errlen, "writing: %s", strerror(-rc));
         return rc;
     }
-    report(s, left);
+    report(s, left, bytes0, t);
     for (uint64_t w = 0; w < (s->nr + 63) / 64; w++) {
         uint64_t bits = s->todo[w];
 
@@ -274,7 +279,7 @@ static int send_round(struct save *s)
             if ((rc = add_page(s, pfn, r)) < 0)
                 return rc;
             if ((++done & 0xffff) == 0)
-                report(s, left - done);
+                report(s, left - done, bytes0, t);
         }
     }
     if ((rc = flush_batch(s, r)) < 0)

@@ -285,11 +285,15 @@ def main():
         src, sctl = source(tmp, 'save')
         snap = os.path.join(tmp, 'guest.snap')
         r = subprocess.run([memvisor, 'save', '--control', sctl, snap,
-                            '--stop'], capture_output=True, text=True,
-                           timeout=120)
+                            '--stop', '--zstd'], capture_output=True,
+                           text=True, timeout=120)
         note(r.stdout)
-        ok(r.returncode == 0 and src.wait(30) == 0 and os.path.getsize(snap),
-           'save --stop: a snapshot file, the source stopped')
+        with open(snap, 'rb') as f:
+            head = f.read(32)
+        ok(r.returncode == 0 and src.wait(30) == 0 and
+           head[:8] == b'MVSTREAM' and head[20] & 1,
+           'save --stop --zstd: a compressed snapshot file, the source '
+           'stopped')
         rctl = os.path.join(tmp, 'restored.ctl')
         dst = Proc(['restore', snap, '--control', rctl])
         wait_for(lambda: os.path.exists(rctl))
