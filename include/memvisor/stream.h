@@ -192,6 +192,9 @@ struct stream_pv_vcpu {
 
 /* A device model's state, opaque to the stream (its protocol defines it):
  * this, then the state bytes (length - 16). */
+#define STREAM_DEVICE_DM 1 /* a device model of memvisor's device-model
+                              protocol (include/memvisor/dm.h): instance is
+                              its server index, the state its STATE bytes */
 struct stream_device {
     uint32_t kind;     /* the device model's kind */
     uint32_t instance; /* which one of that kind */

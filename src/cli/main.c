@@ -762,6 +762,16 @@ static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
         _exit(137);
     }
     d = hv_domain_target_fini(&tgt);
+    if (r == 0 && hv_domain_dm_pending(d) > 0) {
+        /* its devices would be lost: refuse, the source keeps the guest */
+        snprintf(err, sizeof(err),
+                 "the stream carries the state of %u device model(s), and "
+                 "this command cannot attach device models",
+                 hv_domain_dm_pending(d));
+        hv_domain_destroy(d);
+        d = NULL;
+        r = -ENOTSUP;
+    }
     if (r == 0 && (r = hv_domain_start(d)) < 0) {
         snprintf(err, sizeof(err), "starting vCPUs: %s", strerror(-r));
         hv_domain_destroy(d);

@@ -397,6 +397,7 @@ static void domain_teardown(struct domain *d)
             vcpu_destroy(&d->vcpus[i].vcpu);
     }
     hv_dm_fini(d); /* device models first: they map and track its memory */
+    hv_migrate_teardown(d);
     /* The domain's memory leaves the VM as one transaction (the p2m's
      * references dropped after the slots went), then the shim's slots. */
     if (d->created_ms) {

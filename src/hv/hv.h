@@ -289,6 +289,14 @@ struct domain *hv_domain_target_fini(struct migrate_target *tgt);
  * m2p entry agrees; -ENOENT otherwise. */
 int __must_check hv_domain_p2m_lookup(struct domain *d, uint64_t pfn,
                                       uint64_t *mfn);
+/* A restored domain keeps the device-model states its stream carried,
+ * by server index: how many still wait; and hand them to the device
+ * models attached since (hv_domain_attach_dm(), in the same order as at
+ * the source): 0, or -ENODEV (no live device model at an index that has
+ * a state), or the device model's refusal; err says which. */
+unsigned hv_domain_dm_pending(struct domain *d);
+int __must_check hv_domain_dm_restore_states(struct domain *d, char *err,
+                                             size_t errlen);
 /* Test only: the source reports frame mfn as outside the domain's
  * pseudo-physical map (an entry naming it cannot be normalised). */
 void hv_domain_test_save_unnormalisable(struct migrate_source *src,

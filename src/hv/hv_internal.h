@@ -147,6 +147,10 @@ struct domain {
     struct ioreq_domain io;
     bool created_io;
     pthread_mutex_t iomem_lock; /* serialises pv_iomem_grant() */
+    /* Device-model states a restore brought (migrate.c), by server index,
+     * until the device models attached take them; freed at teardown. */
+    uint8_t *mig_dm_state[IOREQ_MAX_SERVERS];
+    uint32_t mig_dm_len[IOREQ_MAX_SERVERS];
     uint32_t nr_shim_slots;
     /* memslot's pause hook (mem_pause() in domain.c): while mem_paused, a
      * vCPU about to enter the guest waits in pvcpu_flush(), and one about
@@ -211,6 +215,8 @@ int __must_check domain_pv_init(struct domain *d, char *err, size_t errlen);
 int __must_check domain_vm_init(struct domain *d, char *err, size_t errlen);
 int __must_check domain_vcpus_init(struct domain *d, char *err, size_t errlen);
 void domain_discard(struct domain *d, unsigned slot);
+/* migrate.c: what a restore left in the domain, at its teardown. */
+void hv_migrate_teardown(struct domain *d);
 
 /* ---- guest memory (guestmem.c): through the vCPU's current page tables;
  * every range checked; -EFAULT when not mapped to the guest as needed. */

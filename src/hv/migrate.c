@@ -327,6 +327,45 @@ static int src_shared_info(void *arg, void *page)
     return 0;
 }
 
+/* The state of every live device model, in server order (final round). */
+static int src_devices(void *arg,
+                       int (*emit)(void *ctx, const struct stream_device *dv,
+                                   const void *state, uint32_t len),
+                       void *ctx, char *err, size_t errlen)
+{
+    struct hv_msrc *s = arg;
+    struct domain *d = s->d;
+    uint8_t *buf;
+    int rc = 0;
+
+    if (!d->created_io)
+        return 0;
+    buf = malloc(DM_STATE_MAX);
+    if (!buf)
+        return -ENOMEM;
+    for (unsigned i = 0; i < IOREQ_MAX_SERVERS && rc == 0; i++) {
+        enum ioreq_state st;
+        char name[DM_NAME_MAX];
+        uint32_t len = 0;
+        struct stream_device dv = {.kind = STREAM_DEVICE_DM,
+                                   .instance = i,
+                                   .version = 1};
+
+        if (ioreq_server_info(&d->io, i, &st, name, NULL, 0) < 0)
+            break; /* no more servers */
+        if (st != IOREQ_LIVE)
+            continue; /* cut off: its device has failed, nothing to move */
+        if ((rc = ioreq_save(&d->io, i, buf, &len)) < 0) {
+            errf(err, errlen, "device model %u (%.*s): saving its state: %s",
+                 i, (int)DM_NAME_MAX, name, strerror(-rc));
+            break;
+        }
+        rc = emit(ctx, &dv, buf, len);
+    }
+    free(buf);
+    return rc;
+}
+
 int hv_domain_source_init(struct domain *d, struct migrate_source *src)
 {
     struct hv_msrc *s = calloc(1, sizeof(*s));
@@ -398,6 +437,7 @@ int hv_domain_source_init(struct domain *d, struct migrate_source *src)
     src->p2m_frames = src_p2m_frames;
     src->vcpu = src_vcpu;
     src->shared_info = src_shared_info;
+    src->devices = src_devices;
     return 0;
 fail:
     free(s->list_mfns);
@@ -687,6 +727,78 @@ static void tgt_abort(void *arg)
     t->d = NULL;
 }
 
+/* A DEVICE record: kept in the domain for the device model that will
+ * take it (hv_domain_dm_restore_states()). */
+static int tgt_device(void *arg, const struct stream_device *dv,
+                      const uint8_t *state, uint32_t len, char *err,
+                      size_t errlen)
+{
+    struct hv_mtgt *t = arg;
+    struct domain *d = t->d;
+
+    if (dv->kind != STREAM_DEVICE_DM || dv->version != 1 ||
+        dv->instance >= IOREQ_MAX_SERVERS || len > DM_STATE_MAX) {
+        errf(err, errlen, "device-model state of kind %u version %u for "
+                          "device model %u (%u bytes): not one memvisor "
+                          "can restore",
+             dv->kind, dv->version, dv->instance, len);
+        return -EPROTO;
+    }
+    if (d->mig_dm_state[dv->instance]) {
+        errf(err, errlen, "two states for device model %u", dv->instance);
+        return -EPROTO;
+    }
+    d->mig_dm_state[dv->instance] = malloc(len ? len : 1);
+    if (!d->mig_dm_state[dv->instance])
+        return -ENOMEM;
+    memcpy(d->mig_dm_state[dv->instance], state, len);
+    d->mig_dm_len[dv->instance] = len;
+    return 0;
+}
+
+unsigned hv_domain_dm_pending(struct domain *d)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < IOREQ_MAX_SERVERS; i++)
+        n += d->mig_dm_state[i] != NULL;
+    return n;
+}
+
+int hv_domain_dm_restore_states(struct domain *d, char *err, size_t errlen)
+{
+    for (unsigned i = 0; i < IOREQ_MAX_SERVERS; i++) {
+        enum ioreq_state st;
+        int rc;
+
+        if (!d->mig_dm_state[i])
+            continue;
+        if (!d->created_io || ioreq_server_info(&d->io, i, &st, NULL, NULL,
+                                                0) < 0 ||
+            st != IOREQ_LIVE) {
+            errf(err, errlen, "no live device model %u to take its state", i);
+            return -ENODEV;
+        }
+        rc = ioreq_restore(&d->io, i, d->mig_dm_state[i], d->mig_dm_len[i]);
+        if (rc < 0) {
+            errf(err, errlen, "device model %u refused its state: %s", i,
+                 strerror(-rc));
+            return rc;
+        }
+        free(d->mig_dm_state[i]);
+        d->mig_dm_state[i] = NULL;
+    }
+    return 0;
+}
+
+void hv_migrate_teardown(struct domain *d)
+{
+    for (unsigned i = 0; i < IOREQ_MAX_SERVERS; i++) {
+        free(d->mig_dm_state[i]);
+        d->mig_dm_state[i] = NULL;
+    }
+}
+
 int hv_domain_target_init(struct hv *hv, int console_fd,
                           struct migrate_target *tgt)
 {
@@ -704,6 +816,7 @@ int hv_domain_target_init(struct hv *hv, int console_fd,
     tgt->shared_info_mfn = tgt_shared_info_mfn;
     tgt->finish = tgt_finish;
     tgt->abort = tgt_abort;
+    tgt->device = tgt_device;
     return 0;
 }
 

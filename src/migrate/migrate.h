@@ -107,6 +107,12 @@ struct migrate_source {
      * none); the engine turns them into pfns. */
     int (*vcpu)(void *arg, unsigned i, struct stream_pv_vcpu *out);
     int (*shared_info)(void *arg, void *page);
+    /* Optional, paused: the state of every device model of the domain,
+     * each given to emit (a DEVICE record); an error fails the save. */
+    int (*devices)(void *arg,
+                   int (*emit)(void *ctx, const struct stream_device *dv,
+                               const void *state, uint32_t len),
+                   void *ctx, char *err, size_t errlen);
 };
 
 struct migrate_restored;
@@ -128,6 +134,12 @@ struct migrate_target {
                   size_t errlen);
     /* Undo create and everything since (M4). */
     void (*abort)(void *arg);
+    /* Optional: a device model's state (a DEVICE record), kept for the
+     * device model that takes it once attached; NULL: such a stream is
+     * refused. */
+    int (*device)(void *arg, const struct stream_device *dv,
+                  const uint8_t *state, uint32_t len, char *err,
+                  size_t errlen);
 };
 
 /* What the restore hands to finish(). */
@@ -160,6 +172,7 @@ struct migrate_stats {
     unsigned rounds;
     uint64_t bandwidth; /* bytes/s measured in the last live round */
     uint64_t quiesce_tries;
+    unsigned devices; /* device models whose state was sent */
     /* what the save allocated: 2 bits and a byte per page (to send,
      * deferred, type last sent), one record's page buffer, zstd's */
     uint64_t mem_bytes;
@@ -202,6 +215,7 @@ int __must_check migrate_save(const struct migrate_source *src,
 
 struct migrate_restore_stats {
     uint64_t pages, records, bytes, localised_tables, populated_early;
+    uint64_t devices; /* device-model states kept for their models */
     uint64_t ns;
     /* what the restore allocated beyond the domain: 9 bytes and a bit per
      * page (its p2m, the types, what holds data), the vCPU records, the

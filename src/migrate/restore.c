@@ -203,11 +203,18 @@ static int run(struct restore *s)
             if ((rc = stream_parse_device(s->r.body, s->r.len, &dv, &state,
                                           &len, s->err, s->errlen)) < 0)
                 return rc;
-            errf(s->err, s->errlen,
-                 "device-model state (kind %u, instance %u): no device model "
-                 "to restore it into",
-                 dv.kind, dv.instance);
-            return -ENOTSUP;
+            if (!t->device) {
+                errf(s->err, s->errlen,
+                     "device-model state (kind %u, instance %u): no device "
+                     "model to restore it into",
+                     dv.kind, dv.instance);
+                return -ENOTSUP;
+            }
+            if ((rc = t->device(t->arg, &dv, state, len, s->err,
+                                s->errlen)) < 0)
+                return rc;
+            s->st->devices++;
+            break;
         }
         default:
             break; /* ROUND, END */

@@ -304,6 +304,20 @@ static int pause_quiesced(struct save *s)
     return -EAGAIN;
 }
 
+static int emit_device(void *ctx, const struct stream_device *dv,
+                       const void *state, uint32_t len)
+{
+    struct save *s = ctx;
+    int rc = stream_write_record(&s->w, STREAM_REC_DEVICE, dv, sizeof(*dv),
+                                 state, len, NULL, 0);
+
+    if (rc < 0)
+        errf(s->err, s->errlen, "writing: %s", strerror(-rc));
+    else
+        s->st->devices++;
+    return rc;
+}
+
 static int write_tail(struct save *s)
 {
     uint8_t si[4096];
@@ -345,7 +359,11 @@ static int write_tail(struct save *s)
             return rc;
         }
     }
-    /* DEVICE records: no device model state to carry yet (src/ioreq). */
+    /* DEVICE records: the device models' state, taken while paused */
+    if (s->src->devices &&
+        (rc = s->src->devices(s->src->arg, emit_device, s, s->err,
+                              s->errlen)) < 0)
+        return rc;
     if ((rc = stream_write_record(&s->w, STREAM_REC_END, NULL, 0, NULL, 0, NULL,
                                   0)) < 0) {
         errf(s->err, s->errlen, "writing: %s", strerror(-rc));

@@ -397,7 +397,7 @@ static uint64_t demoted_tables(int fd)
  * its own tables in its variables, which a move to new frames makes stale
  * (docs/stream.md, "What moves and what does not").
  */
-static uint64_t churn_snapshot(bool rule_off)
+static uint64_t churn_snapshot(bool rule_off, uint64_t *demoted_out)
 {
     static struct snap a, b;
     struct hv hv;
@@ -449,8 +449,8 @@ static uint64_t churn_snapshot(bool rule_off)
     if (!rule_off) {
         assert_int_equal(mismatches, 0);
         assert_true(pinned >= 1);
-        assert_true(demoted > 0);
     }
+    *demoted_out = demoted;
     /* the source goes on: its churn passes its own checks */
     hv_domain_resume(d);
     test_sleep_ms(100);
@@ -468,8 +468,20 @@ static uint64_t churn_snapshot(bool rule_off)
 
 static void test_churn_snapshot(void **state)
 {
+    uint64_t demoted = 0;
+    unsigned run;
+
     (void)state;
-    churn_snapshot(false);
+    /* every run must compare equal; whether a table was devalidated (and
+     * not written) between its sending and the final pause depends on
+     * timing: up to three runs for that case to occur */
+    for (run = 1; run <= 3; run++) {
+        (void)churn_snapshot(false, &demoted);
+        if (demoted > 0)
+            break;
+    }
+    test_note("the honest-type case occurred in run %u of at most 3", run);
+    assert_true(demoted > 0);
 }
 
 /* With the final round's type check off (a page whose type changed since
@@ -482,9 +494,11 @@ static void test_churn_snapshot_no_type_resend(void **state)
     /* tables devalidated after they were sent and not written since
      * arrive as tables (localised, not bit for bit); whether the final
      * pause finds one depends on timing: up to three runs */
-    for (run = 1; run <= 3; run++)
-        if (churn_snapshot(true) > 0)
+    for (run = 1; run <= 3; run++) {
+        uint64_t demoted;
+        if (churn_snapshot(true, &demoted) > 0)
             break;
+    }
     test_note("with the rule off, run %u of at most 3 showed the difference",
               run);
     assert_true(run <= 3);
