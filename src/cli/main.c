@@ -632,9 +632,18 @@ static int control_request(const char *path, const char *req, bool migrate)
                         (void)!control_u64(sum, "bytes", &bytes);
                         (void)!control_u64(sum, "pages", &pages);
                     }
-                    printf("memvisor: %s: %.1f ms in all, downtime %.1f ms, "
-                           "%llu rounds, %llu pages, %.1f MiB sent\n",
-                           migrate ? "migrated" : "saved", total, down,
+                    const char *dr = strstr(buf, "\"downtime_to_running_ms\":");
+                    double running = dr ? strtod(dr + 25, NULL) : 0;
+                    char extra[96] = "";
+
+                    if (migrate)
+                        snprintf(extra, sizeof(extra),
+                                 " (%.1f ms until the guest ran at the "
+                                 "destination)",
+                                 running);
+                    printf("memvisor: %s: %.1f ms in all, downtime %.1f "
+                           "ms%s, %llu rounds, %llu pages, %.1f MiB sent\n",
+                           migrate ? "migrated" : "saved", total, down, extra,
                            (unsigned long long)rounds,
                            (unsigned long long)pages,
                            (double)bytes / (1 << 20));

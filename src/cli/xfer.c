@@ -257,7 +257,7 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
     struct progress pr = {.fd = client_fd};
     struct stream_chan c;
     char cmd[32], to[256], err[512], esc[1100], *json = NULL;
-    uint64_t v;
+    uint64_t v, confirmed_ns = 0;
     bool migrate;
     int fd = -1, rc;
 
@@ -314,8 +314,14 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
         goto fail; /* the engine resumed the source */
     /* paused at the final pause: the destination's word, or the file on
      * disk, decides */
-    if (migrate)
+    if (migrate) {
+        struct timespec ts;
+
         rc = wait_ack(fd, err, sizeof(err));
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        confirmed_ns = (uint64_t)ts.tv_sec * 1000000000ULL +
+                       (uint64_t)ts.tv_nsec - st->paused_at_ns;
+    }
     else if (fsync(fd) < 0) {
         rc = -errno;
         errf(err, sizeof(err), "%s: %s", to, strerror(errno));
@@ -330,8 +336,12 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
     if (migrate_stats_json(st, json, 16384) < 0)
         snprintf(json, 16384, "{}");
     control_json_string(esc, sizeof(esc), to);
-    snprintf(resp, len, "{\"ok\":true,\"%s\":%s,\"stopped\":%s,\"summary\":%s}",
-             migrate ? "to" : "file", esc, *stopped ? "true" : "false", json);
+    snprintf(resp, len,
+             "{\"ok\":true,\"%s\":%s,\"stopped\":%s,\"downtime_to_running_ms\":"
+             "%.3f,\"summary\":%s}",
+             migrate ? "to" : "file", esc, *stopped ? "true" : "false",
+             migrate ? (double)confirmed_ns / 1e6 : st->downtime_ns / 1e6,
+             json);
     goto out;
 fail:
     control_json_string(esc, sizeof(esc), err[0] ? err : "failed");

@@ -167,6 +167,10 @@ struct migrate_round {
 
 struct migrate_stats {
     uint64_t total_ns, downtime_ns; /* downtime: paused until END sent */
+    /* CLOCK_MONOTONIC when the final pause began (0: never), for callers
+     * that wait for the destination: the guest runs nowhere from then
+     * until the destination resumes it. */
+    uint64_t paused_at_ns;
     uint64_t bytes, raw_bytes;      /* on the wire; before compression */
     uint64_t pages, zero_pages, deferred;
     unsigned rounds;

@@ -496,6 +496,7 @@ static int run(struct save *s)
         return rc;
     }
     tp = now_ns();
+    s->st->paused_at_ns = tp;
     s->state = SAVE_FINAL;
     if ((rc = src->harvest(src->arg, s->todo)) < 0) {
         errf(s->err, s->errlen, "dirty log: %s", strerror(-rc));

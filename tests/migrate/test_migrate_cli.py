@@ -157,7 +157,8 @@ def live_migration(tmp, to_of, label, ns_src=None, ns_dst=None):
     ok(summary and summary['ok'] and summary['stopped'] and
        summary['summary']['rounds'] >= 2 and
        summary['summary']['downtime_ms'] > 0 and
-       summary['summary']['round'][-1]['final'],
+       summary['summary']['round'][-1]['final'] and
+       summary['downtime_to_running_ms'] >= summary['summary']['downtime_ms'],
        f'{label}: JSON summary: live rounds, a final paused round, downtime')
     ok(src.wait(30) == 0, f'{label}: the source exits 0 once confirmed')
     ok(wait_for(lambda: os.path.exists(dctl)), f'{label}: destination runs')
