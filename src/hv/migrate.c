@@ -14,6 +14,7 @@
 #include "lib/x86.h"
 #include "migrate/migrate.h"
 #include "pv/pv.h"
+#include "xen/xen.h"
 
 static void errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
 static void errf(char *err, size_t len, const char *fmt, ...)
@@ -573,6 +574,47 @@ static int pv_op(struct pv_vcpu *v, unsigned cmd, uint64_t mfn)
     return rc;
 }
 
+/* A guest address the guest itself could have set: canonical, outside
+ * the hypervisor's range (as set_trap_table, iret and VCPUOP_initialise
+ * demand). */
+static bool guest_va_ok(uint64_t va)
+{
+    return x86_canonical(va) &&
+           !(va >= HYPERVISOR_VIRT_START && va < HYPERVISOR_VIRT_END);
+}
+
+/* What a stream says of a vCPU, checked as the hypercalls that set the
+ * same state check it: -EINVAL with the field in err. */
+static int vcpu_check(const struct stream_pv_vcpu *v, char *err,
+                      size_t errlen)
+{
+    const char *bad = NULL;
+
+    if (!guest_va_ok(v->rip))
+        bad = "rip";
+    else if (!x86_canonical(v->rsp))
+        bad = "rsp";
+    else if (!x86_canonical(v->fs_base) || !x86_canonical(v->gs_base) ||
+             !x86_canonical(v->gs_base_kernel) ||
+             !x86_canonical(v->gs_base_user))
+        bad = "a segment base";
+    else if ((v->event_cb && !guest_va_ok(v->event_cb)) ||
+             (v->failsafe_cb && !guest_va_ok(v->failsafe_cb)) ||
+             (v->syscall_cb && !guest_va_ok(v->syscall_cb)))
+        bad = "a callback";
+    else if (v->ldt_ents > PV_LDT_MAX_ENTS || (v->ldt_base & (PAGE_SIZE - 1)) ||
+             !x86_canonical(v->ldt_base))
+        bad = "the LDT";
+    for (unsigned k = 0; k < 256 && !bad; k++)
+        if ((v->traps[k].address && !guest_va_ok(v->traps[k].address)) ||
+            (v->traps[k].flags & ~7u))
+            bad = "a trap entry";
+    if (!bad)
+        return 0;
+    errf(err, errlen, "vCPU %u: %s the guest could not have set", v->id, bad);
+    return -EINVAL;
+}
+
 static int vcpu_restore(struct domain *d, const struct stream_pv_vcpu *v)
 {
     struct pvcpu *pc = &d->vcpus[v->id];
@@ -687,6 +729,8 @@ static int tgt_finish(void *arg, const struct migrate_restored *st, char *err,
 
         if (!(v->flags & STREAM_VCPU_INITIALISED))
             continue;
+        if ((rc = vcpu_check(v, err, errlen)) < 0)
+            return rc;
         rc = pv_op(d->vcpus[i].pv, MMUEXT_NEW_BASEPTR, v->base_pfn);
         if (rc == 0 && v->user_base_pfn != STREAM_PFN_NONE)
             rc = pv_op(d->vcpus[i].pv, MMUEXT_NEW_USER_BASEPTR,

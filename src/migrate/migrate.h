@@ -209,6 +209,11 @@ struct migrate_save_opts {
      * since they were last sent (a table devalidated and not written since
      * then arrives as a table, localised). */
     bool test_no_type_resend;
+    /* Test only: called after each live round's harvest, before the next
+     * round or the final pause (final_next), so that a test can let a
+     * slow guest move on, or pick the moment of the final pause. */
+    void (*test_between_rounds)(void *arg, unsigned round, bool final_next);
+    void *test_arg;
 };
 
 int __must_check migrate_save(const struct migrate_source *src,

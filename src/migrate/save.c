@@ -479,7 +479,11 @@ static int run(struct save *s)
             est_ms = s->st->bandwidth
                          ? left * 4096 * 1000 / s->st->bandwidth
                          : UINT64_MAX;
-            if (est_ms <= target_ms || s->round >= max_rounds)
+            bool last = est_ms <= target_ms || s->round >= max_rounds;
+
+            if (s->o->test_between_rounds)
+                s->o->test_between_rounds(s->o->test_arg, s->round, last);
+            if (last)
                 break;
         }
         s->round++;

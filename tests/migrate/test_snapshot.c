@@ -397,8 +397,49 @@ static uint64_t demoted_tables(int fd)
  * its own tables in its variables, which a move to new frames makes stale
  * (docs/stream.md, "What moves and what does not").
  */
-static uint64_t churn_snapshot(bool rule_off, uint64_t *demoted_out)
+/* Between live rounds: let the churn move on (20 more pins or unpins, or
+ * two seconds), however slowly the machine runs it.  Before the final
+ * pause: wait (up to two seconds) for a moment when the churn has no
+ * address space pinned, so that tables sent in earlier rounds are plain
+ * pages again at the final pause: the case the type resend is for. */
+struct churn_hook {
+    struct domain *d;
+    bool wait_unpinned; /* pick a final pause with nothing of it pinned */
+};
+
+static void churn_moves_on(void *arg, unsigned round, bool final_next)
 {
+    struct churn_hook *h = arg;
+    struct domain *d = h->d;
+    struct hv_domain_stats a, b;
+    double t0 = test_now_s();
+
+    (void)round;
+    hv_domain_stats(d, &a);
+    do {
+        test_sleep_ms(2);
+        hv_domain_stats(d, &b);
+    } while (b.hypercalls[26] < a.hypercalls[26] + 20 &&
+             test_now_s() - t0 < 2);
+    if (!final_next || !h->wait_unpinned)
+        return;
+    while (test_now_s() - t0 < 4) {
+        uint64_t cursor = 0, mfns[1024], pinned = 0;
+        uint32_t info[1024];
+        int n;
+
+        while ((n = hv_domain_pfinfo(d, &cursor, 1024, mfns, info)) > 0)
+            for (int i = 0; i < n; i++)
+                pinned += (info[i] >> 28) >= 8 && (info[i] >> 28) <= 12;
+        if (pinned <= 1) /* the kernel's own L4 */
+            return;
+    }
+}
+
+static uint64_t churn_snapshot(bool rule_off, bool wait_unpinned,
+                               uint64_t *demoted_out, uint64_t *tables_out)
+{
+    struct churn_hook hook = {.wait_unpinned = wait_unpinned};
     static struct snap a, b;
     struct hv hv;
     struct domain *d, *d2;
@@ -406,7 +447,7 @@ static uint64_t churn_snapshot(bool rule_off, uint64_t *demoted_out)
     struct migrate_stats st;
     struct migrate_restore_stats rs;
     struct migrate_save_opts o = {.live = true, .leave_paused = true,
-                                  .max_rounds = 4, .downtime_ms = 20};
+                                  .max_rounds = 4, .downtime_ms = 1};
     struct stream_chan c;
     char err[256], msg[256];
     uint64_t frames, tables, differ, tables_checked, pinned, demoted,
@@ -421,6 +462,9 @@ static uint64_t churn_snapshot(bool rule_off, uint64_t *demoted_out)
     assert_int_equal(hv_init(&hv, 3 * (NR_PAGES + 512) + 1024), 0);
     d = guest(&hv, "ptchurn rounds=1000000 spaces=4");
     wait_console(d, "ptchurn: start");
+    hook.d = d;
+    o.test_between_rounds = churn_moves_on;
+    o.test_arg = &hook;
     test_sleep_ms(30);
     assert_int_equal(hv_domain_source_init(d, &src), 0);
     stream_chan_fd(&c, fd);
@@ -451,6 +495,7 @@ static uint64_t churn_snapshot(bool rule_off, uint64_t *demoted_out)
         assert_true(pinned >= 1);
     }
     *demoted_out = demoted;
+    *tables_out = tables_checked;
     /* the source goes on: its churn passes its own checks */
     hv_domain_resume(d);
     test_sleep_ms(100);
@@ -468,19 +513,23 @@ static uint64_t churn_snapshot(bool rule_off, uint64_t *demoted_out)
 
 static void test_churn_snapshot(void **state)
 {
-    uint64_t demoted = 0;
+    uint64_t demoted = 0, tables = 0;
     unsigned run;
 
     (void)state;
-    /* every run must compare equal; whether a table was devalidated (and
-     * not written) between its sending and the final pause depends on
-     * timing: up to three runs for that case to occur */
-    for (run = 1; run <= 3; run++) {
-        (void)churn_snapshot(false, &demoted);
+    /* the final pause wherever it falls: tables of the churn's address
+     * spaces, pinned or not, are validated again (all runs compare equal) */
+    (void)churn_snapshot(false, false, &demoted, &tables);
+    test_note("final pause anywhere: %llu page tables at the final pause",
+              (unsigned long long)tables);
+    /* the honest-type case: a final pause with the churn's tables freed
+     * (some sent as tables in earlier rounds); up to five runs */
+    for (run = 1; run <= 5; run++) {
+        (void)churn_snapshot(false, true, &demoted, &tables);
         if (demoted > 0)
             break;
     }
-    test_note("the honest-type case occurred in run %u of at most 3", run);
+    test_note("the honest-type case occurred in run %u of at most 5", run);
     assert_true(demoted > 0);
 }
 
@@ -493,15 +542,15 @@ static void test_churn_snapshot_no_type_resend(void **state)
     (void)state;
     /* tables devalidated after they were sent and not written since
      * arrive as tables (localised, not bit for bit); whether the final
-     * pause finds one depends on timing: up to three runs */
-    for (run = 1; run <= 3; run++) {
-        uint64_t demoted;
-        if (churn_snapshot(true, &demoted) > 0)
+     * pause finds one depends on timing: up to five runs */
+    for (run = 1; run <= 5; run++) {
+        uint64_t demoted, tables;
+        if (churn_snapshot(true, true, &demoted, &tables) > 0)
             break;
     }
-    test_note("with the rule off, run %u of at most 3 showed the difference",
+    test_note("with the rule off, run %u of at most 5 showed the difference",
               run);
-    assert_true(run <= 3);
+    assert_true(run <= 5);
 }
 
 /* Does any PAGE_DATA record of the stream in fd carry pfn? */
@@ -694,6 +743,83 @@ static void test_cut_everywhere(void **state)
     close(fd);
 }
 
+/*
+ * A stream whose vCPU record asks for what the guest could not have set
+ * itself (a rip in the hypervisor's range): the restore refuses it, says
+ * which field, and leaves nothing behind; the untouched stream restores.
+ */
+static void test_hostile_vcpu(void **state)
+{
+    struct hv hv;
+    struct domain *d, *d2;
+    struct migrate_source src;
+    struct migrate_stats st;
+    struct migrate_restore_stats rs;
+    struct migrate_save_opts o = {.live = false};
+    struct stream_chan c;
+    char err[256];
+    uint8_t *buf;
+    uint64_t free0;
+    off_t len;
+    size_t at = sizeof(struct stream_image_header);
+    bool found = false;
+    int fd = memfd(), rc;
+
+    (void)state;
+    assert_int_equal(hv_init(&hv, 2 * NR_PAGES + 1024), 0);
+    d = guest(&hv, "dirty pages=64 passes=0");
+    wait_console(d, "dirty: start");
+    assert_int_equal(hv_domain_source_init(d, &src), 0);
+    stream_chan_fd(&c, fd);
+    assert_int_equal(migrate_save(&src, &c, &o, &st, err, sizeof(err)), 0);
+    hv_domain_source_fini(&src);
+    stop(d);
+    free0 = __atomic_load_n(&hv.frames.nr_free, __ATOMIC_SEQ_CST);
+
+    len = lseek(fd, 0, SEEK_END);
+    buf = malloc((size_t)len);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, (size_t)len, 0), len);
+    /* the first PV_VCPU record: its rip into the hypervisor's range, the
+     * checksum made good again (a stream that was written that way) */
+    while (at + 16 <= (size_t)len) {
+        struct stream_record_header h;
+        struct stream_pv_vcpu v;
+
+        memcpy(&h, buf + at, sizeof(h));
+        if (h.type == STREAM_REC_PV_VCPU) {
+            memcpy(&v, buf + at + 16, sizeof(v));
+            v.rip = 0xffff800000001000ULL;
+            memcpy(buf + at + 16, &v, sizeof(v));
+            h.crc = stream_crc32c(stream_crc32c(0, &h, 12), buf + at + 16,
+                                  h.length);
+            memcpy(buf + at, &h, sizeof(h));
+            found = true;
+            break;
+        }
+        at += 16 + h.length + (8 - h.length % 8) % 8;
+    }
+    assert_true(found);
+    {
+        int bad = memfd();
+        assert_int_equal(pwrite(bad, buf, (size_t)len, 0), len);
+        rc = restore_fd(&hv, bad, &d2, err, sizeof(err), &rs);
+        test_note("a vCPU record with rip in the hypervisor's range: %d (%s)",
+                  rc, err);
+        assert_int_equal(rc, -EINVAL);
+        assert_non_null(strstr(err, "rip the guest could not have set"));
+        assert_int_equal(__atomic_load_n(&hv.frames.nr_free, __ATOMIC_SEQ_CST),
+                         free0);
+        close(bad);
+    }
+    if (restore_fd(&hv, fd, &d2, err, sizeof(err), &rs) < 0)
+        fail_msg("the untouched stream: %s", err);
+    hv_domain_destroy(d2);
+    free(buf);
+    hv_fini(&hv);
+    close(fd);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -703,6 +829,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_final_rule),
         cmocka_unit_test(test_final_rule_off),
         cmocka_unit_test(test_cut_everywhere),
+        cmocka_unit_test(test_hostile_vcpu),
     };
 
     if (argc < 2) {
