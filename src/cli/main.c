@@ -52,6 +52,7 @@
 #define EXIT_AUDIT 71
 #define EXIT_DETACHED 72 /* the user stopped the guest with the detach key */
 #define DETACH_KEY 0x1d  /* Ctrl-] */
+#define EXIT_RESTORE 65 /* EX_DATAERR: the stream was refused */
 #define POOL_SLACK_FRAMES 4096
 #define MAX_IMAGE (128u << 20)
 
@@ -132,11 +133,12 @@ static void usage(FILE *f)
                "       memvisor migrate --control PATH tcp:HOST:PORT|unix:PATH "
                "[--zstd] [--downtime MS] [--max-rounds N] [--offline]\n"
                "       memvisor receive --listen tcp:HOST:PORT|unix:PATH "
-               "[--pool MiB] [--control PATH] [--audit-every MS]\n"
+               "[--pool MiB] [--control PATH] [--audit-every MS] "
+               "[--device ...]...\n"
                "       memvisor save --control PATH FILE [--zstd] [--live] "
                "[--stop]\n"
                "       memvisor restore FILE [--pool MiB] [--control PATH] "
-               "[--audit-every MS]\n");
+               "[--audit-every MS] [--device ...]...\n");
 }
 
 static int read_file(const char *path, uint8_t **out, size_t *size)
@@ -213,8 +215,12 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
+/* run_domain()'s ack_fd: a domain built from an image, or restored (from
+ * a file, or over a connection that waits for the destination's word). */
+#define RUN_FRESH (-2)
+#define RUN_RESTORED_FILE (-1)
 static int run_domain(struct hv *hvp, struct domain *d,
-                      const struct run_opts *o, bool started);
+                      const struct run_opts *o, int ack_fd);
 
 /*
  * Keyboard input for the guest's console ring (hvc0): a thread reads
@@ -361,35 +367,48 @@ static int run(const struct run_opts *o)
         hv_fini(&hv);
         return EXIT_USAGE;
     }
-    return run_domain(&hv, d, o, false);
+    return run_domain(&hv, d, o, RUN_FRESH);
 }
 
-/* Run a created domain to its end (vCPUs already started if started):
- * device models, control socket, audits, exit status; destroys it and hv. */
+/* Run a created domain to its end: device models (a restored domain's get
+ * the states its stream carried, in --device order), control socket,
+ * vCPUs (then, over a connection, the destination's word), audits, exit
+ * status; destroys it and hv. */
 static int run_domain(struct hv *hvp, struct domain *d,
-                      const struct run_opts *o, bool started)
+                      const struct run_opts *o, int ack_fd)
 {
     struct control *ctl = NULL;
     struct cli_devices devs;
     struct input in = {0};
     unsigned audits = 0, audit_failures = 0;
+    char err[256];
     int r, status;
 
     devices_init(&devs, d);
-    if (start_devices(o, &devs) < 0) {
+    r = start_devices(o, &devs);
+    if (r == 0 && ack_fd != RUN_FRESH &&
+        (r = hv_domain_dm_restore_states(d, err, sizeof(err))) < 0)
+        fprintf(stderr, "memvisor: restore failed: %s\n", err);
+    else if (r < 0)
+        snprintf(err, sizeof(err), "the device models did not start");
+    if (r < 0) {
+        if (ack_fd >= 0)
+            xfer_ack(ack_fd, r, err); /* the source keeps the guest */
         devices_stop(&devs);
         hv_domain_destroy(d);
         devices_reap(&devs);
         hv_fini(hvp);
-        return EXIT_USAGE;
+        return ack_fd == RUN_FRESH ? EXIT_USAGE : EXIT_RESTORE;
     }
-    if (o->paused && !started)
+    if (o->paused && ack_fd == RUN_FRESH)
         hv_domain_pause(d);
     if (o->control) {
         r = control_start(&ctl, o->control, d, o->paused ? 1 : 0);
         if (r < 0) {
             fprintf(stderr, "memvisor: control socket %s: %s\n", o->control,
                     strerror(-r));
+            if (ack_fd >= 0)
+                xfer_ack(ack_fd, r, "the destination's control socket");
             devices_stop(&devs);
             hv_domain_destroy(d);
             devices_reap(&devs);
@@ -397,7 +416,9 @@ static int run_domain(struct hv *hvp, struct domain *d,
             return EXIT_USAGE;
         }
     }
-    r = started ? 0 : hv_domain_start(d);
+    r = hv_domain_start(d);
+    if (ack_fd >= 0) /* the guest runs here now (or could not) */
+        xfer_ack(ack_fd, r, "starting vCPUs");
     if (r == 0)
         input_start(&in, d);
     if (r < 0) {
@@ -544,7 +565,6 @@ static int cmd_run(int argc, char **argv)
 
 /* ---- migration and snapshots (docs/control.md) ------------------------ */
 
-#define EXIT_RESTORE 65 /* EX_DATAERR: the stream was refused */
 #define DEFAULT_POOL_MIB 2048
 
 static int parse_u64(const char *s, uint64_t *out);
@@ -771,36 +791,22 @@ static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
         _exit(137);
     }
     d = hv_domain_target_fini(&tgt);
-    if (r == 0 && hv_domain_dm_pending(d) > 0) {
-        /* its devices would be lost: refuse, the source keeps the guest */
-        snprintf(err, sizeof(err),
-                 "the stream carries the state of %u device model(s), and "
-                 "this command cannot attach device models",
-                 hv_domain_dm_pending(d));
-        hv_domain_destroy(d);
-        d = NULL;
-        r = -ENOTSUP;
-    }
-    if (r == 0 && (r = hv_domain_start(d)) < 0) {
-        snprintf(err, sizeof(err), "starting vCPUs: %s", strerror(-r));
-        hv_domain_destroy(d);
-        d = NULL;
-    }
-    if (ack)
-        xfer_ack(fd, r, err);
     if (r < 0) {
+        if (ack)
+            xfer_ack(fd, r, err);
         fprintf(stderr, "memvisor: restore failed: %s\n", err);
         hv_fini(&hv);
         return EXIT_RESTORE;
     }
     fprintf(stderr,
             "memvisor: restored domain %u: %llu pages (%llu page tables "
-            "localised), %llu records, %.1f MiB in %.1f ms\n",
+            "localised), %llu device states, %llu records, %.1f MiB in "
+            "%.1f ms\n",
             hv_domain_id(d), (unsigned long long)rs.pages,
             (unsigned long long)rs.localised_tables,
-            (unsigned long long)rs.records, (double)rs.bytes / (1 << 20),
-            (double)rs.ns / 1e6);
-    return run_domain(&hv, d, o, true);
+            (unsigned long long)rs.devices, (unsigned long long)rs.records,
+            (double)rs.bytes / (1 << 20), (double)rs.ns / 1e6);
+    return run_domain(&hv, d, o, ack ? fd : RUN_RESTORED_FILE);
 }
 
 /* memvisor restore FILE | receive --listen ADDR, [--pool MiB]
@@ -829,6 +835,11 @@ static int cmd_restore(int argc, char **argv, bool receive)
                  !parse_u64(argv[i + 1], &v) && v > 0 && v < 600000) {
             o.audit_ms = (unsigned)v;
             i++;
+        } else if (!strcmp(a, "--device") && has_val &&
+                   o.nr_devices < CLI_MAX_DEVICES) {
+            o.devices[o.nr_devices++] = argv[++i];
+        } else if (!strcmp(a, "--dm-socket") && has_val) {
+            o.dm_socket = argv[++i];
         } else if (!strcmp(a, "--test-die-after") && has_val && receive &&
                    !parse_u64(argv[i + 1], &v)) {
             die_after = v;

@@ -588,13 +588,14 @@ int migrate_stats_json(const struct migrate_stats *s, char *buf, size_t len)
     PUT("{\"total_ms\":%.3f,\"downtime_ms\":%.3f,\"bytes\":%llu,"
         "\"raw_bytes\":%llu,\"pages\":%llu,\"zero_pages\":%llu,"
         "\"deferred\":%llu,\"rounds\":%u,\"bandwidth\":%llu,"
-        "\"quiesce_tries\":%llu,\"mem_bytes\":%llu,\"round\":[",
+        "\"quiesce_tries\":%llu,\"mem_bytes\":%llu,\"devices\":%u,"
+        "\"round\":[",
         s->total_ns / 1e6, s->downtime_ns / 1e6, (unsigned long long)s->bytes,
         (unsigned long long)s->raw_bytes, (unsigned long long)s->pages,
         (unsigned long long)s->zero_pages, (unsigned long long)s->deferred,
         s->rounds, (unsigned long long)s->bandwidth,
         (unsigned long long)s->quiesce_tries,
-        (unsigned long long)s->mem_bytes);
+        (unsigned long long)s->mem_bytes, s->devices);
     for (unsigned i = 0; i < s->rounds && i <= MIGRATE_MAX_ROUNDS; i++) {
         const struct migrate_round *r = &s->round[i];
         PUT("%s{\"round\":%u,\"final\":%s,\"pages\":%llu,\"zero\":%llu,"

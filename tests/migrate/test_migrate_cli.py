@@ -103,10 +103,11 @@ class Proc:
             return None
 
 
-def source(tmp, name, mem=64, ns=None):
+def source(tmp, name, mem=64, ns=None, extra=()):
     ctl = os.path.join(tmp, name + '.ctl')
     p = Proc(['run', pvkernel, '--mem', str(mem), '--vcpus', '2',
-              '--cmdline', 'dirty pages=512 passes=0', '--control', ctl], ns)
+              '--cmdline', 'dirty pages=512 passes=0', '--control', ctl] +
+             list(extra), ns)
     wait_for(lambda: os.path.exists(ctl) and 'dirty: start' in p.text())
     return p, ctl
 
@@ -280,6 +281,35 @@ def main():
         r = migrate(sctl, 'unix:' + path)
         ok(r.returncode == 0 and src.wait(30) == 0 and runs_on(dst, dctl, 1),
            'a retry after the kills succeeds; the guest runs on there')
+        stop(dst, dctl)
+
+        # device models move too: the test device, its state in the
+        # stream; a destination without a device model for it refuses
+        src, sctl = source(tmp, 'dev', extra=['--device', 'test'])
+        path = os.path.join(tmp, 'dev-bad.sock')
+        dst = Proc(['receive', '--listen', 'unix:' + path])
+        wait_for(lambda: 'waiting for a migration' in dst.text())
+        r = migrate(sctl, 'unix:' + path)
+        st = dst.wait(30)
+        note(r.stderr.strip().splitlines()[-1:])
+        ok(r.returncode != 0 and st == 65 and
+           'no live device model' in r.stderr and
+           control(sctl, {'cmd': 'stats'})['ok'],
+           'a destination with no device model for the device state '
+           'refuses; the source keeps the guest')
+        dctl = os.path.join(tmp, 'dev-dst.ctl')
+        path = os.path.join(tmp, 'dev.sock')
+        dst = Proc(['receive', '--listen', 'unix:' + path, '--control', dctl,
+                    '--device', 'test'])
+        wait_for(lambda: 'waiting for a migration' in dst.text())
+        r = migrate(sctl, 'unix:' + path)
+        summary = next((json.loads(x) for x in r.stdout.splitlines()
+                        if x.startswith('{')), None)
+        ok(r.returncode == 0 and summary and
+           summary['summary']['devices'] == 1 and src.wait(30) == 0 and
+           '1 device states' in dst.text() and runs_on(dst, dctl, 1),
+           'with --device test at both ends the device state moves (1 '
+           'DEVICE record) and the guest runs on')
         stop(dst, dctl)
 
         # save and restore
