@@ -710,6 +710,32 @@ static int tgt_finish(void *arg, const struct migrate_restored *st, char *err,
     }
     si = frames_ptr(f, _mfn(st->p2m[st->dom.start_info_pfn]));
     si->shared_info = mfn_x(d->shared_info_mfn) << PAGE_SHIFT;
+    /* the ring pages travelled as pfns (docs/stream.md) */
+    {
+        uint64_t *ring[2] = {&si->store_mfn, &si->console.domU.mfn};
+        mfn_t *held[2] = {&d->store_mfn, &d->cons_mfn};
+
+        for (unsigned k = 0; k < 2; k++) {
+            if (!*ring[k])
+                continue;
+            if (*ring[k] >= nr || st->p2m[*ring[k]] == MIGRATE_NO_MFN ||
+                st->types[*ring[k]] != STREAM_TYPE_NOTAB) {
+                errf(err, errlen, "start_info's ring at pfn %#llx did not "
+                                  "arrive as a plain page",
+                     (unsigned long long)*ring[k]);
+                return -EPROTO;
+            }
+            *ring[k] = st->p2m[*ring[k]];
+            /* held writable while memvisor writes it, as the builder does */
+            if ((rc = pv_get_writable(d->vcpus[0].pv, _mfn(*ring[k]))) < 0) {
+                errf(err, errlen, "ring page: %s", strerror(-rc));
+                return rc;
+            }
+            *held[k] = _mfn(*ring[k]);
+        }
+        si->store_evtchn = d->store_port;
+        si->console.domU.evtchn = d->cons_port;
+    }
     memcpy(frames_ptr(f, d->shared_info_mfn), st->shared_info, 4096);
     /* validate and pin again what was pinned, every page localised */
     for (unsigned level = 1; level <= 4; level++)
@@ -749,6 +775,11 @@ static int tgt_finish(void *arg, const struct migrate_restored *st, char *err,
         return rc;
     if ((rc = domain_vcpus_init(d, err, errlen)) < 0)
         return rc;
+    /* time starts again here (system time is not carried yet) */
+    hv_time_init(d);
+    hv_wallclock_update(d);
+    for (unsigned i = 0; i < d->nr_vcpus; i++)
+        hv_time_update(&d->vcpus[i]);
     for (unsigned i = 0; i < st->dom.nr_vcpus; i++) {
         if (!(st->vcpus[i].flags & STREAM_VCPU_INITIALISED))
             continue;

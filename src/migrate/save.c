@@ -3,6 +3,7 @@
  * round, normalisation.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "lib/bitmap.h"
 #include "migrate/migrate.h"
+#include "xen/xen.h"
 
 #define PTE_P 1ULL
 #define PTE_ADDR_MASK 0x000FFFFFFFFFF000ULL
@@ -91,6 +93,32 @@ static int normalise(struct save *s, uint64_t pfn, unsigned level,
             return -ERANGE;
         }
         dst[i] = (e & ~PTE_ADDR_MASK) | (p << 12);
+    }
+    return 0;
+}
+
+/* start_info names the xenstore and console ring pages by mfn: in the
+ * stream, by pfn (0 stays 0: none). */
+static int normalise_start_info(struct save *s, uint64_t *si)
+{
+    static const unsigned at[2] = {
+        offsetof(struct start_info, store_mfn) / 8,
+        offsetof(struct start_info, console.domU.mfn) / 8,
+    };
+
+    for (unsigned k = 0; k < 2; k++) {
+        uint64_t p;
+
+        if (!si[at[k]])
+            continue;
+        if (s->src->mfn_to_pfn(s->src->arg, si[at[k]], &p) < 0 ||
+            p == STREAM_PFN_SHARED_INFO) {
+            errf(s->err, s->errlen,
+                 "start_info names ring mfn %#llx outside the domain",
+                 (unsigned long long)si[at[k]]);
+            return -ERANGE;
+        }
+        si[at[k]] = p;
     }
     return 0;
 }
@@ -186,6 +214,14 @@ static int flush_batch(struct save *s, struct migrate_round *r)
                 return rc; /* the final-round rule */
         } else {
             memcpy(dst, pg, 4096);
+            if (pfn == s->src->dom.start_info_pfn &&
+                (rc = normalise_start_info(s, dst)) < 0) {
+                if (!final || s->o->test_no_final_rule) {
+                    defer(s, pfn, r);
+                    continue;
+                }
+                return rc;
+            }
         }
         if (page_zero(dst)) {
             s->words[nw++] = ((uint64_t)t << 60) | STREAM_PFN_ZERO | pfn;

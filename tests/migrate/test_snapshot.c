@@ -30,6 +30,7 @@
 #include "hv/hv.h"
 #include "migrate/migrate.h"
 #include "testlib.h"
+#include "xen/xen.h"
 
 #define MEM_MIB 32
 #define NR_PAGES (MEM_MIB << 8)
@@ -180,8 +181,19 @@ static void snapshot(struct hv *hv, struct domain *d, struct snap *s)
                     out[i] = p;
                 }
         /* start_info names the shared info frame by machine address */
-        if (pfn == src.dom.start_info_pfn)
+        if (pfn == src.dom.start_info_pfn) {
             out[offsetof(struct start_info_head, shared_info) / 8] = 0;
+            /* the xenstore and console rings, by mfn: as pfns */
+            static const unsigned at[2] = {
+                offsetof(struct start_info, store_mfn) / 8,
+                offsetof(struct start_info, console.domU.mfn) / 8,
+            };
+            for (unsigned k = 0; k < 2; k++)
+                if (out[at[k]])
+                    assert_int_equal(src.mfn_to_pfn(src.arg, out[at[k]],
+                                                    &out[at[k]]),
+                                     0);
+        }
         if (level < 1 || level > 4)
             continue;
         for (unsigned i = 0; i < 512; i++) {
