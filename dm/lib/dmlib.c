@@ -163,18 +163,20 @@ void dm_detach(struct dm_conn *c)
 
 int dm_report_dirty(struct dm_conn *c, uint64_t gfn, uint64_t nr)
 {
-    struct {
+    /* One run: a union, since a struct ending in a flexible array may not
+     * be nested in another struct in ISO C. */
+    union {
         struct dm_dirty d;
-        struct dm_dirty_run run;
+        uint8_t raw[sizeof(struct dm_dirty) + sizeof(struct dm_dirty_run)];
     } m;
 
     memset(&m, 0, sizeof(m));
-    dm_hdr_init(&m.d.h, DM_DIRTY, sizeof(m));
+    dm_hdr_init(&m.d.h, DM_DIRTY, sizeof(m.raw));
     m.d.nr_runs = 1;
-    m.run.gfn = gfn;
-    m.run.nr = nr;
+    m.d.runs[0].gfn = gfn;
+    m.d.runs[0].nr = nr;
     c->nr_dirty_msgs++;
-    return send_msg(c, &m, sizeof(m));
+    return send_msg(c, &m, sizeof(m.raw));
 }
 
 int dm_copy_from(struct dm_conn *c, void *dst, uint64_t gpa, uint64_t len)

@@ -46,10 +46,8 @@ void hv_dm_end_hypercall(struct pvcpu *pc, unsigned nr)
     (void)ioreq_end_hypercall(&d->io);
 }
 
-/* Decode in/out at the guest's rip: 0x66 prefix, E4-E7 (imm8 port),
- * EC-EF (port in dx).  Returns the instruction length, 0 if not one. */
-static unsigned decode_pio(const uint8_t *b, bool *out, unsigned *size,
-                           bool *imm)
+unsigned hv_decode_pio(const uint8_t *b, bool *out, unsigned *size,
+                       bool *imm)
 {
     unsigned i = 0, op;
     bool opsize = false;
@@ -85,7 +83,7 @@ int hv_pio_emulate(struct pvcpu *pc, bool *handled)
     if (!len)
         return 0;
     unsigned have = len;
-    len = decode_pio(insn, &out, &size, &imm);
+    len = hv_decode_pio(insn, &out, &size, &imm);
     if (!len || len > have)
         return 0;
     port = imm ? insn[len - 1] : (unsigned)(pc->regs.rdx & 0xffff);

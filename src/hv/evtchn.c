@@ -214,7 +214,7 @@ static long evt_close(struct pvcpu *pc, unsigned p)
         break;
     case EVTCHNSTAT_virq:
         d->evt.virq_port[e->vcpu][e->virq] = 0;
-        /* fall through */
+        fallthrough;
     default:
         memset(e, 0, sizeof(*e));
         break;

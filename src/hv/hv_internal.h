@@ -261,6 +261,10 @@ void hv_dm_end_hypercall(struct pvcpu *pc, unsigned nr);
 /* #GP of the guest kernel: an in/out to a claimed port is forwarded and
  * the instruction completed (*handled); 0 or -errno. */
 int __must_check hv_pio_emulate(struct pvcpu *pc, bool *handled);
+/* Decode in/out at b[0..2] (0x66 prefix, E4-E7 with an imm8 port, EC-EF
+ * with the port in dx): its length, or 0 if it is not one. */
+unsigned hv_decode_pio(const uint8_t *b, bool *out, unsigned *size,
+                       bool *imm);
 /* A KVM MMIO exit outside the domain's RAM: forwarded to the device model
  * claiming gpa (0; a load fills data, all ones if the device failed), or
  * -ENOENT when none does. */

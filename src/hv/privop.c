@@ -199,33 +199,14 @@ static int wrmsr(struct pvcpu *pc, uint32_t msr, uint64_t v)
  */
 static bool port_io(struct pvcpu *pc, const uint8_t *in)
 {
-    unsigned n = 0, size = 4;
-    uint64_t ones;
-    uint8_t op;
+    unsigned n, size;
+    bool out, imm;
 
-    if (in[n] == 0x66) {
-        size = 2;
-        n++;
-    }
-    switch (in[n]) {
-    case 0xe4: case 0xe6: /* in/out %al, $imm8 */
-        size = 1;
-        /* fall through */
-    case 0xe5: case 0xe7:
-        n += 2;
-        break;
-    case 0xec: case 0xee: /* in/out %al, %dx */
-        size = 1;
-        /* fall through */
-    case 0xed: case 0xef:
-        n += 1;
-        break;
-    default:
+    n = hv_decode_pio(in, &out, &size, &imm);
+    if (!n)
         return false;
-    }
-    op = in[in[0] == 0x66 ? 1 : 0];
-    if (op == 0xe4 || op == 0xe5 || op == 0xec || op == 0xed) {
-        ones = size == 1 ? 0xff : size == 2 ? 0xffff : 0xffffffffULL;
+    if (!out) {
+        uint64_t ones = size == 1 ? 0xff : size == 2 ? 0xffff : 0xffffffffULL;
         if (size == 4)
             pc->regs.rax = ones; /* a 32-bit result zero-extends */
         else

@@ -13,6 +13,8 @@
 #define __must_check __attribute__((warn_unused_result))
 #define __unused __attribute__((unused))
 #define __packed __attribute__((packed))
+/* a switch case that continues into the next (gcc and clang) */
+#define fallthrough __attribute__((fallthrough))
 #define __printf(a, b) __attribute__((format(printf, a, b)))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
