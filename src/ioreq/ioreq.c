@@ -640,7 +640,8 @@ int ioreq_attach(struct ioreq_domain *io, int sock)
     }
     io->servers[io->nr_servers++] = s;
     io->stats.servers++;
-    p2m_hold_removed(io->p2m, true); /* P6 from the first server on */
+    /* P6 from the first server on */
+    p2m_hold_removed(io->p2m, !io->cfg.test_no_hold_removed);
     atomic_store(&io->attached, true);
     pthread_mutex_unlock(&io->lock);
     free(buf);

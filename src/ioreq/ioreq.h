@@ -127,6 +127,10 @@ struct ioreq_config {
     /* Test only: the vCPU does not wait for INVALIDATE acks (breaks I1),
      * to show the stale-mapping test catches it. */
     bool test_no_wait_acks;
+    /* Test only: removed frames are put at once, not held until every
+     * server acknowledged (breaks p2m.h P6), to show the test where
+     * another domain allocates during the wait catches it. */
+    bool test_no_hold_removed;
 };
 
 struct ioreq_stats {
