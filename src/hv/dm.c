@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "pv/pv.h"
 #include "xen/xen.h"
 

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "pv/pv.h"
 #include "xen/xen.h"
 

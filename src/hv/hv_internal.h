@@ -25,6 +25,38 @@
 
 struct pv_domain;
 struct pv_vcpu;
+struct domain;
+struct hvm_domain;
+
+/*
+ * A guest kind's operations: what differs between a PV domain (src/hv/pv/)
+ * and an HVM one (src/hv/hvm/).  domain.c does the rest: the domain table,
+ * the frame budget, the console, the vCPU group's life, the device models,
+ * the memory path's teardown, the dirty log, pause and stop.
+ *  create: after domain_init_basics(): the kind's state, the VM and its
+ *      memory path, the vCPUs (vcpu_group_init() with the exit, diag and
+ *      event functions below), the guest's initial state; what it made is
+ *      recorded in the domain so that a failure is undone by the teardown.
+ *  start: after the vCPU threads started (may be NULL).
+ *  vcpus_fini: the vCPUs and what serves them, before the memory path goes.
+ *  fini: the kind's own state, after the VM is gone.
+ *  audit: the kind's invariants, on a quiescent domain (hv.h H2): 0 or
+ *      -EUCLEAN with the first error in msg.
+ */
+struct hv_domain_config;
+struct domain_kind {
+    const char *name;
+    int (*create)(struct domain *d, const struct hv_domain_config *cfg,
+                  char *err, size_t errlen);
+    int (*start)(struct domain *d);
+    vcpu_exit_fn exit;
+    vcpu_diag_fn diag;
+    vcpu_flush_fn event;
+    void (*vcpus_fini)(struct domain *d);
+    void (*fini)(struct domain *d);
+    int (*audit)(struct domain *d, char *msg, size_t len, uint64_t *frames,
+                 uint64_t *tables);
+};
 
 /* A guest trap_info entry as we keep it. */
 struct hv_trap {
@@ -123,6 +155,8 @@ struct hv_m2p {
 
 struct domain {
     struct hv *hv;
+    const struct domain_kind *kind;
+    struct hvm_domain *hvm; /* the HVM kind's state (src/hv/hvm/) */
     domid_t id;
     unsigned nr_vcpus;
     uint64_t nr_pages;
@@ -211,30 +245,17 @@ int __must_check domain_init_basics(struct domain *d, struct hv *hv,
                                     unsigned slot,
                                     const struct hv_domain_config *cfg,
                                     char *err, size_t errlen);
-int __must_check domain_pv_init(struct domain *d, char *err, size_t errlen);
-int __must_check domain_vm_init(struct domain *d, char *err, size_t errlen);
-int __must_check domain_vcpus_init(struct domain *d, char *err, size_t errlen);
 void domain_discard(struct domain *d, unsigned slot);
+/* Format a reason into err (either may be NULL/0). */
+void hv_errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
+/* hv.h H2: pause the domain for a query unless it has stopped; true if it
+ * was paused (resume it after). */
+bool hv_hold_quiescent(struct domain *d);
+/* memslot's pause hook for the domain (memslot_set_pause()). */
+void hv_mem_pause(void *opaque);
+void hv_mem_unpause(void *opaque);
 /* migrate.c: what a restore left in the domain, at its teardown. */
 void hv_migrate_teardown(struct domain *d);
-
-/* ---- guest memory (guestmem.c): through the vCPU's current page tables;
- * every range checked; -EFAULT when not mapped to the guest as needed. */
-int __must_check gm_copy_from(struct pvcpu *pc, void *dst, uint64_t va,
-                              uint64_t len);
-int __must_check gm_copy_to(struct pvcpu *pc, uint64_t va, const void *src,
-                            uint64_t len);
-/* Machine address of va's byte and the L1 entry mapping it (for the
- * writable-page-table path; no permission check on the leaf). */
-int __must_check gm_translate(struct pvcpu *pc, uint64_t va, uint64_t *maddr,
-                              uint64_t *l1e_maddr, uint64_t *l1e);
-/* Would the current page tables let the guest make this access? (0 and
- * the L1 entry's machine address if so) */
-int __must_check gm_access_ok(struct pvcpu *pc, uint64_t va, bool write,
-                              uint64_t *l1e_maddr);
-/* Machine address of the L1 entry that maps va (present or not). */
-int __must_check gm_l1e_maddr(struct pvcpu *pc, uint64_t va,
-                              uint64_t *l1e_maddr);
 
 /* ---- THE accessor for memvisor's writes to the guest's memory (domain.c).
  * gm_write_phys: copy len bytes to machine address maddr (gfn == mfn; RAM
@@ -271,15 +292,6 @@ unsigned hv_decode_pio(const uint8_t *b, bool *out, unsigned *size,
 int __must_check hv_mmio_forward(struct pvcpu *pc, uint64_t gpa, uint8_t *data,
                                  uint32_t len, bool write);
 
-/* ---- the guest-readable m2p (m2p.c): init after the pv domain and before
- * the build (fills hv_l4's slot); slots after the shim's; fini after the
- * pv domain's. */
-int __must_check m2p_init(struct domain *d);
-void m2p_fini(struct domain *d);
-int __must_check m2p_slots(struct domain *d);
-void m2p_mapping(struct domain *d, uint64_t *v_start, uint64_t *v_end,
-                 uint64_t *max_mfn);
-
 /* ---- event channels, upcalls, block, timers (evtchn.c) */
 int __must_check evtchn_init(struct domain *d);
 int __must_check evtchn_start(struct domain *d); /* the timer thread */
@@ -303,45 +315,6 @@ void hv_xs_kick(struct domain *d);
 int __must_check hv_xs_init(struct domain *d);
 void hv_xs_fini(struct domain *d);
 
-/* ---- events (pvcpu.c) */
-/* vcpu.h's event_fn: deliver a due upcall at this entry if the vCPU was
- * interrupted in the guest. */
-int pvcpu_event(struct vcpu *v, void *opaque);
-int pvcpu_exit(struct vcpu *v, void *opaque);
-void pvcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
-/* Record a page-table entry written from the host (touch loop). */
-void pvcpu_touch_add(struct pvcpu *pc, uint64_t maddr);
-/* Run the touch loop over one entry now, in the middle of an exit, and
- * come back to the exit's state; 0 or -errno. */
-int __must_check pvcpu_touch_now(struct pvcpu *pc, uint64_t maddr);
-/* vcpu.h's flush_fn: the next entry flushes the whole TLB (V4). */
-int pvcpu_flush(struct vcpu *v, void *opaque);
-void pvcpu_touch_release(struct pvcpu *pc);
-/* Room left in the touch list before a continuation is needed. */
-static inline unsigned pvcpu_touch_room(const struct pvcpu *pc)
-{
-    return SHIM_TOUCH_MAX - pc->nr_touch;
-}
-/* Bounce an exception to the guest kernel; -errno crashes the domain. */
-int __must_check pvcpu_bounce(struct pvcpu *pc, unsigned vector, bool has_err,
-                              uint64_t err);
-/* Load CR3 for the current mode from pv's base pointers. */
-void pvcpu_load_cr3(struct pvcpu *pc);
-/* The segment and control registers, read from KVM on first use in an
- * exit (most exits need none); the caller sets sregs_dirty after a change. */
-struct kvm_vcpu_sregs *pvcpu_sregs(struct pvcpu *pc);
-/* Real/guest-visible selectors. */
-uint64_t pvcpu_guest_cs(const struct pvcpu *pc);
-void pvcpu_set_cr2(struct pvcpu *pc, uint64_t cr2);
-/* This vCPU's vcpu_info.evtchn_upcall_mask, through the accessor. */
-void pvcpu_set_upcall_mask(struct pvcpu *pc, uint8_t m);
-/* Machine address of this vCPU's vcpu_info: the registered one, else its
- * slot in shared info; 0 if it has none. */
-uint64_t pvcpu_vcpu_info_maddr(const struct pvcpu *pc);
-/* Drop the hold on a registered vcpu_info frame (teardown). */
-void hv_vcpu_info_release(struct pvcpu *pc);
-void pvcpu_crash(struct pvcpu *pc, const char *fmt, ...) __printf(2, 3);
-
 /* ---- hypercalls (hypercall.c, hc_mm.c)
  * A handler returns its result or -errno; hc_dispatch_one() converts an
  * error to Xen's value, the one place that does (hc_err() in hypercall.c). */
@@ -360,11 +333,6 @@ void hypercall_dispatch(struct pvcpu *pc);
 /* One hypercall: its result, or Xen's negative error value. */
 long hc_dispatch_one(struct pvcpu *pc, unsigned nr, uint64_t a[6],
                      unsigned flags);
-long hc_mmu_update(struct pvcpu *pc, uint64_t a[6]);
-long hc_mmuext_op(struct pvcpu *pc, uint64_t a[6]);
-long hc_update_va_mapping(struct pvcpu *pc, uint64_t a[6]);
-long hc_memory_op(struct pvcpu *pc, uint64_t a[6]);
-long hc_set_gdt(struct pvcpu *pc, uint64_t a[6]);
 long hc_physdev_op(struct pvcpu *pc, uint64_t a[6]);
 /* vcpu_op commands other than bring-up (hc_vcpu.c), on target t. */
 long hc_vcpu_op_other(struct pvcpu *pc, struct pvcpu *t, unsigned cmd,
@@ -379,18 +347,5 @@ int __must_check hv_time_vcpu_init(struct pvcpu *pc);
 void hv_time_update(struct pvcpu *pc);
 void hv_wallclock_update(struct domain *d);
 void hv_runstate_change(struct pvcpu *pc, int state);
-long hc_update_descriptor(struct pvcpu *pc, uint64_t a[6]);
-/* pv-side helpers the xen.h files need */
-/* The kernel's (or user's) base pointer, INVALID_MFN if none. */
-mfn_t hc_pv_base(struct pvcpu *pc, bool user);
-int __must_check hc_pv_set_base(struct pvcpu *pc, mfn_t mfn);
-/* Privileged instructions Xen emulates for a PV kernel (privop.c): 1
- * emulated (rip advanced in pc->ret), 0 not one of them (deliver the
- * fault).  privop_cpuid: the CPUID leaf a PV guest sees. */
-int privop_emulate(struct pvcpu *pc, unsigned vector);
-void privop_cpuid(unsigned vcpu, uint32_t leaf, uint32_t sub, uint32_t out[4]);
-/* Writable page tables (wpt.c): 1 handled (rip advanced in pc->ret), 0 not
- * a page-table store (bounce), -errno refused (bounce). */
-int wpt_emulate(struct pvcpu *pc, uint64_t cr2);
 
 #endif

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "lib/x86.h"
 #include "xen/xen.h"
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "lib/x86.h"
 #include "migrate/migrate.h"
 #include "pv/pv.h"

@@ -17,6 +17,7 @@
 #include <x86intrin.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "xen/xen.h"
 
 #define MSR_IA32_TSC 0x10

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "lib/range.h"
 #include "lib/x86.h"
 #include "pv/pv.h"

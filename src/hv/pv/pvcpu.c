@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "lib/x86.h"
 #include "xen/xen.h"
 

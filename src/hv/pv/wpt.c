@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "lib/x86.h"
 #include "pv/pv.h"
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "pv/pv.h"
 #include "xen/xen.h"
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "hv/hv_internal.h"
+#include "hv/pv/pvhv.h"
 #include "pv/pv.h"
 
 static unsigned order_of(uint64_t n)
