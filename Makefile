@@ -38,15 +38,17 @@ demo: build
 	@VM_NPT=$(VM_NPT) scripts/demo.sh $(BUILD)
 
 # The whole suite under ASan+UBSan, then the threaded tests under TSan; the
-# libFuzzer targets are built with clang too (they run in `make fuzz`), so a
-# change clang refuses fails here.
+# libFuzzer targets (clang) and the benchmarks (release build, -O3) are
+# built too, though they run only in `make fuzz` and `make bench`, so that a
+# change clang or -O3 refuses fails here.
 # TSan needs a fixed address-space layout, hence setarch -R.  The KVM tests
 # (suite kvm; in the TSan build suites kvm and threads) run where
 # tests/vm/kvm-where says: on the host's /dev/kvm, or in the test VM while
 # everything else runs on the host.
-check: build $(TSAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja
+check: build $(TSAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja $(BENCH_BUILD)/build.ninja
 	ninja -C $(TSAN_BUILD)
 	ninja -C $(FUZZ_BUILD)
+	ninja -C $(BENCH_BUILD)
 	@rm -f $(BUILD)/meson-logs/testlog-vm.json $(TSAN_BUILD)/meson-logs/testlog-vm.json
 	@where=$$(tests/vm/kvm-where); text=$${where#*: }; \
 	echo "memvisor: the KVM tests run on: $$text"; \

@@ -28,6 +28,17 @@ void devices_init(struct cli_devices *ds, struct domain *d)
 
 /* The program memvisor-dm-<kind>: MEMVISOR_DM_DIR, next to this
  * executable, or the build tree's dm/ (build/src/cli -> build/dm). */
+/* out = dir + "/" + rel + kind, if it fits and is executable. */
+static int try_program(char *out, size_t len, const char *dir,
+                       const char *rel, const char *kind)
+{
+    int n = snprintf(out, len, "%s/%smemvisor-dm-%s", dir, rel, kind);
+
+    if (n < 0 || (size_t)n >= len)
+        return -ENAMETOOLONG;
+    return access(out, X_OK) == 0 ? 0 : -ENOENT;
+}
+
 static int find_program(const char *kind, char *out, size_t len)
 {
     char self[PATH_MAX];
@@ -35,10 +46,8 @@ static int find_program(const char *kind, char *out, size_t len)
     ssize_t n;
     char *slash;
 
-    if (env) {
-        snprintf(out, len, "%s/memvisor-dm-%s", env, kind);
-        return access(out, X_OK) == 0 ? 0 : -ENOENT;
-    }
+    if (env)
+        return try_program(out, len, env, "", kind);
     n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n < 0)
         return -errno;
@@ -47,11 +56,9 @@ static int find_program(const char *kind, char *out, size_t len)
     if (!slash)
         return -ENOENT;
     *slash = 0;
-    snprintf(out, len, "%s/memvisor-dm-%s", self, kind);
-    if (access(out, X_OK) == 0)
+    if (try_program(out, len, self, "", kind) == 0)
         return 0;
-    snprintf(out, len, "%s/../../dm/memvisor-dm-%s", self, kind);
-    return access(out, X_OK) == 0 ? 0 : -ENOENT;
+    return try_program(out, len, self, "../../dm/", kind);
 }
 
 int devices_start(struct cli_devices *ds, const char *spec, char *err,
