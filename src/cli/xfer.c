@@ -1,6 +1,7 @@
 /*
  * xfer.c - see xfer.h.
  */
+#include "lib/errmsg.h"
 #include "cli/xfer.h"
 
 #include <errno.h>
@@ -20,18 +21,6 @@
 
 #include "cli/control.h"
 #include "migrate/migrate.h"
-
-static void errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
-static void errf(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !len)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
 
 /* tcp:HOST:PORT (HOST may be [v6]) or unix:PATH */
 static int resolve(const char *addr, bool passive, struct addrinfo **ai,

@@ -57,17 +57,6 @@ void hv_fini(struct hv *hv)
     pthread_mutex_destroy(&hv->lock);
 }
 
-void hv_errf(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !len)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- the one accessor for memvisor's writes to guest memory ---------- */
 
 int gm_write_phys(struct domain *d, uint64_t maddr, const void *src,
@@ -291,7 +280,7 @@ int domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
 
     if (cfg->nr_vcpus == 0 || cfg->nr_vcpus > HV_MAX_VCPUS ||
         cfg->mem_mib == 0 || cfg->mem_mib > (f->nr_frames >> 8)) {
-        hv_errf(err, errlen, "bad configuration (vcpus 1..%u, memory 1..%llu MiB)",
+        errf(err, errlen, "bad configuration (vcpus 1..%u, memory 1..%llu MiB)",
              HV_MAX_VCPUS, (unsigned long long)(f->nr_frames >> 8));
         return -EINVAL;
     }
@@ -304,7 +293,7 @@ int domain_claim(struct hv *hv, const struct hv_domain_config *cfg,
     if (slot == HV_MAX_DOMAINS) {
         pthread_mutex_unlock(&hv->lock);
         free(d);
-        hv_errf(err, errlen, "too many domains");
+        errf(err, errlen, "too many domains");
         return -EBUSY;
     }
     hv->domains[slot] = d;
@@ -342,7 +331,7 @@ int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
     r = frames_domain_add(&hv->frames, d->id,
                           d->nr_pages + DOMAIN_EXTRA_FRAMES);
     if (r < 0)
-        hv_errf(err, errlen, "frame domain: %s", strerror(-r));
+        errf(err, errlen, "frame domain: %s", strerror(-r));
     return r;
 }
 
@@ -354,7 +343,7 @@ int hv_domain_create(struct hv *hv, const struct hv_domain_config *cfg,
     int r;
 
     if (!cfg->image) {
-        hv_errf(err, errlen, "no kernel image");
+        errf(err, errlen, "no kernel image");
         return -EINVAL;
     }
     if ((r = domain_claim(hv, cfg, &d, &slot, err, errlen)) < 0)

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 
 #include "dev/console.h"
+#include "lib/errmsg.h"
 #include "xen/xen.h"
 #include "xenstore/xsd.h"
 #include "dirty/dirty.h"
@@ -246,8 +247,6 @@ int __must_check domain_init_basics(struct domain *d, struct hv *hv,
                                     const struct hv_domain_config *cfg,
                                     char *err, size_t errlen);
 void domain_discard(struct domain *d, unsigned slot);
-/* Format a reason into err (either may be NULL/0). */
-void hv_errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
 /* hv.h H2: pause the domain for a query unless it has stopped; true if it
  * was paused (resume it after). */
 bool hv_hold_quiescent(struct domain *d);

@@ -10,24 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/errmsg.h"
 #include "hv/hv_internal.h"
 #include "hv/pv/pvhv.h"
 #include "lib/x86.h"
 #include "migrate/migrate.h"
 #include "pv/pv.h"
 #include "xen/xen.h"
-
-static void errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
-static void errf(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !len)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
 
 /* ================================================================ source */
 

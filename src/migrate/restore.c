@@ -10,22 +10,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/errmsg.h"
 #include "migrate/migrate.h"
 
 #define PTE_P 1ULL
 #define PTE_ADDR_MASK 0x000FFFFFFFFFF000ULL
-
-static void errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
-static void errf(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !len)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t now_ns(void)
 {

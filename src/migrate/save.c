@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/errmsg.h"
 #include "lib/bitmap.h"
 #include "migrate/migrate.h"
 #include "xen/xen.h"
@@ -18,18 +19,6 @@
 #define PTE_ADDR_MASK 0x000FFFFFFFFFF000ULL
 #define HV_L4_FIRST 256
 #define HV_L4_NR 16
-
-static void errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
-static void errf(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !len)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t now_ns(void)
 {

@@ -9,23 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/errmsg.h"
 #include "migrate/stream.h"
 
 #ifdef MEMVISOR_HAVE_ZSTD
 #include <zstd.h>
 #endif
-
-static void errf(char *err, size_t len, const char *fmt, ...) __printf(3, 4);
-static void errf(char *err, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err || !len)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78): the SSE4.2
  * instruction where the CPU has it, else four bits at a time. */

@@ -282,7 +282,7 @@ int domain_pv_init(struct domain *d, char *err, size_t errlen)
     if (!d->pv)
         return -ENOMEM;
     if ((r = pv_domain_init(d->pv, f, d->id)) < 0) {
-        hv_errf(err, errlen, "pv domain: %s", strerror(-r));
+        errf(err, errlen, "pv domain: %s", strerror(-r));
         return r;
     }
     d->created_pv = true;
@@ -301,14 +301,14 @@ int domain_pv_init(struct domain *d, char *err, size_t errlen)
             return r;
     }
     if ((r = shim_init(&d->shim, f, HV_FRAME_DOMID, d->nr_vcpus)) < 0) {
-        hv_errf(err, errlen, "shim: %s", strerror(-r));
+        errf(err, errlen, "shim: %s", strerror(-r));
         return r;
     }
     d->created_shim = true;
     d->pv->hv_l4[0] = shim_l4e(&d->shim);
     d->pv->hv_l4[1] = shim_l4e_directmap(&d->shim);
     if ((r = m2p_init(d)) < 0) {
-        hv_errf(err, errlen, "m2p: %s", strerror(-r));
+        errf(err, errlen, "m2p: %s", strerror(-r));
         return r;
     }
     /* event channels, and the ports of the console and xenstore rings */
@@ -342,17 +342,17 @@ static int domain_build(struct domain *d, const struct hv_domain_config *cfg,
 
     r = boot_build(d->pv, d->vcpus[0].pv, &bp, boot);
     if (r < 0) {
-        hv_errf(err, errlen, "loading the kernel: %s", boot->error);
+        errf(err, errlen, "loading the kernel: %s", boot->error);
         return r;
     }
     /* The ring pages stay writable frames while memvisor writes them. */
     if ((r = pv_get_writable(d->vcpus[0].pv, boot->console)) < 0) {
-        hv_errf(err, errlen, "console ring: %s", strerror(-r));
+        errf(err, errlen, "console ring: %s", strerror(-r));
         return r;
     }
     d->cons_mfn = boot->console;
     if ((r = pv_get_writable(d->vcpus[0].pv, boot->store)) < 0) {
-        hv_errf(err, errlen, "xenstore ring: %s", strerror(-r));
+        errf(err, errlen, "xenstore ring: %s", strerror(-r));
         return r;
     }
     d->store_mfn = boot->store;
@@ -374,16 +374,16 @@ int domain_vm_init(struct domain *d, char *err, size_t errlen)
 
     vmcfg = kvm_vm_config_default(&hv->kvm, false, 0);
     if ((r = kvm_vm_create(&d->vm, &hv->kvm, &vmcfg)) < 0) {
-        hv_errf(err, errlen, "KVM VM: %s", strerror(-r));
+        errf(err, errlen, "KVM VM: %s", strerror(-r));
         return r;
     }
     d->created_vm = true;
     if ((r = domain_memory_init(d)) < 0) {
-        hv_errf(err, errlen, "guest memory: %s", strerror(-r));
+        errf(err, errlen, "guest memory: %s", strerror(-r));
         return r;
     }
     if ((r = hv_dm_init(d)) < 0) {
-        hv_errf(err, errlen, "device models: %s", strerror(-r));
+        errf(err, errlen, "device models: %s", strerror(-r));
         return r;
     }
     return 0;
@@ -404,7 +404,7 @@ int domain_vcpus_init(struct domain *d, char *err, size_t errlen)
         goto out;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         if ((r = setup_vcpu(d, i, cpuid)) < 0) {
-            hv_errf(err, errlen, "vCPU %u: %s", i, strerror(-r));
+            errf(err, errlen, "vCPU %u: %s", i, strerror(-r));
             goto out;
         }
     }
