@@ -208,9 +208,11 @@ static int one(uint64_t mib, const char *load_name, const char *cmdline,
     if (hv_init(&src, (mib << 8) + 4096) < 0 ||
         hv_init(&x.hv, (mib << 8) + 4096) < 0)
         return -ENOMEM;
-    if (hv_domain_create(&src, &cfg, &d, err, sizeof(err)) < 0 ||
-        hv_domain_start(d) < 0 || wait_start(d) < 0) {
-        fprintf(stderr, "bench-migrate: guest: %s\n", err);
+    err[0] = 0;
+    if ((rc = hv_domain_create(&src, &cfg, &d, err, sizeof(err))) < 0 ||
+        (rc = hv_domain_start(d)) < 0 || (rc = wait_start(d)) < 0) {
+        fprintf(stderr, "bench-migrate: guest: %s (%s)\n",
+                err[0] ? err : "it did not start", strerror(-rc));
         return -EIO;
     }
     usleep(200000); /* the working set is written once at least */
