@@ -21,10 +21,7 @@ Ctrl-] (more vCPUs: exit status 72), and checks every audit was clean, the
 final one after the shutdown included.
 
 Where KVM is not usable, or the kernel package cannot be had (no apt
-index, no network), every subtest is reported as skipped; likewise inside
-the emulated test VM (tests/vm: its kernel command line names the job),
-where booting Linux under nested KVM would exceed the suite's time budget,
-unless MEMVISOR_LINUX_IN_VM=1.
+index, no network), every subtest is reported as skipped.
 """
 import json
 import os
@@ -102,15 +99,6 @@ print(f'1..{len(SUBTESTS)}', flush=True)
 why = kvmtap.unusable()
 if why:
     skip_all(why)
-try:
-    with open('/proc/cmdline') as f:
-        in_test_vm = 'memvisor.job=' in f.read()
-except OSError:
-    in_test_vm = False
-if in_test_vm and os.environ.get('MEMVISOR_LINUX_IN_VM', '') != '1':
-    # Under the test VM's emulated CPU, Linux under nested KVM takes many
-    # times the suite's time budget; MEMVISOR_LINUX_IN_VM=1 runs it anyway.
-    skip_all('in the emulated test VM (MEMVISOR_LINUX_IN_VM=1 to run it)')
 note(f'kvm: {kvmtap.flavour() or "unknown"}')
 prep = subprocess.run([os.path.join(root, 'scripts', 'linux-guest')],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
