@@ -59,6 +59,7 @@ check: build $(TSAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja $(BENCH_BUILD)/
 	    setarch -R meson test -C $(TSAN_BUILD) --suite threads --num-processes $(NPROC) --print-errorlogs || true ;; \
 	vm*) \
 	    tests/vm/run --prepare; \
+	    scripts/linux-guest >/dev/null || true; \
 	    meson test -C $(BUILD) --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
 	    setarch -R meson test -C $(TSAN_BUILD) --suite threads --no-suite kvm --num-processes $(NPROC) --print-errorlogs || true; \
 	    tests/vm/kvm-suite $(VM_FLAVOUR) $(BUILD) --tsan $(TSAN_BUILD) || true; \
@@ -75,6 +76,7 @@ check: build $(TSAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja $(BENCH_BUILD)/
 # e.g. `make check-vm VM_NPT=0` for the flavour `make check` did not run.
 check-vm: build $(TSAN_BUILD)/build.ninja
 	ninja -C $(TSAN_BUILD)
+	@scripts/linux-guest >/dev/null || true
 	@tests/vm/kvm-suite $(VM_FLAVOUR) $(BUILD) --tsan $(TSAN_BUILD) || true; \
 	scripts/test-summary.py --vm-only --where="$$(cat $(BUILD)/meson-logs/kvm-where.txt 2>/dev/null || echo 'the test VM')" \
 	    $(BUILD) $(TSAN_BUILD)
