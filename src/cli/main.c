@@ -6,7 +6,12 @@
  *                        [--device test|block:PATH]... [--dm-socket PATH]
  *   memvisor demo
  *
- *   memvisor run --kernel <image> [--initrd FILE] [--append "..."] [...]
+ *   memvisor run --kernel <image> [--initrd FILE] [--append "..."]
+ *                [--hvm|--pv] [...]
+ *
+ * --hvm boots the image by PVH as an HVM domain (docs/hvm.md), --pv as a PV
+ * one; without either, an ELF with the PVH entry note and no Xen PV entry
+ * note is HVM, anything else PV.
  *
  * run: boots the PV kernel image (with --initrd, a PV module: Linux's
  * initramfs), the guest console on stdout and keyboard input from stdin
@@ -40,6 +45,7 @@
 #include <unistd.h>
 
 #include "boot/elf.h"
+#include "boot/pvh.h"
 #include "cli/control.h"
 #include "cli/devices.h"
 #include "cli/xfer.h"
@@ -68,6 +74,7 @@ struct run_opts {
     const char *devices[CLI_MAX_DEVICES]; /* --device specs */
     unsigned nr_devices;
     const char *dm_socket;
+    int kind; /* -1: from the image (docs/hvm.md), else enum hv_domain_kind */
 };
 
 /* Device models: started and attached before the guest runs. */
@@ -128,7 +135,7 @@ static void usage(FILE *f)
                "                    [--device test|block:PATH]... "
                "[--dm-socket PATH]\n"
                "       memvisor run --kernel <image> [--initrd FILE] "
-               "[--append \"...\"] [options as above]\n"
+               "[--append \"...\"] [--hvm|--pv] [options as above]\n"
                "       memvisor demo\n"
                "       memvisor migrate --control PATH tcp:HOST:PORT|unix:PATH "
                "[--zstd] [--downtime MS] [--max-rounds N] [--offline]\n"
@@ -324,12 +331,26 @@ static int run(const struct run_opts *o)
         free(image);
         return EXIT_USAGE;
     }
+    enum hv_domain_kind kind = HV_DOMAIN_PV;
     {
         /* The image is refused here, before KVM is needed; the domain
-         * builder parses it again. */
+         * builder parses it again.  Without --hvm or --pv: an ELF with the
+         * PVH entry note and no Xen PV entry note is HVM (docs/hvm.md). */
+        static struct pvh_kernel pk;
         static struct elf_kernel k;
+        int pr = pvh_parse(image, size, &pk);
 
-        if (elf_parse(image, size, &k) < 0) {
+        if (o->kind == HV_DOMAIN_HVM ||
+            (o->kind < 0 && pr == 0 && !pk.has_pv_entry))
+            kind = HV_DOMAIN_HVM;
+        if (kind == HV_DOMAIN_HVM && pr < 0) {
+            fprintf(stderr, "memvisor: %s: loading the kernel: %s\n", o->image,
+                    pk.error);
+            free(image);
+            free(initrd);
+            return EXIT_USAGE;
+        }
+        if (kind == HV_DOMAIN_PV && elf_parse(image, size, &k) < 0) {
             fprintf(stderr, "memvisor: %s: loading the kernel: %s\n", o->image,
                     k.error);
             free(image);
@@ -350,6 +371,7 @@ static int run(const struct run_opts *o)
         return EXIT_USAGE;
     }
     struct hv_domain_config cfg = {
+        .kind = kind,
         .image = image,
         .image_size = size,
         .mem_mib = o->mem_mib,
@@ -489,6 +511,23 @@ static int run_domain(struct hv *hvp, struct domain *d,
             (unsigned long long)st.flush_filtered,
             (unsigned long long)st.flushes, (unsigned long long)st.touched_now);
     }
+    if (hv_domain_is_hvm(d) && o->audit_ms) {
+        struct hv_domain_stats st;
+        char last[128];
+
+        hv_domain_stats(d, &st);
+        hv_domain_hvm_unclaimed(d, last, sizeof(last));
+        fprintf(stderr,
+                "memvisor: HVM: %llu UART accesses (%llu bytes sent), %llu "
+                "port and %llu MMIO accesses unclaimed%s%s, %llu and %llu "
+                "forwarded to device models\n",
+                (unsigned long long)st.uart_accesses,
+                (unsigned long long)st.uart_tx,
+                (unsigned long long)st.pio_unclaimed,
+                (unsigned long long)st.mmio_unclaimed, last[0] ? ", last: " : "",
+                last, (unsigned long long)st.pio_forwarded,
+                (unsigned long long)st.mmio_forwarded);
+    }
     report_devices(d);
     if (ctl)
         control_stop(ctl);
@@ -514,7 +553,7 @@ static int parse_u64(const char *s, uint64_t *out)
 
 static int cmd_run(int argc, char **argv)
 {
-    struct run_opts o = {.mem_mib = 64, .vcpus = 1, .cmdline = ""};
+    struct run_opts o = {.mem_mib = 64, .vcpus = 1, .cmdline = "", .kind = -1};
     uint64_t v;
 
     for (int i = 0; i < argc; i++) {
@@ -544,6 +583,10 @@ static int cmd_run(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--paused")) {
             o.paused = true;
+        } else if (!strcmp(a, "--hvm") && o.kind < 0) {
+            o.kind = HV_DOMAIN_HVM;
+        } else if (!strcmp(a, "--pv") && o.kind < 0) {
+            o.kind = HV_DOMAIN_PV;
         } else if (!strcmp(a, "--device") && has_val &&
                    o.nr_devices < CLI_MAX_DEVICES) {
             o.devices[o.nr_devices++] = argv[++i];

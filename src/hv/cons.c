@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "hv/hv_internal.h"
+#include "hv/hvm/hvm.h"
 #include "xen/xen.h"
 
 struct xencons_interface {
@@ -70,6 +71,8 @@ void hv_cons_kick(struct domain *d)
 
 size_t hv_domain_console_input(struct domain *d, const char *buf, size_t len)
 {
+    if (d->hvm)
+        return uart_input(&d->hvm->uart, buf, len);
     struct xencons_interface *r;
     uint32_t cons, prod;
     size_t n = 0;

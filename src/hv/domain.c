@@ -10,6 +10,7 @@
 
 #include "lib/range.h"
 #include "hv/hv_internal.h"
+#include "hv/hvm/hvm.h"
 #include "hv/pv/pvhv.h"
 #include "lib/x86.h"
 
@@ -64,6 +65,25 @@ int gm_write_phys(struct domain *d, uint64_t maddr, const void *src,
 {
     struct frames *f = &d->hv->frames;
 
+    if (d->test_no_dirty_accessor && d->hvm) {
+        /* the write alone, unlogged, page by page through the p2m */
+        const uint8_t *p = src;
+
+        while (len) {
+            struct p2m_entry e;
+            uint64_t n = MIN(len, PAGE_SIZE - (maddr & (PAGE_SIZE - 1)));
+
+            if (p2m_lookup(&d->p2m, _gfn(maddr >> PAGE_SHIFT), &e) < 0 ||
+                !p2m_is_ram(e.type))
+                return -EFAULT;
+            memcpy((uint8_t *)frames_ptr(f, e.mfn) + (maddr & (PAGE_SIZE - 1)),
+                   p, n);
+            p += n;
+            maddr += n;
+            len -= n;
+        }
+        return 0;
+    }
     if (d->test_no_dirty_accessor) {
         /* the write alone, unlogged: what the tests must catch */
         if (range_check(maddr, len, f->nr_frames << PAGE_SHIFT))
@@ -311,7 +331,7 @@ int domain_init_basics(struct domain *d, struct hv *hv, unsigned slot,
     int r;
 
     d->hv = hv;
-    d->kind = &hv_pv_kind;
+    d->kind = cfg->kind == HV_DOMAIN_HVM ? &hv_hvm_kind : &hv_pv_kind;
     d->id = (domid_t)(slot + 1);
     d->cons_mfn = INVALID_MFN;
     d->store_mfn = INVALID_MFN;
@@ -481,6 +501,16 @@ void hv_domain_stats(struct domain *d, struct hv_domain_stats *s)
             s->exits += atomic_load(&d->group.vcpus[i]->stats.exits);
         }
     s->touched_now = atomic_load(&d->touched_now);
+    if (d->hvm) {
+        s->pio_unclaimed = atomic_load(&d->hvm->pio_unclaimed);
+        s->mmio_unclaimed = atomic_load(&d->hvm->mmio_unclaimed);
+        s->pio_forwarded = atomic_load(&d->hvm->pio_forwarded);
+        s->mmio_forwarded = atomic_load(&d->hvm->mmio_forwarded);
+        s->uart_accesses = atomic_load(&d->hvm->uart_accesses);
+        pthread_mutex_lock(&d->hvm->uart.lock);
+        s->uart_tx = d->hvm->uart.tx_bytes;
+        pthread_mutex_unlock(&d->hvm->uart.lock);
+    }
     if (d->created_dirty)
         s->dirty_marked =
             __atomic_load_n(&d->dirty.stats.marks, __ATOMIC_RELAXED);
@@ -537,7 +567,7 @@ int hv_domain_dirty_harvest(struct domain *d, uint64_t *pages)
     *pages = 0;
     if ((r = dirty_sync(&d->dirty)) < 0)
         return r;
-    return dirty_harvest(&d->dirty, _gfn(0), d->hv->frames.nr_frames,
+    return dirty_harvest(&d->dirty, _gfn(0), d->dirty.nr_gfns,
                          count_bits, pages);
 }
 
@@ -569,7 +599,7 @@ int hv_domain_dirty_harvest_gfns(struct domain *d, uint64_t *gfns, uint64_t max,
     *pages = 0;
     if ((r = dirty_sync(&d->dirty)) < 0)
         return r;
-    r = dirty_harvest(&d->dirty, _gfn(0), d->hv->frames.nr_frames, record_bits,
+    r = dirty_harvest(&d->dirty, _gfn(0), d->dirty.nr_gfns, record_bits,
                       &rec);
     *pages = rec.n;
     return r;
@@ -585,3 +615,79 @@ int hv_domain_test_raw_store(struct hv *hv, uint64_t maddr, uint64_t val)
     return 0;
 }
 
+
+/* ---- HVM domains (hv.h) --------------------------------------------- */
+
+bool hv_domain_is_hvm(const struct domain *d)
+{
+    return d->hvm != NULL;
+}
+
+int hv_domain_hvm_check(struct domain *d, char *msg, size_t len)
+{
+    bool paused;
+    int r;
+
+    if (!d->hvm)
+        return -EINVAL;
+    paused = hv_hold_quiescent(d);
+    r = hvm_check(d, msg, len);
+    if (paused)
+        vcpu_group_resume(&d->group);
+    return r;
+}
+
+int hv_domain_hvm_write(struct domain *d, uint64_t gpa, const void *buf,
+                        uint64_t len)
+{
+    return d->hvm ? gm_write_phys(d, gpa, buf, len) : -EINVAL;
+}
+
+int hv_domain_hvm_read(struct domain *d, uint64_t gpa, void *buf, uint64_t len)
+{
+    return d->hvm ? dirty_copy_from_guest(&d->dirty, buf, _gpa(gpa), len)
+                  : -EINVAL;
+}
+
+int hv_domain_hvm_gfn(struct domain *d, uint64_t gfn, uint64_t *mfn)
+{
+    struct p2m_entry e;
+    int r;
+
+    if (!d->hvm)
+        return -EINVAL;
+    if ((r = p2m_lookup(&d->p2m, _gfn(gfn), &e)) < 0)
+        return r;
+    if (!p2m_is_ram(e.type))
+        return -ENOENT;
+    *mfn = mfn_x(e.mfn);
+    return 0;
+}
+
+int hv_domain_hvm_boot(struct domain *d, struct hv_hvm_boot *out)
+{
+    if (!d->hvm)
+        return -EINVAL;
+    out->start_info = d->hvm->boot.start_info;
+    out->cmdline = d->hvm->boot.cmdline;
+    out->module = d->hvm->boot.module;
+    out->module_size = d->hvm->boot.module_size;
+    out->entry = d->hvm->boot.entry;
+    out->ram_end = d->hvm->ram_end;
+    return 0;
+}
+
+void hv_domain_hvm_unclaimed(struct domain *d, char *buf, size_t len)
+{
+    if (!len)
+        return;
+    buf[0] = 0;
+    if (d->hvm)
+        snprintf(buf, len, "%s", d->hvm->last_unclaimed);
+}
+
+int hv_domain_hvm_test_txn(struct domain *d, int op, uint64_t gfn,
+                           uint64_t nr)
+{
+    return d->hvm ? hvm_test_txn(d, op, gfn, nr) : -EINVAL;
+}

@@ -95,7 +95,12 @@ struct hv {
     bool shadow_mmu;
 };
 
+/* The guest kind: PV (Xen's PV ABI, src/hv/pv) or HVM (PVH direct boot,
+ * the guest's own page tables, src/hv/hvm; docs/hvm.md). */
+enum hv_domain_kind { HV_DOMAIN_PV = 0, HV_DOMAIN_HVM = 1 };
+
 struct hv_domain_config {
+    enum hv_domain_kind kind;
     const uint8_t *image; /* the kernel ELF (copied by create) */
     size_t image_size;
     uint64_t mem_mib;
@@ -131,6 +136,11 @@ struct hv_domain_stats {
     uint64_t events_sent;    /* event channel ports made pending */
     uint64_t upcalls;        /* event upcalls delivered */
     uint64_t timer_fired;    /* vCPU timers expired */
+    /* HVM domains: port and MMIO accesses nobody claims (answered with all
+     * ones, writes dropped), those forwarded to device models, UART
+     * accesses and bytes sent. */
+    uint64_t pio_unclaimed, mmio_unclaimed, pio_forwarded, mmio_forwarded;
+    uint64_t uart_accesses, uart_tx;
 };
 
 /* pool_frames: the machine memory memvisor manages, in 4 KiB frames. */
@@ -248,6 +258,40 @@ int __must_check hv_domain_test_translate(struct domain *d, uint64_t va,
  * purpose; the caller restores what it broke). */
 int __must_check hv_domain_test_raw_store(struct hv *hv, uint64_t maddr,
                                           uint64_t val);
+
+/* ---- HVM domains (src/hv/hvm, docs/hvm.md) */
+bool hv_domain_is_hvm(const struct domain *d);
+/* The HVM invariants (hvm.h HV1-HV3: slots match the p2m, logging on,
+ * runs owned): 0, -EUCLEAN with the first violation in msg, -EINVAL for
+ * a PV domain.  Pauses the domain unless stopped. */
+int __must_check hv_domain_hvm_check(struct domain *d, char *msg, size_t len);
+/* Write guest-physical memory of an HVM domain as memvisor does (the
+ * dirty-logging accessor): 0 or -EFAULT outside its RAM. */
+int __must_check hv_domain_hvm_write(struct domain *d, uint64_t gpa,
+                                     const void *buf, uint64_t len);
+int __must_check hv_domain_hvm_read(struct domain *d, uint64_t gpa, void *buf,
+                                    uint64_t len);
+/* gfn -> mfn of an HVM domain's RAM (-ENOENT: not RAM). */
+int __must_check hv_domain_hvm_gfn(struct domain *d, uint64_t gfn,
+                                   uint64_t *mfn);
+/* Where the PVH loader put the start info, the command line and the
+ * module, and the entry point. */
+struct hv_hvm_boot {
+    uint64_t start_info, cmdline, module, module_size, ram_end;
+    uint32_t entry;
+};
+int __must_check hv_domain_hvm_boot(struct domain *d, struct hv_hvm_boot *out);
+/* Test only: one memslot transaction on an HVM domain's [gfn, gfn + nr)
+ * (stopped or paused): RO / RW (p2m type), REMOVE (out of the guest),
+ * RESTORE (removed gfns back to their own frames); RAW_P2M maps the
+ * first removed gfn in the p2m behind memslot's back (a broken rule the
+ * checker must catch). */
+enum { HV_HVM_TXN_RO, HV_HVM_TXN_RW, HV_HVM_TXN_REMOVE, HV_HVM_TXN_RESTORE,
+       HV_HVM_TXN_RAW_P2M };
+int __must_check hv_domain_hvm_test_txn(struct domain *d, int op, uint64_t gfn,
+                                        uint64_t nr);
+/* The last unclaimed access (a line of text; empty if none). */
+void hv_domain_hvm_unclaimed(struct domain *d, char *buf, size_t len);
 
 /* Device models (src/ioreq, docs/dm-protocol.md).  Attach one connected on
  * sock (SOCK_SEQPACKET; taken over, also on error): the server index or

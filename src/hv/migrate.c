@@ -359,10 +359,13 @@ static int src_devices(void *arg,
 
 int hv_domain_source_init(struct domain *d, struct migrate_source *src)
 {
-    struct hv_msrc *s = calloc(1, sizeof(*s));
+    struct hv_msrc *s;
     int rc = 0;
 
     memset(src, 0, sizeof(*src));
+    if (d->hvm)
+        return -EOPNOTSUPP; /* the stream carries PV domains only so far */
+    s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->d = d;

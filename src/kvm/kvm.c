@@ -427,6 +427,29 @@ int kvm_vm_create_irqchip(struct kvm_vm *vm)
     return vm->ops->vm_ioctl(vm->fd, KVM_CREATE_IRQCHIP, NULL);
 }
 
+int kvm_vm_create_pit2(struct kvm_vm *vm)
+{
+    struct kvm_pit_config pc = {.flags = KVM_PIT_SPEAKER_DUMMY};
+
+    return vm->ops->vm_ioctl(vm->fd, KVM_CREATE_PIT2, &pc);
+}
+
+int kvm_vm_irq_line(struct kvm_vm *vm, uint32_t irq, bool level)
+{
+    struct kvm_irq_level l = {.irq = irq, .level = level ? 1 : 0};
+
+    return vm->ops->vm_ioctl(vm->fd, KVM_IRQ_LINE, &l);
+}
+
+int kvm_vm_set_tss_addr(struct kvm_vm *vm, uint32_t gpa)
+{
+    if (vm->ops->sys_ioctl(vm->sys->fd, KVM_CHECK_EXTENSION,
+                           KVM_CAP_SET_TSS_ADDR) <= 0)
+        return 0;
+    return vm->ops->vm_ioctl(vm->fd, KVM_SET_TSS_ADDR,
+                             (void *)(uintptr_t)gpa);
+}
+
 int kvm_vm_ioctl(struct kvm_vm *vm, unsigned long req, void *arg)
 {
     return vm->ops->vm_ioctl(vm->fd, req, arg);

@@ -303,6 +303,14 @@ int __must_check kvm_vm_clear_dirty_log(struct kvm_vm *vm, uint32_t slot,
 int __must_check kvm_vm_reset_dirty_rings(struct kvm_vm *vm);
 /* KVM_CREATE_IRQCHIP. */
 int __must_check kvm_vm_create_irqchip(struct kvm_vm *vm);
+/* KVM_CREATE_PIT2 (after the irqchip; port 0x61 as a dummy speaker). */
+int __must_check kvm_vm_create_pit2(struct kvm_vm *vm);
+/* KVM_IRQ_LINE: set an in-kernel irqchip input (PIC and IOAPIC pin irq). */
+int __must_check kvm_vm_irq_line(struct kvm_vm *vm, uint32_t irq, bool level);
+/* KVM_SET_TSS_ADDR (three pages at gpa, for a VMX host's real-mode and
+ * task-switch emulation) where KVM_CAP_SET_TSS_ADDR says it is needed;
+ * 0 where it is not offered. */
+int __must_check kvm_vm_set_tss_addr(struct kvm_vm *vm, uint32_t gpa);
 /* Any other VM ioctl (KVM_SET_TSS_ADDR, KVM_SIGNAL_MSI, ...). */
 int __must_check kvm_vm_ioctl(struct kvm_vm *vm, unsigned long req, void *arg);
 
