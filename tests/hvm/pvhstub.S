@@ -13,6 +13,8 @@
  *   pvh: wrote 00000040 pages at 00200000   (one store per page)
  *   pvh: unclaimed mmio <value read at 0xd0000000> port <byte from 0x2f0>
  *   pvh: echo <a line read from the serial port>   (cmdline starting 'e')
+ *   pvh: irq <a line received by interrupts> interrupts <n> bad-iir <iir>
+ *                                            (cmdline starting 'i')
  *   pvh: done
  * then it writes its status to the exit port 0xf4: 42 if the command line
  * starts with 's', else 0.
@@ -33,6 +35,13 @@
 pvh_start:
     mov $0x80000, %esp
     mov %ebx, %esi
+    /* our own GDT (interrupt gates name its code selector) */
+    lgdt gdt_desc
+    ljmp $0x10, $1f
+1:  mov $0x18, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
     mov $m_hello, %eax
     call puts
     cmpl $START_MAGIC, (%esi)
@@ -135,7 +144,11 @@ pvh_start:
     call putc
     jmp 6b
 8:  call nl
-7:  mov $m_done, %eax
+7:  mov 24(%esi), %ebx
+    cmpb $'i', (%ebx)
+    jne 11f
+    call irq_mode
+11: mov $m_done, %eax
     call puts
     mov 24(%esi), %ebx
     xor %eax, %eax
@@ -145,6 +158,100 @@ pvh_start:
 9:  out %al, $EXIT_PORT
 10: hlt
     jmp 10b
+
+/*
+ * irq mode: the receiver's interrupt through the IOAPIC.  The PIC masked,
+ * the LAPIC software-enabled, IOAPIC pin 4 -> vector 0x24 (edge, fixed,
+ * APIC 0), IER = received data; the handler takes each byte (IIR must say
+ * 04) until a newline, then the line is printed with the interrupt count.
+ */
+irq_mode:
+    mov $0xff, %al
+    out %al, $0x21
+    out %al, $0xa1
+    movl $0x1ff, 0xfee000f0          /* SVR: enabled, spurious 0xff */
+    movl $0x18, 0xfec00000           /* IOREGSEL: redirection 4, low */
+    movl $0x24, 0xfec00010
+    movl $0x19, 0xfec00000           /* high: destination APIC 0 */
+    movl $0, 0xfec00010
+    /* IDT gate 0x24: 32-bit interrupt gate to irq_handler */
+    mov $irq_handler, %eax
+    mov $idt + 0x24 * 8, %edi
+    mov %ax, (%edi)
+    movw $0x10, 2(%edi)
+    movw $0x8e00, 4(%edi)
+    shr $16, %eax
+    mov %ax, 6(%edi)
+    lidt idt_desc
+    movl $0, irq_count
+    movl $0, rx_len
+    movb $0, rx_done
+    mov $COM1 + 1, %dx
+    mov $1, %al
+    out %al, %dx                     /* IER: received data */
+    mov $m_irq, %eax
+    call puts
+1:  cli
+    cmpb $0, rx_done
+    jne 2f
+    sti
+    hlt                              /* sti's shadow: no wakeup lost */
+    jmp 1b
+2:  cli
+    mov $COM1 + 1, %dx
+    xor %al, %al
+    out %al, %dx
+    mov $rx_buf, %eax
+    call puts
+    mov $m_count, %eax
+    call puts
+    mov irq_count, %eax
+    call puthex
+    mov $m_iir, %eax
+    call puts
+    movzbl bad_iir, %eax
+    call puthex
+    call nl
+    ret
+
+irq_handler:
+    push %eax
+    push %edx
+    push %ebx
+    incl irq_count
+    mov $COM1 + 2, %dx
+    inb %dx, %al
+    cmp $0x04, %al
+    je 1f
+    mov %al, bad_iir
+1:  mov $COM1 + 5, %dx
+    inb %dx, %al
+    test $1, %al
+    jz 3f
+    mov $COM1, %dx
+    inb %dx, %al
+    cmp $'\n', %al
+    jne 2f
+    movb $1, rx_done
+    jmp 1b
+2:  mov rx_len, %ebx
+    cmp $63, %ebx
+    jae 1b
+    mov %al, rx_buf(%ebx)
+    incl rx_len
+    jmp 1b
+3:  movl $0, 0xfee000b0              /* EOI */
+    pop %ebx
+    pop %edx
+    /* return without iret (KVM-PVM cannot emulate a 32-bit iret in ring
+     * 0): the frame EIP, CS, EFLAGS becomes EFLAGS, EIP for popf; ret */
+    mov 4(%esp), %eax
+    xchg %eax, 12(%esp)
+    mov %eax, 8(%esp)
+    pop %eax
+    add $4, %esp
+    popfl
+    ret
 
 /* putc(al): wait for THRE, send */
 putc:
@@ -194,6 +301,28 @@ puthex:
     pop %ecx
     ret
 
+    .data
+    .p2align 3
+gdt:
+    .quad 0
+    .quad 0
+    .quad 0x00cf9b000000ffff             /* 0x10: flat 32-bit code */
+    .quad 0x00cf93000000ffff             /* 0x18: flat data */
+gdt_desc:
+    .word gdt_desc - gdt - 1
+    .long gdt
+    .p2align 3
+idt:
+    .fill 256, 8, 0
+idt_desc:
+    .word 256 * 8 - 1
+    .long idt
+irq_count: .long 0
+rx_len:    .long 0
+rx_done:   .byte 0
+bad_iir:   .byte 0
+rx_buf:    .fill 64, 1, 0
+
     .section .rodata
 hexdigits: .ascii "0123456789abcdef"
 m_hello: .asciz "pvh: hello\n"
@@ -210,3 +339,6 @@ m_unc:   .asciz "pvh: unclaimed mmio "
 m_port:  .asciz " port "
 m_echo:  .asciz "pvh: echo "
 m_done:  .asciz "pvh: done\n"
+m_irq:   .asciz "pvh: irq "
+m_count: .asciz " interrupts "
+m_iir:   .asciz " bad-iir "

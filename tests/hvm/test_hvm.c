@@ -7,7 +7,8 @@
  * switched off memvisor's are not (the test catches it); a p2m change
  * made behind memslot's back is caught by the checker; accesses nobody
  * claims are answered and counted, the guest goes on; the exit port's
- * status and keyboard input on the serial port reach the run.
+ * status and keyboard input on the serial port reach the run, polled and
+ * by the receiver's interrupt (IRQ 4 through the in-kernel IOAPIC).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -280,6 +281,40 @@ static void test_echo(void **state)
     fix_destroy(&x);
 }
 
+/* The receiver's interrupt: IRQ 4 through the in-kernel IOAPIC to the
+ * guest's handler, one byte at a time (several interrupts). */
+static void test_irq(void **state)
+{
+    struct hvm_fix x;
+    const char *in = "by irq\n";
+    static char buf[8192];
+    const char *p;
+    unsigned long n;
+
+    (void)state;
+    fix_create(&x, "irq", false);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    while (!console_has(x.d, "pvh: irq "))
+        test_sleep_ms(5);
+    for (size_t i = 0; i < strlen(in); i++) {
+        while (hv_domain_console_input(x.d, in + i, 1) != 1)
+            test_sleep_ms(1);
+        test_sleep_ms(20);
+    }
+    assert_int_equal(hv_domain_wait(x.d), 0);
+    hv_domain_console(x.d, buf, sizeof(buf));
+    p = strstr(buf, "pvh: irq by irq interrupts ");
+    if (!p)
+        test_note_lines("console", buf);
+    assert_non_null(p);
+    n = strtoul(p + strlen("pvh: irq by irq interrupts "), NULL, 16);
+    test_note("%lu receiver interrupts for %zu bytes", n, strlen(in));
+    assert_true(n >= 2 && n <= strlen(in));
+    assert_non_null(strstr(p, "bad-iir 00000000\n"));
+    expect_clean(x.d, "the interrupt run");
+    fix_destroy(&x);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +323,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_txn_checked),
         cmocka_unit_test(test_exit_status),
         cmocka_unit_test(test_echo),
+        cmocka_unit_test(test_irq),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s <pvhstub>\n", argv[0]);

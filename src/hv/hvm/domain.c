@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "hv/hvm/hvm.h"
+#include "lib/errmsg.h"
 #include "lib/x86.h"
 
 #define X86_CR0_PE 0x1ULL
@@ -173,11 +174,11 @@ static int hvm_vcpus_init(struct domain *d, char *err, size_t errlen)
     }
     free(cpuid);
     if (r < 0) {
-        hv_errf(err, errlen, "vCPUs: %s", strerror(-r));
+        errf(err, errlen, "vCPUs: %s", strerror(-r));
         return r;
     }
     if ((r = hvm_vcpu0_start(d)) < 0) {
-        hv_errf(err, errlen, "vCPU 0's PVH entry state: %s", strerror(-r));
+        errf(err, errlen, "vCPU 0's PVH entry state: %s", strerror(-r));
         return r;
     }
     /* The others wait for INIT/SIPI inside KVM (in-kernel LAPIC). */
@@ -196,7 +197,7 @@ static int hvm_kind_create(struct domain *d, const struct hv_domain_config *cfg,
     int r;
 
     if (cfg->mem_mib < 2 || cfg->mem_mib > HVM_MAX_MIB) {
-        hv_errf(err, errlen, "an HVM domain has 2..%u MiB of RAM",
+        errf(err, errlen, "an HVM domain has 2..%u MiB of RAM",
                 HVM_MAX_MIB);
         return -EINVAL;
     }
@@ -209,27 +210,27 @@ static int hvm_kind_create(struct domain *d, const struct hv_domain_config *cfg,
     h->ram_end = cfg->mem_mib << 20;
     d->nr_pages = (h->ram_end - (PVH_HIGH_START - PVH_LOW_END)) >> PAGE_SHIFT;
     if ((r = pvh_parse(cfg->image, cfg->image_size, k)) < 0) {
-        hv_errf(err, errlen, "loading the kernel: %s", k->error);
+        errf(err, errlen, "loading the kernel: %s", k->error);
         goto out;
     }
     vmcfg = kvm_vm_config_default(&hv->kvm, false, 0);
     if ((r = kvm_vm_create(&d->vm, &hv->kvm, &vmcfg)) < 0) {
-        hv_errf(err, errlen, "KVM VM: %s", strerror(-r));
+        errf(err, errlen, "KVM VM: %s", strerror(-r));
         goto out;
     }
     d->created_vm = true;
     if ((r = kvm_vm_create_irqchip(&d->vm)) < 0 ||
         (r = kvm_vm_create_pit2(&d->vm)) < 0 ||
         (r = kvm_vm_set_tss_addr(&d->vm, HVM_TSS_GPA)) < 0) {
-        hv_errf(err, errlen, "KVM irqchip, PIT or TSS: %s", strerror(-r));
+        errf(err, errlen, "KVM irqchip, PIT or TSS: %s", strerror(-r));
         goto out;
     }
     if ((r = hvm_memory_init(d)) < 0) {
-        hv_errf(err, errlen, "guest memory: %s", strerror(-r));
+        errf(err, errlen, "guest memory: %s", strerror(-r));
         goto out;
     }
     if ((r = hv_dm_init(d)) < 0) {
-        hv_errf(err, errlen, "device models: %s", strerror(-r));
+        errf(err, errlen, "device models: %s", strerror(-r));
         goto out;
     }
     uart_init(&h->uart, &d->console, hvm_uart_irq, d);
