@@ -13,6 +13,9 @@
  * Record order of a PV stream (the reader enforces it):
  *   DOMAIN  [PV_P2M_FRAMES]  {PAGE_DATA | ROUND}*  SHARED_INFO
  *   PV_VCPU (one per vCPU, ids ascending)  DEVICE*  END
+ * and of an HVM stream (minor 1):
+ *   DOMAIN  {PAGE_DATA | ROUND}*  HVM_PLATFORM
+ *   HVM_VCPU (one per vCPU, ids ascending)  DEVICE*  END
  * A page may be sent many times (live rounds): the last PAGE_DATA entry
  * for a pfn wins, its type included.
  *
@@ -27,7 +30,7 @@
 
 #define STREAM_MAGIC "MVSTREAM" /* 8 bytes, no NUL on the wire */
 #define STREAM_VERSION_MAJOR 1  /* a reader refuses any other major */
-#define STREAM_VERSION_MINOR 0  /* ... and accepts any minor */
+#define STREAM_VERSION_MINOR 1  /* ... and accepts any minor (1: HVM) */
 #define STREAM_ARCH_X86_64 1
 #define STREAM_PAGE_SHIFT 12
 
@@ -77,8 +80,10 @@ enum stream_record_type {
     STREAM_REC_SHARED_INFO = 4,   /* one page */
     STREAM_REC_PV_VCPU = 5,       /* struct stream_pv_vcpu */
     STREAM_REC_DEVICE = 6,        /* struct stream_device + opaque state */
-    /* 0x100..0x1ff reserved for HVM records (context, params). */
+    /* 0x100..0x1ff: HVM records. */
     STREAM_REC_HVM_FIRST = 0x100,
+    STREAM_REC_HVM_PLATFORM = 0x100, /* struct stream_hvm_platform */
+    STREAM_REC_HVM_VCPU = 0x101,     /* struct stream_hvm_vcpu */
     STREAM_REC_HVM_LAST = 0x1ff,
     /* Optional: where a round began (progress, plots); never needed. */
     STREAM_REC_ROUND = STREAM_REC_OPTIONAL | 7, /* struct stream_round */
@@ -87,7 +92,10 @@ enum stream_record_type {
 /* ----------------------------------------------------------------- DOMAIN */
 
 #define STREAM_DOMAIN_PV64 1 /* x86-64 PV guest, 4-level page tables */
-#define STREAM_DOMAIN_HVM 2  /* reserved: HVM records, not yet written */
+#define STREAM_DOMAIN_HVM 2  /* HVM: p2m_va, start_info_va and
+                                start_info_pfn are 0; nr_pages is the gfn
+                                space (RAM and the hole, the hole's pfns
+                                sent as XTAB) */
 
 struct stream_domain {
     uint32_t kind;          /* STREAM_DOMAIN_* */
@@ -186,6 +194,68 @@ struct stream_pv_vcpu {
     uint32_t ldt_ents;
     int32_t cont_rc; /* with STREAM_VCPU_CONT_PENDING */
     struct stream_trap traps[256];
+};
+
+/* ------------------------------------------------------------ HVM records */
+
+/*
+ * HVM_PLATFORM: the VM-wide state of an HVM domain.  The irqchip, PIT and
+ * clock are KVM's own structures as its ioctls give them (the checks on
+ * their contents are KVM's, when they are set); the UART is memvisor's.
+ */
+#define STREAM_HVM_LOW_END 0xa0000ULL   /* RAM [0, this) */
+#define STREAM_HVM_HIGH_START 0x100000ULL /* and [this, ram_end) */
+#define STREAM_HVM_RAM_MAX (3072ULL << 20)
+#define STREAM_HVM_UART_RXQ 1024u
+struct stream_hvm_uart {
+    uint8_t ier, lcr, mcr, lsr_oe, scr, dll, dlm;
+    uint8_t thr_ipending; /* 0 or 1 */
+    uint32_t rx_len;      /* 0..STREAM_HVM_UART_RXQ, the queue's first */
+    uint32_t reserved;    /* 0 */
+    uint8_t rx[STREAM_HVM_UART_RXQ];
+};
+struct stream_hvm_platform {
+    uint64_t ram_end; /* nr_pages << 12; (1 MiB, STREAM_HVM_RAM_MAX] */
+    uint8_t pic[2][512]; /* KVM_GET_IRQCHIP chips 0 and 1 (the union) */
+    uint8_t ioapic[512]; /* chip 2 */
+    uint8_t pit[112];    /* struct kvm_pit_state2 */
+    uint8_t clock[48];   /* struct kvm_clock_data (only .clock is set) */
+    struct stream_hvm_uart uart;
+    uint64_t reserved[2]; /* 0 */
+};
+
+/*
+ * HVM_VCPU: one vCPU as KVM exposes it, each part KVM's own structure.
+ * flags: which optional parts are present (KVM may lack debug registers,
+ * XSAVE or XCRs: the FPU part is always there).  msrs: nr_msrs (index,
+ * value) pairs of the MSRs KVM let memvisor read (reserved 0).
+ */
+#define STREAM_HVM_VCPU_DEBUGREGS 0x1u
+#define STREAM_HVM_VCPU_XSAVE 0x2u
+#define STREAM_HVM_VCPU_XCRS 0x4u
+#define STREAM_HVM_VCPU_EVENTS 0x8u
+#define STREAM_HVM_VCPU_FLAGS_KNOWN 0xfu
+#define STREAM_HVM_MSRS_MAX 32u
+#define STREAM_HVM_MP_STATE_MAX 8u /* KVM_MP_STATE_* */
+struct stream_hvm_msr {
+    uint32_t index;
+    uint32_t reserved;
+    uint64_t value;
+};
+struct stream_hvm_vcpu {
+    uint32_t id;
+    uint32_t flags;          /* STREAM_HVM_VCPU_* */
+    uint8_t regs[144];       /* struct kvm_regs */
+    uint8_t sregs[312];      /* struct kvm_sregs */
+    uint8_t debugregs[128];  /* struct kvm_debugregs */
+    uint8_t fpu[416];        /* struct kvm_fpu */
+    uint8_t xsave[4096];     /* struct kvm_xsave */
+    uint8_t xcrs[392];       /* struct kvm_xcrs */
+    uint8_t lapic[1024];     /* struct kvm_lapic_state */
+    uint8_t events[64];      /* struct kvm_vcpu_events */
+    uint32_t mp_state;       /* 0..STREAM_HVM_MP_STATE_MAX */
+    uint32_t nr_msrs;        /* 0..STREAM_HVM_MSRS_MAX */
+    struct stream_hvm_msr msrs[STREAM_HVM_MSRS_MAX];
 };
 
 /* ----------------------------------------------------------------- DEVICE */

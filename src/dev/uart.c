@@ -192,6 +192,38 @@ size_t uart_input(struct uart *u, const char *buf, size_t len)
     return n;
 }
 
+void uart_get_state(struct uart *u, struct uart_state *out)
+{
+    pthread_mutex_lock(&u->lock);
+    *out = (struct uart_state){u->ier, u->lcr, u->mcr, u->lsr_oe, u->scr,
+                               u->dll, u->dlm, u->thr_ipending, u->rx_len,
+                               {0}};
+    for (unsigned i = 0; i < u->rx_len; i++)
+        out->rx[i] = u->rxq[(u->rx_head + i) % UART_RXQ];
+    pthread_mutex_unlock(&u->lock);
+}
+
+int uart_set_state(struct uart *u, const struct uart_state *in)
+{
+    if (in->rx_len > UART_RXQ)
+        return -EINVAL;
+    pthread_mutex_lock(&u->lock);
+    u->ier = in->ier & 0x0f;
+    u->lcr = in->lcr;
+    u->mcr = in->mcr & 0x1f;
+    u->lsr_oe = in->lsr_oe ? 1 : 0;
+    u->scr = in->scr;
+    u->dll = in->dll;
+    u->dlm = in->dlm;
+    u->thr_ipending = in->thr_ipending;
+    u->rx_head = 0;
+    u->rx_len = in->rx_len;
+    memcpy(u->rxq, in->rx, in->rx_len);
+    u->level = iir_of(u) != IIR_NONE;
+    pthread_mutex_unlock(&u->lock);
+    return 0;
+}
+
 int uart_check(struct uart *u)
 {
     int r = 0;

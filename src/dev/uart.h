@@ -75,6 +75,18 @@ int __must_check uart_io(struct uart *u, unsigned off, bool write,
                          uint8_t *val);
 /* Bytes for the receiver: how many it took (U2). */
 size_t uart_input(struct uart *u, const char *buf, size_t len);
+/* The guest-visible state (save and restore): registers, the pending
+ * THR-empty event, the receive queue in order.  uart_set_state() takes
+ * the line's level from the state and does not call irq() (the restored
+ * irqchip has it already); rx_len > UART_RXQ is -EINVAL. */
+struct uart_state {
+    uint8_t ier, lcr, mcr, lsr_oe, scr, dll, dlm;
+    bool thr_ipending;
+    unsigned rx_len;
+    uint8_t rx[UART_RXQ];
+};
+void uart_get_state(struct uart *u, struct uart_state *out);
+int __must_check uart_set_state(struct uart *u, const struct uart_state *in);
 /* U1, U2: 0 or -EUCLEAN. */
 int __must_check uart_check(struct uart *u);
 

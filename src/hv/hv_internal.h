@@ -253,6 +253,16 @@ bool hv_hold_quiescent(struct domain *d);
 /* memslot's pause hook for the domain (memslot_set_pause()). */
 void hv_mem_pause(void *opaque);
 void hv_mem_unpause(void *opaque);
+/* migrate.c: pause a running domain for the final round: 0, or
+ * -ECANCELED if it stopped (then it is not paused). */
+int __must_check hv_migrate_pause(struct domain *d);
+/* migrate.c: the DEVICE records' states of the domain arg (a struct
+ * domain *), for a source's devices operation of any kind. */
+struct stream_device;
+int hv_migrate_dm_states(void *arg,
+                         int (*emit)(void *ctx, const struct stream_device *dv,
+                                     const void *state, uint32_t len),
+                         void *ctx, char *err, size_t errlen);
 /* migrate.c: what a restore left in the domain, at its teardown. */
 void hv_migrate_teardown(struct domain *d);
 

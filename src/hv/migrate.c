@@ -12,6 +12,7 @@
 
 #include "lib/errmsg.h"
 #include "hv/hv_internal.h"
+#include "hv/hvm/hvm.h"
 #include "hv/pv/pvhv.h"
 #include "lib/x86.h"
 #include "migrate/migrate.h"
@@ -214,14 +215,10 @@ static int src_pause(void *arg)
 {
     struct hv_msrc *s = arg;
     struct domain *d = s->d;
+    int rc;
 
-    if (vcpu_group_stopped(&d->group))
-        return -ECANCELED;
-    vcpu_group_pause(&d->group);
-    if (vcpu_group_stopped(&d->group)) {
-        vcpu_group_resume(&d->group);
-        return -ECANCELED;
-    }
+    if ((rc = hv_migrate_pause(d)) < 0)
+        return rc;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
         struct pvcpu *pc = &d->vcpus[i];
         struct kvm_vcpu_regs g;
@@ -357,6 +354,28 @@ static int src_devices(void *arg,
     return rc;
 }
 
+int hv_migrate_pause(struct domain *d)
+{
+    if (vcpu_group_stopped(&d->group))
+        return -ECANCELED;
+    vcpu_group_pause(&d->group);
+    if (vcpu_group_stopped(&d->group)) {
+        vcpu_group_resume(&d->group);
+        return -ECANCELED;
+    }
+    return 0;
+}
+
+int hv_migrate_dm_states(void *arg,
+                         int (*emit)(void *ctx, const struct stream_device *dv,
+                                     const void *state, uint32_t len),
+                         void *ctx, char *err, size_t errlen)
+{
+    struct hv_msrc s = {.d = arg};
+
+    return src_devices(&s, emit, ctx, err, errlen);
+}
+
 int hv_domain_source_init(struct domain *d, struct migrate_source *src)
 {
     struct hv_msrc *s;
@@ -364,7 +383,7 @@ int hv_domain_source_init(struct domain *d, struct migrate_source *src)
 
     memset(src, 0, sizeof(*src));
     if (d->hvm)
-        return -EOPNOTSUPP; /* the stream carries PV domains only so far */
+        return hvm_source_init(d, src);
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
@@ -444,6 +463,10 @@ void hv_domain_source_fini(struct migrate_source *src)
 {
     struct hv_msrc *s = src->arg;
 
+    if (src->dom.kind == STREAM_DOMAIN_HVM) {
+        src->arg = NULL; /* the domain itself: nothing allocated */
+        return;
+    }
     if (s) {
         free(s->list_mfns);
         free(s);
@@ -487,10 +510,15 @@ static int tgt_create(void *arg, const struct stream_domain *dom, char *err,
              (unsigned long long)dom->nr_pages, dom->nr_vcpus, HV_MAX_VCPUS);
         return -EINVAL;
     }
+    if (dom->kind == STREAM_DOMAIN_HVM)
+        cfg.kind = HV_DOMAIN_HVM;
     if ((r = domain_claim(t->hv, &cfg, &t->d, &t->slot, err, errlen)) < 0)
         return r;
     if ((r = domain_init_basics(t->d, t->hv, t->slot, &cfg, err, errlen)) < 0)
         return r;
+    if (dom->kind == STREAM_DOMAIN_HVM)
+        return hvm_restore_create(t->d, dom->nr_pages << PAGE_SHIFT, err,
+                                  errlen);
     if ((r = domain_pv_init(t->d, err, errlen)) < 0)
         return r;
     /* the shared info frame first: every pfn's frame then differs from
@@ -511,7 +539,8 @@ static int tgt_populate(void *arg, uint64_t pfn, uint64_t *mfn)
     mfn_t m;
     int r;
 
-    (void)pfn;
+    if (t->d->hvm) /* its RAM is there from the start: the gfn's frame */
+        return hv_domain_hvm_gfn(t->d, pfn, mfn);
     if ((r = frames_alloc(&t->hv->frames, t->d->id, 0, &m)) < 0)
         return r;
     *mfn = mfn_x(m);
@@ -688,6 +717,12 @@ static int tgt_finish(void *arg, const struct migrate_restored *st, char *err,
     struct start_info *si;
     int rc;
 
+    if (d->hvm) {
+        if ((rc = hvm_restore_finish(d, st, err, errlen)) < 0)
+            return rc;
+        t->finished = true;
+        return 0;
+    }
     if ((rc = set_m2p(d, st->p2m, nr)) < 0) {
         errf(err, errlen, "m2p: %s", strerror(-rc));
         return rc;

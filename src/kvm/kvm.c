@@ -450,6 +450,107 @@ int kvm_vm_set_tss_addr(struct kvm_vm *vm, uint32_t gpa)
                              (void *)(uintptr_t)gpa);
 }
 
+/* ---- saved state ---------------------------------------------------- */
+
+static const struct {
+    size_t bytes;
+    unsigned long get, set;
+    int cap; /* 0: always there */
+} state_ops[KVM_ST_NR] = {
+    [KVM_ST_REGS] = {sizeof(struct kvm_regs), KVM_GET_REGS, KVM_SET_REGS, 0},
+    [KVM_ST_SREGS] = {sizeof(struct kvm_sregs), KVM_GET_SREGS, KVM_SET_SREGS,
+                      0},
+    [KVM_ST_DEBUGREGS] = {sizeof(struct kvm_debugregs), KVM_GET_DEBUGREGS,
+                          KVM_SET_DEBUGREGS, KVM_CAP_DEBUGREGS},
+    [KVM_ST_FPU] = {sizeof(struct kvm_fpu), KVM_GET_FPU, KVM_SET_FPU, 0},
+    [KVM_ST_XSAVE] = {sizeof(struct kvm_xsave), KVM_GET_XSAVE, KVM_SET_XSAVE,
+                      KVM_CAP_XSAVE},
+    [KVM_ST_XCRS] = {sizeof(struct kvm_xcrs), KVM_GET_XCRS, KVM_SET_XCRS,
+                     KVM_CAP_XCRS},
+    [KVM_ST_LAPIC] = {sizeof(struct kvm_lapic_state), KVM_GET_LAPIC,
+                      KVM_SET_LAPIC, 0},
+    [KVM_ST_EVENTS] = {sizeof(struct kvm_vcpu_events), KVM_GET_VCPU_EVENTS,
+                       KVM_SET_VCPU_EVENTS, KVM_CAP_VCPU_EVENTS},
+    [KVM_ST_MP_STATE] = {sizeof(struct kvm_mp_state), KVM_GET_MP_STATE,
+                         KVM_SET_MP_STATE, KVM_CAP_MP_STATE},
+    [KVM_ST_PIC0] = {KVM_ST_CHIP_BYTES, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, 0},
+    [KVM_ST_PIC1] = {KVM_ST_CHIP_BYTES, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, 0},
+    [KVM_ST_IOAPIC] = {KVM_ST_CHIP_BYTES, KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, 0},
+    [KVM_ST_PIT2] = {sizeof(struct kvm_pit_state2), KVM_GET_PIT2, KVM_SET_PIT2,
+                     KVM_CAP_PIT_STATE2},
+    [KVM_ST_CLOCK] = {sizeof(struct kvm_clock_data), KVM_GET_CLOCK,
+                      KVM_SET_CLOCK, KVM_CAP_ADJUST_CLOCK},
+};
+_Static_assert(sizeof(((struct kvm_irqchip *)0)->chip) == KVM_ST_CHIP_BYTES,
+               "irqchip union size");
+
+size_t kvm_state_bytes(enum kvm_state_kind kind)
+{
+    return (unsigned)kind < KVM_ST_NR ? state_ops[kind].bytes : 0;
+}
+
+static int state_check(struct kvm_sys *sys, enum kvm_state_kind kind,
+                       size_t len)
+{
+    if ((unsigned)kind >= KVM_ST_NR || len != state_ops[kind].bytes)
+        return -EINVAL;
+    if (state_ops[kind].cap && check_ext(sys, state_ops[kind].cap) <= 0)
+        return -EOPNOTSUPP;
+    return 0;
+}
+
+int kvm_vcpu_state(struct kvm_vcpu *vcpu, enum kvm_state_kind kind, void *buf,
+                   size_t len, bool write)
+{
+    int r;
+
+    if (kind >= KVM_ST_PIC0)
+        return -EINVAL;
+    if ((r = state_check(vcpu->vm->sys, kind, len)) < 0)
+        return r;
+    r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd,
+                                  write ? state_ops[kind].set
+                                        : state_ops[kind].get,
+                                  buf);
+    return r < 0 ? r : 0;
+}
+
+int kvm_vm_state(struct kvm_vm *vm, enum kvm_state_kind kind, void *buf,
+                 size_t len, bool write)
+{
+    int r;
+
+    if (kind < KVM_ST_PIC0 || kind >= KVM_ST_NR)
+        return -EINVAL;
+    if ((r = state_check(vm->sys, kind, len)) < 0)
+        return r;
+    if (kind <= KVM_ST_IOAPIC) {
+        struct kvm_irqchip c;
+
+        memset(&c, 0, sizeof(c));
+        c.chip_id = (uint32_t)(kind - KVM_ST_PIC0);
+        if (write)
+            memcpy(&c.chip, buf, len);
+        r = vm->ops->vm_ioctl(vm->fd, write ? KVM_SET_IRQCHIP : KVM_GET_IRQCHIP,
+                              &c);
+        if (r >= 0 && !write)
+            memcpy(buf, &c.chip, len);
+        return r < 0 ? r : 0;
+    }
+    if (kind == KVM_ST_CLOCK && write) {
+        struct kvm_clock_data cd;
+
+        memcpy(&cd, buf, sizeof(cd));
+        cd = (struct kvm_clock_data){.clock = cd.clock};
+        r = vm->ops->vm_ioctl(vm->fd, KVM_SET_CLOCK, &cd);
+        return r < 0 ? r : 0;
+    }
+    r = vm->ops->vm_ioctl(vm->fd, write ? state_ops[kind].set
+                                        : state_ops[kind].get,
+                          buf);
+    return r < 0 ? r : 0;
+}
+
 int kvm_vm_ioctl(struct kvm_vm *vm, unsigned long req, void *arg)
 {
     return vm->ops->vm_ioctl(vm->fd, req, arg);

@@ -311,6 +311,38 @@ int __must_check kvm_vm_irq_line(struct kvm_vm *vm, uint32_t irq, bool level);
  * task-switch emulation) where KVM_CAP_SET_TSS_ADDR says it is needed;
  * 0 where it is not offered. */
 int __must_check kvm_vm_set_tss_addr(struct kvm_vm *vm, uint32_t gpa);
+/*
+ * Saved state (HVM save and restore).  Each kind is one of KVM's own
+ * structures, carried as opaque bytes of exactly kvm_state_bytes(kind):
+ * what the ioctl fills is what a restore gives back.  -EOPNOTSUPP where
+ * KVM lacks the capability (debug registers, XSAVE, XCRs).
+ */
+enum kvm_state_kind {
+    KVM_ST_REGS,      /* vCPU: struct kvm_regs (KVM_GET/SET_REGS) */
+    KVM_ST_SREGS,     /* vCPU: struct kvm_sregs */
+    KVM_ST_DEBUGREGS, /* vCPU: struct kvm_debugregs */
+    KVM_ST_FPU,       /* vCPU: struct kvm_fpu */
+    KVM_ST_XSAVE,     /* vCPU: struct kvm_xsave (4 KiB) */
+    KVM_ST_XCRS,      /* vCPU: struct kvm_xcrs */
+    KVM_ST_LAPIC,     /* vCPU: struct kvm_lapic_state */
+    KVM_ST_EVENTS,    /* vCPU: struct kvm_vcpu_events */
+    KVM_ST_MP_STATE,  /* vCPU: struct kvm_mp_state */
+    KVM_ST_PIC0,      /* VM: KVM_GET/SET_IRQCHIP, chip 0: the chip union */
+    KVM_ST_PIC1,      /* VM: chip 1 (slave PIC) */
+    KVM_ST_IOAPIC,    /* VM: chip 2 */
+    KVM_ST_PIT2,      /* VM: struct kvm_pit_state2 */
+    KVM_ST_CLOCK,     /* VM: struct kvm_clock_data (set: clock only) */
+    KVM_ST_NR
+};
+#define KVM_ST_CHIP_BYTES 512
+size_t kvm_state_bytes(enum kvm_state_kind kind);
+/* Read (write false) or write a vCPU kind into/from buf of len bytes. */
+int __must_check kvm_vcpu_state(struct kvm_vcpu *vcpu, enum kvm_state_kind kind,
+                                void *buf, size_t len, bool write);
+/* The same for a VM kind (PIC0 .. CLOCK). */
+int __must_check kvm_vm_state(struct kvm_vm *vm, enum kvm_state_kind kind,
+                              void *buf, size_t len, bool write);
+
 /* Any other VM ioctl (KVM_SET_TSS_ADDR, KVM_SIGNAL_MSI, ...). */
 int __must_check kvm_vm_ioctl(struct kvm_vm *vm, unsigned long req, void *arg);
 

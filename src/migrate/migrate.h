@@ -107,6 +107,10 @@ struct migrate_source {
      * none); the engine turns them into pfns. */
     int (*vcpu)(void *arg, unsigned i, struct stream_pv_vcpu *out);
     int (*shared_info)(void *arg, void *page);
+    /* HVM (dom.kind STREAM_DOMAIN_HVM) instead of p2m_frames, vcpu and
+     * shared_info, paused: the platform's and vCPU i's state. */
+    int (*hvm_platform)(void *arg, struct stream_hvm_platform *out);
+    int (*hvm_vcpu)(void *arg, unsigned i, struct stream_hvm_vcpu *out);
     /* Optional, paused: the state of every device model of the domain,
      * each given to emit (a DEVICE record); an error fails the save. */
     int (*devices)(void *arg,
@@ -151,6 +155,9 @@ struct migrate_restored {
     uint64_t nr_p2m_frames;
     const uint8_t *shared_info; /* 4096 bytes */
     struct stream_pv_vcpu *vcpus; /* dom.nr_vcpus, bases already mfns */
+    /* HVM: the platform and dom.nr_vcpus vCPUs (the PV fields unset) */
+    const struct stream_hvm_platform *hvm_platform;
+    const struct stream_hvm_vcpu *hvm_vcpus;
 };
 #define MIGRATE_NO_MFN (~0ULL)
 

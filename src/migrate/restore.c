@@ -36,6 +36,9 @@ struct restore {
     uint64_t nr_p2m_frames;
     uint8_t shared_info[4096];
     struct stream_pv_vcpu *vcpus;
+    struct stream_hvm_platform *hvm_platform; /* HVM: once arrived */
+    struct stream_hvm_vcpu *hvm_vcpus;
+    bool have_platform;
     char *err;
     size_t errlen;
 };
@@ -103,6 +106,11 @@ static int page_data(struct restore *s)
         unsigned t = stream_word_type(w), level = t & STREAM_TYPE_LEVEL_MASK;
         uint64_t *dst;
 
+        if (s->r.dom.kind == STREAM_DOMAIN_HVM && level >= 1 && level <= 4) {
+            errf(s->err, s->errlen, "pfn %#llx: a page table in an HVM stream",
+                 (unsigned long long)pfn);
+            return -EPROTO;
+        }
         s->types[pfn] = (uint8_t)t;
         s->st->pages++;
         if (t == STREAM_TYPE_XTAB)
@@ -149,6 +157,12 @@ static int run(struct restore *s)
             s->vcpus = calloc(s->r.dom.nr_vcpus, sizeof(*s->vcpus));
             if (!s->p2m || !s->types || !s->vcpus || !s->written)
                 return -ENOMEM;
+            if (s->r.dom.kind == STREAM_DOMAIN_HVM) {
+                s->hvm_platform = calloc(1, sizeof(*s->hvm_platform));
+                s->hvm_vcpus = calloc(s->r.dom.nr_vcpus, sizeof(*s->hvm_vcpus));
+                if (!s->hvm_platform || !s->hvm_vcpus)
+                    return -ENOMEM;
+            }
             s->st->mem_bytes = 8 * s->nr + s->nr + (s->nr + 63) / 64 * 8 +
                                s->r.dom.nr_vcpus * sizeof(*s->vcpus) +
                                2ULL * (STREAM_REC_MAX + 8);
@@ -185,6 +199,25 @@ static int run(struct restore *s)
             s->vcpus[v.id] = v;
             break;
         }
+        case STREAM_REC_HVM_PLATFORM:
+            if ((rc = stream_parse_hvm_platform(s->r.body, s->r.len,
+                                                &s->r.dom, s->hvm_platform,
+                                                s->err, s->errlen)) < 0)
+                return rc;
+            s->have_platform = true;
+            break;
+        case STREAM_REC_HVM_VCPU: {
+            uint32_t id;
+
+            memcpy(&id, s->r.body, 4); /* checked below and by the reader */
+            if (id >= s->r.dom.nr_vcpus)
+                return -EPROTO;
+            if ((rc = stream_parse_hvm_vcpu(s->r.body, s->r.len, &s->r.dom,
+                                            &s->hvm_vcpus[id], s->err,
+                                            s->errlen)) < 0)
+                return rc;
+            break;
+        }
         case STREAM_REC_DEVICE: {
             struct stream_device dv;
             const uint8_t *state;
@@ -211,6 +244,19 @@ static int run(struct restore *s)
     }
     if (!created)
         return -EPROTO; /* unreachable: the reader demands DOMAIN first */
+    if (s->r.dom.kind == STREAM_DOMAIN_HVM) {
+        struct migrate_restored st = {
+            .dom = s->r.dom,
+            .p2m = s->p2m,
+            .types = s->types,
+            .hvm_platform = s->hvm_platform,
+            .hvm_vcpus = s->hvm_vcpus,
+        };
+
+        if (!s->have_platform)
+            return -EPROTO; /* unreachable: the reader's order */
+        return t->finish(t->arg, &st, s->err, s->errlen);
+    }
     if (!s->p2m_frames) {
         errf(s->err, s->errlen, "no PV_P2M_FRAMES record");
         return -EPROTO;
@@ -288,6 +334,8 @@ int migrate_restore(const struct migrate_target *dst, struct stream_chan *chan,
     free(s->types);
     free(s->p2m_frames);
     free(s->vcpus);
+    free(s->hvm_platform);
+    free(s->hvm_vcpus);
     free(s);
     return rc;
 }

@@ -203,7 +203,8 @@ static int flush_batch(struct save *s, struct migrate_round *r)
                 return rc; /* the final-round rule */
         } else {
             memcpy(dst, pg, 4096);
-            if (pfn == s->src->dom.start_info_pfn &&
+            if (s->src->dom.kind == STREAM_DOMAIN_PV64 &&
+                pfn == s->src->dom.start_info_pfn &&
                 (rc = normalise_start_info(s, dst)) < 0) {
                 if (!final || s->o->test_no_final_rule) {
                     defer(s, pfn, r);
@@ -343,11 +344,55 @@ static int emit_device(void *ctx, const struct stream_device *dv,
     return rc;
 }
 
+/* HVM: the platform, then each vCPU. */
+static int write_hvm_tail(struct save *s)
+{
+    struct stream_hvm_platform *p = calloc(1, sizeof(*p));
+    struct stream_hvm_vcpu *v = calloc(1, sizeof(*v));
+    int rc;
+
+    if (!p || !v) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = s->src->hvm_platform(s->src->arg, p)) < 0) {
+        errf(s->err, s->errlen, "the platform's state: %s", strerror(-rc));
+        goto out;
+    }
+    if ((rc = stream_write_record(&s->w, STREAM_REC_HVM_PLATFORM, p,
+                                  sizeof(*p), NULL, 0, NULL, 0)) < 0) {
+        errf(s->err, s->errlen, "writing: %s", strerror(-rc));
+        goto out;
+    }
+    for (unsigned i = 0; i < s->src->dom.nr_vcpus; i++) {
+        memset(v, 0, sizeof(*v));
+        if ((rc = s->src->hvm_vcpu(s->src->arg, i, v)) < 0) {
+            errf(s->err, s->errlen, "vCPU %u: %s", i, strerror(-rc));
+            goto out;
+        }
+        v->id = i;
+        if ((rc = stream_write_record(&s->w, STREAM_REC_HVM_VCPU, v,
+                                      sizeof(*v), NULL, 0, NULL, 0)) < 0) {
+            errf(s->err, s->errlen, "writing: %s", strerror(-rc));
+            goto out;
+        }
+    }
+out:
+    free(p);
+    free(v);
+    return rc;
+}
+
 static int write_tail(struct save *s)
 {
     uint8_t si[4096];
     int rc;
 
+    if (s->src->dom.kind == STREAM_DOMAIN_HVM) {
+        if ((rc = write_hvm_tail(s)) < 0)
+            return rc;
+        goto devices;
+    }
     if ((rc = s->src->shared_info(s->src->arg, si)) < 0 ||
         (rc = stream_write_record(&s->w, STREAM_REC_SHARED_INFO, si, 4096,
                                   NULL, 0, NULL, 0)) < 0) {
@@ -384,6 +429,7 @@ static int write_tail(struct save *s)
             return rc;
         }
     }
+devices:
     /* DEVICE records: the device models' state, taken while paused */
     if (s->src->devices &&
         (rc = s->src->devices(s->src->arg, emit_device, s, s->err,
@@ -460,6 +506,10 @@ static int run(struct save *s)
     p2mf = malloc(8 * nframes);
     if (!p2mf)
         return -ENOMEM;
+    if (src->dom.kind == STREAM_DOMAIN_HVM) {
+        free(p2mf); /* an HVM guest's p2m is memvisor's, not in the stream */
+        goto p2m_done;
+    }
     rc = src->p2m_frames(src->arg, p2mf, nframes);
     if (rc < 0)
         errf(s->err, s->errlen, "the guest's p2m list: %s", strerror(-rc));
@@ -470,6 +520,7 @@ static int run(struct save *s)
     free(p2mf);
     if (rc < 0)
         return rc;
+p2m_done:
     bitmap_set_range(s->todo, 0, s->nr);
 
     if (s->o->live) {

@@ -260,6 +260,8 @@ const char *stream_record_name(uint32_t type)
     case STREAM_REC_SHARED_INFO: return "SHARED_INFO";
     case STREAM_REC_PV_VCPU: return "PV_VCPU";
     case STREAM_REC_DEVICE: return "DEVICE";
+    case STREAM_REC_HVM_PLATFORM: return "HVM_PLATFORM";
+    case STREAM_REC_HVM_VCPU: return "HVM_VCPU";
     case STREAM_REC_ROUND: return "ROUND";
     default: return "unknown";
     }
@@ -351,6 +353,13 @@ static int order_check(struct stream_reader *r, uint32_t type, char *err,
     case STREAM_PH_MEMORY:
         if (type == STREAM_REC_PAGE_DATA || type == STREAM_REC_ROUND)
             return 0;
+        if (r->dom.kind == STREAM_DOMAIN_HVM) {
+            if (type == STREAM_REC_HVM_PLATFORM) {
+                r->phase = STREAM_PH_VCPUS;
+                return 0;
+            }
+            break;
+        }
         if (type == STREAM_REC_PV_P2M_FRAMES && !r->have_p2m_frames) {
             r->have_p2m_frames = true;
             return 0;
@@ -361,7 +370,8 @@ static int order_check(struct stream_reader *r, uint32_t type, char *err,
         }
         break;
     case STREAM_PH_VCPUS:
-        if (type == STREAM_REC_PV_VCPU)
+        if (type == (r->dom.kind == STREAM_DOMAIN_HVM ? STREAM_REC_HVM_VCPU
+                                                      : STREAM_REC_PV_VCPU))
             return 0; /* the id is checked by the body's parser */
         break;
     case STREAM_PH_DEVICES:
@@ -382,7 +392,8 @@ static int order_check(struct stream_reader *r, uint32_t type, char *err,
 
 static bool type_known(uint32_t type)
 {
-    return type <= STREAM_REC_DEVICE || type == STREAM_REC_ROUND;
+    return type <= STREAM_REC_DEVICE || type == STREAM_REC_ROUND ||
+           type == STREAM_REC_HVM_PLATFORM || type == STREAM_REC_HVM_VCPU;
 }
 
 static int ensure_buf(uint8_t **buf)
@@ -448,11 +459,7 @@ int stream_read_record(struct stream_reader *r, char *err, size_t errlen)
                 r->skipped++;
                 continue;
             }
-            if (h.type >= STREAM_REC_HVM_FIRST && h.type <= STREAM_REC_HVM_LAST)
-                errf(err, errlen, "HVM record %#x: HVM streams are not "
-                                  "supported yet", h.type);
-            else
-                errf(err, errlen, "unknown mandatory record type %#x", h.type);
+            errf(err, errlen, "unknown mandatory record type %#x", h.type);
             return -EPROTO;
         }
         break;
@@ -508,6 +515,24 @@ int stream_read_record(struct stream_reader *r, char *err, size_t errlen)
         }
         if (++r->next_vcpu == r->dom.nr_vcpus)
             r->phase = STREAM_PH_DEVICES;
+    } else if (h.type == STREAM_REC_HVM_PLATFORM) {
+        if ((rc = stream_parse_hvm_platform(r->body, r->len, &r->dom, NULL,
+                                            err, errlen)) < 0)
+            return rc;
+    } else if (h.type == STREAM_REC_HVM_VCPU) {
+        uint32_t id;
+
+        if ((rc = stream_parse_hvm_vcpu(r->body, r->len, &r->dom, NULL, err,
+                                        errlen)) < 0)
+            return rc;
+        memcpy(&id, r->body, 4);
+        if (id != r->next_vcpu) {
+            errf(err, errlen, "HVM_VCPU for vCPU %u where %u was due", id,
+                 r->next_vcpu);
+            return -EPROTO;
+        }
+        if (++r->next_vcpu == r->dom.nr_vcpus)
+            r->phase = STREAM_PH_DEVICES;
     } else if (h.type == STREAM_REC_SHARED_INFO && r->len != 4096) {
         errf(err, errlen, "SHARED_INFO of %u bytes (not one page)", r->len);
         return -EPROTO;
@@ -530,11 +555,15 @@ int stream_parse_domain(const void *body, uint32_t len,
         return -EPROTO;
     }
     memcpy(&d, body, sizeof(d));
-    if (d.kind == STREAM_DOMAIN_HVM) {
-        errf(err, errlen, "HVM streams are not supported yet");
-        return -ENOTSUP;
+    if (d.kind == STREAM_DOMAIN_HVM &&
+        (d.p2m_va || d.start_info_va || d.start_info_pfn ||
+         d.nr_pages > (STREAM_HVM_RAM_MAX >> STREAM_PAGE_SHIFT) ||
+         d.nr_pages <= (STREAM_HVM_HIGH_START >> STREAM_PAGE_SHIFT))) {
+        errf(err, errlen, "DOMAIN: an HVM domain of %llu pages, or with PV "
+                          "addresses", (unsigned long long)d.nr_pages);
+        return -EPROTO;
     }
-    if (d.kind != STREAM_DOMAIN_PV64) {
+    if (d.kind != STREAM_DOMAIN_PV64 && d.kind != STREAM_DOMAIN_HVM) {
         errf(err, errlen, "unknown domain kind %u", d.kind);
         return -EPROTO;
     }
@@ -555,6 +584,81 @@ int stream_parse_domain(const void *body, uint32_t len,
     }
     *out = d;
     return 0;
+}
+
+int stream_parse_hvm_platform(const void *body, uint32_t len,
+                              const struct stream_domain *dom,
+                              struct stream_hvm_platform *out, char *err,
+                              size_t errlen)
+{
+    struct stream_hvm_platform *p;
+
+    if (len != sizeof(*p)) {
+        errf(err, errlen, "HVM_PLATFORM of %u bytes (want %zu)", len,
+             sizeof(*p));
+        return -EPROTO;
+    }
+    p = malloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    memcpy(p, body, sizeof(*p));
+    if (dom->kind != STREAM_DOMAIN_HVM ||
+        p->ram_end != dom->nr_pages << STREAM_PAGE_SHIFT) {
+        errf(err, errlen, "HVM_PLATFORM: RAM end %#llx for %llu pages",
+             (unsigned long long)p->ram_end,
+             (unsigned long long)dom->nr_pages);
+        free(p);
+        return -EPROTO;
+    }
+    if (p->uart.rx_len > STREAM_HVM_UART_RXQ || p->uart.thr_ipending > 1 ||
+        p->uart.reserved || p->reserved[0] || p->reserved[1]) {
+        errf(err, errlen, "HVM_PLATFORM: bad serial port state or reserved "
+                          "fields");
+        free(p);
+        return -EPROTO;
+    }
+    if (out)
+        *out = *p;
+    free(p);
+    return 0;
+}
+
+int stream_parse_hvm_vcpu(const void *body, uint32_t len,
+                          const struct stream_domain *dom,
+                          struct stream_hvm_vcpu *out, char *err, size_t errlen)
+{
+    struct stream_hvm_vcpu *v;
+    int rc = -EPROTO;
+
+    if (len != sizeof(*v)) {
+        errf(err, errlen, "HVM_VCPU of %u bytes (want %zu)", len, sizeof(*v));
+        return -EPROTO;
+    }
+    v = malloc(sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    memcpy(v, body, sizeof(*v));
+    if (dom->kind != STREAM_DOMAIN_HVM || v->id >= dom->nr_vcpus)
+        errf(err, errlen, "HVM_VCPU: vCPU %u of %u", v->id, dom->nr_vcpus);
+    else if (v->flags & ~STREAM_HVM_VCPU_FLAGS_KNOWN)
+        errf(err, errlen, "HVM_VCPU %u: unknown flags %#x", v->id, v->flags);
+    else if (v->mp_state > STREAM_HVM_MP_STATE_MAX)
+        errf(err, errlen, "HVM_VCPU %u: MP state %u", v->id, v->mp_state);
+    else if (v->nr_msrs > STREAM_HVM_MSRS_MAX)
+        errf(err, errlen, "HVM_VCPU %u: %u MSRs (at most %u)", v->id,
+             v->nr_msrs, STREAM_HVM_MSRS_MAX);
+    else
+        rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < STREAM_HVM_MSRS_MAX; i++)
+        if (v->msrs[i].reserved ||
+            (i >= v->nr_msrs && (v->msrs[i].index || v->msrs[i].value))) {
+            errf(err, errlen, "HVM_VCPU %u: MSR slot %u not clean", v->id, i);
+            rc = -EPROTO;
+        }
+    if (rc == 0 && out)
+        *out = *v;
+    free(v);
+    return rc;
 }
 
 int stream_parse_pages(const void *body, uint32_t len, uint64_t nr_pages,

@@ -24,7 +24,7 @@
  *
  * Errors: -EPROTO (a malformed stream; err says what), -EIO or the
  * transport's -errno (read/write failure), -EPIPE (the stream ended early),
- * -ENOMEM, -ENOTSUP (zstd asked for but not built in; an HVM stream),
+ * -ENOMEM, -ENOTSUP (zstd asked for but not built in),
  * -ECONNABORTED (the test-only cut of stream_chan.fail_after).
  */
 #ifndef MEMVISOR_MIGRATE_STREAM_H
@@ -155,6 +155,17 @@ int __must_check stream_parse_vcpu(const void *body, uint32_t len,
                                    const struct stream_domain *dom,
                                    struct stream_pv_vcpu *out, char *err,
                                    size_t errlen);
+/* HVM records: lengths exact, reserved fields zero, counts bounded, the
+ * vCPU id below nr_vcpus, RAM end matching the DOMAIN record (out may be
+ * NULL: check only). */
+int __must_check stream_parse_hvm_platform(const void *body, uint32_t len,
+                                           const struct stream_domain *dom,
+                                           struct stream_hvm_platform *out,
+                                           char *err, size_t errlen);
+int __must_check stream_parse_hvm_vcpu(const void *body, uint32_t len,
+                                       const struct stream_domain *dom,
+                                       struct stream_hvm_vcpu *out, char *err,
+                                       size_t errlen);
 int __must_check stream_parse_device(const void *body, uint32_t len,
                                      struct stream_device *out,
                                      const uint8_t **state, uint32_t *state_len,

@@ -15,6 +15,8 @@
  *   pvh: echo <a line read from the serial port>   (cmdline starting 'e')
  *   pvh: irq <a line received by interrupts> interrupts <n> bad-iir <iir>
  *                                            (cmdline starting 'i')
+ *   pvh: tick <n> ok, n = 1..20, ~2^28 TSC cycles apart, per-page counters
+ *   checked in 256 pages (cmdline starting 'c'; "pvh: bad page", status 5)
  *   pvh: done
  * then it writes its status to the exit port 0xf4: 42 if the command line
  * starts with 's', else 0.
@@ -148,7 +150,11 @@ pvh_start:
     cmpb $'i', (%ebx)
     jne 11f
     call irq_mode
-11: mov $m_done, %eax
+11: mov 24(%esi), %ebx
+    cmpb $'c', (%ebx)
+    jne 12f
+    call count_mode
+12: mov $m_done, %eax
     call puts
     mov 24(%esi), %ebx
     xor %eax, %eax
@@ -253,6 +259,52 @@ irq_handler:
     popfl
     ret
 
+/*
+ * count mode: 20 ticks about 2^28 TSC cycles apart; at tick n every one
+ * of 256 pages at 4 MiB must hold n - 1 in its first word, and then gets
+ * n; "pvh: tick n ok" each time, "pvh: bad page" and status 5 if not (a
+ * save and restore in between must keep memory, registers and the
+ * serial port as they were).
+ */
+count_mode:
+    mov $1, %ecx                     /* n */
+1:  mov $0x400000, %edi
+    mov $256, %edx
+2:  mov %ecx, %eax
+    dec %eax
+    cmp %eax, (%edi)
+    jne 9f
+    mov %ecx, (%edi)
+    add $4096, %edi
+    dec %edx
+    jnz 2b
+    mov $m_tick, %eax
+    call puts
+    mov %ecx, %eax
+    call puthex
+    mov $m_ok, %eax
+    call puts
+    /* wait: until the TSC's bits 28 and up change twice */
+    push %ecx
+    rdtsc
+    shrd $28, %edx, %eax
+    mov %eax, %ebx
+    add $2, %ebx
+3:  rdtsc
+    shrd $28, %edx, %eax
+    cmp %ebx, %eax
+    js 3b
+    pop %ecx
+    inc %ecx
+    cmp $21, %ecx
+    jne 1b
+    ret
+9:  mov $m_badpg, %eax
+    call puts
+    mov $5, %al
+    out %al, $EXIT_PORT
+    ret
+
 /* putc(al): wait for THRE, send */
 putc:
     push %edx
@@ -340,5 +392,8 @@ m_port:  .asciz " port "
 m_echo:  .asciz "pvh: echo "
 m_done:  .asciz "pvh: done\n"
 m_irq:   .asciz "pvh: irq "
+m_tick:  .asciz "pvh: tick "
+m_ok:    .asciz " ok\n"
+m_badpg: .asciz "pvh: bad page\n"
 m_count: .asciz " interrupts "
 m_iir:   .asciz " bad-iir "

@@ -3,7 +3,7 @@
  * (plain and zstd), and the reader's refusals: bit flips (in every byte
  * of the first 256, every 17th after) and truncations (at every length up
  * to 256, every 31st after) of a valid stream, records out of order, unknown
- * mandatory and HVM records, bad versions, bad page words, bad vCPU
+ * mandatory records, HVM records out of place or malformed, bad versions, bad page words, bad vCPU
  * records; an unknown optional record is skipped.
  */
 #include <errno.h>
@@ -257,8 +257,13 @@ static void test_refusals(void **state)
 
     s.n = 0;
     put_header(&s, 1, 0);
-    put_rec(&s, STREAM_REC_HVM_FIRST, "xyz", 3);
-    expect_refused(&s, "HVM");
+    put_rec(&s, STREAM_REC_HVM_FIRST + 0x42, "xyz", 3);
+    expect_refused(&s, "unknown mandatory record");
+
+    s.n = 0;
+    put_header(&s, 1, 0);
+    put_rec(&s, STREAM_REC_HVM_PLATFORM, "xyz", 3);
+    expect_refused(&s, "HVM_PLATFORM (0x100) out of order");
 
     s.n = 0;
     put_header(&s, 1, 0);
@@ -266,7 +271,81 @@ static void test_refusals(void **state)
             &(struct stream_domain){.kind = STREAM_DOMAIN_HVM, .nr_vcpus = 1,
                                     .nr_pages = 8},
             sizeof(struct stream_domain));
-    expect_refused(&s, "HVM streams are not supported");
+    expect_refused(&s, "an HVM domain of 8 pages");
+
+    /* an HVM stream: no PV records, an HVM_PLATFORM of the right size and
+     * RAM end only, then HVM_VCPU, not PV_VCPU */
+    {
+        static struct stream_hvm_platform plat;
+        static struct stream_hvm_vcpu hv;
+        static struct stream_pv_vcpu pvv;
+        struct stream_domain hd = {.kind = STREAM_DOMAIN_HVM, .nr_vcpus = 1,
+                                   .nr_pages = 4096};
+
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_SHARED_INFO, body, 4096);
+        expect_refused(&s, "SHARED_INFO (0x4) out of order");
+
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_HVM_PLATFORM, &plat, sizeof(plat) - 8);
+        expect_refused(&s, "HVM_PLATFORM of");
+
+        plat.ram_end = 4096ULL << 12;
+        plat.uart.rx_len = STREAM_HVM_UART_RXQ + 1;
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_HVM_PLATFORM, &plat, sizeof(plat));
+        expect_refused(&s, "bad serial port state");
+
+        plat.uart.rx_len = 3;
+        hv.nr_msrs = STREAM_HVM_MSRS_MAX + 1;
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_HVM_PLATFORM, &plat, sizeof(plat));
+        put_rec(&s, STREAM_REC_HVM_VCPU, &hv, sizeof(hv));
+        expect_refused(&s, "MSRs (at most");
+
+        hv.nr_msrs = 1;
+        hv.msrs[1].index = 0x10; /* beyond nr_msrs */
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_HVM_PLATFORM, &plat, sizeof(plat));
+        put_rec(&s, STREAM_REC_HVM_VCPU, &hv, sizeof(hv));
+        expect_refused(&s, "not clean");
+
+        hv.msrs[1].index = 0;
+        hv.id = 1;
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_HVM_PLATFORM, &plat, sizeof(plat));
+        put_rec(&s, STREAM_REC_HVM_VCPU, &hv, sizeof(hv));
+        expect_refused(&s, "vCPU 1 of 1");
+
+        hv.id = 0;
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_HVM_PLATFORM, &plat, sizeof(plat));
+        put_rec(&s, STREAM_REC_PV_VCPU, &pvv, sizeof(pvv));
+        expect_refused(&s, "PV_VCPU (0x5) out of order");
+
+        /* and the minimal HVM stream is accepted */
+        s.n = 0;
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &hd, sizeof(hd));
+        put_rec(&s, STREAM_REC_HVM_PLATFORM, &plat, sizeof(plat));
+        put_rec(&s, STREAM_REC_HVM_VCPU, &hv, sizeof(hv));
+        put_rec(&s, STREAM_REC_END, NULL, 0);
+        assert_int_equal(check_bytes(s.b, s.n, &records, err, sizeof(err)), 0);
+    }
 
     s.n = 0;
     put_header(&s, 1, 0);

@@ -146,7 +146,8 @@ static int hvm_vcpu0_start(struct domain *d)
     return kvm_vcpu_set_regs(&hc->vcpu.kvm, &regs);
 }
 
-static int hvm_vcpus_init(struct domain *d, char *err, size_t errlen)
+static int hvm_vcpus_init(struct domain *d, bool pvh_entry, char *err,
+                          size_t errlen)
 {
     struct kvm_cpuid2 *cpuid = NULL;
     int r;
@@ -177,7 +178,7 @@ static int hvm_vcpus_init(struct domain *d, char *err, size_t errlen)
         errf(err, errlen, "vCPUs: %s", strerror(-r));
         return r;
     }
-    if ((r = hvm_vcpu0_start(d)) < 0) {
+    if (pvh_entry && (r = hvm_vcpu0_start(d)) < 0) {
         errf(err, errlen, "vCPU 0's PVH entry state: %s", strerror(-r));
         return r;
     }
@@ -187,18 +188,52 @@ static int hvm_vcpus_init(struct domain *d, char *err, size_t errlen)
     return 0;
 }
 
-static int hvm_kind_create(struct domain *d, const struct hv_domain_config *cfg,
-                           char *err, size_t errlen)
+/* The VM, its irqchip, PIT and TSS, the memory path, device models and the
+ * serial port of a domain of ram_end bytes (d->hvm allocated). */
+static int hvm_platform_create(struct domain *d, uint64_t ram_end, char *err,
+                               size_t errlen)
 {
     struct hv *hv = d->hv;
-    struct hvm_domain *h;
-    struct pvh_kernel *k;
+    struct hvm_domain *h = d->hvm;
     struct kvm_vm_config vmcfg;
     int r;
 
+    h->ram_end = ram_end;
+    d->nr_pages = (ram_end - (PVH_HIGH_START - PVH_LOW_END)) >> PAGE_SHIFT;
+    vmcfg = kvm_vm_config_default(&hv->kvm, false, 0);
+    if ((r = kvm_vm_create(&d->vm, &hv->kvm, &vmcfg)) < 0) {
+        errf(err, errlen, "KVM VM: %s", strerror(-r));
+        return r;
+    }
+    d->created_vm = true;
+    if ((r = kvm_vm_create_irqchip(&d->vm)) < 0 ||
+        (r = kvm_vm_create_pit2(&d->vm)) < 0 ||
+        (r = kvm_vm_set_tss_addr(&d->vm, HVM_TSS_GPA)) < 0) {
+        errf(err, errlen, "KVM irqchip, PIT or TSS: %s", strerror(-r));
+        return r;
+    }
+    if ((r = hvm_memory_init(d)) < 0) {
+        errf(err, errlen, "guest memory: %s", strerror(-r));
+        return r;
+    }
+    if ((r = hv_dm_init(d)) < 0) {
+        errf(err, errlen, "device models: %s", strerror(-r));
+        return r;
+    }
+    uart_init(&h->uart, &d->console, hvm_uart_irq, d);
+    h->created_uart = true;
+    return 0;
+}
+
+static int hvm_kind_create(struct domain *d, const struct hv_domain_config *cfg,
+                           char *err, size_t errlen)
+{
+    struct hvm_domain *h;
+    struct pvh_kernel *k;
+    int r;
+
     if (cfg->mem_mib < 2 || cfg->mem_mib > HVM_MAX_MIB) {
-        errf(err, errlen, "an HVM domain has 2..%u MiB of RAM",
-                HVM_MAX_MIB);
+        errf(err, errlen, "an HVM domain has 2..%u MiB of RAM", HVM_MAX_MIB);
         return -EINVAL;
     }
     h = d->hvm = calloc(1, sizeof(*h));
@@ -207,34 +242,12 @@ static int hvm_kind_create(struct domain *d, const struct hv_domain_config *cfg,
         free(k);
         return -ENOMEM;
     }
-    h->ram_end = cfg->mem_mib << 20;
-    d->nr_pages = (h->ram_end - (PVH_HIGH_START - PVH_LOW_END)) >> PAGE_SHIFT;
     if ((r = pvh_parse(cfg->image, cfg->image_size, k)) < 0) {
         errf(err, errlen, "loading the kernel: %s", k->error);
         goto out;
     }
-    vmcfg = kvm_vm_config_default(&hv->kvm, false, 0);
-    if ((r = kvm_vm_create(&d->vm, &hv->kvm, &vmcfg)) < 0) {
-        errf(err, errlen, "KVM VM: %s", strerror(-r));
+    if ((r = hvm_platform_create(d, cfg->mem_mib << 20, err, errlen)) < 0)
         goto out;
-    }
-    d->created_vm = true;
-    if ((r = kvm_vm_create_irqchip(&d->vm)) < 0 ||
-        (r = kvm_vm_create_pit2(&d->vm)) < 0 ||
-        (r = kvm_vm_set_tss_addr(&d->vm, HVM_TSS_GPA)) < 0) {
-        errf(err, errlen, "KVM irqchip, PIT or TSS: %s", strerror(-r));
-        goto out;
-    }
-    if ((r = hvm_memory_init(d)) < 0) {
-        errf(err, errlen, "guest memory: %s", strerror(-r));
-        goto out;
-    }
-    if ((r = hv_dm_init(d)) < 0) {
-        errf(err, errlen, "device models: %s", strerror(-r));
-        goto out;
-    }
-    uart_init(&h->uart, &d->console, hvm_uart_irq, d);
-    h->created_uart = true;
     {
         struct pvh_params p = {
             .image = cfg->image,
@@ -248,10 +261,29 @@ static int hvm_kind_create(struct domain *d, const struct hv_domain_config *cfg,
         if ((r = pvh_build(k, &p, hvm_write, d, &h->boot, err, errlen)) < 0)
             goto out;
     }
-    r = hvm_vcpus_init(d, err, errlen);
+    r = hvm_vcpus_init(d, true, err, errlen);
 out:
     free(k);
     return r;
+}
+
+int hvm_restore_create(struct domain *d, uint64_t ram_end, char *err,
+                       size_t errlen)
+{
+    int r;
+
+    if (ram_end <= PVH_HIGH_START || ram_end > ((uint64_t)HVM_MAX_MIB << 20) ||
+        (ram_end & ((1ULL << 20) - 1))) {
+        errf(err, errlen, "an HVM domain of %#llx bytes: memvisor makes whole "
+                          "MiB, 2..%u", (unsigned long long)ram_end,
+             HVM_MAX_MIB);
+        return -EINVAL;
+    }
+    if (!(d->hvm = calloc(1, sizeof(*d->hvm))))
+        return -ENOMEM;
+    if ((r = hvm_platform_create(d, ram_end, err, errlen)) < 0)
+        return r;
+    return hvm_vcpus_init(d, false, err, errlen);
 }
 
 static void hvm_kind_vcpus_fini(struct domain *d)

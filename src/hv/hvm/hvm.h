@@ -78,6 +78,20 @@ int hvm_vcpu_flush(struct vcpu *v, void *opaque);
 void hvm_uart_irq(void *opaque, bool level);
 
 int hvm_test_txn(struct domain *d, int op, uint64_t gfn, uint64_t nr);
+
+/* Save and restore (migrate.c, docs/stream.md's HVM records). */
+struct migrate_source;
+struct migrate_restored;
+/* The source operations of a running HVM domain (no allocation). */
+int hvm_source_init(struct domain *d, struct migrate_source *src);
+/* An HVM domain of ram_end bytes for a restore: the platform, the memory
+ * path and the vCPUs, not booted (after domain_init_basics()). */
+int __must_check hvm_restore_create(struct domain *d, uint64_t ram_end,
+                                    char *err, size_t errlen);
+/* Everything arrived: the platform's and the vCPUs' state into KVM. */
+int __must_check hvm_restore_finish(struct domain *d,
+                                    const struct migrate_restored *st,
+                                    char *err, size_t errlen);
 /* HV1-HV3: 0 or -EUCLEAN with the first violation in msg. */
 int __must_check hvm_check(struct domain *d, char *msg, size_t len);
 
