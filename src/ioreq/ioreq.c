@@ -569,7 +569,9 @@ int ioreq_attach(struct ioreq_domain *io, int sock)
         r = -ENOMEM;
         goto out_close;
     }
-    n = dm_msg_recv(sock, buf, NULL, io->cfg.timeout_ms);
+    /* a process just started (an exec, sanitizer start-up, a slow
+     * machine) gets longer for its HELLO; no vCPU waits on it */
+    n = dm_msg_recv(sock, buf, NULL, MAX(io->cfg.timeout_ms, IOREQ_HELLO_MS));
     if (n < 0) {
         r = (int)n;
         goto out_close;

@@ -121,6 +121,9 @@ struct ioreq_server {
         nr_msgs, nr_throttled;
 };
 
+/* How long ioreq_attach() waits for a new device model's HELLO. */
+#define IOREQ_HELLO_MS 20000
+
 struct ioreq_config {
     int timeout_ms;       /* I3; 0: 2000 */
     uint32_t rate_per_sec; /* I5; 0: 100000 */
