@@ -30,6 +30,7 @@ while the suite as a whole already takes most of its 40-minute budget.
 """
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -212,21 +213,23 @@ def frames():
 
 
 def memtotal():
-    """Linux's own MemTotal (KiB) as the shell prints it."""
+    """Linux's own MemTotal (KiB) as the shell prints it; 0 if three tries
+    gave no readable answer (a kernel message can land in the middle of
+    the shell's line while the balloon driver works)."""
     global mark
-    mark = len(console)
-    # the marker is computed by the shell, so the echoed command line
-    # (which holds the expression, not its value) never matches it
-    proc.stdin.write(b'echo MT$((40+2))=$(grep MemTotal /proc/meminfo | '
-                     b'tr -s " " | cut -d" " -f2)=$((6*7))Z\n')
-    proc.stdin.flush()
-    if not wait_for('=42Z', 30):
-        return 0
-    tail = console[mark:].decode(errors='replace')
-    try:
-        return int(tail.split('MT42=')[1].split('=42Z')[0])
-    except (ValueError, IndexError):
-        return 0
+    for _ in range(3):
+        mark = len(console)
+        # the marker is computed by the shell, so the echoed command line
+        # (which holds the expression, not its value) never matches it
+        proc.stdin.write(b'echo MT$((40+2))=$(grep MemTotal /proc/meminfo | '
+                         b'tr -s " " | cut -d" " -f2)=$((6*7))Z\n')
+        proc.stdin.flush()
+        if not wait_for('=42Z', 60):
+            continue
+        m = re.search(r'MT42=(\d+)=42Z', console[mark:].decode(errors='replace'))
+        if m:
+            return int(m.group(1))
+    return 0
 
 
 def balloon(kib, name, audit_name):
