@@ -17,6 +17,12 @@
  * allocates is the engine's own account (migrate.h): a few bits per guest
  * page plus bounded buffers, never a copy of guest memory.
  *
+ * Every case runs twice in a row: page data over one connection, and over
+ * two (a parallel stream, docs/stream.md: a sender thread per connection
+ * at the source, a reader thread per connection at the destination); a
+ * line after the pair gives the two-connection run's total time, downtime
+ * and throughput as ratios to the one-connection run's.
+ *
  * Run: make bench, or build-bench/bench/migrate/bench-migrate [PVKERNEL]
  * [--quick] (256 MiB only; the kernel defaults to guest/pvkernel of the
  * same build tree).
@@ -142,6 +148,8 @@ static double bench_tcp(void)
 struct dst {
     struct hv hv;
     int fd;
+    int extra[2]; /* a parallel stream's second connection, taken once */
+    unsigned nextra;
     int rc;
     char err[256];
     struct migrate_restore_stats rs;
@@ -149,17 +157,30 @@ struct dst {
     uint64_t running_at;
 };
 
+static int take_extra(void *arg, char *err, size_t errlen)
+{
+    struct dst *x = arg;
+
+    if (!x->nextra) {
+        snprintf(err, errlen, "no more connections");
+        return -ENOENT;
+    }
+    return x->extra[--x->nextra];
+}
+
 static void *receiver(void *arg)
 {
     struct dst *x = arg;
     struct migrate_target tgt;
     struct stream_chan c;
+    struct migrate_restore_opts ro = {.accept = take_extra, .accept_arg = x};
 
     x->rc = hv_domain_target_init(&x->hv, -1, &tgt);
     if (x->rc < 0)
         return NULL;
     stream_chan_fd(&c, x->fd);
-    x->rc = migrate_restore(&tgt, &c, &x->rs, x->err, sizeof(x->err));
+    x->rc = migrate_restore_opts(&tgt, &c, &ro, &x->rs, x->err,
+                                 sizeof(x->err));
     x->d = hv_domain_target_fini(&tgt);
     /* the guest runs again here: the end of the downtime */
     if (x->rc == 0 && (x->rc = hv_domain_start(x->d)) == 0)
@@ -181,8 +202,12 @@ static int wait_start(struct domain *d)
     return -ETIMEDOUT;
 }
 
+struct result {
+    double total_ms, downtime_ms, running_ms, guest_bps;
+};
+
 static int one(uint64_t mib, const char *load_name, const char *cmdline,
-               double mcpy, double tcp)
+               double mcpy, double tcp, unsigned nconn, struct result *res)
 {
     struct hv src;
     static struct dst x;
@@ -190,7 +215,9 @@ static int one(uint64_t mib, const char *load_name, const char *cmdline,
     struct migrate_source ms;
     struct migrate_stats st;
     struct migrate_save_opts o = {.live = true, .leave_paused = true};
-    struct stream_chan c;
+    struct stream_chan c, ex;
+    struct stream_chan *exp[1] = {&ex};
+    int exa = -1;
     struct hv_domain_config cfg = {
         .image = image,
         .image_size = image_size,
@@ -218,6 +245,16 @@ static int one(uint64_t mib, const char *load_name, const char *cmdline,
     usleep(200000); /* the working set is written once at least */
     if (tcp_pair(&a, &x.fd) < 0)
         return -EIO;
+    if (nconn == 2) {
+        int b;
+
+        if (tcp_pair(&exa, &b) < 0)
+            return -EIO;
+        x.extra[x.nextra++] = b; /* the engine closes it */
+        stream_chan_fd(&ex, exa);
+        o.extra = exp;
+        o.nr_extra = 1;
+    }
     pthread_create(&th, NULL, receiver, &x);
     if ((rc = hv_domain_source_init(d, &ms)) < 0)
         return rc;
@@ -225,8 +262,12 @@ static int one(uint64_t mib, const char *load_name, const char *cmdline,
     rc = migrate_save(&ms, &c, &o, &st, err, sizeof(err));
     hv_domain_source_fini(&ms);
     shutdown(a, SHUT_WR);
+    if (exa >= 0)
+        shutdown(exa, SHUT_WR);
     pthread_join(th, NULL);
     close(a);
+    if (exa >= 0)
+        close(exa);
     close(x.fd);
     if (rc < 0 || x.rc < 0) {
         fprintf(stderr, "bench-migrate: %s / %s\n", err, x.err);
@@ -243,12 +284,16 @@ static int one(uint64_t mib, const char *load_name, const char *cmdline,
     total_s = (double)st.total_ns / 1e9;
     guest_bps = (double)(mib << 20) / total_s;
     wire_bps = (double)st.bytes / total_s;
-    printf("%5llu MiB %-6s  total %8.1f ms  downtime %6.1f ms (%6.1f ms to "
+    res->total_ms = st.total_ns / 1e6;
+    res->downtime_ms = st.downtime_ns / 1e6;
+    res->running_ms = (double)(x.running_at - st.paused_at_ns) / 1e6;
+    res->guest_bps = guest_bps;
+    printf("%5llu MiB %-6s %u conn  total %8.1f ms  downtime %6.1f ms (%6.1f ms to "
            "running)  %2u rounds  "
            "%8.1f MiB on the wire  guest %6.0f MiB/s (%.3f x memcpy, "
            "%.3f x TCP)  wire %6.0f MiB/s (%.3f x TCP)  extra memory: "
            "source %.1f MiB, destination %.1f MiB\n",
-           (unsigned long long)mib, load_name, st.total_ns / 1e6,
+           (unsigned long long)mib, load_name, nconn, st.total_ns / 1e6,
            st.downtime_ns / 1e6,
            (double)(x.running_at - st.paused_at_ns) / 1e6, st.rounds, (double)st.bytes / (1 << 20),
            guest_bps / (1 << 20), guest_bps / mcpy, guest_bps / tcp,
@@ -299,8 +344,20 @@ int main(int argc, char **argv)
            "set of 8 or 64 MiB in a loop; downtime target 300 ms, at most 8 "
            "live rounds; over loopback TCP, no compression\n");
     for (unsigned s = 0; s < nsizes; s++)
-        for (unsigned l = 0; l < 3; l++)
-            if (one(sizes[s], loads[l].name, loads[l].cmdline, mcpy, tcp) < 0)
+        for (unsigned l = 0; l < 3; l++) {
+            struct result r1, r2;
+
+            if (one(sizes[s], loads[l].name, loads[l].cmdline, mcpy, tcp, 1,
+                    &r1) < 0 ||
+                one(sizes[s], loads[l].name, loads[l].cmdline, mcpy, tcp, 2,
+                    &r2) < 0)
                 return 1;
+            printf("%5llu MiB %-6s 2 vs 1 connection: total %.3f x, downtime "
+                   "%.3f x (to running %.3f x), guest throughput %.3f x\n",
+                   (unsigned long long)sizes[s], loads[l].name,
+                   r2.total_ms / r1.total_ms, r2.downtime_ms / r1.downtime_ms,
+                   r2.running_ms / r1.running_ms, r2.guest_bps / r1.guest_bps);
+            fflush(stdout);
+        }
     return 0;
 }

@@ -31,13 +31,23 @@
 #define STREAM_MAGIC "MVSTREAM" /* 8 bytes, no NUL on the wire */
 #define STREAM_VERSION_MAJOR 1  /* a reader refuses any other major */
 #define STREAM_VERSION_MINOR 1  /* ... and accepts any minor (1: HVM) */
+/* The minor version of a parallel stream's connections (PARALLEL or
+ * CHANNEL in the image header); a stream on one connection stays 1.1. */
+#define STREAM_VERSION_MINOR_PARALLEL 2
 #define STREAM_ARCH_X86_64 1
 #define STREAM_PAGE_SHIFT 12
 
 /* Image header flags. */
 #define STREAM_IMG_ZSTD 0x1u /* records may carry STREAM_REC_F_ZSTD */
 #define STREAM_IMG_LIVE 0x2u /* written by a live pre-copy (informational) */
-#define STREAM_IMG_FLAGS_KNOWN (STREAM_IMG_ZSTD | STREAM_IMG_LIVE)
+/* A parallel stream (docs/stream.md, "Parallel streams"): the main
+ * connection's header has PARALLEL, every extra connection's CHANNEL; a
+ * header never has both. */
+#define STREAM_IMG_PARALLEL 0x4u
+#define STREAM_IMG_CHANNEL 0x8u
+#define STREAM_IMG_FLAGS_KNOWN                                                 \
+    (STREAM_IMG_ZSTD | STREAM_IMG_LIVE | STREAM_IMG_PARALLEL |                 \
+     STREAM_IMG_CHANNEL)
 
 struct stream_image_header {
     char magic[8];      /* STREAM_MAGIC */
@@ -80,6 +90,10 @@ enum stream_record_type {
     STREAM_REC_SHARED_INFO = 4,   /* one page */
     STREAM_REC_PV_VCPU = 5,       /* struct stream_pv_vcpu */
     STREAM_REC_DEVICE = 6,        /* struct stream_device + opaque state */
+    /* Parallel streams only (refused elsewhere): */
+    STREAM_REC_CHANNELS = 8,      /* main: struct stream_channels */
+    STREAM_REC_CHANNEL = 9,       /* extra connection: struct stream_channel */
+    STREAM_REC_BARRIER = 10,      /* every connection: struct stream_barrier */
     /* 0x100..0x1ff: HVM records. */
     STREAM_REC_HVM_FIRST = 0x100,
     STREAM_REC_HVM_PLATFORM = 0x100, /* struct stream_hvm_platform */
@@ -279,6 +293,43 @@ struct stream_round {
     uint32_t round; /* 1.. */
     uint32_t flags; /* STREAM_ROUND_FINAL: the guest is paused */
     uint64_t pages; /* pages this round sends */
+};
+
+/* ---------------------------------------------------- parallel streams */
+
+/*
+ * Page data over several connections.  The main connection carries the
+ * stream as above with STREAM_IMG_PARALLEL, a CHANNELS record right after
+ * DOMAIN, and a BARRIER record at the end of every round's page data;
+ * each extra connection carries an image header with STREAM_IMG_CHANNEL,
+ * then CHANNEL, then {PAGE_DATA | BARRIER}*, then END.  Round r of a
+ * connection is its page data between BARRIER r-1 and BARRIER r; a reader
+ * applies round r+1 of any connection only once every connection has
+ * passed BARRIER r, and a pfn appears at most once per round over all
+ * connections.  The last BARRIER of every connection has
+ * STREAM_BARRIER_FINAL; after it, the main connection continues with
+ * SHARED_INFO, an extra one ends with END.
+ */
+#define STREAM_CHANNELS_MAX 16u /* connections in all, the main one included */
+#define STREAM_TOKEN_LEN 16
+
+struct stream_channels {
+    uint32_t nr;       /* connections in all: 2..STREAM_CHANNELS_MAX */
+    uint32_t reserved; /* 0 */
+    uint8_t token[STREAM_TOKEN_LEN]; /* names this stream (not all zero) */
+};
+
+struct stream_channel {
+    uint32_t index; /* 1..nr-1 (the main connection is 0) */
+    uint32_t nr;    /* as in CHANNELS */
+    uint8_t token[STREAM_TOKEN_LEN]; /* as in CHANNELS */
+};
+
+#define STREAM_BARRIER_FINAL 0x1u
+struct stream_barrier {
+    uint32_t round; /* 1, 2, ... on every connection, none skipped */
+    uint32_t flags; /* STREAM_BARRIER_FINAL: the last round */
+    uint64_t pages; /* pfn words this connection sent in this round */
 };
 
 #endif

@@ -139,6 +139,7 @@ static void usage(FILE *f)
                "       memvisor demo\n"
                "       memvisor migrate --control PATH tcp:HOST:PORT|unix:PATH "
                "[--zstd] [--downtime MS] [--max-rounds N] [--offline]\n"
+               "                        [--connections N]\n"
                "       memvisor receive --listen tcp:HOST:PORT|unix:PATH "
                "[--pool MiB] [--control PATH] [--audit-every MS] "
                "[--device ...]...\n"
@@ -733,7 +734,7 @@ static int cmd_xfer(int argc, char **argv, bool migrate)
 {
     const char *control = NULL, *dest = NULL;
     char req[1024], esc[600], abs_path[PATH_MAX];
-    uint64_t v, downtime = 0, rounds = 0, cut = 0;
+    uint64_t v, downtime = 0, rounds = 0, cut = 0, cut_conn = 0, conns = 1;
     bool zstd = false, live = migrate, stop = false;
 
     for (int i = 0; i < argc; i++) {
@@ -759,9 +760,18 @@ static int cmd_xfer(int argc, char **argv, bool migrate)
                    v <= MIGRATE_MAX_ROUNDS) {
             rounds = v;
             i++;
+        } else if (!strcmp(a, "--connections") && has_val && migrate &&
+                   !parse_u64(argv[i + 1], &v) && v > 0 &&
+                   v <= STREAM_CHANNELS_MAX) {
+            conns = v;
+            i++;
         } else if (!strcmp(a, "--test-cut-after") && has_val &&
                    !parse_u64(argv[i + 1], &v)) {
             cut = v;
+            i++;
+        } else if (!strcmp(a, "--test-cut-conn") && has_val &&
+                   !parse_u64(argv[i + 1], &v)) {
+            cut_conn = v;
             i++;
         } else if (a[0] != '-' && !dest)
             dest = a;
@@ -791,19 +801,40 @@ static int cmd_xfer(int argc, char **argv, bool migrate)
     }
     snprintf(req, sizeof(req),
              "{\"cmd\":\"%s\",\"%s\":%s,\"live\":%d,\"zstd\":%d,"
-             "\"stop\":%d,\"downtime_ms\":%llu,\"max_rounds\":%llu%s%.0llu%s}",
+             "\"stop\":%d,\"downtime_ms\":%llu,\"max_rounds\":%llu,"
+             "\"connections\":%llu%s%.0llu%s%.0llu}",
              migrate ? "migrate" : "save", migrate ? "to" : "file", esc, live,
              zstd, stop, (unsigned long long)downtime,
-             (unsigned long long)rounds, cut ? ",\"test_cut_after\":" : "",
-             (unsigned long long)cut, "");
+             (unsigned long long)rounds, (unsigned long long)conns,
+             cut ? ",\"test_cut_after\":" : "", (unsigned long long)cut,
+             cut_conn ? ",\"test_cut_conn\":" : "",
+             (unsigned long long)cut_conn);
     return control_request(control, req, migrate);
 }
 
 /* Build the domain a stream on fd carries and run it (as `run` does);
  * with ack, tell the source how it went once the vCPUs started. */
-static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
+/* A parallel stream's extra connections, on the listening socket. */
+static int accept_extra(void *arg, char *err, size_t errlen)
+{
+    return xfer_accept(*(int *)arg, XFER_ACCEPT_TIMEOUT_MS, err, errlen);
+}
+
+static void close_listen(int lfd, const char *lpath)
+{
+    if (lfd < 0)
+        return;
+    close(lfd);
+    if (lpath)
+        unlink(lpath);
+}
+
+static int restore_and_run(int fd, int lfd, const char *lpath,
+                           uint64_t pool_mib, const struct run_opts *o,
                            bool ack, uint64_t die_after)
 {
+    struct migrate_restore_opts ro = {.accept = lfd >= 0 ? accept_extra : NULL,
+                                      .accept_arg = &lfd};
     struct hv hv;
     struct migrate_target tgt;
     struct migrate_restore_stats rs;
@@ -817,15 +848,18 @@ static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
         fprintf(stderr, "memvisor: cannot start: %s\n", strerror(-r));
         if (ack)
             xfer_ack(fd, r, "the destination cannot start");
+        close_listen(lfd, lpath);
         return EXIT_USAGE;
     }
     if ((r = hv_domain_target_init(&hv, STDOUT_FILENO, &tgt)) < 0) {
         hv_fini(&hv);
+        close_listen(lfd, lpath);
         return EXIT_USAGE;
     }
     stream_chan_fd(&c, fd);
     c.read_fail_after = die_after;
-    r = migrate_restore(&tgt, &c, &rs, err, sizeof(err));
+    r = migrate_restore_opts(&tgt, &c, &ro, &rs, err, sizeof(err));
+    close_listen(lfd, lpath); /* no more connections */
     if (r < 0 && die_after) {
         /* test: a destination that dies in the middle, leaving the
          * source to find out by itself */
@@ -843,12 +877,13 @@ static int restore_and_run(int fd, uint64_t pool_mib, const struct run_opts *o,
     }
     fprintf(stderr,
             "memvisor: restored domain %u: %llu pages (%llu page tables "
-            "localised), %llu device states, %llu records, %.1f MiB in "
-            "%.1f ms\n",
+            "localised), %llu device states, %llu records, %.1f MiB over %u "
+            "connection%s in %.1f ms\n",
             hv_domain_id(d), (unsigned long long)rs.pages,
             (unsigned long long)rs.localised_tables,
             (unsigned long long)rs.devices, (unsigned long long)rs.records,
-            (double)rs.bytes / (1 << 20), (double)rs.ns / 1e6);
+            (double)rs.bytes / (1 << 20), rs.connections,
+            rs.connections == 1 ? "" : "s", (double)rs.ns / 1e6);
     return run_domain(&hv, d, o, ack ? fd : RUN_RESTORED_FILE);
 }
 
@@ -906,7 +941,7 @@ static int cmd_restore(int argc, char **argv, bool receive)
             fprintf(stderr, "memvisor: %s: %s\n", src, strerror(errno));
             return EXIT_USAGE;
         }
-        st = restore_and_run(fd, pool, &o, false, 0);
+        st = restore_and_run(fd, -1, NULL, pool, &o, false, 0);
         close(fd);
         return st;
     }
@@ -916,15 +951,18 @@ static int cmd_restore(int argc, char **argv, bool receive)
         return EXIT_USAGE;
     }
     fprintf(stderr, "memvisor: waiting for a migration on %s\n", src);
-    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    close(lfd);
-    if (!strncmp(src, "unix:", 5))
-        unlink(src + 5);
+    fd = xfer_accept(lfd, -1, err, sizeof(err));
     if (fd < 0) {
-        fprintf(stderr, "memvisor: accept: %s\n", strerror(errno));
+        fprintf(stderr, "memvisor: %s\n", err);
+        close(lfd);
+        if (!strncmp(src, "unix:", 5))
+            unlink(src + 5);
         return EXIT_USAGE;
     }
-    st = restore_and_run(fd, pool, &o, true, die_after);
+    /* the listening socket stays for a parallel stream's extra
+     * connections until the stream is read (restore_and_run closes it) */
+    st = restore_and_run(fd, lfd, !strncmp(src, "unix:", 5) ? src + 5 : NULL,
+                         pool, &o, true, die_after);
     close(fd);
     return st;
 }

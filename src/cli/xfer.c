@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,7 +124,7 @@ int xfer_listen(const char *addr, char *err, size_t errlen)
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         unlink(un.sun_path);
         if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof(un)) < 0 ||
-            listen(fd, 1) < 0) {
+            listen(fd, STREAM_CHANNELS_MAX) < 0) {
             r = -errno;
             errf(err, errlen, "%s: %s", addr, strerror(errno));
             if (fd >= 0)
@@ -135,7 +136,7 @@ int xfer_listen(const char *addr, char *err, size_t errlen)
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
                 ai->ai_protocol);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1) < 0) {
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, STREAM_CHANNELS_MAX) < 0) {
         r = -errno;
         errf(err, errlen, "%s: %s", addr, strerror(errno));
         if (fd >= 0)
@@ -144,6 +145,36 @@ int xfer_listen(const char *addr, char *err, size_t errlen)
         return r;
     }
     freeaddrinfo(ai);
+    return fd;
+}
+
+static void io_timeout(int fd, int opt)
+{
+    struct timeval tv = {XFER_IO_TIMEOUT_MS / 1000,
+                         (XFER_IO_TIMEOUT_MS % 1000) * 1000};
+
+    (void)setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv));
+}
+
+int xfer_accept(int lfd, int timeout_ms, char *err, size_t errlen)
+{
+    struct pollfd p = {lfd, POLLIN, 0};
+    int r, fd;
+
+    do
+        r = poll(&p, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0) {
+        errf(err, errlen, "no connection came in %d s", timeout_ms / 1000);
+        return r < 0 ? -errno : -ETIMEDOUT;
+    }
+    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) {
+        r = -errno;
+        errf(err, errlen, "accept: %s", strerror(errno));
+        return r;
+    }
+    io_timeout(fd, SO_RCVTIMEO);
     return fd;
 }
 
@@ -244,11 +275,17 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
     struct migrate_stats *st = NULL;
     struct migrate_save_opts o = {0};
     struct progress pr = {.fd = client_fd};
-    struct stream_chan c;
+    struct stream_chan c, ex[STREAM_CHANNELS_MAX - 1];
+    struct stream_chan *exp[STREAM_CHANNELS_MAX - 1];
+    int exfd[STREAM_CHANNELS_MAX - 1];
+    unsigned nconn = 1;
     char cmd[32], to[256], err[512], esc[1100], *json = NULL;
     uint64_t v, confirmed_ns = 0;
     bool migrate;
     int fd = -1, rc;
+
+    for (unsigned i = 0; i < STREAM_CHANNELS_MAX - 1; i++)
+        exfd[i] = -1;
 
     *stopped = false;
     (void)!control_str(line, "cmd", cmd, sizeof(cmd));
@@ -267,6 +304,16 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
         o.downtime_ms = v;
     if (control_u64(line, "max_rounds", &v) && v <= MIGRATE_MAX_ROUNDS)
         o.max_rounds = (unsigned)v;
+    if (control_u64(line, "connections", &v) && v > 1) {
+        if (!migrate || v > STREAM_CHANNELS_MAX) {
+            snprintf(resp, len,
+                     "{\"ok\":false,\"error\":\"connections: 1..%u, and "
+                     "only for migrate\"}",
+                     STREAM_CHANNELS_MAX);
+            return;
+        }
+        nconn = (unsigned)v;
+    }
     o.leave_paused = true;
     o.progress = on_progress;
     o.progress_arg = &pr;
@@ -281,9 +328,22 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
         snprintf(resp, len, "{\"ok\":false,\"error\":\"the domain stopped\"}");
         goto out;
     }
-    if (migrate)
+    if (migrate) {
         fd = xfer_connect(to, err, sizeof(err));
-    else {
+        /* the extra connections right after the main one: the
+         * destination takes them in turn once the main one names them */
+        for (unsigned i = 0; fd >= 0 && i + 1 < nconn; i++) {
+            if ((exfd[i] = xfer_connect(to, err, sizeof(err))) < 0)
+                goto fail;
+            io_timeout(exfd[i], SO_SNDTIMEO);
+            stream_chan_fd(&ex[i], exfd[i]);
+            exp[i] = &ex[i];
+        }
+        if (fd >= 0)
+            io_timeout(fd, SO_SNDTIMEO);
+        o.extra = exp;
+        o.nr_extra = nconn - 1;
+    } else {
         fd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
             errf(err, sizeof(err), "%s: %s", to, strerror(errno));
@@ -295,8 +355,15 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
         goto fail;
     }
     stream_chan_fd(&c, fd);
-    if (control_u64(line, "test_cut_after", &v)) /* fault injection */
-        c.fail_after = v;
+    if (control_u64(line, "test_cut_after", &v)) { /* fault injection */
+        uint64_t k = 0;
+
+        (void)!control_u64(line, "test_cut_conn", &k);
+        if (k == 0)
+            c.fail_after = v;
+        else if (k < nconn)
+            ex[k - 1].fail_after = v;
+    }
     rc = migrate_save(&src, &c, &o, st, err, sizeof(err));
     hv_domain_source_fini(&src);
     if (rc < 0)
@@ -339,6 +406,9 @@ fail:
 out:
     if (fd >= 0)
         close(fd);
+    for (unsigned i = 0; i + 1 < nconn; i++)
+        if (exfd[i] >= 0)
+            close(exfd[i]);
     free(st);
     free(json);
 }

@@ -12,6 +12,10 @@
  * (an error line, the connection gone, no word within XFER_ACK_TIMEOUT_MS)
  * the source resumes it, nothing lost, and the request fails.
  *
+ * With "connections": N (2..16) the page data goes over N connections to
+ * the same address, a parallel stream (docs/stream.md); the destination
+ * takes them all on its one listening socket.
+ *
  * Owns: nothing beyond one request; the sockets and files it opens are
  * closed before it returns.
  *
@@ -26,11 +30,21 @@
 #include "hv/hv.h"
 
 #define XFER_ACK_TIMEOUT_MS 60000
+/* A migration socket that moves no byte for this long fails the
+ * migration (SO_SNDTIMEO at the source, SO_RCVTIMEO at the destination):
+ * a peer that stalls cannot hold either side forever. */
+#define XFER_IO_TIMEOUT_MS 120000
+/* How long a destination waits for a parallel stream's extra
+ * connections once its main one named them. */
+#define XFER_ACCEPT_TIMEOUT_MS 30000
 
 /* tcp:HOST:PORT or unix:PATH: a connected stream socket, or -errno. */
 int xfer_connect(const char *addr, char *err, size_t errlen);
 /* The same addresses: a listening socket, or -errno. */
 int xfer_listen(const char *addr, char *err, size_t errlen);
+/* The next connection on a listening socket, within timeout_ms, with
+ * XFER_IO_TIMEOUT_MS on its reads; or -errno (-ETIMEDOUT). */
+int xfer_accept(int lfd, int timeout_ms, char *err, size_t errlen);
 
 /* Is this control request one of ours ("migrate", "save")? */
 bool xfer_request(const char *line);

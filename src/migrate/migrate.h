@@ -38,6 +38,14 @@
  *          is now FATAL: the migration fails and the source resumes.
  *          Then SHARED_INFO, PV_VCPU, DEVICE, END.
  *
+ * A parallel stream (opts.extra) runs each round's sending on a lane per
+ * connection (the caller's thread is lane 0, the main connection): lanes
+ * take chunks of the round's pfns, write their own PAGE_DATA records and
+ * end the round with a BARRIER; everything else stays on the main
+ * connection.  The restore reads each connection on its own thread and
+ * applies nothing of round r+1 before every connection has passed its
+ * BARRIER r (docs/stream.md, "Parallel streams").
+ *
  * The state machine itself decides the round (save->final), never a pause
  * flag of the domain.  migrate_save() leaves the source running in every
  * case (resumed after FINAL); the caller decides what happens to it.
@@ -55,7 +63,11 @@
  *      destroys the domain it created (frames, slots, vCPUs).
  *
  * Locking: one thread runs a save or a restore; the source's operations
- * are called from it (the domain's vCPUs run meanwhile in LIVE).
+ * are called from it (the domain's vCPUs run meanwhile in LIVE).  A
+ * parallel stream adds a thread per extra connection: a save's sender
+ * threads call pfn_to_mfn, mfn_to_pfn, types, page and hole concurrently
+ * (read-only lookups, safe against each other and the vCPUs); a restore's
+ * reader threads call populate (serialised by the engine) and page.
  *
  * Errors: the stream's (stream.h), -ERANGE (an unnormalisable page in the
  * final round, or a pfn that cannot be localised), -EAGAIN (the domain
@@ -184,8 +196,10 @@ struct migrate_stats {
     uint64_t bandwidth; /* bytes/s measured in the last live round */
     uint64_t quiesce_tries;
     unsigned devices; /* device models whose state was sent */
+    unsigned connections; /* the stream's connections (1: not parallel) */
     /* what the save allocated: 2 bits and a byte per page (to send,
-     * deferred, type last sent), one record's page buffer, zstd's */
+     * deferred, type last sent), one record's page buffer and zstd's per
+     * connection */
     uint64_t mem_bytes;
     struct migrate_round round[MIGRATE_MAX_ROUNDS + 1];
 };
@@ -209,6 +223,14 @@ struct migrate_save_opts {
      * resumes or destroys it: a migration waits for the destination's
      * word first).  On failure the source is always resumed. */
     bool leave_paused;
+    /* A parallel stream (docs/stream.md, "Parallel streams"): nr_extra
+     * more connections, open, whose page data the save spreads with the
+     * main one's (chan), one sender thread each; the control records stay
+     * on chan.  0: one connection, the stream exactly as ever.  At most
+     * STREAM_CHANNELS_MAX - 1.  The engine writes to them and shuts them
+     * down if one fails; the caller closes them. */
+    struct stream_chan *const *extra;
+    unsigned nr_extra;
     /* Test only: the final round defers an unnormalisable page as a live
      * round does (the rule switched off; such a page is then lost). */
     bool test_no_final_rule;
@@ -232,6 +254,7 @@ int __must_check migrate_save(const struct migrate_source *src,
 struct migrate_restore_stats {
     uint64_t pages, records, bytes, localised_tables, populated_early;
     uint64_t devices; /* device-model states kept for their models */
+    unsigned connections; /* connections read (1: not a parallel stream) */
     uint64_t ns;
     /* what the restore allocated beyond the domain: 9 bytes and a bit per
      * page (its p2m, the types, what holds data), the vCPU records, the
@@ -243,6 +266,29 @@ int __must_check migrate_restore(const struct migrate_target *dst,
                                  struct stream_chan *chan,
                                  struct migrate_restore_stats *stats,
                                  char *err, size_t errlen);
+
+struct migrate_restore_opts {
+    /* A parallel stream: the next extra connection (an fd the engine reads
+     * on a thread of its own and closes), or -errno with err filled.  The
+     * caller bounds the wait (and every read of the fd: SO_RCVTIMEO).
+     * NULL: a parallel stream is refused. */
+    int (*accept)(void *arg, char *err, size_t errlen);
+    void *accept_arg;
+    /* Test only: no per-round barrier (and no check that a pfn comes once
+     * a round): a page's copies from two rounds may land in either order. */
+    bool test_no_barrier;
+};
+
+/* migrate_restore() with options.  A parallel stream is read on a thread
+ * per connection; the target's populate() is then called under a lock of
+ * the engine's, page() from any of the threads.  On a failure every
+ * connection's read side is shut down (the caller's chan too: its write
+ * side stays, for the destination's word). */
+int __must_check migrate_restore_opts(const struct migrate_target *dst,
+                                      struct stream_chan *chan,
+                                      const struct migrate_restore_opts *opts,
+                                      struct migrate_restore_stats *stats,
+                                      char *err, size_t errlen);
 
 /* The summary as one JSON object (no newline) in buf. */
 int migrate_stats_json(const struct migrate_stats *s, char *buf, size_t len);

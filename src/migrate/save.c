@@ -3,11 +3,15 @@
  * round, normalisation.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "lib/errmsg.h"
@@ -30,10 +34,32 @@ static uint64_t now_ns(void)
 
 enum save_state { SAVE_SETUP, SAVE_LIVE, SAVE_FINAL, SAVE_DONE, SAVE_FAILED };
 
+/* The unit of a round that a lane takes at a time: 4 bitmap words, 256
+ * pfns.  A bitmap word belongs to one lane per round, so the lanes never
+ * share a word of todo or deferred. */
+#define SAVE_CHUNK_WORDS 4
+
+struct save;
+
+/* One connection: its writer, a batch being filled, this round's counts. */
+struct lane {
+    struct save *s;
+    unsigned idx; /* 0: the main connection */
+    struct stream_writer w;
+    uint64_t pfns[STREAM_PAGES_MAX], mfns[STREAM_PAGES_MAX];
+    uint64_t words[STREAM_PAGES_MAX];
+    uint32_t info[STREAM_PAGES_MAX];
+    uint8_t *data; /* STREAM_PAGES_MAX pages */
+    unsigned n;
+    struct migrate_round r; /* this round: pages, zero, deferred */
+    int rc;
+    char err[512];
+    pthread_t th;
+};
+
 struct save {
     const struct migrate_source *src;
     const struct migrate_save_opts *o;
-    struct stream_writer w;
     struct migrate_stats *st;
     enum save_state state; /* the round kind is decided here alone */
     unsigned round;
@@ -42,12 +68,15 @@ struct save {
     uint64_t *deferred; /* pfns deferred to a later round */
     uint8_t *sent_type; /* type last sent (0xff: never) */
     uint64_t t0;
-    /* one batch */
-    uint64_t pfns[STREAM_PAGES_MAX], mfns[STREAM_PAGES_MAX];
-    uint64_t words[STREAM_PAGES_MAX];
-    uint32_t info[STREAM_PAGES_MAX];
-    uint8_t *data; /* STREAM_PAGES_MAX pages */
-    unsigned n;
+    unsigned nlanes;    /* connections: 1, or a parallel stream's */
+    struct lane *lanes;
+    struct stream_writer *w; /* the main connection's (lanes[0].w) */
+    /* this round, shared by the lanes */
+    _Atomic uint64_t cursor; /* next bitmap word to take */
+    _Atomic uint64_t done;   /* pages taken */
+    atomic_bool stop;        /* a lane failed: the others stop */
+    atomic_int failed;       /* the first lane that failed + 1 */
+    uint64_t left, bytes0, rt0; /* for progress */
     char *err;
     size_t errlen;
 };
@@ -58,9 +87,11 @@ struct save {
  * zero.  -ERANGE (with the entry in err) if an entry names a frame outside
  * the domain's pseudo-physical map.
  */
-static int normalise(struct save *s, uint64_t pfn, unsigned level,
+static int normalise(struct lane *l, uint64_t pfn, unsigned level,
                      const uint64_t *src, uint64_t *dst)
 {
+    struct save *s = l->s;
+
     for (unsigned i = 0; i < 512; i++) {
         uint64_t e = __atomic_load_n(&src[i], __ATOMIC_RELAXED), p;
 
@@ -74,7 +105,7 @@ static int normalise(struct save *s, uint64_t pfn, unsigned level,
         }
         if (s->src->mfn_to_pfn(s->src->arg, (e & PTE_ADDR_MASK) >> 12, &p) <
             0) {
-            errf(s->err, s->errlen,
+            errf(l->err, sizeof(l->err),
                  "pfn %#llx (L%u) entry %u = %#llx names mfn %#llx outside the "
                  "domain",
                  (unsigned long long)pfn, level, i, (unsigned long long)e,
@@ -88,8 +119,9 @@ static int normalise(struct save *s, uint64_t pfn, unsigned level,
 
 /* start_info names the xenstore and console ring pages by mfn: in the
  * stream, by pfn (0 stays 0: none). */
-static int normalise_start_info(struct save *s, uint64_t *si)
+static int normalise_start_info(struct lane *l, uint64_t *si)
 {
+    struct save *s = l->s;
     static const unsigned at[2] = {
         offsetof(struct start_info, store_mfn) / 8,
         offsetof(struct start_info, console.domU.mfn) / 8,
@@ -102,7 +134,7 @@ static int normalise_start_info(struct save *s, uint64_t *si)
             continue;
         if (s->src->mfn_to_pfn(s->src->arg, si[at[k]], &p) < 0 ||
             p == STREAM_PFN_SHARED_INFO) {
-            errf(s->err, s->errlen,
+            errf(l->err, sizeof(l->err),
                  "start_info names ring mfn %#llx outside the domain",
                  (unsigned long long)si[at[k]]);
             return -ERANGE;
@@ -120,83 +152,82 @@ static bool page_zero(const uint64_t *p)
     return true;
 }
 
-static void defer(struct save *s, uint64_t pfn, struct migrate_round *r)
+static void defer(struct lane *l, uint64_t pfn)
 {
-    bitmap_set(s->deferred, pfn);
-    r->deferred++;
-    s->st->deferred++;
+    bitmap_set(l->s->deferred, pfn); /* the lane's own word (chunks) */
+    l->r.deferred++;
 }
 
-/* Send the batch of s->n pfns as one PAGE_DATA record. */
-static int flush_batch(struct save *s, struct migrate_round *r)
+/* Send the lane's batch of l->n pfns as one PAGE_DATA record. */
+static int flush_batch(struct lane *l)
 {
+    struct save *s = l->s;
     bool final = s->state == SAVE_FINAL;
     unsigned nw = 0, nd = 0;
     int rc;
 
-    if (s->n == 0)
+    if (l->n == 0)
         return 0;
     /* frames first: a pfn without one is deferred (live) or XTAB (final) */
     {
         uint64_t m[STREAM_PAGES_MAX];
         unsigned k = 0;
-        for (unsigned i = 0; i < s->n; i++)
-            if (s->mfns[i] != MIGRATE_NO_MFN)
-                m[k++] = s->mfns[i];
-        if (k && (rc = s->src->types(s->src->arg, m, k, s->info)) < 0) {
-            errf(s->err, s->errlen, "page types: %s", strerror(-rc));
+        for (unsigned i = 0; i < l->n; i++)
+            if (l->mfns[i] != MIGRATE_NO_MFN)
+                m[k++] = l->mfns[i];
+        if (k && (rc = s->src->types(s->src->arg, m, k, l->info)) < 0) {
+            errf(l->err, sizeof(l->err), "page types: %s", strerror(-rc));
             return rc;
         }
         /* spread info over the batch (XTAB for those with no frame) */
-        for (unsigned i = s->n; i-- > 0;) {
-            if (s->mfns[i] == MIGRATE_NO_MFN)
+        for (unsigned i = l->n; i-- > 0;) {
+            if (l->mfns[i] == MIGRATE_NO_MFN)
                 continue;
-            s->info[i] = s->info[--k];
+            l->info[i] = l->info[--k];
         }
     }
-    for (unsigned i = 0; i < s->n; i++) {
-        uint64_t pfn = s->pfns[i];
+    for (unsigned i = 0; i < l->n; i++) {
+        uint64_t pfn = l->pfns[i];
         unsigned t, level;
-        uint64_t *dst = (uint64_t *)(void *)(s->data + 4096ULL * nd);
+        uint64_t *dst = (uint64_t *)(void *)(l->data + 4096ULL * nd);
         const uint64_t *pg;
 
-        if (s->mfns[i] == MIGRATE_NO_MFN) {
+        if (l->mfns[i] == MIGRATE_NO_MFN) {
             if (!final) {
-                defer(s, pfn, r);
+                defer(l, pfn);
                 continue;
             }
-            s->words[nw++] = ((uint64_t)STREAM_TYPE_XTAB << 60) | pfn;
+            l->words[nw++] = ((uint64_t)STREAM_TYPE_XTAB << 60) | pfn;
             s->sent_type[pfn] = STREAM_TYPE_XTAB;
             continue;
         }
-        t = (s->info[i] >> 28) & 0xf;
+        t = (l->info[i] >> 28) & 0xf;
         if (t == 0xf || t == 0xd || t == 0xe) { /* XTAB BROKEN XALLOC */
             if (!final) {
-                defer(s, pfn, r);
+                defer(l, pfn);
                 continue;
             }
             if (t != 0xf) {
-                errf(s->err, s->errlen, "pfn %#llx: frame type %#x",
+                errf(l->err, sizeof(l->err), "pfn %#llx: frame type %#x",
                      (unsigned long long)pfn, t);
                 return -ERANGE;
             }
-            s->words[nw++] = ((uint64_t)STREAM_TYPE_XTAB << 60) | pfn;
+            l->words[nw++] = ((uint64_t)STREAM_TYPE_XTAB << 60) | pfn;
             s->sent_type[pfn] = STREAM_TYPE_XTAB;
             continue;
         }
         level = t & STREAM_TYPE_LEVEL_MASK;
-        if (s->src->hole && s->src->hole(s->src->arg, s->mfns[i])) {
-            s->words[nw++] = ((uint64_t)t << 60) | STREAM_PFN_ZERO | pfn;
-            r->zero++;
-            s->st->zero_pages++;
+        if (s->src->hole && s->src->hole(s->src->arg, l->mfns[i])) {
+            l->words[nw++] = ((uint64_t)t << 60) | STREAM_PFN_ZERO | pfn;
+            l->r.zero++;
             s->sent_type[pfn] = (uint8_t)t;
             continue;
         }
-        pg = s->src->page(s->src->arg, s->mfns[i]);
+        pg = s->src->page(s->src->arg, l->mfns[i]);
         if (level >= 1 && level <= 4) {
-            rc = normalise(s, pfn, level, pg, dst);
+            rc = normalise(l, pfn, level, pg, dst);
             if (rc == -ERANGE && (!final || s->o->test_no_final_rule)) {
-                defer(s, pfn, r);
+                defer(l, pfn);
                 continue;
             }
             if (rc < 0)
@@ -205,52 +236,62 @@ static int flush_batch(struct save *s, struct migrate_round *r)
             memcpy(dst, pg, 4096);
             if (s->src->dom.kind == STREAM_DOMAIN_PV64 &&
                 pfn == s->src->dom.start_info_pfn &&
-                (rc = normalise_start_info(s, dst)) < 0) {
+                (rc = normalise_start_info(l, dst)) < 0) {
                 if (!final || s->o->test_no_final_rule) {
-                    defer(s, pfn, r);
+                    defer(l, pfn);
                     continue;
                 }
                 return rc;
             }
         }
         if (page_zero(dst)) {
-            s->words[nw++] = ((uint64_t)t << 60) | STREAM_PFN_ZERO | pfn;
-            r->zero++;
-            s->st->zero_pages++;
+            l->words[nw++] = ((uint64_t)t << 60) | STREAM_PFN_ZERO | pfn;
+            l->r.zero++;
         } else {
-            s->words[nw++] = ((uint64_t)t << 60) | pfn;
+            l->words[nw++] = ((uint64_t)t << 60) | pfn;
             nd++;
         }
         s->sent_type[pfn] = (uint8_t)t;
     }
-    s->n = 0;
+    l->n = 0;
     if (nw == 0)
         return 0;
     {
         struct stream_page_data h = {.count = nw};
-        rc = stream_write_record(&s->w, STREAM_REC_PAGE_DATA, &h, sizeof(h),
-                                 s->words, 8ULL * nw, s->data, 4096ULL * nd);
+        rc = stream_write_record(&l->w, STREAM_REC_PAGE_DATA, &h, sizeof(h),
+                                 l->words, 8ULL * nw, l->data, 4096ULL * nd);
     }
     if (rc < 0) {
-        errf(s->err, s->errlen, "writing page data: %s", strerror(-rc));
+        errf(l->err, sizeof(l->err), "writing page data%s: %s",
+             l->idx ? " (an extra connection)" : "", strerror(-rc));
         return rc;
     }
-    r->pages += nw;
-    s->st->pages += nw;
+    l->r.pages += nw;
     return 0;
 }
 
-static int add_page(struct save *s, uint64_t pfn, struct migrate_round *r)
+static int add_page(struct lane *l, uint64_t pfn)
 {
+    struct save *s = l->s;
     uint64_t mfn;
 
     if (s->src->pfn_to_mfn(s->src->arg, pfn, &mfn) < 0)
         mfn = MIGRATE_NO_MFN;
-    s->pfns[s->n] = pfn;
-    s->mfns[s->n] = mfn;
-    if (++s->n == STREAM_PAGES_MAX)
-        return flush_batch(s, r);
+    l->pfns[l->n] = pfn;
+    l->mfns[l->n] = mfn;
+    if (++l->n == STREAM_PAGES_MAX)
+        return flush_batch(l);
     return 0;
+}
+
+/* Bytes on every connection so far (the lanes write meanwhile). */
+static uint64_t wire_bytes(const struct save *s)
+{
+    uint64_t b = 0;
+
+    for (unsigned i = 0; i < s->nlanes; i++)
+        b += __atomic_load_n(&s->lanes[i].w.chan->bytes, __ATOMIC_RELAXED);
+    return b;
 }
 
 /* Progress: the throughput of the round so far (of the last round at its
@@ -258,29 +299,116 @@ static int add_page(struct save *s, uint64_t pfn, struct migrate_round *r)
 static void report(struct save *s, uint64_t left, uint64_t bytes0,
                    uint64_t t0)
 {
-    uint64_t dt = now_ns() - t0, bps = s->st->bandwidth;
+    uint64_t dt = now_ns() - t0, bps = s->st->bandwidth, b = wire_bytes(s);
     struct migrate_progress p = {
         .round = s->round,
         .final = s->state == SAVE_FINAL,
         .pages_left = left,
     };
 
-    if (dt > 10000000ULL && s->w.chan->bytes > bytes0)
-        bps = (s->w.chan->bytes - bytes0) * 1000000000ULL / dt;
+    if (dt > 10000000ULL && b > bytes0)
+        bps = (b - bytes0) * 1000000000ULL / dt;
     p.bytes_per_s = bps;
     p.est_downtime_ms = bps ? left * 4096 * 1000 / bps : 0;
     if (s->o->progress)
         s->o->progress(s->o->progress_arg, &p);
 }
 
-/* One round: send every pfn marked in todo (and clear it). */
+/* A parallel stream: shut every connection down, so that a lane blocked
+ * writing (its peer waiting at a barrier for the lane that failed) wakes
+ * with an error, and the destination sees the end at once. */
+static void cut_lanes(struct save *s)
+{
+    for (unsigned i = 0; i < s->nlanes; i++)
+        if (s->lanes[i].w.chan->fd >= 0)
+            (void)shutdown(s->lanes[i].w.chan->fd, SHUT_RDWR);
+}
+
+/* One lane's share of a round: chunks of todo until none is left, then
+ * its batch, its BARRIER (a parallel stream), and an extra connection's
+ * END after the final one. */
+static int lane_round(struct lane *l)
+{
+    struct save *s = l->s;
+    uint64_t nwords = (s->nr + 63) / 64;
+    int rc;
+
+    for (;;) {
+        uint64_t w0 = atomic_fetch_add(&s->cursor, SAVE_CHUNK_WORDS), w1;
+
+        if (w0 >= nwords)
+            break;
+        w1 = w0 + SAVE_CHUNK_WORDS < nwords ? w0 + SAVE_CHUNK_WORDS : nwords;
+        for (uint64_t w = w0; w < w1; w++) {
+            uint64_t bits = s->todo[w];
+
+            s->todo[w] = 0;
+            while (bits) {
+                uint64_t pfn = w * 64 + (uint64_t)__builtin_ctzll(bits), d;
+
+                bits &= bits - 1;
+                if (atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+                    errf(l->err, sizeof(l->err), "another connection failed");
+                    return -ECANCELED;
+                }
+                if ((rc = add_page(l, pfn)) < 0)
+                    return rc;
+                d = atomic_fetch_add_explicit(&s->done, 1,
+                                              memory_order_relaxed) + 1;
+                if (l->idx == 0 && (d & 0xffff) == 0)
+                    report(s, s->left > d ? s->left - d : 0, s->bytes0,
+                           s->rt0);
+            }
+        }
+    }
+    if ((rc = flush_batch(l)) < 0)
+        return rc;
+    if (s->nlanes > 1) {
+        struct stream_barrier b = {
+            .round = s->round,
+            .flags = s->state == SAVE_FINAL ? STREAM_BARRIER_FINAL : 0,
+            .pages = l->r.pages,
+        };
+        if ((rc = stream_write_record(&l->w, STREAM_REC_BARRIER, &b,
+                                      sizeof(b), NULL, 0, NULL, 0)) < 0 ||
+            (l->idx && s->state == SAVE_FINAL &&
+             (rc = stream_write_record(&l->w, STREAM_REC_END, NULL, 0, NULL,
+                                       0, NULL, 0)) < 0)) {
+            errf(l->err, sizeof(l->err), "writing%s: %s",
+                 l->idx ? " (an extra connection)" : "", strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void *lane_thread(void *arg)
+{
+    struct lane *l = arg;
+    struct save *s = l->s;
+    int expect = 0;
+
+    l->rc = lane_round(l);
+    if (l->rc < 0) {
+        atomic_store(&s->stop, true);
+        if (atomic_compare_exchange_strong(&s->failed, &expect,
+                                           (int)l->idx + 1) &&
+            s->nlanes > 1)
+            cut_lanes(s);
+    }
+    return NULL;
+}
+
+/* One round: send every pfn marked in todo (and clear it), over every
+ * lane. */
 static int send_round(struct save *s)
 {
     struct migrate_round *r = &s->st->round[s->round - 1];
-    uint64_t bytes0 = s->w.chan->bytes, t = now_ns();
-    uint64_t left = bitmap_weight(s->todo, s->nr), done = 0;
+    uint64_t bytes0 = wire_bytes(s), t = now_ns();
+    uint64_t left = bitmap_weight(s->todo, s->nr);
     struct stream_round rec;
-    int rc;
+    unsigned started = 1;
+    int rc, f;
 
     memset(r, 0, sizeof(*r));
     r->round = s->round;
@@ -288,30 +416,60 @@ static int send_round(struct save *s)
     r->start_ns = t - s->t0;
     rec = (struct stream_round){s->round, r->final ? STREAM_ROUND_FINAL : 0,
                                 left};
-    if ((rc = stream_write_record(&s->w, STREAM_REC_ROUND, &rec, sizeof(rec),
+    if ((rc = stream_write_record(s->w, STREAM_REC_ROUND, &rec, sizeof(rec),
                                   NULL, 0, NULL, 0)) < 0) {
         errf(s->err, s->errlen, "writing: %s", strerror(-rc));
         return rc;
     }
     report(s, left, bytes0, t);
-    for (uint64_t w = 0; w < (s->nr + 63) / 64; w++) {
-        uint64_t bits = s->todo[w];
+    atomic_store(&s->cursor, 0);
+    atomic_store(&s->done, 0);
+    atomic_store(&s->stop, false);
+    atomic_store(&s->failed, 0);
+    s->left = left;
+    s->bytes0 = bytes0;
+    s->rt0 = t;
+    for (unsigned i = 0; i < s->nlanes; i++) {
+        memset(&s->lanes[i].r, 0, sizeof(s->lanes[i].r));
+        s->lanes[i].rc = 0;
+        s->lanes[i].err[0] = 0;
+    }
+    for (; started < s->nlanes; started++) {
+        int e = pthread_create(&s->lanes[started].th, NULL, lane_thread,
+                               &s->lanes[started]);
+        if (e) {
+            struct lane *l = &s->lanes[started];
 
-        s->todo[w] = 0;
-        while (bits) {
-            uint64_t pfn = w * 64 + (uint64_t)__builtin_ctzll(bits);
-
-            bits &= bits - 1;
-            if ((rc = add_page(s, pfn, r)) < 0)
-                return rc;
-            if ((++done & 0xffff) == 0)
-                report(s, left - done, bytes0, t);
+            errf(l->err, sizeof(l->err), "starting a sender thread: %s",
+                 strerror(e));
+            l->rc = -e;
+            atomic_store(&s->stop, true);
+            f = 0;
+            atomic_compare_exchange_strong(&s->failed, &f, (int)started + 1);
+            break;
         }
     }
-    if ((rc = flush_batch(s, r)) < 0)
-        return rc;
+    lane_thread(&s->lanes[0]);
+    for (unsigned i = 1; i < started; i++)
+        pthread_join(s->lanes[i].th, NULL);
+    for (unsigned i = 0; i < s->nlanes; i++) {
+        const struct migrate_round *lr = &s->lanes[i].r;
+
+        r->pages += lr->pages;
+        r->zero += lr->zero;
+        r->deferred += lr->deferred;
+        s->st->pages += lr->pages;
+        s->st->zero_pages += lr->zero;
+        s->st->deferred += lr->deferred;
+    }
+    if ((f = atomic_load(&s->failed)) > 0) {
+        struct lane *l = &s->lanes[f - 1];
+
+        errf(s->err, s->errlen, "%s", l->err[0] ? l->err : strerror(-l->rc));
+        return l->rc;
+    }
     r->ns = now_ns() - t;
-    r->bytes = s->w.chan->bytes - bytes0;
+    r->bytes = wire_bytes(s) - bytes0;
     s->st->rounds = s->round;
     return 0;
 }
@@ -334,7 +492,7 @@ static int emit_device(void *ctx, const struct stream_device *dv,
                        const void *state, uint32_t len)
 {
     struct save *s = ctx;
-    int rc = stream_write_record(&s->w, STREAM_REC_DEVICE, dv, sizeof(*dv),
+    int rc = stream_write_record(s->w, STREAM_REC_DEVICE, dv, sizeof(*dv),
                                  state, len, NULL, 0);
 
     if (rc < 0)
@@ -359,7 +517,7 @@ static int write_hvm_tail(struct save *s)
         errf(s->err, s->errlen, "the platform's state: %s", strerror(-rc));
         goto out;
     }
-    if ((rc = stream_write_record(&s->w, STREAM_REC_HVM_PLATFORM, p,
+    if ((rc = stream_write_record(s->w, STREAM_REC_HVM_PLATFORM, p,
                                   sizeof(*p), NULL, 0, NULL, 0)) < 0) {
         errf(s->err, s->errlen, "writing: %s", strerror(-rc));
         goto out;
@@ -371,7 +529,7 @@ static int write_hvm_tail(struct save *s)
             goto out;
         }
         v->id = i;
-        if ((rc = stream_write_record(&s->w, STREAM_REC_HVM_VCPU, v,
+        if ((rc = stream_write_record(s->w, STREAM_REC_HVM_VCPU, v,
                                       sizeof(*v), NULL, 0, NULL, 0)) < 0) {
             errf(s->err, s->errlen, "writing: %s", strerror(-rc));
             goto out;
@@ -394,7 +552,7 @@ static int write_tail(struct save *s)
         goto devices;
     }
     if ((rc = s->src->shared_info(s->src->arg, si)) < 0 ||
-        (rc = stream_write_record(&s->w, STREAM_REC_SHARED_INFO, si, 4096,
+        (rc = stream_write_record(s->w, STREAM_REC_SHARED_INFO, si, 4096,
                                   NULL, 0, NULL, 0)) < 0) {
         errf(s->err, s->errlen, "shared info: %s", strerror(-rc));
         return rc;
@@ -423,7 +581,7 @@ static int write_tail(struct save *s)
             }
             *bases[k] = pfn;
         }
-        if ((rc = stream_write_record(&s->w, STREAM_REC_PV_VCPU, &v, sizeof(v),
+        if ((rc = stream_write_record(s->w, STREAM_REC_PV_VCPU, &v, sizeof(v),
                                       NULL, 0, NULL, 0)) < 0) {
             errf(s->err, s->errlen, "writing: %s", strerror(-rc));
             return rc;
@@ -435,7 +593,7 @@ devices:
         (rc = s->src->devices(s->src->arg, emit_device, s, s->err,
                               s->errlen)) < 0)
         return rc;
-    if ((rc = stream_write_record(&s->w, STREAM_REC_END, NULL, 0, NULL, 0, NULL,
+    if ((rc = stream_write_record(s->w, STREAM_REC_END, NULL, 0, NULL, 0, NULL,
                                   0)) < 0) {
         errf(s->err, s->errlen, "writing: %s", strerror(-rc));
         return rc;
@@ -483,6 +641,40 @@ static int mark_final(struct save *s)
     return 0;
 }
 
+/* A parallel stream: CHANNELS on the main connection, each extra
+ * connection's header and CHANNEL, all naming the stream by one token. */
+static int open_lanes(struct save *s)
+{
+    struct stream_channels cs = {.nr = s->nlanes};
+    int rc;
+
+    if (getrandom(cs.token, sizeof(cs.token), 0) != sizeof(cs.token)) {
+        uint64_t t = now_ns() ^ ((uint64_t)(uintptr_t)s << 17);
+        memcpy(cs.token, &t, 8);
+        memcpy(cs.token + 8, &s->t0, 8);
+    }
+    cs.token[0] |= 1; /* never all zero */
+    if ((rc = stream_write_record(s->w, STREAM_REC_CHANNELS, &cs, sizeof(cs),
+                                  NULL, 0, NULL, 0)) < 0) {
+        errf(s->err, s->errlen, "writing: %s", strerror(-rc));
+        return rc;
+    }
+    for (unsigned i = 1; i < s->nlanes; i++) {
+        struct stream_channel c = {.index = i, .nr = s->nlanes};
+        struct stream_writer *w = &s->lanes[i].w;
+
+        memcpy(c.token, cs.token, sizeof(c.token));
+        if ((rc = stream_write_header(w, STREAM_IMG_CHANNEL)) < 0 ||
+            (rc = stream_write_record(w, STREAM_REC_CHANNEL, &c, sizeof(c),
+                                      NULL, 0, NULL, 0)) < 0) {
+            errf(s->err, s->errlen, "writing to connection %u: %s", i,
+                 strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int run(struct save *s)
 {
     const struct migrate_source *src = s->src;
@@ -496,13 +688,16 @@ static int run(struct save *s)
     if (max_rounds > MIGRATE_MAX_ROUNDS)
         max_rounds = MIGRATE_MAX_ROUNDS;
     /* SETUP */
-    if ((rc = stream_write_header(&s->w, s->o->live ? STREAM_IMG_LIVE : 0)) <
-            0 ||
-        (rc = stream_write_record(&s->w, STREAM_REC_DOMAIN, &src->dom,
+    if ((rc = stream_write_header(
+             s->w, (s->o->live ? STREAM_IMG_LIVE : 0) |
+                       (s->nlanes > 1 ? STREAM_IMG_PARALLEL : 0))) < 0 ||
+        (rc = stream_write_record(s->w, STREAM_REC_DOMAIN, &src->dom,
                                   sizeof(src->dom), NULL, 0, NULL, 0)) < 0) {
         errf(s->err, s->errlen, "writing: %s", strerror(-rc));
         return rc;
     }
+    if (s->nlanes > 1 && (rc = open_lanes(s)) < 0)
+        return rc;
     p2mf = malloc(8 * nframes);
     if (!p2mf)
         return -ENOMEM;
@@ -513,7 +708,7 @@ static int run(struct save *s)
     rc = src->p2m_frames(src->arg, p2mf, nframes);
     if (rc < 0)
         errf(s->err, s->errlen, "the guest's p2m list: %s", strerror(-rc));
-    else if ((rc = stream_write_record(&s->w, STREAM_REC_PV_P2M_FRAMES,
+    else if ((rc = stream_write_record(s->w, STREAM_REC_PV_P2M_FRAMES,
                                        &nframes, 8, p2mf, 8 * nframes, NULL,
                                        0)) < 0)
         errf(s->err, s->errlen, "writing: %s", strerror(-rc));
@@ -622,29 +817,55 @@ int migrate_save(const struct migrate_source *src, struct stream_chan *chan,
     s->todo = bitmap_alloc(s->nr);
     s->deferred = bitmap_alloc(s->nr);
     s->sent_type = malloc(s->nr);
-    s->data = malloc(4096ULL * STREAM_PAGES_MAX);
-    if (!s->todo || !s->deferred || !s->sent_type || !s->data)
-        goto out;
-    memset(s->sent_type, 0xff, s->nr);
-    stats->mem_bytes = 2 * ((s->nr + 63) / 64 * 8) + s->nr +
-                       4096ULL * STREAM_PAGES_MAX + sizeof(*s);
-    if ((rc = stream_writer_init(&s->w, chan, opts->zstd)) < 0) {
-        errf(err, errlen, "zstd: %s", strerror(-rc));
+    s->nlanes = 1 + opts->nr_extra;
+    if (opts->nr_extra >= STREAM_CHANNELS_MAX) {
+        errf(err, errlen, "%u connections: at most %u", s->nlanes,
+             STREAM_CHANNELS_MAX);
+        rc = -EINVAL;
         goto out;
     }
-    stats->mem_bytes += s->w.zcap;
+    s->lanes = calloc(s->nlanes, sizeof(*s->lanes));
+    if (!s->todo || !s->deferred || !s->sent_type || !s->lanes)
+        goto out;
+    memset(s->sent_type, 0xff, s->nr);
+    stats->mem_bytes = 2 * ((s->nr + 63) / 64 * 8) + s->nr + sizeof(*s);
+    for (unsigned i = 0; i < s->nlanes; i++) {
+        struct lane *l = &s->lanes[i];
+
+        l->s = s;
+        l->idx = i;
+        l->data = malloc(4096ULL * STREAM_PAGES_MAX);
+        if (!l->data) {
+            rc = -ENOMEM;
+            goto fini;
+        }
+        if ((rc = stream_writer_init(&l->w, i ? opts->extra[i - 1] : chan,
+                                     opts->zstd)) < 0) {
+            errf(err, errlen, "zstd: %s", strerror(-rc));
+            goto fini;
+        }
+        stats->mem_bytes += 4096ULL * STREAM_PAGES_MAX + sizeof(*l) +
+                            l->w.zcap;
+    }
+    s->w = &s->lanes[0].w;
     rc = run(s);
     if (rc < 0)
         s->state = SAVE_FAILED;
-    stats->bytes = chan->bytes;
-    stats->raw_bytes = s->w.raw_bytes;
+    stats->bytes = wire_bytes(s);
+    for (unsigned i = 0; i < s->nlanes; i++)
+        stats->raw_bytes += s->lanes[i].w.raw_bytes;
+    stats->connections = s->nlanes;
     stats->total_ns = now_ns() - s->t0;
-    stream_writer_fini(&s->w);
+fini:
+    for (unsigned i = 0; i < s->nlanes; i++) {
+        stream_writer_fini(&s->lanes[i].w);
+        free(s->lanes[i].data);
+    }
 out:
     bitmap_free(s->todo);
     bitmap_free(s->deferred);
     free(s->sent_type);
-    free(s->data);
+    free(s->lanes);
     free(s);
     return rc;
 }
@@ -665,13 +886,14 @@ int migrate_stats_json(const struct migrate_stats *s, char *buf, size_t len)
         "\"raw_bytes\":%llu,\"pages\":%llu,\"zero_pages\":%llu,"
         "\"deferred\":%llu,\"rounds\":%u,\"bandwidth\":%llu,"
         "\"quiesce_tries\":%llu,\"mem_bytes\":%llu,\"devices\":%u,"
-        "\"round\":[",
+        "\"connections\":%u,\"round\":[",
         s->total_ns / 1e6, s->downtime_ns / 1e6, (unsigned long long)s->bytes,
         (unsigned long long)s->raw_bytes, (unsigned long long)s->pages,
         (unsigned long long)s->zero_pages, (unsigned long long)s->deferred,
         s->rounds, (unsigned long long)s->bandwidth,
         (unsigned long long)s->quiesce_tries,
-        (unsigned long long)s->mem_bytes, s->devices);
+        (unsigned long long)s->mem_bytes, s->devices,
+        s->connections ? s->connections : 1);
     for (unsigned i = 0; i < s->rounds && i <= MIGRATE_MAX_ROUNDS; i++) {
         const struct migrate_round *r = &s->round[i];
         PUT("%s{\"round\":%u,\"final\":%s,\"pages\":%llu,\"zero\":%llu,"

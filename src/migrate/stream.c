@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "lib/errmsg.h"
@@ -88,8 +89,14 @@ static int chan_write(struct stream_chan *c, const void *buf, size_t len)
     if (c->fd < 0)
         return -EINVAL;
     while (len) {
-        ssize_t n = write(c->fd, p, len);
+        /* a socket whose peer left is an error, never SIGPIPE */
+        ssize_t n = c->not_socket ? write(c->fd, p, len)
+                                  : send(c->fd, p, len, MSG_NOSIGNAL);
 
+        if (n < 0 && errno == ENOTSOCK && !c->not_socket) {
+            c->not_socket = true;
+            continue;
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -98,7 +105,9 @@ static int chan_write(struct stream_chan *c, const void *buf, size_t len)
             return -EIO;
         p += n;
         len -= (size_t)n;
-        c->bytes += (uint64_t)n;
+        /* others may read the count while this thread writes (a parallel
+         * save's progress) */
+        __atomic_store_n(&c->bytes, c->bytes + (uint64_t)n, __ATOMIC_RELAXED);
     }
     return 0;
 }
@@ -181,7 +190,9 @@ int stream_write_header(struct stream_writer *w, uint32_t flags)
     memset(&h, 0, sizeof(h));
     memcpy(h.magic, STREAM_MAGIC, 8);
     h.major = STREAM_VERSION_MAJOR;
-    h.minor = STREAM_VERSION_MINOR;
+    h.minor = (flags & (STREAM_IMG_PARALLEL | STREAM_IMG_CHANNEL))
+                  ? STREAM_VERSION_MINOR_PARALLEL
+                  : STREAM_VERSION_MINOR;
     h.arch = STREAM_ARCH_X86_64;
     h.page_shift = STREAM_PAGE_SHIFT;
     h.flags = flags | (w->zstd ? STREAM_IMG_ZSTD : 0);
@@ -263,6 +274,9 @@ const char *stream_record_name(uint32_t type)
     case STREAM_REC_HVM_PLATFORM: return "HVM_PLATFORM";
     case STREAM_REC_HVM_VCPU: return "HVM_VCPU";
     case STREAM_REC_ROUND: return "ROUND";
+    case STREAM_REC_CHANNELS: return "CHANNELS";
+    case STREAM_REC_CHANNEL: return "CHANNEL";
+    case STREAM_REC_BARRIER: return "BARRIER";
     default: return "unknown";
     }
 }
@@ -327,6 +341,13 @@ int stream_read_header(struct stream_reader *r, char *err, size_t errlen)
         errf(err, errlen, "unknown image header flags %#x", h->flags);
         return -EPROTO;
     }
+    if ((h->flags & STREAM_IMG_PARALLEL) && (h->flags & STREAM_IMG_CHANNEL)) {
+        errf(err, errlen, "image header flags %#x: both PARALLEL and CHANNEL",
+             h->flags);
+        return -EPROTO;
+    }
+    r->parallel = h->flags & STREAM_IMG_PARALLEL;
+    r->channel = h->flags & STREAM_IMG_CHANNEL;
     if ((h->flags & STREAM_IMG_ZSTD) && !stream_zstd_available()) {
         errf(err, errlen, "the stream is zstd-compressed; this memvisor "
                           "was built without zstd");
@@ -347,12 +368,42 @@ static int order_check(struct stream_reader *r, uint32_t type, char *err,
         errf(err, errlen, "record before the image header");
         return -EPROTO;
     case STREAM_PH_START:
-        if (type != STREAM_REC_DOMAIN)
+        if (type != (r->channel ? STREAM_REC_CHANNEL : STREAM_REC_DOMAIN))
+            break;
+        return 0; /* the body's check moves the phase on */
+    case STREAM_PH_CHANNELS:
+        if (type != STREAM_REC_CHANNELS)
             break;
         return 0;
-    case STREAM_PH_MEMORY:
-        if (type == STREAM_REC_PAGE_DATA || type == STREAM_REC_ROUND)
+    case STREAM_PH_MEMORY: {
+        /* the record that ends the memory phase of the main connection */
+        uint32_t tail = r->dom.kind == STREAM_DOMAIN_HVM
+                            ? STREAM_REC_HVM_PLATFORM
+                            : STREAM_REC_SHARED_INFO;
+
+        if (r->final_barrier) {
+            /* after the final BARRIER: the main connection's tail, an
+             * extra connection's END */
+            if (type == (r->channel ? STREAM_REC_END : tail)) {
+                r->phase = r->channel ? STREAM_PH_DONE : STREAM_PH_VCPUS;
+                return 0;
+            }
+            errf(err, errlen, "record %s (%#x) after the final BARRIER", name,
+                 type);
+            return -EPROTO;
+        }
+        if (type == STREAM_REC_PAGE_DATA)
             return 0;
+        if (type == STREAM_REC_BARRIER && (r->parallel || r->channel))
+            return 0;
+        if (r->channel)
+            break;
+        if (type == STREAM_REC_ROUND)
+            return 0;
+        if (type == tail && r->parallel) {
+            errf(err, errlen, "%s before the final BARRIER", name);
+            return -EPROTO;
+        }
         if (r->dom.kind == STREAM_DOMAIN_HVM) {
             if (type == STREAM_REC_HVM_PLATFORM) {
                 r->phase = STREAM_PH_VCPUS;
@@ -369,6 +420,7 @@ static int order_check(struct stream_reader *r, uint32_t type, char *err,
             return 0;
         }
         break;
+    }
     case STREAM_PH_VCPUS:
         if (type == (r->dom.kind == STREAM_DOMAIN_HVM ? STREAM_REC_HVM_VCPU
                                                       : STREAM_REC_PV_VCPU))
@@ -393,7 +445,9 @@ static int order_check(struct stream_reader *r, uint32_t type, char *err,
 static bool type_known(uint32_t type)
 {
     return type <= STREAM_REC_DEVICE || type == STREAM_REC_ROUND ||
-           type == STREAM_REC_HVM_PLATFORM || type == STREAM_REC_HVM_VCPU;
+           type == STREAM_REC_HVM_PLATFORM || type == STREAM_REC_HVM_VCPU ||
+           type == STREAM_REC_CHANNELS || type == STREAM_REC_CHANNEL ||
+           type == STREAM_REC_BARRIER;
 }
 
 static int ensure_buf(uint8_t **buf)
@@ -501,7 +555,40 @@ int stream_read_record(struct stream_reader *r, char *err, size_t errlen)
     if (h.type == STREAM_REC_DOMAIN) {
         if ((rc = stream_parse_domain(r->body, r->len, &r->dom, err, errlen)) < 0)
             return rc;
+        r->phase = r->parallel ? STREAM_PH_CHANNELS : STREAM_PH_MEMORY;
+    } else if (h.type == STREAM_REC_CHANNELS) {
+        if ((rc = stream_parse_channels(r->body, r->len, &r->chans, err,
+                                        errlen)) < 0)
+            return rc;
         r->phase = STREAM_PH_MEMORY;
+    } else if (h.type == STREAM_REC_CHANNEL) {
+        if ((rc = stream_parse_channel(r->body, r->len, &r->me, err, errlen)) <
+            0)
+            return rc;
+        r->phase = STREAM_PH_MEMORY;
+    } else if (h.type == STREAM_REC_BARRIER) {
+        struct stream_barrier b;
+
+        if (r->len != sizeof(b)) {
+            errf(err, errlen, "BARRIER of %u bytes (want %zu)", r->len,
+                 sizeof(b));
+            return -EPROTO;
+        }
+        memcpy(&b, r->body, sizeof(b));
+        if (b.round != r->barrier.round + 1 ||
+            (b.flags & ~STREAM_BARRIER_FINAL)) {
+            errf(err, errlen, "BARRIER of round %u (flags %#x) where round %u "
+                              "was due",
+                 b.round, b.flags, r->barrier.round + 1);
+            return -EPROTO;
+        }
+        if (b.pages > STREAM_PAGES_LIMIT) {
+            errf(err, errlen, "BARRIER of round %u: %llu pages", b.round,
+                 (unsigned long long)b.pages);
+            return -EPROTO;
+        }
+        r->barrier = b;
+        r->final_barrier = b.flags & STREAM_BARRIER_FINAL;
     } else if (h.type == STREAM_REC_PV_VCPU) {
         struct stream_pv_vcpu v;
 
@@ -800,6 +887,56 @@ int stream_parse_vcpu(const void *body, uint32_t len,
     return 0;
 }
 
+static bool token_zero(const uint8_t *t)
+{
+    for (unsigned i = 0; i < STREAM_TOKEN_LEN; i++)
+        if (t[i])
+            return false;
+    return true;
+}
+
+int stream_parse_channels(const void *body, uint32_t len,
+                          struct stream_channels *out, char *err,
+                          size_t errlen)
+{
+    struct stream_channels c;
+
+    if (len != sizeof(c)) {
+        errf(err, errlen, "CHANNELS of %u bytes (want %zu)", len, sizeof(c));
+        return -EPROTO;
+    }
+    memcpy(&c, body, sizeof(c));
+    if (c.nr < 2 || c.nr > STREAM_CHANNELS_MAX || c.reserved ||
+        token_zero(c.token)) {
+        errf(err, errlen, "CHANNELS: %u connections (2..%u), reserved %#x, "
+                          "or no token",
+             c.nr, STREAM_CHANNELS_MAX, c.reserved);
+        return -EPROTO;
+    }
+    *out = c;
+    return 0;
+}
+
+int stream_parse_channel(const void *body, uint32_t len,
+                         struct stream_channel *out, char *err, size_t errlen)
+{
+    struct stream_channel c;
+
+    if (len != sizeof(c)) {
+        errf(err, errlen, "CHANNEL of %u bytes (want %zu)", len, sizeof(c));
+        return -EPROTO;
+    }
+    memcpy(&c, body, sizeof(c));
+    if (c.nr < 2 || c.nr > STREAM_CHANNELS_MAX || c.index == 0 ||
+        c.index >= c.nr || token_zero(c.token)) {
+        errf(err, errlen, "CHANNEL: connection %u of %u, or no token", c.index,
+             c.nr);
+        return -EPROTO;
+    }
+    *out = c;
+    return 0;
+}
+
 int stream_parse_device(const void *body, uint32_t len,
                         struct stream_device *out, const uint8_t **state,
                         uint32_t *state_len, char *err, size_t errlen)
@@ -834,8 +971,10 @@ int stream_check(struct stream_chan *c, uint64_t *records, char *err,
         ++*records;
         if (r.type == STREAM_REC_PAGE_DATA) {
             struct stream_pages p;
-            if ((rc = stream_parse_pages(r.body, r.len, r.dom.nr_pages, &p,
-                                         err, errlen)) < 0)
+            if ((rc = stream_parse_pages(r.body, r.len,
+                                         r.channel ? STREAM_PAGES_LIMIT
+                                                   : r.dom.nr_pages,
+                                         &p, err, errlen)) < 0)
                 goto out;
         } else if (r.type == STREAM_REC_PV_P2M_FRAMES) {
             uint64_t n;

@@ -46,6 +46,7 @@ struct stream_chan {
     size_t mem_len, mem_pos;
     uint64_t bytes;       /* moved so far */
     uint64_t records;     /* records moved so far */
+    bool not_socket;      /* written with write(), not send() */
     /* Test only (fault injection): after this many records have been
      * written, every write fails with -ECONNABORTED (0: never). */
     uint64_t fail_after;
@@ -83,8 +84,12 @@ bool stream_zstd_available(void);
 
 enum stream_phase {
     STREAM_PH_HEADER,  /* nothing read */
-    STREAM_PH_START,   /* header read: DOMAIN next */
-    STREAM_PH_MEMORY,  /* DOMAIN read: P2M_FRAMES, PAGE_DATA, ROUND */
+    STREAM_PH_START,   /* header read: DOMAIN (CHANNEL on an extra
+                          connection) next */
+    STREAM_PH_CHANNELS, /* a parallel stream's DOMAIN read: CHANNELS next */
+    STREAM_PH_MEMORY,  /* DOMAIN read: P2M_FRAMES, PAGE_DATA, ROUND (and
+                          BARRIER in a parallel stream; an extra
+                          connection: PAGE_DATA, BARRIER) */
     STREAM_PH_VCPUS,   /* SHARED_INFO read: PV_VCPU next */
     STREAM_PH_DEVICES, /* every vCPU read: DEVICE or END */
     STREAM_PH_DONE,    /* END read */
@@ -97,6 +102,13 @@ struct stream_reader {
     struct stream_domain dom; /* once past STREAM_PH_START */
     bool have_p2m_frames;
     uint32_t next_vcpu;
+    /* Parallel streams (the header's PARALLEL or CHANNEL flag). */
+    bool parallel, channel;
+    struct stream_channels chans; /* main: its CHANNELS record */
+    struct stream_channel me;     /* extra: its CHANNEL record */
+    struct stream_barrier barrier; /* the last BARRIER read (round 0:
+                                      none yet) */
+    bool final_barrier;           /* the final BARRIER was read */
     /* The current record. */
     uint32_t type;
     uint8_t *body;
@@ -166,6 +178,14 @@ int __must_check stream_parse_hvm_vcpu(const void *body, uint32_t len,
                                        const struct stream_domain *dom,
                                        struct stream_hvm_vcpu *out, char *err,
                                        size_t errlen);
+/* A parallel stream's records (the reader checks them itself and keeps
+ * the result in the reader; these are its checks). */
+int __must_check stream_parse_channels(const void *body, uint32_t len,
+                                       struct stream_channels *out, char *err,
+                                       size_t errlen);
+int __must_check stream_parse_channel(const void *body, uint32_t len,
+                                      struct stream_channel *out, char *err,
+                                      size_t errlen);
 int __must_check stream_parse_device(const void *body, uint32_t len,
                                      struct stream_device *out,
                                      const uint8_t **state, uint32_t *state_len,
@@ -180,7 +200,8 @@ static inline uint64_t stream_u64(const uint8_t *p, size_t i)
 
 /* Read a whole stream and check every record (the fuzz target's view and
  * `memvisor restore --check`): 0 or the first error.  *records counts the
- * records read. */
+ * records read.  An extra connection of a parallel stream is checked on
+ * its own (its pfns against STREAM_PAGES_LIMIT: it names no domain). */
 int __must_check stream_check(struct stream_chan *c, uint64_t *records,
                               char *err, size_t errlen);
 

@@ -8,10 +8,18 @@ processes, end to end (TAP).
   destination the audit is clean and the dirtier goes on verifying every
   page against the counter it last wrote (the memory-consistency oracle:
   a page lost or stale in the final round fails the next pass);
+- live migrations with page data over 2 and 3 connections (--connections,
+  a parallel stream), the same checks;
 - the connection cut after every record in turn (--test-cut-after N): the
   migration fails, the source runs on, the destination exits with an
   error and leaves nothing behind (no process, no socket file); then a
   migration with no cut succeeds;
+- a parallel migration with one of its connections (any of them, picked
+  at random) cut at a random record: the same, then a parallel migration
+  succeeds;
+- a hostile extra connection (garbage, or another stream's token) joining
+  a parallel stream: the destination refuses with its reason, answers ERR
+  on the main connection and leaves nothing behind;
 - the destination killed at random points of a migration: the source runs
   on each time; a retry succeeds;
 - save to a file (the guest stopped) and restore: the restored guest runs
@@ -27,6 +35,7 @@ import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -141,16 +150,21 @@ def migrate(ctl, to, extra=()):
     return r
 
 
-def live_migration(tmp, to_of, label, ns_src=None, ns_dst=None):
+def live_migration(tmp, to_of, label, ns_src=None, ns_dst=None, conns=1):
     src, sctl = source(tmp, 'src-' + label, ns=ns_src)
     dctl = os.path.join(tmp, 'dst-' + label + '.ctl')
     addr_listen, addr_to = to_of(label)
     dst = Proc(['receive', '--listen', addr_listen, '--control', dctl],
                ns_dst)
     wait_for(lambda: 'waiting for a migration' in dst.text())
-    r = migrate(sctl, addr_to, ['--downtime', '100'])
+    r = migrate(sctl, addr_to, ['--downtime', '100', '--connections',
+                                str(conns)])
     note(r.stdout + r.stderr)
     ok(r.returncode == 0, f'{label}: migrate exits 0')
+    if conns > 1:
+        ok(f'over {conns} connections' in dst.text() and
+           f'"connections":{conns}' in r.stdout,
+           f'{label}: the page data went over {conns} connections')
     summary = None
     for line in r.stdout.splitlines():
         if line.startswith('{'):
@@ -171,6 +185,60 @@ def live_migration(tmp, to_of, label, ns_src=None, ns_dst=None):
     ok(good, f'{label}: the destination dirtier verifies every page, '
        'pass after pass, bad=0')
     ok(stop(dst, dctl) == 0, f'{label}: destination exits 0 after shutdown')
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xffffffff
+
+
+def image_header(flags):
+    h = struct.pack('<8sHHIIII', b'MVSTREAM', 1, 1, 1, 12, flags, 0)
+    return h + struct.pack('<I', crc32c(h))
+
+
+def record(rtype, body):
+    h = struct.pack('<III', rtype, 0, len(body))
+    h += struct.pack('<I', crc32c(h + body))
+    return h + body + b'\0' * ((8 - len(body) % 8) % 8)
+
+
+def hostile_extra(tmp, label, extra_bytes):
+    """a parallel stream's head on the main connection (a 16 MiB domain,
+    2 connections), then extra_bytes on the second one: the destination
+    must refuse, say ERR on the main one, and leave nothing behind"""
+    path = os.path.join(tmp, f'hostile-{label}.sock')
+    dst = Proc(['receive', '--listen', 'unix:' + path, '--pool', '64'])
+    wait_for(lambda: 'waiting for a migration' in dst.text())
+    token = bytes(range(1, 17))
+    m = socket.socket(socket.AF_UNIX)
+    m.connect(path)
+    m.sendall(image_header(0x4) +
+              record(1, struct.pack('<IIQQQQQ', 1, 1, 4096, 0, 0, 0, 0)) +
+              record(8, struct.pack('<II16s', 2, 0, token)))
+    x = socket.socket(socket.AF_UNIX)
+    x.connect(path)
+    x.sendall(extra_bytes(token))
+    x.shutdown(socket.SHUT_WR)
+    m.settimeout(30)
+    word = b''
+    try:
+        while not word.endswith(b'\n'):
+            chunk = m.recv(4096)
+            if not chunk:
+                break
+            word += chunk
+    except OSError:
+        pass
+    st = dst.wait(30)
+    m.close()
+    x.close()
+    return st, word.decode(errors='replace').strip(), dst.text(), \
+        os.path.exists(path)
 
 
 def free_port():
@@ -194,6 +262,69 @@ def main():
         live_migration(tmp, lambda l: (f'unix:{tmp}/{l}.mig',) * 2, 'unix')
         port = free_port()
         live_migration(tmp, lambda l: (f'tcp:127.0.0.1:{port}',) * 2, 'tcp')
+        live_migration(tmp, lambda l: (f'unix:{tmp}/{l}.mig',) * 2,
+                       'unix, 3 connections', conns=3)
+        port = free_port()
+        live_migration(tmp, lambda l: (f'tcp:127.0.0.1:{port}',) * 2,
+                       'tcp, 2 connections', conns=2)
+
+        # a parallel migration with any one of its connections cut at a
+        # random record (every connection writes at least 3 records: its
+        # CHANNEL, BARRIER and END; the main one at least 9)
+        src, sctl = source(tmp, 'pcut', mem=CUT_MEM)
+        pcut_fail, trials = [], []
+        for i in range(8):
+            conns = 2 + i % 2
+            conn = (i // 2) % conns  # each connection in turn
+            cut = random.randint(1, 8 if conn == 0 else 2)
+            live = random.random() < 0.5
+            trials.append(f'{conn}/{conns}@{cut}{"L" if live else ""}')
+            path = os.path.join(tmp, f'pcut{i}.sock')
+            dst = Proc(['receive', '--listen', 'unix:' + path, '--pool',
+                        '64'])
+            wait_for(lambda: 'waiting for a migration' in dst.text())
+            r = migrate(sctl, 'unix:' + path,
+                        ['--connections', str(conns), '--test-cut-conn',
+                         str(conn), '--test-cut-after', str(cut)] +
+                        ([] if live else ['--offline']))
+            st = dst.wait(30)
+            if r.returncode == 0 or st in (None, 0) or os.path.exists(path):
+                pcut_fail.append(f'connection {conn} of {conns} cut after '
+                                 f'{cut}: migrate {r.returncode}, '
+                                 f'destination {st}, socket left: '
+                                 f'{os.path.exists(path)}')
+            s = control(sctl, {'cmd': 'stats'})
+            if not s['ok'] or s.get('stopped'):
+                pcut_fail.append(f'trial {i}: the source stopped')
+        note('connection/connections@record (L: live): ' + ' '.join(trials))
+        note('\n'.join(pcut_fail))
+        ok(not pcut_fail and runs_on(src, sctl, 1),
+           'a parallel migration with one of its connections cut at a '
+           'random record, 8 times: each failed, the destination exited '
+           'with an error and left no socket, the source runs on with '
+           'bad=0')
+        dctl = os.path.join(tmp, 'pcut-dst.ctl')
+        path = os.path.join(tmp, 'pcut-ok.sock')
+        dst = Proc(['receive', '--listen', 'unix:' + path, '--control', dctl])
+        wait_for(lambda: 'waiting for a migration' in dst.text())
+        r = migrate(sctl, 'unix:' + path, ['--connections', '3'])
+        ok(r.returncode == 0 and src.wait(30) == 0 and runs_on(dst, dctl, 1),
+           'then a migration over 3 connections succeeds; the guest runs on '
+           'there')
+        stop(dst, dctl)
+
+        # hostile extra connections
+        for label, extra, want in (
+                ('garbage', lambda t: b'GET / HTTP/1.0\r\n' * 4,
+                 'bad magic'),
+                ('token', lambda t: image_header(0x8) + record(
+                    9, struct.pack('<II16s', 1, 2, bytes(16 * [7]))),
+                 'another stream')):
+            st, word, text, left = hostile_extra(tmp, label, extra)
+            ok(st == 65 and word.startswith('ERR') and want in word and
+               want in text and not left,
+               f'a hostile extra connection ({label}): refused (status '
+               f'{st}), the source told "{word[:90]}", no socket left')
 
         # the connection cut after every record in turn
         src, sctl = source(tmp, 'cut', mem=CUT_MEM)

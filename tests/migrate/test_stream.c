@@ -218,6 +218,33 @@ static void minimal_tail(struct sbuf *s)
     put_rec(s, STREAM_REC_END, NULL, 0);
 }
 
+/* The smallest parallel stream of 2 connections: its main connection, or
+ * its extra one. */
+static void parallel_sample(struct sbuf *s, bool extra)
+{
+    struct stream_channels cs = {.nr = 2, .token = {1}};
+    struct stream_channel ch = {.index = 1, .nr = 2, .token = {1}};
+    struct stream_barrier b = {1, STREAM_BARRIER_FINAL, 0};
+
+    s->n = 0;
+    if (!extra) {
+        put_header(s, 1, STREAM_IMG_PARALLEL);
+        put_rec(s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        put_rec(s, STREAM_REC_CHANNELS, &cs, sizeof(cs));
+        put_rec(s, STREAM_REC_BARRIER, &b, sizeof(b));
+        minimal_tail(s);
+        return;
+    }
+    put_header(s, 1, STREAM_IMG_CHANNEL);
+    put_rec(s, STREAM_REC_CHANNEL, &ch, sizeof(ch));
+    b.flags = 0;
+    put_rec(s, STREAM_REC_BARRIER, &b, sizeof(b));
+    b.round = 2;
+    b.flags = STREAM_BARRIER_FINAL;
+    put_rec(s, STREAM_REC_BARRIER, &b, sizeof(b));
+    put_rec(s, STREAM_REC_END, NULL, 0);
+}
+
 static void test_refusals(void **state)
 {
     static struct sbuf s;
@@ -410,6 +437,87 @@ static void test_refusals(void **state)
         expect_refused(&s, "over the limit");
     }
 
+    /* parallel streams: the records and their order */
+    {
+        struct stream_channels cs = {.nr = 2, .token = {1}};
+        struct stream_channel ch = {.index = 1, .nr = 2, .token = {1}};
+        struct stream_barrier bf = {1, STREAM_BARRIER_FINAL, 0};
+        struct stream_barrier b3 = {3, STREAM_BARRIER_FINAL, 0};
+
+        /* the smallest valid main stream and extra connection */
+        parallel_sample(&s, false);
+        assert_int_equal(check_bytes(s.b, s.n, &records, err, sizeof(err)),
+                         0);
+        parallel_sample(&s, true);
+        assert_int_equal(check_bytes(s.b, s.n, &records, err, sizeof(err)),
+                         0);
+
+        s.n = 0;
+        put_header(&s, 1, STREAM_IMG_PARALLEL | STREAM_IMG_CHANNEL);
+        expect_refused(&s, "both PARALLEL and CHANNEL");
+
+        s.n = 0; /* a BARRIER in a stream on one connection */
+        put_header(&s, 1, 0);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        put_rec(&s, STREAM_REC_BARRIER, &bf, sizeof(bf));
+        expect_refused(&s, "BARRIER (0xa) out of order");
+
+        s.n = 0; /* CHANNELS missing */
+        put_header(&s, 1, STREAM_IMG_PARALLEL);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        put_rec(&s, STREAM_REC_BARRIER, &bf, sizeof(bf));
+        expect_refused(&s, "out of order");
+
+        s.n = 0; /* the tail before the final BARRIER */
+        put_header(&s, 1, STREAM_IMG_PARALLEL);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        put_rec(&s, STREAM_REC_CHANNELS, &cs, sizeof(cs));
+        minimal_tail(&s);
+        expect_refused(&s, "SHARED_INFO before the final BARRIER");
+
+        s.n = 0; /* page data after it */
+        put_header(&s, 1, STREAM_IMG_PARALLEL);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        put_rec(&s, STREAM_REC_CHANNELS, &cs, sizeof(cs));
+        put_rec(&s, STREAM_REC_BARRIER, &bf, sizeof(bf));
+        memcpy(body, &ph, 8);
+        memcpy(body + 8, &(uint64_t){1}, 8);
+        put_rec(&s, STREAM_REC_PAGE_DATA, body, sizeof(body));
+        expect_refused(&s, "after the final BARRIER");
+
+        s.n = 0; /* a round skipped */
+        put_header(&s, 1, STREAM_IMG_PARALLEL);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        put_rec(&s, STREAM_REC_CHANNELS, &cs, sizeof(cs));
+        put_rec(&s, STREAM_REC_BARRIER, &b3, sizeof(b3));
+        expect_refused(&s, "round 1 was due");
+
+        s.n = 0; /* one connection only, or no token */
+        put_header(&s, 1, STREAM_IMG_PARALLEL);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        cs.nr = 1;
+        put_rec(&s, STREAM_REC_CHANNELS, &cs, sizeof(cs));
+        expect_refused(&s, "1 connections");
+        cs.nr = 2;
+        memset(cs.token, 0, sizeof(cs.token));
+        s.n = 0;
+        put_header(&s, 1, STREAM_IMG_PARALLEL);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        put_rec(&s, STREAM_REC_CHANNELS, &cs, sizeof(cs));
+        expect_refused(&s, "no token");
+
+        s.n = 0; /* an extra connection naming itself the main one */
+        ch.index = 0;
+        put_header(&s, 1, STREAM_IMG_CHANNEL);
+        put_rec(&s, STREAM_REC_CHANNEL, &ch, sizeof(ch));
+        expect_refused(&s, "connection 0 of 2");
+
+        s.n = 0; /* an extra connection with a domain of its own */
+        put_header(&s, 1, STREAM_IMG_CHANNEL);
+        put_rec(&s, STREAM_REC_DOMAIN, &dom2, sizeof(dom2));
+        expect_refused(&s, "DOMAIN (0x1) out of order");
+    }
+
     /* END missing: the stream just stops */
     s.n = 0;
     put_header(&s, 1, 0);
@@ -435,6 +543,19 @@ static int write_corpus(const char *dir)
             return 1;
         fclose(fp);
         free(b);
+    }
+    for (int x = 0; x < 2; x++) {
+        static struct sbuf s;
+        char path[4096];
+        FILE *fp;
+
+        parallel_sample(&s, x);
+        snprintf(path, sizeof(path), "%s/sample-parallel-%s", dir,
+                 x ? "extra" : "main");
+        fp = fopen(path, "wb");
+        if (!fp || fwrite(s.b, 1, s.n, fp) != s.n)
+            return 1;
+        fclose(fp);
     }
     return 0;
 }
