@@ -175,7 +175,8 @@ int dm_report_dirty(struct dm_conn *c, uint64_t gfn, uint64_t nr)
     m.d.nr_runs = 1;
     m.d.runs[0].gfn = gfn;
     m.d.runs[0].nr = nr;
-    c->nr_dirty_msgs++;
+    /* a device's own threads report too (a DMA that ends on its own) */
+    __atomic_fetch_add(&c->nr_dirty_msgs, 1, __ATOMIC_RELAXED);
     return send_msg(c, &m, sizeof(m.raw));
 }
 
@@ -285,6 +286,20 @@ static int on_state(struct dm_conn *c, const struct dm_state *m, uint16_t type)
     return send_msg(c, &rs, sizeof(rs));
 }
 
+/* QUIESCE: the device's answer, after whatever DIRTY it sent. */
+static int on_quiesce(struct dm_conn *c, const struct dm_quiesce *m)
+{
+    struct dm_restored rs;
+
+    memset(&rs, 0, sizeof(rs));
+    dm_hdr_init(&rs.h, DM_QUIESCED, sizeof(rs));
+    rs.id = m->id;
+    rs.status = c->ops && c->ops->quiesce ? c->ops->quiesce(c, m->on) : 0;
+    if (rs.status > 0 || rs.status < -4095)
+        rs.status = -EIO;
+    return send_msg(c, &rs, sizeof(rs));
+}
+
 int dm_serve(struct dm_conn *c)
 {
     uint8_t *buf = malloc(DM_MSG_MAX);
@@ -348,6 +363,9 @@ int dm_serve(struct dm_conn *c)
         case DM_SAVE:
         case DM_RESTORE:
             r = on_state(c, (const void *)buf, h->type);
+            break;
+        case DM_QUIESCE:
+            r = on_quiesce(c, (const void *)buf);
             break;
         case DM_BYE:
             free(buf);

@@ -46,6 +46,12 @@ struct dm_dev_ops {
     void (*track_gone)(struct dm_conn *c, uint64_t gfn, uint64_t nr);
     int (*save)(struct dm_conn *c, void *buf, uint32_t *len);
     int (*restore)(struct dm_conn *c, const void *buf, uint32_t len);
+    /* QUIESCE (on): finish or fail every request in flight (reporting
+     * what it wrote with dm_report_dirty() before returning) and start no
+     * DMA into guest memory until called with on = false.  0 or -errno.
+     * NULL: the device has nothing in flight between requests (answered
+     * 0). */
+    int (*quiesce)(struct dm_conn *c, bool on);
 };
 
 struct dm_conn {

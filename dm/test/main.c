@@ -29,6 +29,10 @@
  * same offsets), which a PV guest may then map (docs/abi.md).
  * --flood N sends N DIRTY reports right after attaching (a device model
  * flooding memvisor: its messages are rate-limited).
+ *
+ * QUIESCE: a deferred DMA still waiting runs at once (its page reported
+ * dirty after the write, as always), and until the resume no copy or fill
+ * runs (STATUS EBUSY) and a deferred DMA started meanwhile waits.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -54,6 +58,10 @@ struct testdev {
     bool worker_started;
     struct mapcache_ref dma_ref;
     uint32_t dma_len, dma_val, dma_delay;
+    uint64_t dma_gfn;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    bool dma_now;      /* QUIESCE: the waiting DMA runs now */
+    bool quiesced;     /* no DMA into guest memory until resumed */
     /* watched page */
     uint64_t watch_gfn;
     bool watching;
@@ -69,24 +77,35 @@ static uint32_t fnv(uint32_t h, const void *p, size_t n)
 }
 #define FNV0 2166136261u
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void *dma_worker(void *arg)
 {
     struct dm_conn *c = arg;
     struct testdev *t = c->opaque;
+    struct timespec dl;
     uint32_t word;
 
-    sleep_ms(t->dma_delay);
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += t->dma_delay / 1000;
+    dl.tv_nsec += (long)(t->dma_delay % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&t->lock);
+    while (!t->dma_now &&
+           pthread_cond_timedwait(&t->cv, &t->lock, &dl) != ETIMEDOUT)
+        ;
+    while (t->quiesced) /* started while quiesced: wait for the resume */
+        pthread_cond_wait(&t->cv, &t->lock);
+    pthread_mutex_unlock(&t->lock);
     /* the mapping was taken when the request was accepted, as a device
      * resolves a descriptor's address: it is used now, however late */
     memcpy(&word, t->dma_ref.ptr, 4);
     for (uint32_t i = 0; i + 4 <= t->dma_len; i += 4)
         memcpy((uint8_t *)t->dma_ref.ptr + i, &t->dma_val, 4);
+    /* and reported again now that it is written: a harvest between the
+     * request and the write took the first report */
+    (void)dm_report_dirty(c, t->dma_gfn, 1);
     /* done before the mapping goes: its release may send the INVAL_ACK
      * that lets the guest go on and look */
     pthread_mutex_lock(&t->lock);
@@ -106,6 +125,8 @@ static int run_cmd(struct dm_conn *c, struct testdev *t, uint32_t cmd)
 
     if (len > sizeof(buf))
         return -EINVAL;
+    if (t->quiesced && (cmd == 1 || cmd == 2))
+        return -EBUSY; /* no DMA into guest memory while quiesced */
     switch (cmd) {
     case 1:
         if ((r = dm_copy_from(c, buf, src * PG, len)) < 0)
@@ -130,6 +151,8 @@ static int run_cmd(struct dm_conn *c, struct testdev *t, uint32_t cmd)
             return r;
         t->dma_len = len;
         t->dma_val = val;
+        t->dma_gfn = dst;
+        t->dma_now = false;
         t->dma_delay = t->regs[0x1c / 4];
         t->regs[0x20 / 4] = 1;
         /* reported before the write: the page is written whatever happens */
@@ -257,6 +280,36 @@ static int dev_restore(struct dm_conn *c, const void *buf, uint32_t len)
     return 0;
 }
 
+/* QUIESCE: the DMA in flight ends now (written, reported dirty), before
+ * the answer; then nothing writes guest memory until the resume. */
+static int dev_quiesce(struct dm_conn *c, bool on)
+{
+    struct testdev *t = c->opaque;
+    bool join;
+
+    pthread_mutex_lock(&t->lock);
+    if (!on || t->quiesced) {
+        /* a second QUIESCE finds nothing running (a DMA started since
+         * waits for the resume) */
+        t->quiesced = on;
+        pthread_cond_broadcast(&t->cv);
+        pthread_mutex_unlock(&t->lock);
+        return 0;
+    }
+    t->dma_now = true;
+    pthread_cond_broadcast(&t->cv);
+    join = t->worker_started;
+    t->worker_started = false;
+    pthread_mutex_unlock(&t->lock);
+    if (join)
+        pthread_join(t->worker, NULL);
+    pthread_mutex_lock(&t->lock);
+    t->dma_now = false;
+    t->quiesced = true;
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
 static const struct dm_dev_ops ops = {
     .io = dev_io,
     .track_reply = dev_track_reply,
@@ -264,6 +317,7 @@ static const struct dm_dev_ops ops = {
     .track_gone = dev_track_gone,
     .save = dev_save,
     .restore = dev_restore,
+    .quiesce = dev_quiesce,
 };
 
 int main(int argc, char **argv)
@@ -280,6 +334,14 @@ int main(int argc, char **argv)
     char why[DM_REASON_MAX];
 
     pthread_mutex_init(&t.lock, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&t.cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--socket") && v)

@@ -32,6 +32,10 @@
  *   hv -> dm  RESTORE     take this state (id)
  *   dm -> hv  RESTORED    result (id)
  *   either    BYE         orderly end
+ *   hv -> dm  QUIESCE     on = 1: finish or fail every request in flight,
+ *                         report what was written (DIRTY), start no DMA
+ *                         into guest memory until on = 0 (id)
+ *   dm -> hv  QUIESCED    done (id, status), after any DIRTY it needed
  *
  * All integers are little-endian host order (the two ends share a host).
  * Reserved fields are zero; a non-zero reserved field is malformed.
@@ -43,7 +47,7 @@
 
 #define DM_MAGIC 0x4d44564du /* "MVDM" */
 #define DM_PROTO_MAJOR 1u
-#define DM_PROTO_MINOR 0u
+#define DM_PROTO_MINOR 1u /* 1: QUIESCE, QUIESCED */
 
 #define DM_MSG_MAX 4096u      /* bytes, header included */
 #define DM_MAX_RANGES 16u     /* ranges one server claims */
@@ -74,6 +78,8 @@ enum dm_type {
     DM_RESTORE = 16,
     DM_RESTORED = 17,
     DM_BYE = 18,
+    DM_QUIESCE = 19,
+    DM_QUIESCED = 20,
     DM_NR_TYPES
 };
 
@@ -206,10 +212,18 @@ struct dm_state {
     uint8_t bytes[];
 };
 
+/* RESTORED and QUIESCED. */
 struct dm_restored {
     struct dm_hdr h;
     uint64_t id;
-    int32_t status;
+    int32_t status; /* 0 or -errno */
+    uint32_t reserved;
+};
+
+struct dm_quiesce {
+    struct dm_hdr h;
+    uint64_t id;
+    uint32_t on; /* 1 quiesce, 0 resume */
     uint32_t reserved;
 };
 

@@ -365,9 +365,10 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
             ex[k - 1].fail_after = v;
     }
     rc = migrate_save(&src, &c, &o, st, err, sizeof(err));
-    hv_domain_source_fini(&src);
-    if (rc < 0)
-        goto fail; /* the engine resumed the source */
+    if (rc < 0) {
+        hv_domain_source_fini(&src);
+        goto fail; /* the engine resumed the source and its devices */
+    }
     /* paused at the final pause: the destination's word, or the file on
      * disk, decides */
     if (migrate) {
@@ -385,7 +386,11 @@ void xfer_handle(struct domain *d, const char *line, int client_fd,
     if (rc == 0 && (migrate || (control_u64(line, "stop", &v) && v))) {
         hv_domain_shutdown(d, 0);
         *stopped = true;
+    } else if (st->devices_quiesced) {
+        /* the guest runs on here: its device models first */
+        (void)!src.devices_quiesce(src.arg, false, NULL, 0);
     }
+    hv_domain_source_fini(&src);
     hv_domain_resume(d);
     if (rc < 0)
         goto fail;

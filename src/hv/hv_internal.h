@@ -263,6 +263,10 @@ int hv_migrate_dm_states(void *arg,
                          int (*emit)(void *ctx, const struct stream_device *dv,
                                      const void *state, uint32_t len),
                          void *ctx, char *err, size_t errlen);
+/* migrate.c: QUIESCE (on) or resume the device models of the domain arg
+ * (a struct domain *), for a source's devices_quiesce operation of any
+ * kind: how many were quiesced, or -errno (none left quiesced). */
+int hv_migrate_dm_quiesce(void *arg, bool on, char *err, size_t errlen);
 /* migrate.c: what a restore left in the domain, at its teardown. */
 void hv_migrate_teardown(struct domain *d);
 

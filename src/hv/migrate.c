@@ -376,6 +376,45 @@ int hv_migrate_dm_states(void *arg,
     return src_devices(&s, emit, ctx, err, errlen);
 }
 
+/* QUIESCE (on) or resume every live device model, in server order; a
+ * failure to quiesce one resumes those quiesced before it. */
+static int src_devices_quiesce(void *arg, bool on, char *err, size_t errlen)
+{
+    struct hv_msrc *s = arg;
+    struct domain *d = s->d;
+    int n = 0, rc;
+
+    if (!d->created_io)
+        return 0;
+    for (unsigned i = 0; i < IOREQ_MAX_SERVERS; i++) {
+        enum ioreq_state st;
+        char name[DM_NAME_MAX];
+
+        if (ioreq_server_info(&d->io, i, &st, name, NULL, 0) < 0)
+            break; /* no more servers */
+        if (st != IOREQ_LIVE)
+            continue; /* cut off: its device has failed */
+        if ((rc = ioreq_quiesce(&d->io, i, on)) < 0) {
+            if (!on)
+                continue; /* resuming: the others still are */
+            errf(err, errlen, "device model %u (%.*s): quiescing: %s", i,
+                 (int)DM_NAME_MAX, name, strerror(-rc));
+            for (unsigned k = 0; k < i; k++)
+                (void)!ioreq_quiesce(&d->io, k, false);
+            return rc;
+        }
+        n++;
+    }
+    return n;
+}
+
+int hv_migrate_dm_quiesce(void *arg, bool on, char *err, size_t errlen)
+{
+    struct hv_msrc s = {.d = arg};
+
+    return src_devices_quiesce(&s, on, err, errlen);
+}
+
 int hv_domain_source_init(struct domain *d, struct migrate_source *src)
 {
     struct hv_msrc *s;
@@ -451,6 +490,7 @@ int hv_domain_source_init(struct domain *d, struct migrate_source *src)
     src->vcpu = src_vcpu;
     src->shared_info = src_shared_info;
     src->devices = src_devices;
+    src->devices_quiesce = src_devices_quiesce;
     return 0;
 fail:
     free(s->list_mfns);

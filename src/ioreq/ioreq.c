@@ -408,13 +408,17 @@ static bool dispatch(struct ioreq_server *s, const void *buf, uint16_t type)
         return true;
     }
     case DM_STATE:
-    case DM_RESTORED: {
+    case DM_RESTORED:
+    case DM_QUIESCED: {
         const struct dm_state *st = buf;
         const struct dm_restored *rs = buf;
         uint64_t id = type == DM_STATE ? st->id : rs->id;
+        uint16_t asked = type == DM_STATE      ? DM_SAVE
+                         : type == DM_RESTORED ? DM_RESTORE
+                                               : DM_QUIESCE;
         pthread_mutex_lock(&io->lock);
         if (!s->save.id || s->save.done || s->save.id != id ||
-            (type == DM_STATE) != (s->save_buf != NULL)) {
+            s->save_type != asked) {
             cut_locked(s, "%s %llu answers no request", dm_type_name(type),
                        (unsigned long long)id);
         } else {
@@ -809,14 +813,18 @@ int ioreq_end_hypercall(struct ioreq_domain *io)
 
 /* ---- device state ------------------------------------------------------- */
 
-static int state_call(struct ioreq_domain *io, unsigned server, void *out,
-                      uint32_t *out_len, const void *in, uint32_t in_len)
+/* SAVE (out), RESTORE (in) or QUIESCE (on): one call, its answer awaited. */
+static int state_call(struct ioreq_domain *io, unsigned server, uint16_t type,
+                      void *out, uint32_t *out_len, const void *in,
+                      uint32_t in_len, bool on)
 {
     struct ioreq_server *s;
     union {
         struct dm_state m;
+        struct dm_quiesce q;
         uint8_t raw[DM_MSG_MAX];
     } *u = malloc(sizeof(*u));
+    size_t len;
     int r;
 
     if (!u)
@@ -840,16 +848,24 @@ static int state_call(struct ioreq_domain *io, unsigned server, void *out,
         goto out;
     }
     s->save = (struct ioreq_pending){.id = ++io->next_id};
+    s->save_type = type;
     s->save_buf = out;
-    memset(&u->m, 0, sizeof(u->m));
-    dm_hdr_init(&u->m.h, out ? DM_SAVE : DM_RESTORE,
-                (uint32_t)(sizeof(u->m) + in_len));
-    u->m.id = s->save.id;
-    u->m.len = in_len;
-    if (in_len)
-        memcpy(u->m.bytes, in, in_len);
-    if (send_locked(s, &u->m, sizeof(u->m) + in_len, -1) == 0)
-        wait_done_locked(s, &s->save, out ? "SAVE" : "RESTORE");
+    memset(u, 0, sizeof(*u));
+    if (type == DM_QUIESCE) {
+        len = sizeof(u->q);
+        dm_hdr_init(&u->q.h, type, (uint32_t)len);
+        u->q.id = s->save.id;
+        u->q.on = on;
+    } else {
+        len = sizeof(u->m) + in_len;
+        dm_hdr_init(&u->m.h, type, (uint32_t)len);
+        u->m.id = s->save.id;
+        u->m.len = in_len;
+        if (in_len)
+            memcpy(u->m.bytes, in, in_len);
+    }
+    if (send_locked(s, u, len, -1) == 0)
+        wait_done_locked(s, &s->save, dm_type_name(type));
     r = s->save.done ? s->save.status : -EIO;
     if (r > 0)
         r = -EIO;
@@ -868,13 +884,18 @@ int ioreq_save(struct ioreq_domain *io, unsigned server, void *buf,
 {
     if (!buf || !len)
         return -EINVAL;
-    return state_call(io, server, buf, len, NULL, 0);
+    return state_call(io, server, DM_SAVE, buf, len, NULL, 0, false);
 }
 
 int ioreq_restore(struct ioreq_domain *io, unsigned server, const void *buf,
                   uint32_t len)
 {
-    return state_call(io, server, NULL, NULL, buf, len);
+    return state_call(io, server, DM_RESTORE, NULL, NULL, buf, len, false);
+}
+
+int ioreq_quiesce(struct ioreq_domain *io, unsigned server, bool on)
+{
+    return state_call(io, server, DM_QUIESCE, NULL, NULL, NULL, 0, on);
 }
 
 /* ---- life ---------------------------------------------------------------- */

@@ -107,7 +107,9 @@ struct ioreq_server {
     pthread_mutex_t send_lock;
     uint64_t acked_gen;
     struct ioreq_pending pend[IOREQ_MAX_VCPUS];
-    struct ioreq_pending save; /* SAVE/RESTORE in flight (one at a time) */
+    struct ioreq_pending save; /* SAVE/RESTORE/QUIESCE in flight (one at a
+                                  time) */
+    uint16_t save_type;        /* which of them */
     uint8_t *save_buf;         /* DM_STATE_MAX bytes while saving */
     uint32_t save_len;
     /* page tracking: memslot calls tracker on vCPU threads */
@@ -203,6 +205,14 @@ int __must_check ioreq_save(struct ioreq_domain *io, unsigned server,
                             void *buf, uint32_t *len);
 int __must_check ioreq_restore(struct ioreq_domain *io, unsigned server,
                                const void *buf, uint32_t len);
+
+/* QUIESCE (on) or resume (off) a server: on return with 0 it has finished
+ * or failed every request in flight, its writes to guest memory are in the
+ * dirty log (its DIRTY messages come before its QUIESCED), and it starts
+ * no DMA into guest memory until resumed.  -EIO if it is cut off, did not
+ * answer within the timeout (it is then cut off) or failed. */
+int __must_check ioreq_quiesce(struct ioreq_domain *io, unsigned server,
+                               bool on);
 
 /* The server is memvisor's child process pid (I6). */
 int __must_check ioreq_set_child(struct ioreq_domain *io, unsigned server,

@@ -28,6 +28,8 @@ static const char *const names[DM_NR_TYPES] = {
     [DM_RESTORE] = "RESTORE",
     [DM_RESTORED] = "RESTORED",
     [DM_BYE] = "BYE",
+    [DM_QUIESCE] = "QUIESCE",
+    [DM_QUIESCED] = "QUIESCED",
 };
 
 const char *dm_type_name(unsigned type)
@@ -45,6 +47,7 @@ static const uint8_t senders[DM_NR_TYPES] = {
     [DM_TRACK_REPLY] = HV,   [DM_TRACK_WRITE] = HV,  [DM_TRACK_GONE] = HV,
     [DM_DIRTY] = DMS,        [DM_SAVE] = HV,         [DM_STATE] = DMS,
     [DM_RESTORE] = HV,       [DM_RESTORED] = DMS,    [DM_BYE] = HV | DMS,
+    [DM_QUIESCE] = HV,       [DM_QUIESCED] = DMS,
 };
 #undef HV
 #undef DMS
@@ -190,7 +193,14 @@ static int check_body(const void *buf, size_t len, uint16_t type)
             return -EBADMSG;
         return 0;
     }
-    case DM_RESTORED: {
+    case DM_QUIESCE: {
+        const struct dm_quiesce *m = buf;
+        if (len != sizeof(*m) || m->reserved || m->on > 1)
+            return -EBADMSG;
+        return 0;
+    }
+    case DM_RESTORED:
+    case DM_QUIESCED: {
         const struct dm_restored *m = buf;
         if (len != sizeof(*m) || m->reserved || m->status > 0 ||
             m->status < -4095)

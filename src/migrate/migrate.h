@@ -32,7 +32,9 @@
  *          the target, or after max_rounds.
  *   FINAL  the vCPUs are paused (quiesced: no deferred put, no partially
  *          validated frame, every vCPU at a clean point; else resumed and
- *          paused again, up to MIGRATE_QUIESCE_TRIES).  Sent: what the last
+ *          paused again, up to MIGRATE_QUIESCE_TRIES), then the device
+ *          models are quiesced (devices_quiesce: in-flight requests ended,
+ *          their writes in the dirty log, no more DMA).  Sent: what the last
  *          harvest marks, every deferred page, and every page whose type
  *          differs from the one last sent.  The same normalisation error
  *          is now FATAL: the migration fails and the source resumes.
@@ -123,6 +125,13 @@ struct migrate_source {
      * shared_info, paused: the platform's and vCPU i's state. */
     int (*hvm_platform)(void *arg, struct stream_hvm_platform *out);
     int (*hvm_vcpu)(void *arg, unsigned i, struct stream_hvm_vcpu *out);
+    /* Optional, paused: quiesce (on) or resume every device model of the
+     * domain.  Quiesced, a device model has finished or failed every
+     * request in flight, its writes to guest memory are in the dirty log,
+     * and it starts no DMA into guest memory until resumed.  The number
+     * quiesced, or -errno with err set (those already quiesced are
+     * resumed). */
+    int (*devices_quiesce)(void *arg, bool on, char *err, size_t errlen);
     /* Optional, paused: the state of every device model of the domain,
      * each given to emit (a DEVICE record); an error fails the save. */
     int (*devices)(void *arg,
@@ -197,6 +206,7 @@ struct migrate_stats {
     uint64_t quiesce_tries;
     unsigned devices; /* device models whose state was sent */
     unsigned connections; /* the stream's connections (1: not parallel) */
+    unsigned devices_quiesced; /* device models quiesced at the final pause */
     /* what the save allocated: 2 bits and a byte per page (to send,
      * deferred, type last sent), one record's page buffer and zstd's per
      * connection */
@@ -219,9 +229,10 @@ struct migrate_save_opts {
     uint64_t downtime_ms;    /* target (0: 300) */
     void (*progress)(void *arg, const struct migrate_progress *p);
     void *progress_arg;
-    /* On success, leave the source paused at its final pause (the caller
-     * resumes or destroys it: a migration waits for the destination's
-     * word first).  On failure the source is always resumed. */
+    /* On success, leave the source paused at its final pause, its device
+     * models quiesced (the caller resumes both, devices first, or destroys
+     * it: a migration waits for the destination's word first).  On
+     * failure the source is always resumed, its device models first. */
     bool leave_paused;
     /* A parallel stream (docs/stream.md, "Parallel streams"): nr_extra
      * more connections, open, whose page data the save spreads with the
@@ -234,6 +245,9 @@ struct migrate_save_opts {
     /* Test only: the final round defers an unnormalisable page as a live
      * round does (the rule switched off; such a page is then lost). */
     bool test_no_final_rule;
+    /* Test only: the final round does not quiesce the device models (a
+     * DMA still running after the final harvest is then lost). */
+    bool test_no_device_quiesce;
     /* Test only: the final round does not resend pages whose type changed
      * since they were last sent (a table devalidated and not written since
      * then arrives as a table, localised). */

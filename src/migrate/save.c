@@ -68,6 +68,7 @@ struct save {
     uint64_t *deferred; /* pfns deferred to a later round */
     uint8_t *sent_type; /* type last sent (0xff: never) */
     uint64_t t0;
+    bool devs_quiesced; /* the device models are quiesced (FINAL) */
     unsigned nlanes;    /* connections: 1, or a parallel stream's */
     struct lane *lanes;
     struct stream_writer *w; /* the main connection's (lanes[0].w) */
@@ -773,6 +774,15 @@ p2m_done:
     tp = now_ns();
     s->st->paused_at_ns = tp;
     s->state = SAVE_FINAL;
+    /* the device models too, before the harvest: what they wrote so far is
+     * in the dirty log, and they write nothing after it */
+    if (src->devices_quiesce && !s->o->test_no_device_quiesce) {
+        if ((rc = src->devices_quiesce(src->arg, true, s->err, s->errlen)) <
+            0)
+            goto resume;
+        s->st->devices_quiesced = (unsigned)rc;
+        s->devs_quiesced = true;
+    }
     if ((rc = src->harvest(src->arg, s->todo)) < 0) {
         errf(s->err, s->errlen, "dirty log: %s", strerror(-rc));
         goto resume;
@@ -790,6 +800,8 @@ p2m_done:
     if (s->o->leave_paused)
         return 0;
 resume:
+    if (s->devs_quiesced)
+        (void)!src->devices_quiesce(src->arg, false, NULL, 0);
     src->resume(src->arg);
     return rc;
 }
@@ -886,14 +898,14 @@ int migrate_stats_json(const struct migrate_stats *s, char *buf, size_t len)
         "\"raw_bytes\":%llu,\"pages\":%llu,\"zero_pages\":%llu,"
         "\"deferred\":%llu,\"rounds\":%u,\"bandwidth\":%llu,"
         "\"quiesce_tries\":%llu,\"mem_bytes\":%llu,\"devices\":%u,"
-        "\"connections\":%u,\"round\":[",
+        "\"connections\":%u,\"devices_quiesced\":%u,\"round\":[",
         s->total_ns / 1e6, s->downtime_ns / 1e6, (unsigned long long)s->bytes,
         (unsigned long long)s->raw_bytes, (unsigned long long)s->pages,
         (unsigned long long)s->zero_pages, (unsigned long long)s->deferred,
         s->rounds, (unsigned long long)s->bandwidth,
         (unsigned long long)s->quiesce_tries,
         (unsigned long long)s->mem_bytes, s->devices,
-        s->connections ? s->connections : 1);
+        s->connections ? s->connections : 1, s->devices_quiesced);
     for (unsigned i = 0; i < s->rounds && i <= MIGRATE_MAX_ROUNDS; i++) {
         const struct migrate_round *r = &s->round[i];
         PUT("%s{\"round\":%u,\"final\":%s,\"pages\":%llu,\"zero\":%llu,"

@@ -22,6 +22,8 @@ static union {
     struct dm_dirty dirty;
     struct dm_state state;
     struct dm_refused refused;
+    struct dm_quiesce quiesce;
+    struct dm_restored restored;
     uint8_t raw[DM_MSG_MAX + 64];
 } m;
 
@@ -151,6 +153,29 @@ static void test_others(void **state)
     dm_hdr_init(&m.h, DM_SAVE, sizeof(struct dm_state) + 1);
     m.state.len = 1;
     assert_int_equal(dm_msg_check(&m, sizeof(struct dm_state) + 1, DM_FROM_HV),
+                     -EBADMSG);
+    /* QUIESCE from memvisor only, on 0 or 1; QUIESCED a status */
+    memset(&m, 0, sizeof(m));
+    dm_hdr_init(&m.h, DM_QUIESCE, sizeof(m.quiesce));
+    m.quiesce.on = 1;
+    assert_int_equal(dm_msg_check(&m, sizeof(m.quiesce), DM_FROM_HV), 0);
+    assert_int_equal(dm_msg_check(&m, sizeof(m.quiesce), DM_FROM_DM),
+                     -EPROTO);
+    m.quiesce.on = 2;
+    assert_int_equal(dm_msg_check(&m, sizeof(m.quiesce), DM_FROM_HV),
+                     -EBADMSG);
+    m.quiesce.on = 0;
+    m.quiesce.reserved = 1;
+    assert_int_equal(dm_msg_check(&m, sizeof(m.quiesce), DM_FROM_HV),
+                     -EBADMSG);
+    memset(&m, 0, sizeof(m));
+    dm_hdr_init(&m.h, DM_QUIESCED, sizeof(m.restored));
+    m.restored.status = -EBUSY;
+    assert_int_equal(dm_msg_check(&m, sizeof(m.restored), DM_FROM_DM), 0);
+    assert_int_equal(dm_msg_check(&m, sizeof(m.restored), DM_FROM_HV),
+                     -EPROTO);
+    m.restored.status = 1;
+    assert_int_equal(dm_msg_check(&m, sizeof(m.restored), DM_FROM_DM),
                      -EBADMSG);
     /* BYE both ways, header only */
     memset(&m, 0, sizeof(m));

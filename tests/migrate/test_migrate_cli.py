@@ -437,10 +437,13 @@ def main():
         summary = next((json.loads(x) for x in r.stdout.splitlines()
                         if x.startswith('{')), None)
         ok(r.returncode == 0 and summary and
-           summary['summary']['devices'] == 1 and src.wait(30) == 0 and
+           summary['summary']['devices'] == 1 and
+           summary['summary']['devices_quiesced'] == 1 and
+           src.wait(30) == 0 and
            '1 device states' in dst.text() and runs_on(dst, dctl, 1),
-           'with --device test at both ends the device state moves (1 '
-           'DEVICE record) and the guest runs on')
+           'with --device test at both ends the device model is quiesced at '
+           'the final pause, its state moves (1 DEVICE record) and the guest '
+           'runs on')
         stop(dst, dctl)
 
         # save and restore

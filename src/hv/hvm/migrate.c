@@ -244,6 +244,7 @@ int hvm_source_init(struct domain *d, struct migrate_source *src)
     src->hvm_platform = src_platform;
     src->hvm_vcpu = src_vcpu;
     src->devices = hv_migrate_dm_states;
+    src->devices_quiesce = hv_migrate_dm_quiesce;
     return 0;
 }
 
