@@ -2,7 +2,7 @@
 # Installs what the build and the tests need on Debian 12, once.
 # Run as root (make demo / make check call it); does nothing when all is there.
 set -euo pipefail
-pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev libcmocka-dev
+pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev libcmocka-dev qemu-system-x86
       python3 binutils libzstd-dev gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do

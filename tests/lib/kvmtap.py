@@ -48,3 +48,13 @@ def flavour(sysroot='/'):
 def note_flavour():
     print(f'# kvm: {flavour() or "unknown flavour (sysfs names no KVM module)"}',
           flush=True)
+
+
+def in_test_vm():
+    """Whether this runs inside the emulated test VM (tests/vm: its kernel
+    command line names the job)."""
+    try:
+        with open('/proc/cmdline') as f:
+            return 'memvisor.job=' in f.read()
+    except OSError:
+        return False

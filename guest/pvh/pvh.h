@@ -1,0 +1,95 @@
+/*
+ * pvh.h - the PVH workload guest: what its ring-0 setup (head.S, trap.c) and
+ * its ring-3 workload (workload.c) share: port I/O, the TSC, the serial
+ * port, and the start-of-day structure of Xen's PVH boot ABI.
+ *
+ * Contract:
+ *  1. Everything here works in ring 3 as well as ring 0: the TSS I/O bitmap
+ *     (head.S) opens exactly the ports used here (PIT 0x40-0x43 and 0x61,
+ *     COM1 0x3f8-0x3ff, ACPI PM1a control 0x604).
+ *  2. serial_write() never blocks forever: it gives up waiting for the
+ *     transmitter after SERIAL_POLLS reads of the line status register and
+ *     writes the byte anyway.
+ *  3. The structures mirror Xen's public arch-x86/hvm/start_info.h (version 1:
+ *     with the memory map); an address field of 0 means absent.
+ */
+#ifndef MEMVISOR_GUEST_PVH_H
+#define MEMVISOR_GUEST_PVH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HVM_START_MAGIC 0x336ec578u /* "xEn3" with the 0x80 bit of 'E' */
+#define HVM_MEMMAP_TYPE_RAM 1
+
+struct hvm_start_info {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t flags;
+    uint32_t nr_modules;
+    uint64_t modlist_paddr;
+    uint64_t cmdline_paddr;
+    uint64_t rsdp_paddr;
+    uint64_t memmap_paddr;   /* version >= 1 */
+    uint32_t memmap_entries; /* version >= 1 */
+    uint32_t reserved;
+};
+
+struct hvm_memmap_entry {
+    uint64_t addr;
+    uint64_t size;
+    uint32_t type;
+    uint32_t reserved;
+};
+
+#define COM1 0x3f8
+#define SERIAL_POLLS 100000
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline void outw(uint16_t port, uint16_t v)
+{
+    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static inline void cpu_relax(void)
+{
+    __asm__ volatile("pause" ::: "memory");
+}
+
+void serial_init(void);
+void serial_write(const char *s, size_t n);
+/* Formats one line (a newline is added) and writes it. */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Set by ring 3 once it has said its last word: an exception after that is
+ * the deliberate way out (trap.c halts quietly). */
+extern volatile bool workload_finished;
+
+struct trap_frame {
+    uint64_t r11, r10, r9, r8, rdi, rsi, rdx, rcx, rax;
+    uint64_t vector, error;
+    uint64_t rip, cs, rflags, rsp, ss;
+};
+void trap_ring0(struct trap_frame *f);
+void workload_main(const struct hvm_start_info *si);
+
+#endif
