@@ -208,6 +208,15 @@ long mm_unpin(uint64_t mfn);
 long mm_new_baseptr(uint64_t mfn, bool user);
 bool mm_owns_mfn(struct kernel *k, uint64_t mfn);
 
+/* The TSC, ordered after earlier loads (native in ring 3 on every KVM). */
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+
+    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi)::"memory");
+    return ((uint64_t)hi << 32) | lo;
+}
+
 /* ---- workloads ---- */
 /* Pfns a workload holds, per vCPU (the workloads run one after another). */
 #define WORK_MAX_PAGES 8192

@@ -26,14 +26,6 @@ static const char *const flushbench_counters[] = {"rounds", "spins", NULL};
 static uint64_t pin_cycles[FB_MAX_ROUNDS], unpin_cycles[FB_MAX_ROUNDS];
 static volatile uint32_t fb_stop;
 
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-
-    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi)::"memory");
-    return ((uint64_t)hi << 32) | lo;
-}
-
 static void sort(uint64_t *a, uint64_t n)
 {
     for (uint64_t i = 1; i < n; i++) {
