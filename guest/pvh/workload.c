@@ -169,11 +169,12 @@ static uint64_t calibrate_once(void)
 }
 
 /* A busy host can deschedule the vCPU long enough to spoil one
- * measurement: measure until two in a row agree within 0.1 %. */
+ * measurement: measure until two in a row agree within 0.1 % (at most 30
+ * tries, ~1.5 s). */
 static uint64_t calibrate_tsc_khz(void)
 {
     uint64_t prev = 0;
-    for (unsigned i = 0; i < 10; i++) {
+    for (unsigned i = 0; i < 30; i++) {
         uint64_t k = calibrate_once();
         if (k && prev) {
             uint64_t d = k > prev ? k - prev : prev - k;

@@ -58,3 +58,22 @@ def in_test_vm():
             return 'memvisor.job=' in f.read()
     except OSError:
         return False
+
+
+def tsc_khz():
+    """The host TSC rate KVM gives a new vCPU (KVM_GET_TSC_KHZ), or None."""
+    try:
+        fd = os.open('/dev/kvm', os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    vm = vcpu = -1
+    try:
+        vm = fcntl.ioctl(fd, 0xAE01, 0)        # KVM_CREATE_VM
+        vcpu = fcntl.ioctl(vm, 0xAE41, 0)      # KVM_CREATE_VCPU
+        return fcntl.ioctl(vcpu, 0xAEA3, 0)    # KVM_GET_TSC_KHZ
+    except OSError:
+        return None
+    finally:
+        for f in (vcpu, vm, fd):
+            if f >= 0:
+                os.close(f)

@@ -115,7 +115,7 @@ def main():
     ]
     steady = [h['rate'] for h in hbs[1:-1]]
     med = statistics.median(steady) if steady else 0
-    checks.append((35 <= med <= 55,
+    checks.append((25 <= med <= 55,
                    f'median dirty rate {med} MiB/s of 50 asked'))
     # guest time against host time between the first and last full heartbeat
     if len(hbs) >= 3:
