@@ -18,7 +18,7 @@ VM_NPT     ?= 1
 VM_FLAVOUR := $(if $(filter 0,$(VM_NPT)),--no-npt,--npt)
 export MEMVISOR_VM_CACHE ?= $(abspath $(BUILD))/vm-cache
 
-.PHONY: all deps build demo check check-vm test tsan fuzz bench format tidy clean
+.PHONY: all deps build demo check check-vm test tsan fuzz bench compare format tidy clean
 
 all: build
 
@@ -102,6 +102,15 @@ $(BENCH_BUILD)/build.ninja:
 bench: deps $(BENCH_BUILD)/build.ninja
 	ninja -C $(BENCH_BUILD)
 	@scripts/bench.sh $(BENCH_BUILD)
+
+# memvisor beside QEMU: live migration and boot of the same workload
+# (bench/compare/compare.py; COMPARE_ARGS=--quick for 512 MiB and one rep).
+compare: deps $(BENCH_BUILD)/build.ninja
+	ninja -C $(BENCH_BUILD)
+	bench/compare/compare.py --memvisor $(BENCH_BUILD)/src/cli/memvisor \
+	    --pvkernel $(BENCH_BUILD)/guest/pvkernel \
+	    --image $(BENCH_BUILD)/guest/pvh/pvh-workload \
+	    --json $(BENCH_BUILD)/compare.json $(COMPARE_ARGS)
 
 format:
 	git ls-files '*.c' '*.h' | xargs clang-format -i
