@@ -3,7 +3,7 @@
  * mode, paging off, ebx = the hvm_start_info's physical address, as Xen's
  * PVH boot ABI defines it), the switch to long mode on static page tables,
  * the GDT, TSS (with the I/O bitmap that lets ring 3 reach the serial port,
- * the PIT and the ACPI PM control port) and IDT, and the exception entries.
+ * the PIT, the ACPI PM control port and memvisor's exit port) and IDT, and the exception entries.
  *
  * Ring 0 is kept to this file and trap.c's report: on KVM-PVM every ring-0
  * instruction is emulated (~0.5 us each), so ring 0 only sets up and then
@@ -186,8 +186,9 @@ idt_desc:
 
 /* The TSS: rsp0 the ring-0 stack, the I/O bitmap right after it.  A set
  * bit denies; open are the ports ring 3 uses: the PIT (0x40-0x43) and its
- * gate (0x61) to calibrate the TSC, the serial port (0x3f8-0x3ff) and the
- * ACPI PM1a control port of QEMU's pc machine (0x604) to power off. */
+ * gate (0x61) to calibrate the TSC, the serial port (0x3f8-0x3ff), and to
+ * end the run the ACPI PM1a control port of QEMU's pc machine (0x604) and
+ * memvisor's exit port (0xf4). */
     .balign 16
 tss:
     .long 0
@@ -199,7 +200,9 @@ tss_iomap:
     .byte 0xf0                          /* 0x040-0x043 open */
     .fill 3, 1, 0xff
     .byte 0xfd                          /* 0x061 open */
-    .fill 127 - 13, 1, 0xff
+    .fill 30 - 13, 1, 0xff
+    .byte 0xef                          /* 0x0f4 open */
+    .fill 127 - 31, 1, 0xff
     .byte 0x00                          /* 0x3f8-0x3ff open */
     .fill 192 - 128, 1, 0xff
     .byte 0xcf                          /* 0x604-0x605 open */

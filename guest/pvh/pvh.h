@@ -6,12 +6,12 @@
  * Contract:
  *  1. Everything here works in ring 3 as well as ring 0: the TSS I/O bitmap
  *     (head.S) opens exactly the ports used here (PIT 0x40-0x43 and 0x61,
- *     COM1 0x3f8-0x3ff, ACPI PM1a control 0x604).
+ *     COM1 0x3f8-0x3ff, ACPI PM1a control 0x604, memvisor's exit port 0xf4).
  *  2. serial_write() never blocks forever: it gives up waiting for the
  *     transmitter after SERIAL_POLLS reads of the line status register and
  *     writes the byte anyway.
- *  3. The structures mirror Xen's public arch-x86/hvm/start_info.h (version 1:
- *     with the memory map); an address field of 0 means absent.
+ *  3. The start-of-day structures are include/xen's (version 1: with the
+ *     memory map); an address field of 0 means absent.
  */
 #ifndef MEMVISOR_GUEST_PVH_H
 #define MEMVISOR_GUEST_PVH_H
@@ -20,28 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HVM_START_MAGIC 0x336ec578u /* "xEn3" with the 0x80 bit of 'E' */
-#define HVM_MEMMAP_TYPE_RAM 1
-
-struct hvm_start_info {
-    uint32_t magic;
-    uint32_t version;
-    uint32_t flags;
-    uint32_t nr_modules;
-    uint64_t modlist_paddr;
-    uint64_t cmdline_paddr;
-    uint64_t rsdp_paddr;
-    uint64_t memmap_paddr;   /* version >= 1 */
-    uint32_t memmap_entries; /* version >= 1 */
-    uint32_t reserved;
-};
-
-struct hvm_memmap_entry {
-    uint64_t addr;
-    uint64_t size;
-    uint32_t type;
-    uint32_t reserved;
-};
+#include "xen/arch-x86/hvm/start_info.h"
 
 #define COM1 0x3f8
 #define SERIAL_POLLS 100000

@@ -74,10 +74,11 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 static bool find_memory(const struct hvm_start_info *si, uint64_t *start,
                         uint64_t *end)
 {
-    const struct hvm_memmap_entry *map = NULL;
+    const struct hvm_memmap_table_entry *map = NULL;
     uint32_t n = 0;
     if (si->version >= 1 && si->memmap_paddr && si->memmap_entries) {
-        map = (const struct hvm_memmap_entry *)(uintptr_t)si->memmap_paddr;
+        map =
+            (const struct hvm_memmap_table_entry *)(uintptr_t)si->memmap_paddr;
         n = si->memmap_entries;
     }
     uint64_t avoid_hi = (uint64_t)(uintptr_t)__image_end;
@@ -89,7 +90,7 @@ static bool find_memory(const struct hvm_start_info *si, uint64_t *start,
     *start = *end = 0;
     W.ram_bytes = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (map[i].type != HVM_MEMMAP_TYPE_RAM)
+        if (map[i].type != XEN_HVM_MEMMAP_TYPE_RAM)
             continue;
         W.ram_bytes += map[i].size;
         uint64_t lo = map[i].addr, hi = map[i].addr + map[i].size;
@@ -343,10 +344,11 @@ static void run(const struct params *p)
 
 void workload_main(const struct hvm_start_info *si)
 {
+    bool ok = false;
     for (char *b = __bss_start; b < __bss_end; b++)
         *b = 0;
     serial_init();
-    if (si->magic != HVM_START_MAGIC) {
+    if (si->magic != XEN_HVM_START_MAGIC_VALUE) {
         say("pvh-workload: FAIL: hvm_start_info magic 0x%x at 0x%lx", si->magic,
             (unsigned long)(uintptr_t)si);
         goto out;
@@ -424,9 +426,12 @@ void workload_main(const struct hvm_start_info *si)
         (unsigned long)p.hb_ms);
     run(&p);
 
+    ok = true;
 out:
     workload_finished = true;
-    outw(0x604, 0x2000);     /* ACPI S5 on QEMU's pc machine (PIIX4 PM) */
+    outw(0x604, 0x2000); /* ACPI S5 on QEMU's pc machine (PIIX4 PM) */
+    /* memvisor's exit port: the status (nothing there on QEMU's pc) */
+    outb(0xf4, (uint8_t)(ok && W.errors == 0 ? 0 : 1));
     __asm__ volatile("ud2"); /* elsewhere: trap.c halts */
     for (;;)
         cpu_relax();
