@@ -12,11 +12,11 @@ same hypervisor on 127.0.0.1, QEMU and memvisor in the same run:
             `migrate` and query-migrate until it completes.
   memvisor  `memvisor run --control SOCK` and `memvisor receive`, then
             `memvisor migrate --downtime MS` (docs/control.md).  Until
-            memvisor migrates HVM domains, its guest is the built-in PV guest
-            running the paced dirtier (guest/README.md, `dirty` with rate=,
-            hb=, tsc_khz=) over the same share of its memory: the output
-            says so on every memvisor row.  Where `memvisor run` boots the
-            PVH image and migrates it, both sides run the same image.
+            memvisor migrates HVM domains (one small migration of the PVH
+            image tells), its guest there is the built-in PV guest running
+            the paced dirtier (guest/README.md, `dirty` with rate=, hb=,
+            tsc_khz=) over the same share of its memory: the output says
+            so.  Once it does, both sides migrate the same image.
 
 Workloads: idle (memory filled, nothing dirtied), dirtying 50 and
 500 MiB/s; guest RAM 512 MiB and 2 GiB, 3/4 of it filled with
@@ -25,7 +25,8 @@ hypervisor's own figure), the pause the guest saw (the longest gap of its
 loop, from its heartbeats, over the migration window: on KVM-PVM the
 guest's TSC is the host's, so it is wall time), bytes sent, and whether
 the guest's self-check stayed at errors=0 after the move.  Also the boot
-time of each to the guest's first serial/console line.  Ratios are
+time of each to the guest's first serial line: the same PVH image, QEMU
+through its firmware, memvisor as an HVM domain.  Ratios are
 memvisor / QEMU of the same row (against multifd off and on).
 
 Run (after a build; a release build for figures worth quoting):
@@ -323,16 +324,68 @@ def memvisor_migration(a, tmp, ram, rate, dt, kind):
         stop(dst)
 
 
+def first_line_ms(cmd, watch, stdout_file=False, timeout=120):
+    """Starts cmd; the time until a first whole line appears in the file
+    watch (its stdout when stdout_file, else e.g. QEMU's -serial file:),
+    or None; the process is then killed."""
+    if os.path.exists(watch):
+        os.unlink(watch)
+    t0 = time.monotonic()
+    with open(watch if stdout_file else os.devnull, 'w') as out:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: '\n' in read(watch), timeout, 'first line', [p],
+                 watch)
+        return (time.monotonic() - t0) * 1000
+    except RuntimeError as e:
+        log(f'boot {cmd[0]}: {e}')
+        return None
+    finally:
+        stop(p)
+
+
+def boots(a, tmp, ram, reps, kind):
+    """Boot to the first serial/console line, QEMU and memvisor in turn."""
+    cmdline = f'mem=8 hb={HB_MS} tsc_khz={a.tsc_khz}'
+    out = []
+    for rep in range(reps):
+        qlog = f'{tmp}/qboot.log'
+        q = first_line_ms(pvhwork.qemu_cmd(a.image, ram, cmdline,
+                                           f'file:{qlog}'), qlog)
+        if kind == 'pvh':
+            cmd = [a.memvisor, 'run', a.image, '--mem', str(ram), '--cmdline',
+                   cmdline]
+        else:
+            cmd = [a.memvisor, 'run', a.pvkernel, '--mem', str(ram),
+                   '--vcpus', '1', '--cmdline', 'dirty pages=8 passes=0']
+        m = first_line_ms(cmd, f'{tmp}/mboot.log', stdout_file=True)
+        out.append({'ram': ram, 'rep': rep, 'qemu_ms': q, 'memvisor_ms': m,
+                    'memvisor_guest': kind})
+    return out
+
+
 def memvisor_boots_pvh(a, tmp):
     """Whether `memvisor run` boots the PVH workload image here."""
     try:
         r = subprocess.run([a.memvisor, 'run', a.image, '--mem', '64',
-                            '--cmdline', 'mem=8 secs=1 hb=200'],
+                            '--cmdline', f'mem=8 secs=1 hb=200 '
+                                         f'tsc_khz={a.tsc_khz}'],
                            capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         return False
     d = pvhwork.parse(r.stdout)['done']
     return d is not None and d['errors'] == 0
+
+
+def memvisor_migrates_pvh(a, tmp):
+    """Whether memvisor live-migrates the PVH workload guest here: one
+    small migration; (True, '') or (False, why)."""
+    try:
+        memvisor_migration(a, tmp, 64, 0, 300, 'pvh')
+        return True, ''
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        return False, str(e)
 
 
 # ---- the matrix -------------------------------------------------------------
@@ -379,15 +432,27 @@ def main():
         log(f'the workload guest did not calibrate under QEMU:\n'
             f'{probe.stdout}{probe.stderr}')
         return 1
-    kind = a.memvisor_guest
+    boot_kind = 'pvh' if memvisor_boots_pvh(a, tmp) else 'pv'
+    kind, why = a.memvisor_guest, ''
     if kind == 'auto':
-        kind = 'pvh' if memvisor_boots_pvh(a, tmp) else 'pv'
+        kind = 'pv'
+        if boot_kind == 'pvh':
+            ok, why = memvisor_migrates_pvh(a, tmp)
+            kind = 'pvh' if ok else 'pv'
+        else:
+            why = '`memvisor run` does not boot the PVH image'
     guest_note = ('the same PVH workload image on both sides' if kind == 'pvh'
-                  else 'memvisor runs its PV guest (guest/pvkernel, the paced '
-                       'dirtier) until it migrates HVM domains; QEMU the PVH '
-                       'workload guest')
-    log(f'TSC {a.tsc_khz} kHz; {guest_note}; RAM {rams} MiB, rates {rates} '
-        f'MiB/s, {reps} rep(s)')
+                  else 'memvisor migrates its PV guest (guest/pvkernel, the '
+                       'paced dirtier over the same share of memory), QEMU '
+                       'the PVH workload guest: memvisor does not migrate the '
+                       f'PVH image yet ({why.strip()[:200]})')
+    log(f'TSC {a.tsc_khz} kHz; boot: memvisor runs the '
+        f'{"PVH image" if boot_kind == "pvh" else "PV guest"}; migration: '
+        f'{guest_note}; RAM {rams} MiB, rates {rates} MiB/s, {reps} rep(s)')
+
+    boot_runs = []
+    for ram in rams:
+        boot_runs += boots(a, tmp, ram, max(reps, 3), boot_kind)
 
     runs = []
     for ram in rams:
@@ -418,7 +483,7 @@ def main():
                                  'ram': ram, 'rate': rate, 'dt': dt,
                                  'rep': rep, **r})
 
-    report(runs, rams, rates, reps, kind, guest_note, a)
+    report(runs, boot_runs, rams, rates, reps, kind, boot_kind, guest_note, a)
     shutil.rmtree(tmp, ignore_errors=True)
     bad = [r for r in runs if r.get('failed') or r.get('errors')]
     return 1 if bad else 0
@@ -436,7 +501,8 @@ def ratio(a, b):
     return f'{a / b:.2f}'
 
 
-def report(runs, rams, rates, reps, kind, guest_note, a):
+def report(runs, boot_runs, rams, rates, reps, kind, boot_kind, guest_note,
+           a):
     keys = ('total_ms', 'downtime_ms', 'pause_ms', 'bytes', 'rounds',
             'errors', 'boot_ms', 'running_ms', 'resume_gap_ms')
     cells = {}
@@ -488,21 +554,24 @@ def report(runs, rams, rates, reps, kind, guest_note, a):
                           f'{fmt(m["pause_ms"], 1)} | {fmt(mib)} | '
                           f'{fmt(m["rounds"])} | {fmt(m["errors"])} | '
                           + ' | '.join(rat) + ' |')
-    print('\n## Boot to the first serial/console line\n')
-    print('| engine | guest | RAM | median ms | ratio memvisor/QEMU |')
-    print('|---|---|---|---|---|')
+    print('\n## Boot to the first serial line\n')
+    print(f'Median of {max(reps, 3)} boots each, process start to the first '
+          'whole line on the guest\'s serial port (QEMU: the pc machine, '
+          'SeaBIOS and its PVH option ROM; memvisor: '
+          + ('the same PVH image as an HVM domain' if boot_kind == 'pvh'
+             else 'its PV guest\'s console') + ').\n')
+    print('| RAM | QEMU ms | memvisor ms | memvisor / QEMU |')
+    print('|---|---|---|---|')
     for ram in rams:
-        q = median_of([r for r in runs if r['engine'].startswith('qemu')
-                       and r['ram'] == ram and not r.get('failed')], 'boot_ms')
-        m = median_of([r for r in runs if r['engine'] == 'memvisor'
-                       and r['ram'] == ram and not r.get('failed')], 'boot_ms')
-        print(f'| QEMU (pc, SeaBIOS, PVH -kernel) | PVH workload | {ram} MiB | '
-              f'{fmt(q)} | |')
-        print(f'| memvisor | {"PVH workload" if kind == "pvh" else "PV guest"}'
-              f' | {ram} MiB | {fmt(m)} | {ratio(m, q)} |')
+        rs = [r for r in boot_runs if r['ram'] == ram]
+        q = median_of(rs, 'qemu_ms')
+        m = median_of(rs, 'memvisor_ms')
+        print(f'| {ram} MiB | {fmt(q)} | {fmt(m)} | {ratio(m, q)} |')
     with open(a.json, 'w') as f:
         json.dump({'guest_note': guest_note, 'memvisor_guest': kind,
+                   'memvisor_boot_guest': boot_kind,
                    'tsc_khz': a.tsc_khz, 'reps': reps, 'runs': runs,
+                   'boots': boot_runs,
                    'medians': [{'ram': k[0], 'rate': k[1], 'dt': k[2],
                                 'engine': k[3], **v}
                                for k, v in sorted(med.items())]},

