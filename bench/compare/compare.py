@@ -186,14 +186,16 @@ def qemu_migration(a, tmp, ram, rate, dt, mfd):
             os.unlink(f)
     cmdline = pvh_cmdline(a, rate)
     t0 = time.monotonic()
-    src = subprocess.Popen(pvhwork.qemu_cmd(
-        a.image, ram, cmdline, f'file:{slog}',
-        ['-qmp', f'unix:{sq},server=on,wait=off']),
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    dst = subprocess.Popen(pvhwork.qemu_cmd(
-        a.image, ram, cmdline, f'file:{dlog}',
-        ['-qmp', f'unix:{dq},server=on,wait=off', '-incoming', 'defer']),
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(f'{tmp}/qsrc.err', 'w') as err:
+        src = subprocess.Popen(pvhwork.qemu_cmd(
+            a.image, ram, cmdline, f'file:{slog}',
+            ['-qmp', f'unix:{sq},server=on,wait=off']),
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    with open(f'{tmp}/qdst.err', 'w') as err:
+        dst = subprocess.Popen(pvhwork.qemu_cmd(
+            a.image, ram, cmdline, f'file:{dlog}',
+            ['-qmp', f'unix:{dq},server=on,wait=off', '-incoming', 'defer']),
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     qs = qd = None
     try:
         wait_for(lambda: read(slog).strip(), 120, 'QEMU: first line', [src],
