@@ -11,12 +11,12 @@ same hypervisor on 127.0.0.1, QEMU and memvisor in the same run:
             sides; the destination starts with -incoming defer), then
             `migrate` and query-migrate until it completes.
   memvisor  `memvisor run --control SOCK` and `memvisor receive`, then
-            `memvisor migrate --downtime MS` (docs/control.md).  Until
-            memvisor migrates HVM domains (one small migration of the PVH
-            image tells), its guest there is the built-in PV guest running
-            the paced dirtier (guest/README.md, `dirty` with rate=, hb=,
-            tsc_khz=) over the same share of its memory: the output says
-            so.  Once it does, both sides migrate the same image.
+            `memvisor migrate --downtime MS` (docs/control.md), the same
+            image as an HVM domain.  Should memvisor not migrate it (one
+            small migration tells), its guest there is the built-in PV guest
+            running the paced dirtier (guest/README.md, `dirty` with rate=,
+            hb=, tsc_khz=) over the same share of its memory, and the output
+            says so.
 
 Workloads: idle (memory filled, nothing dirtied), dirtying 50 and
 500 MiB/s; guest RAM 512 MiB and 2 GiB, 3/4 of it filled with
