@@ -74,12 +74,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def read(path):
-    try:
-        with open(path, errors='replace') as f:
-            return f.read()
-    except OSError:
-        return ''
+read = pvhwork.read
 
 
 def tail(path, n=5):
@@ -392,6 +387,17 @@ def memvisor_migrates_pvh(a, tmp):
 
 # ---- the matrix -------------------------------------------------------------
 
+def attempt(what, fn, *args, **fields):
+    """One migration: its figures, or why it failed, with fields."""
+    log(what)
+    try:
+        r = fn(*args)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        log(f'{what}: FAILED: {e}')
+        r = {'failed': str(e)}
+    return {**fields, **r}
+
+
 def median_of(runs, key):
     vals = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(vals) if vals else None
@@ -462,28 +468,17 @@ def main():
             for rep in range(reps):
                 for dt in (300, 20):
                     for mfd in (0, 2):
-                        what = f'QEMU {ram} MiB rate {rate} dt {dt} mfd {mfd}'
-                        log(f'{what} (rep {rep + 1})')
-                        try:
-                            r = qemu_migration(a, tmp, ram, rate, dt, mfd)
-                        except (RuntimeError, OSError,
-                                subprocess.SubprocessError) as e:
-                            log(f'{what}: FAILED: {e}')
-                            r = {'failed': str(e)}
-                        runs.append({'engine': f'qemu-mfd{mfd}',
-                                     'guest': 'pvh', 'ram': ram,
-                                     'rate': rate, 'dt': dt, 'rep': rep, **r})
-                    what = f'memvisor ({kind}) {ram} MiB rate {rate} dt {dt}'
-                    log(f'{what} (rep {rep + 1})')
-                    try:
-                        r = memvisor_migration(a, tmp, ram, rate, dt, kind)
-                    except (RuntimeError, OSError,
-                            subprocess.SubprocessError) as e:
-                        log(f'{what}: FAILED: {e}')
-                        r = {'failed': str(e)}
-                    runs.append({'engine': 'memvisor', 'guest': kind,
-                                 'ram': ram, 'rate': rate, 'dt': dt,
-                                 'rep': rep, **r})
+                        runs.append(attempt(
+                            f'QEMU {ram} MiB rate {rate} dt {dt} mfd {mfd} '
+                            f'(rep {rep + 1})', qemu_migration,
+                            a, tmp, ram, rate, dt, mfd,
+                            engine=f'qemu-mfd{mfd}', guest='pvh', ram=ram,
+                            rate=rate, dt=dt, rep=rep))
+                    runs.append(attempt(
+                        f'memvisor ({kind}) {ram} MiB rate {rate} dt {dt} '
+                        f'(rep {rep + 1})', memvisor_migration,
+                        a, tmp, ram, rate, dt, kind, engine='memvisor',
+                        guest=kind, ram=ram, rate=rate, dt=dt, rep=rep))
 
     report(runs, boot_runs, rams, rates, reps, kind, boot_kind, guest_note, a)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -77,3 +77,22 @@ def tsc_khz():
         for f in (vcpu, vm, fd):
             if f >= 0:
                 os.close(f)
+
+
+def start():
+    """The start of a KVM TAP script: where KVM is not usable prints the
+    skip plan and returns False; else prints the flavour comment."""
+    why = unusable()
+    if why:
+        print(f'1..0 # SKIP KVM tests did not run: {why}', flush=True)
+        return False
+    note_flavour()
+    return True
+
+
+def report(checks):
+    """Prints [(ok, what)] as TAP; the exit status (1 if any failed)."""
+    print(f'1..{len(checks)}')
+    for i, (ok, what) in enumerate(checks, 1):
+        print(f'{"ok" if ok else "not ok"} {i} - {what}')
+    return 0 if checks and all(ok for ok, _ in checks) else 1

@@ -27,6 +27,15 @@ ERROR = re.compile(r'^error: (\w+): page (\d+) ')
 CORRUPT = re.compile(r'^corrupt: flipped a byte of page (\d+) ')
 
 
+def read(path):
+    """A log file's text so far ('' if it is not there yet)."""
+    try:
+        with open(path, errors='replace') as f:
+            return f.read()
+    except OSError:
+        return ''
+
+
 def qemu_cmd(image, mem_mib, cmdline, serial, extra=()):
     """QEMU's command line for the workload guest; serial is QEMU's -serial
     argument (file:PATH, stdio, ...)."""

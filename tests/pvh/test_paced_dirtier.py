@@ -42,12 +42,9 @@ def run(memvisor, kernel, cmdline):
 
 def main():
     memvisor, kernel = sys.argv[1], sys.argv[2]
-    why = kvmtap.unusable()
-    if why:
-        print(f'1..0 # SKIP KVM tests did not run: {why}', flush=True)
+    if not kvmtap.start():
         return 0
     khz = kvmtap.tsc_khz()
-    kvmtap.note_flavour()
     print(f'# host TSC {khz} kHz (KVM_GET_TSC_KHZ)')
     checks = []
     for pages in (4096, 12288):
@@ -83,10 +80,7 @@ def main():
     checks.append((r.returncode == 3 and any(
         'rate= and hb= need tsc_khz=' in x for x in r.stdout.splitlines()),
         f'rate= without tsc_khz= is refused (exit {r.returncode}, FAIL line)'))
-    print(f'1..{len(checks)}')
-    for i, (ok, what) in enumerate(checks, 1):
-        print(f'{"ok" if ok else "not ok"} {i} - {what}')
-    return 0 if all(ok for ok, _ in checks) else 1
+    return kvmtap.report(checks)
 
 
 if __name__ == '__main__':

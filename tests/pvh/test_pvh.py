@@ -191,10 +191,7 @@ def main():
                        f'the guest counted errors=1 at the end: {done}'))
         checks.append((bool(hbs) and hbs[-1]['errors'] == 1,
                        'the last heartbeat says errors=1'))
-    print(f'1..{len(checks)}')
-    for i, (ok, what) in enumerate(checks, 1):
-        print(f'{"ok" if ok else "not ok"} {i} - {what}')
-    return 0 if all(ok for ok, _ in checks) else 1
+    return kvmtap.report(checks)
 
 
 if __name__ == '__main__':

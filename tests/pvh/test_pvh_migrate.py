@@ -32,14 +32,6 @@ import pvhwork  # noqa: E402
 PAGES = 48 * 256
 
 
-def read(path):
-    try:
-        with open(path, errors='replace') as f:
-            return f.read()
-    except OSError:
-        return ''
-
-
 def wait(pred, timeout, procs):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -53,12 +45,9 @@ def wait(pred, timeout, procs):
 
 def main():
     memvisor, image = sys.argv[1], sys.argv[2]
-    why = kvmtap.unusable()
-    if why:
-        print(f'1..0 # SKIP KVM tests did not run: {why}', flush=True)
+    if not kvmtap.start():
         return 0
     khz = kvmtap.tsc_khz()
-    kvmtap.note_flavour()
     tmp = tempfile.mkdtemp(prefix='pvh-migrate.')
     slog, dlog, derr = f'{tmp}/src.out', f'{tmp}/dst.out', f'{tmp}/dst.err'
     with socket.socket() as s:
@@ -72,12 +61,12 @@ def main():
     src = None
     checks = []
     try:
-        if not wait(lambda: 'waiting for a migration' in read(derr), 30,
+        if not wait(lambda: 'waiting for a migration' in pvhwork.read(derr), 30,
                     [dst]):
             if dst.poll() == 69:
                 print('1..0 # SKIP memvisor: KVM not available')
                 return 0
-            checks.append((False, f'memvisor receive listens: {read(derr)}'))
+            checks.append((False, f'memvisor receive listens: {pvhwork.read(derr)}'))
             raise RuntimeError
         cmdline = f'mem=48 rate=50 verify=256 hb=100 tsc_khz={khz}'
         with open(slog, 'w') as out:
@@ -86,7 +75,7 @@ def main():
                                     f'{tmp}/src.ctl'],
                                    stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=subprocess.STDOUT)
-        steady = wait(lambda: len(pvhwork.parse(read(slog))['hb']) >= 5, 60,
+        steady = wait(lambda: len(pvhwork.parse(pvhwork.read(slog))['hb']) >= 5, 60,
                       [src])
         checks.append((steady, 'the guest runs at the source (5 heartbeats)'))
         if not steady:
@@ -111,14 +100,14 @@ def main():
         except subprocess.TimeoutExpired:
             code = None
         checks.append((code == 0, f'the source exited 0 (got {code})'))
-        last_src = pvhwork.parse(read(slog))['hb'][-1]
+        last_src = pvhwork.parse(pvhwork.read(slog))['hb'][-1]
 
         def swept():
-            hb = pvhwork.parse(read(dlog))['hb']
+            hb = pvhwork.parse(pvhwork.read(dlog))['hb']
             return len(hb) >= 2 and hb[-1]['verified'] - hb[0]['verified'] \
                 >= PAGES
         ok = wait(swept, 60, [dst])
-        after = pvhwork.parse(read(dlog))
+        after = pvhwork.parse(pvhwork.read(dlog))
         hbs = after['hb']
         checks.append((ok, f'heartbeats at the destination until every page '
                            f'was verified again ({len(hbs)} heartbeats)'))
@@ -143,12 +132,9 @@ def main():
                 p.wait()
         for name, path in (('source', slog), ('destination', dlog),
                            ('destination stderr', derr)):
-            for line in read(path).splitlines()[-8:]:
+            for line in pvhwork.read(path).splitlines()[-8:]:
                 print(f'# {name}: {line}')
-    print(f'1..{len(checks)}')
-    for i, (ok, what) in enumerate(checks, 1):
-        print(f'{"ok" if ok else "not ok"} {i} - {what}')
-    return 0 if checks and all(ok for ok, _ in checks) else 1
+    return kvmtap.report(checks)
 
 
 if __name__ == '__main__':
