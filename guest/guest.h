@@ -206,6 +206,10 @@ long mm_flush_va(uint64_t va);
 long mm_pin(uint64_t mfn, unsigned level);
 long mm_unpin(uint64_t mfn);
 long mm_new_baseptr(uint64_t mfn, bool user);
+/* After a move to another memvisor: the frame numbers the kernel keeps
+ * (its L4, the physmap's L3, L2 and L1s) read again from its p2m list and
+ * its page tables, which the destination rewrote (work_moved.c). */
+void mm_refresh_frames(struct kernel *k);
 bool mm_owns_mfn(struct kernel *k, uint64_t mfn);
 
 /* The TSC, ordered after earlier loads (native in ring 3 on every KVM). */
@@ -232,7 +236,7 @@ struct workload {
     const char *const *counters; /* names, NULL-terminated */
 };
 extern const struct workload work_abi, work_dirty, work_ptchurn, work_balloon,
-    work_hostile, work_stale, work_flushbench, work_dev;
+    work_hostile, work_stale, work_flushbench, work_dev, work_moved;
 
 static inline struct vcpu *this_vcpu(void)
 {

@@ -415,16 +415,18 @@ void kernel_main(struct start_info *si, uint64_t boot_rsp)
             k->free_count);
 
     static const struct workload *const all[] = {
-        &work_abi,     &work_dirty,   &work_ptchurn,
+        &work_abi,     &work_dirty,   &work_moved,      &work_ptchurn,
         &work_balloon, &work_hostile, &work_stale, &work_flushbench,
         &work_dev};
     int failed = 0, ran = 0;
     for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-        /* `all` is every check; the benchmark, and the device workload
-         * (it needs device models), run only when named. */
+        /* `all` is every check; the benchmark, the device workload (it
+         * needs device models) and the wait for a move (the workloads
+         * after it then run at the destination) run only when named. */
         if (!cmdline_has(k->cmdline, sizeof(k->cmdline), all[i]->name) &&
             (!cmdline_has(k->cmdline, sizeof(k->cmdline), "all") ||
-             all[i] == &work_flushbench || all[i] == &work_dev))
+             all[i] == &work_flushbench || all[i] == &work_dev ||
+             all[i] == &work_moved))
             continue;
         ran++;
         if (run_workload(k, all[i]))

@@ -257,6 +257,17 @@ static long build_chunk(struct kernel *k, unsigned c)
     return 0;
 }
 
+void mm_refresh_frames(struct kernel *k)
+{
+    k->l4_mfn = __atomic_load_n(
+        &k->p2m[physmap_pfn((uint64_t)(uintptr_t)k->l4)], __ATOMIC_ACQUIRE);
+    k->l3_mfn = pte_mfn(k->l4[PHYSMAP_L4_SLOT]);
+    k->l2_mfn = pte_mfn(k->l3[PHYSMAP_L3_SLOT]);
+    for (unsigned i = 0; i < PT_ENTRIES; i++)
+        if (k->l1_mfn[i])
+            k->l1_mfn[i] = pte_mfn(k->l2[i]);
+}
+
 int mm_init(struct kernel *k, uint64_t boot_rsp)
 {
     struct start_info *si = k->si;

@@ -17,6 +17,11 @@ processes, end to end (TAP).
 - a parallel migration with one of its connections (any of them, picked
   at random) cut at a random record: the same, then a parallel migration
   succeeds;
+- the page-table churn re-run on the destination: a guest that waits for
+  its move (`moved`), migrated over 2 connections, then runs ptchurn
+  there: its self-checks pass, the audit stays clean; with the guest's
+  refresh of the frame numbers it keeps switched off (refresh=0) the same
+  ptchurn fails there;
 - a hostile extra connection (garbage, or another stream's token) joining
   a parallel stream: the destination refuses with its reason, answers ERR
   on the main connection and leaves nothing behind;
@@ -312,6 +317,38 @@ def main():
            'then a migration over 3 connections succeeds; the guest runs on '
            'there')
         stop(dst, dctl)
+
+        # the page-table churn re-run on the destination
+        for refresh in (1, 0):
+            ctl = os.path.join(tmp, f'moved{refresh}.ctl')
+            src = Proc(['run', pvkernel, '--mem', '64', '--vcpus', '2',
+                        '--cmdline', f'moved ptchurn refresh={refresh}',
+                        '--control', ctl])
+            wait_for(lambda: 'moved: waiting' in src.text())
+            path = os.path.join(tmp, f'moved{refresh}.sock')
+            dst = Proc(['receive', '--listen', 'unix:' + path,
+                        '--audit-every', '200'])
+            wait_for(lambda: 'waiting for a migration' in dst.text())
+            r = migrate(ctl, 'unix:' + path, ['--connections', '2'])
+            st, sst = dst.wait(120), src.wait(30)
+            out = dst.text()
+            if refresh:
+                if st != 0:
+                    note(out[-2000:])
+                ok(r.returncode == 0 and sst == 0 and st == 0 and
+                   'moved: l4 mfn' in out and 'ptchurn: pass' in out and
+                   'guest: pass' in out and 'final audit: clean' in out and
+                   'FAIL' not in out,
+                   'ptchurn re-run on the destination after a live migration '
+                   'over 2 connections: its self-checks pass, audits clean '
+                   f'(destination status {st})')
+            else:
+                ok(r.returncode == 0 and st not in (None, 0) and
+                   'ptchurn: FAIL' in out,
+                   'with the guest\'s refresh of its kept frame numbers '
+                   'switched off the same ptchurn fails at the destination '
+                   f'(status {st}: {out.count("FAIL: ptchurn")} failed '
+                   'checks)')
 
         # hostile extra connections
         for label, extra, want in (
