@@ -64,6 +64,10 @@ static int pio(struct hvm_vcpu *hc, uint16_t port, unsigned size, bool out,
     }
     if (out && port == HVM_EXIT_PORT)
         return shutdown(d, data[0]);
+    if (!out && port == KBD_PORT && size == 1) {
+        data[0] = 0; /* the keyboard controller's status: ready, empty */
+        return VCPU_CONTINUE;
+    }
     if (out && ((port == KBD_PORT && data[0] == KBD_RESET) ||
                 (port == RST_CNT_PORT && (data[0] & 0x04))))
         return shutdown(d, HVM_REBOOT);
