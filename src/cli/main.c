@@ -481,7 +481,7 @@ static int run_domain(struct hv *hvp, struct domain *d,
         if (a < 0 || audit_failures)
             status = status ? status : EXIT_AUDIT;
     }
-    if (o->audit_ms) {
+    if (o->audit_ms && !hv_domain_is_hvm(d)) {
         struct hv_domain_stats st;
         uint64_t calls = 0, bounces = 0;
 

@@ -289,6 +289,24 @@ int kvm_sys_supported_cpuid(struct kvm_sys *sys, struct kvm_cpuid2 **out)
     }
 }
 
+int kvm_cpuid_edit(struct kvm_cpuid2 *c, uint32_t function, uint32_t index,
+                   unsigned reg, uint32_t set, uint32_t clear)
+{
+    for (uint32_t i = 0; i < c->nent; i++) {
+        struct kvm_cpuid_entry2 *e = &c->entries[i];
+        uint32_t *r[4] = {&e->eax, &e->ebx, &e->ecx, &e->edx};
+
+        if (e->function != function ||
+            ((e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) && e->index != index))
+            continue;
+        if (reg > 3)
+            return -EINVAL;
+        *r[reg] = (*r[reg] & ~clear) | set;
+        return 0;
+    }
+    return -ENOENT;
+}
+
 /* ---- VM ------------------------------------------------------------------- */
 
 struct kvm_vm_config kvm_vm_config_default(const struct kvm_sys *sys,

@@ -267,6 +267,13 @@ void kvm_sys_close(struct kvm_sys *sys);
 /* KVM_GET_SUPPORTED_CPUID into a malloc'ed table (*out; caller frees). */
 int __must_check kvm_sys_supported_cpuid(struct kvm_sys *sys,
                                          struct kvm_cpuid2 **out);
+/* Edit one register (0 eax, 1 ebx, 2 ecx, 3 edx) of the table's entry for
+ * function/index: bits in clear go, bits in set come.  -ENOENT if the table
+ * has no such entry. */
+#define KVM_CPUID_ECX 2u
+int __must_check kvm_cpuid_edit(struct kvm_cpuid2 *c, uint32_t function,
+                                uint32_t index, unsigned reg, uint32_t set,
+                                uint32_t clear);
 
 struct kvm_vm_config {
     /* KVM_DIRTY_RING: ring_bytes must be a power of two, at least a page;

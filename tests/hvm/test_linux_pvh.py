@@ -38,7 +38,7 @@ MILESTONES = [
     ('Linux banner on ttyS0 (earlyprintk)', 'Linux version 6.'),
     ('the memory map from hvm_start_info', 'BIOS-e820: [mem 0x0000000000100000'),
     ('the kernel found KVM', 'Hypervisor detected: KVM'),
-    ('the initramfs (the PVH module) unpacked', 'Unpacking initramfs'),
+    ('the initramfs (the PVH module) as the root: /init', 'Run /init as init process'),
     ('user space: /init ran', 'linux-guest: ready'),
     ('busybox shell prompt on ttyS0', '/ # '),
 ]

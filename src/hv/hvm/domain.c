@@ -160,6 +160,9 @@ static int hvm_vcpus_init(struct domain *d, bool pvh_entry, char *err,
     vcpu_group_set_flush(&d->group, &d->hv->frames.tlb_clock, hvm_vcpu_flush);
     if ((r = kvm_sys_supported_cpuid(&d->hv->kvm, &cpuid)) < 0)
         return r;
+    /* as QEMU's -cpu host: the hypervisor bit, which makes a guest look
+     * at KVM's leaves (0x40000000: kvm-clock and the TSC's rate) */
+    (void)!kvm_cpuid_edit(cpuid, 1, 0, KVM_CPUID_ECX, 1u << 31, 0);
     for (unsigned i = 0; i < d->nr_vcpus && r == 0; i++) {
         struct hvm_vcpu *hc = &d->hvm->vcpus[i];
 
