@@ -50,6 +50,7 @@ def main():
     khz = kvmtap.tsc_khz()
     tmp = tempfile.mkdtemp(prefix='pvh-migrate.')
     slog, dlog, derr = f'{tmp}/src.out', f'{tmp}/dst.out', f'{tmp}/dst.err'
+    serr = f'{tmp}/src.err'
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
@@ -69,12 +70,14 @@ def main():
             checks.append((False, f'memvisor receive listens: {pvhwork.read(derr)}'))
             raise RuntimeError
         cmdline = f'mem=48 rate=50 verify=256 hb=100 tsc_khz={khz}'
-        with open(slog, 'w') as out:
+        # stdout is the guest's serial port alone, so that the two sides'
+        # consoles join into one: the final pause may cut a line in two
+        with open(slog, 'w') as out, open(serr, 'w') as err:
             src = subprocess.Popen([memvisor, 'run', image, '--mem', '96',
                                     '--cmdline', cmdline, '--control',
                                     f'{tmp}/src.ctl'],
                                    stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=err)
         steady = wait(lambda: len(pvhwork.parse(pvhwork.read(slog))['hb']) >= 5, 60,
                       [src])
         checks.append((steady, 'the guest runs at the source (5 heartbeats)'))
@@ -100,22 +103,32 @@ def main():
         except subprocess.TimeoutExpired:
             code = None
         checks.append((code == 0, f'the source exited 0 (got {code})'))
-        last_src = pvhwork.parse(pvhwork.read(slog))['hb'][-1]
+        src_text = pvhwork.read(slog)
+        src_hb = pvhwork.parse(src_text)['hb']
+        last_src = src_hb[-1]
+
+        def joined():
+            # the heartbeats after the source's last whole one, the line the
+            # pause cut (if any) included
+            return pvhwork.parse(src_text + pvhwork.read(dlog))
 
         def swept():
-            hb = pvhwork.parse(pvhwork.read(dlog))['hb']
+            hb = joined()['hb'][len(src_hb):]
             return len(hb) >= 2 and hb[-1]['verified'] - hb[0]['verified'] \
                 >= PAGES
         ok = wait(swept, 60, [dst])
-        after = pvhwork.parse(pvhwork.read(dlog))
-        hbs = after['hb']
+        after = joined()
+        hbs = after['hb'][len(src_hb):]
         checks.append((ok, f'heartbeats at the destination until every page '
                            f'was verified again ({len(hbs)} heartbeats)'))
-        checks.append((bool(hbs) and hbs[0]['n'] == last_src['n'] + 1 and
-                       hbs[0]['dirtied'] >= last_src['dirtied'] and
+        seq = after['hb']
+        checks.append((bool(hbs) and
+                       all(b['n'] == a['n'] + 1 and b['dirtied'] >= a['dirtied']
+                           for a, b in zip(seq, seq[1:])) and
                        hbs[-1]['dirtied'] > hbs[0]['dirtied'],
                        'the counters go on from the source\'s (heartbeat '
-                       f'{last_src["n"]} -> {hbs[0]["n"] if hbs else None})'))
+                       f'{last_src["n"]} -> {hbs[0]["n"] if hbs else None}, '
+                       'consecutive over both consoles)'))
         checks.append((bool(hbs) and all(h['errors'] == 0 for h in hbs)
                        and not after['fail'],
                        'errors=0 at the destination'))
@@ -130,7 +143,8 @@ def main():
             if p and p.poll() is None:
                 p.kill()
                 p.wait()
-        for name, path in (('source', slog), ('destination', dlog),
+        for name, path in (('source', slog), ('source stderr', serr),
+                           ('destination', dlog),
                            ('destination stderr', derr)):
             for line in pvhwork.read(path).splitlines()[-8:]:
                 print(f'# {name}: {line}')
