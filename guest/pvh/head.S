@@ -3,7 +3,8 @@
  * mode, paging off, ebx = the hvm_start_info's physical address, as Xen's
  * PVH boot ABI defines it), the switch to long mode on static page tables,
  * the GDT, TSS (with the I/O bitmap that lets ring 3 reach the serial port,
- * the PIT, the ACPI PM control port and memvisor's exit port) and IDT, and the exception entries.
+ * the PIT, the ACPI PM control port, memvisor's exit port and the device
+ * models' ports) and IDT, and the exception entries.
  *
  * Ring 0 is kept to this file and trap.c's report: on KVM-PVM every ring-0
  * instruction is emulated (~0.5 us each), so ring 0 only sets up and then
@@ -188,7 +189,8 @@ idt_desc:
  * bit denies; open are the ports ring 3 uses: the PIT (0x40-0x43) and its
  * gate (0x61) to calibrate the TSC, the serial port (0x3f8-0x3ff), and to
  * end the run the ACPI PM1a control port of QEMU's pc machine (0x604) and
- * memvisor's exit port (0xf4). */
+ * memvisor's exit port (0xf4), and the device mode's (dev.h) test and block
+ * devices (0x5000-0x503f, 0x5100-0x511f). */
     .balign 16
 tss:
     .long 0
@@ -206,7 +208,11 @@ tss_iomap:
     .byte 0x00                          /* 0x3f8-0x3ff open */
     .fill 192 - 128, 1, 0xff
     .byte 0xcf                          /* 0x604-0x605 open */
-    .fill IOMAP_BYTES - 193, 1, 0xff
+    .fill 2560 - 193, 1, 0xff
+    .fill 8, 1, 0x00                    /* 0x5000-0x503f open: test device */
+    .fill 2592 - 2568, 1, 0xff
+    .fill 4, 1, 0x00                    /* 0x5100-0x511f open: block device */
+    .fill IOMAP_BYTES - 2596, 1, 0xff
     .byte 0xff                          /* the byte after the map */
 
 /* Page tables: 0..4 GiB identity-mapped with 2 MiB pages, user-accessible

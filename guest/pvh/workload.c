@@ -16,6 +16,7 @@
 #include <stdarg.h>
 
 #include "check.h"
+#include "dev.h"
 #include "klib.h"
 #include "pvh.h"
 
@@ -267,6 +268,7 @@ static void run(const struct params *p)
         last = now;
         if (now >= next_hb) {
             heartbeat(++hb, now, t0, dirtied_then, hb_since, gap);
+            dev_heartbeat(hb);
             dirtied_then = W.dirtied;
             gap = 0;
             hb_since = now;
@@ -392,6 +394,16 @@ void workload_main(const struct hvm_start_info *si)
         say("pvh-workload: FAIL: no memory map, or no RAM above the image");
         goto out;
     }
+    /* device mode (dev.h): its pages first, in 2 MiB pages of their own */
+    uint8_t *dev_area = NULL;
+    if (cmdline_get(W.cmdline, MAX_CMDLINE, "dev", 0)) {
+        if (hi - lo < DEV_AREA_BYTES + TWO_MIB) {
+            say("pvh-workload: FAIL: no room for the device mode's pages");
+            goto out;
+        }
+        dev_area = (uint8_t *)(uintptr_t)lo;
+        lo += DEV_AREA_BYTES;
+    }
     uint64_t want = p.mem_mib ? p.mem_mib * MIB : W.ram_bytes / 4 * 3;
     uint64_t npages = want / PAGE;
     /* counters first (4 bytes a page, in whole pages), then the pages */
@@ -424,9 +436,13 @@ void workload_main(const struct hvm_start_info *si)
         (unsigned long)(tsc_to_us(rdtsc() - t) / 1000),
         (unsigned long)p.rate_mib, (unsigned long)p.verify_mib,
         (unsigned long)p.hb_ms);
+    bool dev_ok = true;
+    if (dev_area && dev_setup(W.cmdline, MAX_CMDLINE, dev_area, W.tsc_khz))
+        dev_ok = dev_run();
     run(&p);
+    dev_ok = dev_done() && dev_ok;
 
-    ok = true;
+    ok = dev_ok;
 out:
     workload_finished = true;
     outw(0x604, 0x2000); /* ACPI S5 on QEMU's pc machine (PIIX4 PM) */

@@ -14,11 +14,16 @@
 #include "pv/pv.h"
 #include "xen/xen.h"
 
-int hv_dm_init(struct domain *d)
+int hv_dm_init(struct domain *d, const struct dm_range *reserved, unsigned n)
 {
     struct ioreq_config cfg = {0};
     int r;
 
+    if (n > IOREQ_MAX_RESERVED)
+        return -EINVAL;
+    if (n)
+        memcpy(cfg.reserved, reserved, n * sizeof(*reserved));
+    cfg.nr_reserved = n;
     pthread_mutex_init(&d->iomem_lock, NULL);
     r = ioreq_domain_init(&d->io, &d->hv->frames, &d->p2m, &d->ms, &d->dirty,
                           d->nr_vcpus, &cfg);
@@ -44,6 +49,16 @@ void hv_dm_end_hypercall(struct pvcpu *pc, unsigned nr)
     if (nr == __HYPERVISOR_memory_op)
         (void)ioreq_sync_map(&d->io);
     /* I1: returns once every device model acknowledged or was cut off */
+    (void)ioreq_end_hypercall(&d->io);
+}
+
+void hv_dm_p2m_changed(struct domain *d)
+{
+    if (!d->created_io)
+        return;
+    /* added gfns announced; removed ones are announced with the
+     * INVALIDATE that covers them (I2) */
+    (void)ioreq_sync_map(&d->io);
     (void)ioreq_end_hypercall(&d->io);
 }
 
@@ -119,10 +134,11 @@ int hv_domain_attach_dm(struct domain *d, int sock, pid_t child)
     r = ioreq_attach(&d->io, sock);
     if (r >= 0 && child > 0 && ioreq_set_child(&d->io, (unsigned)r, child) < 0)
         return -EINVAL;
-    if (r >= 0) {
-        /* its MMIO ranges become I/O memory the guest may map (docs/abi.md);
-         * ioreq refused any inside the domain's RAM space, which for a PV
-         * domain is the pool */
+    if (r >= 0 && d->pv) {
+        /* a PV domain: its MMIO ranges become I/O memory the guest may map
+         * (docs/abi.md); ioreq refused any inside the domain's RAM space,
+         * which for a PV domain is the pool.  (An HVM guest's accesses
+         * there exit as MMIO by themselves: no slot covers them.) */
         struct dm_range rg[DM_MAX_RANGES];
         int n = ioreq_server_ranges(&d->io, (unsigned)r, rg);
         pthread_mutex_lock(&d->iomem_lock);
@@ -165,7 +181,13 @@ struct ioreq_domain *hv_domain_ioreq(struct domain *d)
 
 void hv_domain_test_iomem_any(struct domain *d)
 {
-    d->pv->rules.iomem_any = true;
+    if (d->pv)
+        d->pv->rules.iomem_any = true;
+}
+
+void hv_domain_test_dm_drop_dirty(struct domain *d)
+{
+    d->io.cfg.test_drop_dirty = true;
 }
 
 void hv_domain_test_no_inval_wait(struct domain *d)

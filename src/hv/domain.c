@@ -689,5 +689,17 @@ void hv_domain_hvm_unclaimed(struct domain *d, char *buf, size_t len)
 int hv_domain_hvm_test_txn(struct domain *d, int op, uint64_t gfn,
                            uint64_t nr)
 {
-    return d->hvm ? hvm_test_txn(d, op, gfn, nr) : -EINVAL;
+    bool paused;
+    int r;
+
+    if (!d->hvm)
+        return -EINVAL;
+    /* the guest runs on only after the device models dropped what the
+     * transaction took away (DESIGN invariant 8) */
+    paused = hv_hold_quiescent(d);
+    r = hvm_test_txn(d, op, gfn, nr);
+    hv_dm_p2m_changed(d);
+    if (paused)
+        vcpu_group_resume(&d->group);
+    return r;
 }

@@ -306,6 +306,9 @@ void hv_domain_test_no_inval_wait(struct domain *d);
 /* Test only: the guest may map any frame outside the pool as I/O memory,
  * granted or not (pv.h rules.iomem_any), to show the tests catch it. */
 void hv_domain_test_iomem_any(struct domain *d);
+/* Test only: the device models' DIRTY reports are not put in the dirty
+ * log (their DMA escapes it), to show the tests catch it. */
+void hv_domain_test_dm_drop_dirty(struct domain *d);
 
 /* The domain's memory as KVM sees it: slots of its own memory (*slots),
  * of the shim (*shim_slots), and the frames they present (*frames). */

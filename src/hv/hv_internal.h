@@ -287,11 +287,19 @@ void hv_mem_run_begin(struct domain *d);
 void hv_mem_run_end(struct domain *d);
 
 /* ---- device models (dm.c) */
-int __must_check hv_dm_init(struct domain *d);
+/* The domain's ioreq side; reserved: the n ranges its platform serves
+ * itself, which no device model may claim (ioreq.h I4). */
+int __must_check hv_dm_init(struct domain *d, const struct dm_range *reserved,
+                            unsigned n);
 void hv_dm_fini(struct domain *d);
 /* At the end of every hypercall (not of each multicall entry): map
  * updates after a reservation, then invalidate-and-wait (ioreq.h I1). */
 void hv_dm_end_hypercall(struct pvcpu *pc, unsigned nr);
+/* After a p2m change made outside a hypercall (an HVM domain's slot
+ * transactions), with the vCPUs held out of the guest: the device models
+ * hear the map's changes, then invalidate-and-wait (ioreq.h I1, I2), so
+ * the guest runs on only once no device model maps a frame it lost. */
+void hv_dm_p2m_changed(struct domain *d);
 /* #GP of the guest kernel: an in/out to a claimed port is forwarded and
  * the instruction completed (*handled); 0 or -errno. */
 int __must_check hv_pio_emulate(struct pvcpu *pc, bool *handled);

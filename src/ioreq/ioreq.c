@@ -398,7 +398,8 @@ static bool dispatch(struct ioreq_server *s, const void *buf, uint16_t type)
             const struct dm_dirty_run *r = &m->runs[i];
             if (range_check(r->gfn, r->nr, io->p2m->nr_gfns))
                 return false;
-            if (io->dirty && dirty_mark(io->dirty, _gfn(r->gfn), r->nr) < 0)
+            if (io->dirty && !io->cfg.test_drop_dirty &&
+                dirty_mark(io->dirty, _gfn(r->gfn), r->nr) < 0)
                 return false;
             pthread_mutex_lock(&io->lock);
             s->nr_dirty_pages += r->nr;
@@ -528,6 +529,17 @@ static int claim_check_locked(struct ioreq_domain *io,
                      (unsigned long long)r->base);
             return -EINVAL;
         }
+        for (unsigned j = 0; j < io->cfg.nr_reserved; j++)
+            if (ranges_overlap(r, &io->cfg.reserved[j])) {
+                snprintf(why, len, "%s range %#llx+%#llx overlaps the "
+                         "platform's own %#llx+%#llx",
+                         r->kind == DM_RANGE_PIO ? "port" : "MMIO",
+                         (unsigned long long)r->base,
+                         (unsigned long long)r->len,
+                         (unsigned long long)io->cfg.reserved[j].base,
+                         (unsigned long long)io->cfg.reserved[j].len);
+                return -EINVAL;
+            }
         for (uint32_t j = 0; j < i; j++)
             if (ranges_overlap(r, &h->ranges[j])) {
                 snprintf(why, len, "ranges %u and %u overlap", j, i);
@@ -919,6 +931,8 @@ int ioreq_domain_init(struct ioreq_domain *io, struct frames *frames,
     io->nr_vcpus = nr_vcpus;
     if (cfg)
         io->cfg = *cfg;
+    if (io->cfg.nr_reserved > IOREQ_MAX_RESERVED)
+        return -EINVAL;
     if (io->cfg.timeout_ms <= 0)
         io->cfg.timeout_ms = 2000;
     if (!io->cfg.rate_per_sec)

@@ -37,7 +37,10 @@
  *  I3. A vCPU waits for a server for at most timeout_ms per request; past
  *      it, the server is cut (the vCPU never waits forever on a process).
  *  I4. Claimed ranges of all servers of a domain never overlap; PIO ranges
- *      stay below 0x10000, MMIO ranges lie outside the domain's RAM.
+ *      stay below 0x10000, MMIO ranges lie outside the domain's RAM and
+ *      outside the ranges its platform serves itself (cfg.reserved: an
+ *      HVM domain's serial port, PIT, PICs, LAPIC, IOAPIC, ...), whose
+ *      accesses would never reach a device model.
  *  I5. Messages from a server are processed at most rate_per_sec per
  *      second (its reader sleeps beyond); no message a server sends can
  *      make memvisor exit, abort or leak.
@@ -126,9 +129,14 @@ struct ioreq_server {
 /* How long ioreq_attach() waits for a new device model's HELLO. */
 #define IOREQ_HELLO_MS 20000
 
+#define IOREQ_MAX_RESERVED 24
+
 struct ioreq_config {
     int timeout_ms;       /* I3; 0: 2000 */
     uint32_t rate_per_sec; /* I5; 0: 100000 */
+    /* I4: ranges no server may claim (the platform's own devices). */
+    struct dm_range reserved[IOREQ_MAX_RESERVED];
+    unsigned nr_reserved;
     /* Test only: the vCPU does not wait for INVALIDATE acks (breaks I1),
      * to show the stale-mapping test catches it. */
     bool test_no_wait_acks;
@@ -136,6 +144,10 @@ struct ioreq_config {
      * server acknowledged (breaks p2m.h P6), to show the test where
      * another domain allocates during the wait catches it. */
     bool test_no_hold_removed;
+    /* Test only: DIRTY reports are accepted but not put in the dirty log
+     * (a device's writes to guest memory escape the log: DESIGN
+     * invariant 6 off), to show the tests catch it. */
+    bool test_drop_dirty;
 };
 
 struct ioreq_stats {

@@ -219,7 +219,13 @@ static int hvm_platform_create(struct domain *d, uint64_t ram_end, char *err,
         errf(err, errlen, "guest memory: %s", strerror(-r));
         return r;
     }
-    if ((r = hv_dm_init(d)) < 0) {
+    {
+        const struct dm_range *rg;
+        unsigned n = hvm_platform_ranges(&rg);
+
+        r = hv_dm_init(d, rg, n);
+    }
+    if (r < 0) {
         errf(err, errlen, "device models: %s", strerror(-r));
         return r;
     }

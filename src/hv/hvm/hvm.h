@@ -74,6 +74,9 @@ struct hvm_domain {
 int hvm_vcpu_exit(struct vcpu *v, void *opaque);
 void hvm_vcpu_diag(struct vcpu *v, char *buf, size_t len, void *opaque);
 int hvm_vcpu_flush(struct vcpu *v, void *opaque);
+/* The port and MMIO ranges the platform serves itself (no device model
+ * may claim them). */
+unsigned hvm_platform_ranges(const struct dm_range **out);
 /* The UART's interrupt line (KVM_IRQ_LINE 4). */
 void hvm_uart_irq(void *opaque, bool level);
 

@@ -16,6 +16,31 @@
 #define RST_CNT_PORT 0xcf9
 #define HVM_REBOOT 1 /* the run's status, as a PV guest's reboot */
 
+/* What the platform serves itself (memvisor here, or KVM's in-kernel
+ * irqchip, PIT and TSS): an access there never reaches a device model,
+ * so none may claim it (ioreq.h I4). */
+static const struct dm_range platform_ranges[] = {
+    {DM_RANGE_PIO, 0, 0x20, 2},                       /* PIC, master */
+    {DM_RANGE_PIO, 0, 0x40, 4},                       /* PIT */
+    {DM_RANGE_PIO, 0, 0x61, 1},                       /* PIT gate, speaker */
+    {DM_RANGE_PIO, 0, KBD_PORT, 1},                   /* status, reset */
+    {DM_RANGE_PIO, 0, 0xa0, 2},                       /* PIC, slave */
+    {DM_RANGE_PIO, 0, HVM_EXIT_PORT, 1},              /* exit port */
+    {DM_RANGE_PIO, 0, UART_COM1_BASE, 8},             /* COM1 */
+    {DM_RANGE_PIO, 0, 0x4d0, 2},                      /* ELCR */
+    {DM_RANGE_PIO, 0, RST_CNT_PORT, 1},               /* reset control */
+    {DM_RANGE_MMIO, 0, 0xfec00000, 0x1000},           /* IOAPIC */
+    {DM_RANGE_MMIO, 0, 0xfee00000, 0x1000},           /* LAPIC */
+    {DM_RANGE_MMIO, 0, HVM_TSS_GPA - 0x1000, 0x4000}, /* KVM's TSS, EPT
+                                                         identity map */
+};
+
+unsigned hvm_platform_ranges(const struct dm_range **out)
+{
+    *out = platform_ranges;
+    return sizeof(platform_ranges) / sizeof(platform_ranges[0]);
+}
+
 static struct hvm_vcpu *hvm_vcpu_of(struct vcpu *v)
 {
     return (struct hvm_vcpu *)(void *)((char *)v -

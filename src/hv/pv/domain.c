@@ -382,7 +382,7 @@ int domain_vm_init(struct domain *d, char *err, size_t errlen)
         errf(err, errlen, "guest memory: %s", strerror(-r));
         return r;
     }
-    if ((r = hv_dm_init(d)) < 0) {
+    if ((r = hv_dm_init(d, NULL, 0)) < 0) {
         errf(err, errlen, "device models: %s", strerror(-r));
         return r;
     }

@@ -1,0 +1,520 @@
+/*
+ * test_hvm_dm.c - device models serving an HVM guest, on real KVM: the
+ * PVH workload guest (guest/pvh, argv[1]) in its device mode (dev.h)
+ * drives the test device (memvisor-dm-test, argv[2]) by port I/O and
+ * MMIO, and the block device (memvisor-dm-block, argv[3]), both child
+ * processes attached by socket pairs, from its ring 3 under its own page
+ * tables; a p2m where gfn != mfn, so the device models map by the p2m.
+ *
+ *  - dev: fill, copy, checksum, deferred DMA, page tracking of a page the
+ *    guest stores to, the same registers by MMIO, block I/O: every result
+ *    checked by the guest; the device-written pages (which the guest only
+ *    reads) are in the dirty log, by gfn; the domain's invariants hold.
+ *    With the device models' dirty reports dropped (the rule off) those
+ *    pages are missing from the log: the check above fails.
+ *  - claims: ranges the platform serves itself (the serial port, the
+ *    LAPIC page) and MMIO inside RAM are refused.
+ *  - invalidate: a gfn under a device's deferred DMA is taken out of the
+ *    p2m while the guest runs: the transaction returns (and the guest
+ *    runs on) only after the device model acknowledged, so its DMA has
+ *    landed; with the wait for acknowledgements off, the check fails.
+ *    A device model that never acknowledges is cut off after the timeout
+ *    and the guest runs on.
+ *  - hostile: a device model that dies at its first request, one that
+ *    answers with garbage: memvisor cuts it off with a clear reason, the
+ *    guest sees its device answer all ones, reports it and runs on to its
+ *    last heartbeat and its own end (status 1: its verdict).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dmproc.h"
+#include "hv/hv.h"
+#include "ioreq/ioreq.h"
+#include "testlib.h"
+
+#define MEM_MIB 32
+#define POOL_FRAMES ((MEM_MIB << 8) + 8192)
+#define DEV_MMIO "0xf0000000"
+
+static const char *image_path, *dm_exe, *block_exe;
+static uint8_t *image;
+static size_t image_size;
+
+struct fix {
+    struct hv hv;
+    struct domain *d;
+    pid_t pids[2];
+    unsigned nr_pids;
+    char blk_path[64];
+    int blk_fd;
+};
+
+static void fix_create(struct fix *x, const char *cmdline)
+{
+    char err[256] = "";
+    struct hv_domain_config cfg = {
+        .kind = HV_DOMAIN_HVM,
+        .image = image,
+        .image_size = image_size,
+        .mem_mib = MEM_MIB,
+        .nr_vcpus = 1,
+        .cmdline = cmdline,
+        .console_fd = -1,
+    };
+    int r;
+
+    memset(x, 0, sizeof(*x));
+    x->blk_fd = -1;
+    assert_int_equal(hv_init(&x->hv, POOL_FRAMES), 0);
+    r = hv_domain_create(&x->hv, &cfg, &x->d, err, sizeof(err));
+    if (r < 0)
+        test_note("create: %s", err);
+    assert_int_equal(r, 0);
+    assert_true(hv_domain_is_hvm(x->d));
+}
+
+/* Start prog --fd N a1 a2 a3 a4 as a child and attach it: the attach's
+ * result (the server index or -errno). */
+static int start_child(struct fix *x, const char *prog, const char *a1,
+                       const char *a2, const char *a3, const char *a4)
+{
+    int sv[2];
+    char fdtxt[16];
+    pid_t pid;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+                     0);
+    snprintf(fdtxt, sizeof(fdtxt), "%d", sv[1]);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const char *argv[] = {prog, "--fd", fdtxt, a1, a2, a3, a4, NULL};
+        fcntl(sv[1], F_SETFD, 0);
+        execv(prog, (char *const *)(uintptr_t)argv);
+        _exit(127);
+    }
+    close(sv[1]);
+    assert_true(x->nr_pids < 2);
+    x->pids[x->nr_pids++] = pid;
+    return hv_domain_attach_dm(x->d, sv[0], pid);
+}
+
+static void start_block(struct fix *x)
+{
+    static uint8_t zero[1 << 20];
+
+    snprintf(x->blk_path, sizeof(x->blk_path), "/tmp/memvisor-hvmblkXXXXXX");
+    x->blk_fd = mkstemp(x->blk_path);
+    assert_true(x->blk_fd >= 0);
+    assert_int_equal(write(x->blk_fd, zero, sizeof(zero)), (long)sizeof(zero));
+    assert_true(start_child(x, block_exe, "--file", x->blk_path, NULL, NULL) >=
+                0);
+}
+
+static void fix_destroy(struct fix *x)
+{
+    hv_domain_destroy(x->d);
+    hv_fini(&x->hv);
+    for (unsigned i = 0; i < x->nr_pids; i++)
+        (void)dmproc_wait(x->pids[i], 5000);
+    if (x->blk_fd >= 0) {
+        close(x->blk_fd);
+        unlink(x->blk_path);
+    }
+}
+
+static const char *console(struct fix *x)
+{
+    static char buf[65536];
+
+    hv_domain_console(x->d, buf, sizeof(buf));
+    return buf;
+}
+
+/* Wait (at most secs) until the console has s; where it starts, or NULL. */
+static const char *wait_console(struct fix *x, const char *s, double secs)
+{
+    double t0 = test_now_s();
+
+    while (test_now_s() - t0 < secs && !hv_domain_stopped(x->d)) {
+        const char *p = strstr(console(x), s);
+        if (p)
+            return p;
+        test_sleep_ms(2);
+    }
+    return strstr(console(x), s);
+}
+
+static int run_to_end(struct fix *x, double *secs)
+{
+    double t0 = test_now_s();
+    int st;
+
+    while (!hv_domain_stopped(x->d) && test_now_s() - t0 < 100)
+        test_sleep_ms(20);
+    if (!hv_domain_stopped(x->d))
+        hv_domain_shutdown(x->d, 99);
+    st = hv_domain_wait(x->d);
+    if (secs)
+        *secs = test_now_s() - t0;
+    return st;
+}
+
+static void expect_clean(struct domain *d, const char *when)
+{
+    char msg[256];
+    int r = hv_domain_hvm_check(d, msg, sizeof(msg));
+
+    if (r < 0)
+        test_note("checker after %s: %s", when, msg);
+    assert_int_equal(r, 0);
+}
+
+static void show_stats(struct fix *x, const char *what, double secs)
+{
+    struct ioreq_stats st;
+    struct hv_domain_stats ds;
+
+    ioreq_get_stats(hv_domain_ioreq(x->d), &st);
+    hv_domain_stats(x->d, &ds);
+    test_note("%s: %.2f s; %" PRIu64 " requests (%" PRIu64 " failed; port "
+              "%" PRIu64 ", MMIO %" PRIu64 " forwarded), %" PRIu64
+              " invalidations, %" PRIu64 " tracked stores, %" PRIu64
+              " pages reported dirty; servers %" PRIu64 " live %" PRIu64 " cut",
+              what, secs, st.ioreqs, st.failed_ioreqs, ds.pio_forwarded,
+              ds.mmio_forwarded, st.invalidations, st.track_writes,
+              st.dirty_pages, st.live, st.cut);
+}
+
+/* The gfns the guest says only the devices write ("device-written gfns
+ * a b c ..."): how many (at most max). */
+static unsigned device_gfns(const char *con, uint64_t *out, unsigned max)
+{
+    const char *p = strstr(con, "dev: device-written gfns");
+    unsigned n = 0;
+
+    if (!p)
+        return 0;
+    p += strlen("dev: device-written gfns");
+    while (n < max && *p == ' ') {
+        char *end;
+        out[n] = strtoull(p + 1, &end, 16);
+        if (end == p + 1)
+            break;
+        n++;
+        p = end;
+    }
+    return n;
+}
+
+struct dev_run {
+    int status;
+    unsigned nr_gfns, logged;
+    uint64_t gfns[8];
+    struct ioreq_stats st;
+    struct hv_domain_stats ds;
+    char con[65536];
+};
+
+/* The guest's device mode with both devices, port I/O and MMIO; the
+ * device-written gfns looked up in the log harvested after the run. */
+static void run_dev(bool drop_dirty, struct dev_run *out)
+{
+    static uint64_t logged[MEM_MIB << 8];
+    struct fix x;
+    uint64_t n = 0;
+    double secs;
+
+    memset(out, 0, sizeof(*out));
+    fix_create(&x, "dev=3 dev_mmio=" DEV_MMIO " dev_block=1 dev_hb=1 mem=4 "
+                   "secs=1 hb=100");
+    if (drop_dirty)
+        hv_domain_test_dm_drop_dirty(x.d);
+    assert_int_equal(start_child(&x, dm_exe, "--mmio", DEV_MMIO, NULL, NULL),
+                     0);
+    start_block(&x);
+    /* the loader's writes out of the way: from here on the log is the
+     * guest's stores and the devices' reports */
+    assert_int_equal(hv_domain_dirty_harvest_gfns(x.d, logged,
+                                                  MEM_MIB << 8, &n),
+                     0);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    out->status = run_to_end(&x, &secs);
+    show_stats(&x, drop_dirty ? "dev, DIRTY reports dropped" : "dev", secs);
+    snprintf(out->con, sizeof(out->con), "%s", console(&x));
+    ioreq_get_stats(hv_domain_ioreq(x.d), &out->st);
+    hv_domain_stats(x.d, &out->ds);
+    expect_clean(x.d, "the run");
+    assert_int_equal(hv_domain_dirty_harvest_gfns(x.d, logged,
+                                                  MEM_MIB << 8, &n),
+                     0);
+    out->nr_gfns = device_gfns(out->con, out->gfns, 8);
+    for (unsigned i = 0; i < out->nr_gfns; i++) {
+        bool found = false;
+        uint64_t mfn = 0;
+        for (uint64_t k = 0; k < n && !found; k++)
+            found = logged[k] == out->gfns[i];
+        out->logged += found;
+        assert_int_equal(hv_domain_hvm_gfn(x.d, out->gfns[i], &mfn), 0);
+        test_note("device-written gfn %#" PRIx64 " (mfn %#" PRIx64 "): %s",
+                  out->gfns[i], mfn, found ? "in the dirty log" : "NOT logged");
+    }
+    test_note("%" PRIu64 " pages in the log after the run", n);
+    fix_destroy(&x);
+}
+
+static void test_dev(void **state)
+{
+    static struct dev_run r;
+    (void)state;
+
+    run_dev(false, &r);
+    if (r.status != 0 || !strstr(r.con, "dev: pass") ||
+        !strstr(r.con, "pvh-workload: done")) {
+        test_note_lines("console", r.con);
+        fail_msg("the guest's device mode failed (console above)");
+    }
+    assert_non_null(strstr(r.con, "dev: rounds=3 ops=9 dma=3 watched=192 "
+                                  "mmio-ops=6 block-ops=6"));
+    assert_non_null(strstr(r.con, "failures=0"));
+    assert_true(r.st.live == 2 && r.st.cut == 0);
+    assert_int_equal(r.st.failed_ioreqs, 0);
+    assert_int_equal(r.st.track_writes, 3 * 64);
+    assert_true(r.ds.mmio_forwarded >= 3 * 9);
+    assert_true(r.ds.pio_forwarded > 0);
+    assert_true(r.st.dirty_pages > 0);
+    /* DESIGN invariant 6: the devices' writes are in the log */
+    assert_int_equal(r.nr_gfns, 5);
+    assert_int_equal(r.logged, r.nr_gfns);
+}
+
+/* The rule off: the devices' reports are dropped; the same check finds
+ * their pages missing from the log (a migration would not resend them). */
+static void test_dev_dirty_rule_off(void **state)
+{
+    static struct dev_run r;
+    (void)state;
+
+    run_dev(true, &r);
+    assert_int_equal(r.nr_gfns, 5);
+    test_note("with DIRTY reports dropped: %u of %u device-written pages "
+              "logged", r.logged, r.nr_gfns);
+    assert_true(r.logged < r.nr_gfns);
+}
+
+/* Claims of what the platform serves itself, or of RAM, are refused. */
+static void test_claims(void **state)
+{
+    struct fix x;
+    (void)state;
+
+    fix_create(&x, "dev=1");
+    /* COM1 */
+    assert_int_equal(start_child(&x, dm_exe, "--port", "0x3f8", NULL, NULL),
+                     -EINVAL);
+    /* the LAPIC's page */
+    assert_true(start_child(&x, dm_exe, "--port", "0x6000", "--mmio",
+                            "0xfee00000") < 0);
+    fix_destroy(&x);
+    fix_create(&x, "dev=1");
+    /* inside the guest's RAM space */
+    assert_true(start_child(&x, dm_exe, "--mmio", "0x100000", NULL, NULL) < 0);
+    /* and a good one still attaches */
+    assert_int_equal(start_child(&x, dm_exe, "--mmio", DEV_MMIO, NULL, NULL),
+                     0);
+    fix_destroy(&x);
+}
+
+struct inval_run {
+    int status;
+    bool landed;
+    double txn_ms;
+    struct ioreq_stats st;
+    char reason[IOREQ_REASON_MAX];
+    enum ioreq_state state;
+    char con[65536];
+};
+
+/* The device's deferred DMA (1.5 s) to a gfn, which the test takes out of
+ * the p2m meanwhile and puts back; has the DMA landed when the removal
+ * returned? */
+static void run_inval(bool no_wait, const char *dm_flag, struct inval_run *out)
+{
+    struct fix x;
+    const char *p;
+    unsigned gfn;
+    uint32_t word = 0;
+    double t0;
+
+    memset(out, 0, sizeof(*out));
+    fix_create(&x, "dev=1 dev_delay=1500 mem=4 secs=1 hb=100");
+    if (no_wait)
+        hv_domain_test_no_inval_wait(x.d);
+    assert_int_equal(start_child(&x, dm_exe, dm_flag, NULL, NULL, NULL), 0);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    p = wait_console(&x, "dev: dma pending gfn 0x", 30);
+    assert_non_null(p);
+    assert_int_equal(sscanf(p, "dev: dma pending gfn 0x%x", &gfn), 1);
+    hv_domain_pause(x.d);
+    t0 = test_now_s();
+    assert_int_equal(hv_domain_hvm_test_txn(x.d, HV_HVM_TXN_REMOVE, gfn, 1), 0);
+    out->txn_ms = (test_now_s() - t0) * 1e3;
+    expect_clean(x.d, "the removal");
+    assert_int_equal(hv_domain_hvm_test_txn(x.d, HV_HVM_TXN_RESTORE, gfn, 1),
+                     0);
+    expect_clean(x.d, "the restore");
+    assert_int_equal(hv_domain_hvm_read(x.d, (uint64_t)gfn << 12, &word, 4), 0);
+    out->landed = word == 0xd0d00000u;
+    test_note("gfn %#x removed in %.1f ms (the guest paused), back in its own "
+              "frame: first word %#x: the DMA has %s", gfn, out->txn_ms, word,
+              out->landed ? "landed" : "NOT landed");
+    hv_domain_resume(x.d);
+    out->status = run_to_end(&x, NULL);
+    snprintf(out->con, sizeof(out->con), "%s", console(&x));
+    ioreq_get_stats(hv_domain_ioreq(x.d), &out->st);
+    assert_int_equal(ioreq_server_info(hv_domain_ioreq(x.d), 0, &out->state,
+                                       NULL, out->reason, sizeof(out->reason)),
+                     0);
+    test_note("invalidations %" PRIu64 " (vCPUs waited %.1f ms), server %s %s; "
+              "guest status %d", out->st.invalidations,
+              out->st.inval_wait_ns / 1e6,
+              out->state == IOREQ_LIVE ? "live" : "cut:", out->reason,
+              out->status);
+    expect_clean(x.d, "the run");
+    fix_destroy(&x);
+}
+
+static void test_invalidate(void **state)
+{
+    static struct inval_run r;
+    (void)state;
+
+    run_inval(false, NULL, &r);
+    assert_true(r.landed);
+    assert_true(r.st.invalidations >= 1);
+    assert_int_equal(r.state, IOREQ_LIVE);
+    if (r.status != 0 || !strstr(r.con, "dev: pass")) {
+        test_note_lines("console", r.con);
+        fail_msg("the guest's device mode failed (console above)");
+    }
+}
+
+/* DESIGN invariant 8 off: the removal returns before the device model
+ * acknowledged, with its DMA into the old frame still to come. */
+static void test_invalidate_rule_off(void **state)
+{
+    static struct inval_run r;
+    (void)state;
+
+    run_inval(true, NULL, &r);
+    assert_true(r.st.invalidations >= 1);
+    assert_false(r.landed);
+}
+
+/* A device model that never acknowledges: cut off at the timeout, the
+ * removal returns, the guest runs on and sees its device fail. */
+static void test_never_acks(void **state)
+{
+    static struct inval_run r;
+    (void)state;
+
+    run_inval(false, "--never-ack", &r);
+    assert_int_equal(r.state, IOREQ_CUT);
+    assert_non_null(strstr(r.reason, "no INVAL_ACK"));
+    assert_true(r.txn_ms >= 1500);
+    assert_non_null(strstr(r.con, "dev: FAIL"));
+    assert_non_null(strstr(r.con, "pvh-workload: done"));
+    assert_int_equal(r.status, 1);
+}
+
+static void hostile(const char *flag, const char *needle)
+{
+    struct fix x;
+    enum ioreq_state st;
+    char reason[IOREQ_REASON_MAX];
+    const char *con, *f;
+    double secs;
+    int status;
+
+    fix_create(&x, "dev=2 dev_hb=1 mem=4 secs=1 hb=100");
+    assert_int_equal(start_child(&x, dm_exe, flag, NULL, NULL, NULL), 0);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    status = run_to_end(&x, &secs);
+    show_stats(&x, flag, secs);
+    con = console(&x);
+    assert_int_equal(ioreq_server_info(hv_domain_ioreq(x.d), 0, &st, NULL,
+                                       reason, sizeof(reason)),
+                     0);
+    test_note("server: %s", reason);
+    f = strstr(con, "dev: FAIL");
+    if (st != IOREQ_CUT || !strstr(reason, needle) || status != 1 || !f ||
+        !strstr(f, "hb 10 ") || !strstr(con, "pvh-workload: done") ||
+        hv_domain_crash_text(x.d)[0]) {
+        test_note_lines("console", con);
+        test_note_lines("crash", hv_domain_crash_text(x.d));
+        fail_msg("%s: expected the server cut (%s), the guest on to its "
+                 "end with status 1 (got %d)", flag, needle, status);
+    }
+    expect_clean(x.d, "the run");
+    fix_destroy(&x);
+}
+
+static void test_dies(void **state)
+{
+    (void)state;
+    hostile("--crash-on-io", "closed its socket");
+}
+
+static void test_garbage(void **state)
+{
+    (void)state;
+    hostile("--garbage-on-io", "malformed");
+}
+
+static int load(void **state)
+{
+    (void)state;
+    image = test_load_file(image_path, &image_size);
+    return image ? 0 : -1;
+}
+
+static int unload(void **state)
+{
+    (void)state;
+    free(image);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dev),
+        cmocka_unit_test(test_dev_dirty_rule_off),
+        cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_invalidate),
+        cmocka_unit_test(test_invalidate_rule_off),
+        cmocka_unit_test(test_never_acks),
+        cmocka_unit_test(test_dies),
+        cmocka_unit_test(test_garbage),
+    };
+
+    if (argc < 4) {
+        fprintf(stderr, "usage: test_hvm_dm PVH-WORKLOAD DM-TEST DM-BLOCK\n");
+        return 2;
+    }
+    image_path = argv[1];
+    dm_exe = argv[2];
+    block_exe = argv[3];
+    signal(SIGPIPE, SIG_IGN);
+    test_require_kvm();
+    return cmocka_run_group_tests(tests, load, unload);
+}
