@@ -64,8 +64,8 @@ static int find_program(const char *kind, char *out, size_t len)
 int devices_start(struct cli_devices *ds, const char *spec, char *err,
                   size_t errlen)
 {
-    char prog[PATH_MAX], fdtxt[16];
-    const char *kind, *file = NULL;
+    char prog[PATH_MAX], fdtxt[16], gpa[24];
+    const char *kind, *opt = NULL, *val = NULL;
     int sv[2], r;
     pid_t pid;
 
@@ -75,11 +75,30 @@ int devices_start(struct cli_devices *ds, const char *spec, char *err,
     }
     if (!strcmp(spec, "test")) {
         kind = "test";
+    } else if (!strncmp(spec, "test:mmio=", 10)) {
+        /* its registers also as an MMIO page at GPA (page-aligned; memvisor
+         * refuses it inside RAM or on the platform's own ranges) */
+        char *end;
+        unsigned long long a;
+
+        errno = 0;
+        a = strtoull(spec + 10, &end, 0);
+        if (errno || end == spec + 10 || *end || (a & 0xfff) || !a) {
+            snprintf(err, errlen, "device %s: the MMIO address must be a "
+                                  "page-aligned number", spec);
+            return -EINVAL;
+        }
+        snprintf(gpa, sizeof(gpa), "%#llx", a);
+        kind = "test";
+        opt = "--mmio";
+        val = gpa;
     } else if (!strncmp(spec, "block:", 6) && spec[6]) {
         kind = "block";
-        file = spec + 6;
+        opt = "--file";
+        val = spec + 6;
     } else {
-        snprintf(err, errlen, "unknown device \"%s\" (test, block:PATH)", spec);
+        snprintf(err, errlen, "unknown device \"%s\" (test, test:mmio=GPA, "
+                              "block:PATH)", spec);
         return -EINVAL;
     }
     if ((r = find_program(kind, prog, sizeof(prog))) < 0) {
@@ -102,8 +121,7 @@ int devices_start(struct cli_devices *ds, const char *spec, char *err,
         return r;
     }
     if (pid == 0) {
-        const char *argv[] = {prog, "--fd", fdtxt, file ? "--file" : NULL,
-                              file, NULL};
+        const char *argv[] = {prog, "--fd", fdtxt, opt, val, NULL};
         fcntl(sv[1], F_SETFD, 0);
         execv(prog, (char *const *)(uintptr_t)argv);
         _exit(127);

@@ -1,6 +1,7 @@
 /*
  * devices.h - device models of `memvisor run`: started as child processes
- * (--device test, --device block:PATH), each on its own socket pair, or
+ * (--device test, --device test:mmio=GPA, --device block:PATH), each on
+ * its own socket pair, or
  * attaching by themselves to a listening socket (--dm-socket PATH).
  *
  * Owns: the children (their pids), the listening socket and its accept
@@ -45,7 +46,8 @@ struct cli_devices {
 };
 
 void devices_init(struct cli_devices *ds, struct domain *d);
-/* spec: "test" or "block:PATH". */
+/* spec: "test", "test:mmio=GPA" (its registers also as an MMIO page at
+ * GPA) or "block:PATH". */
 int __must_check devices_start(struct cli_devices *ds, const char *spec,
                                char *err, size_t errlen);
 int __must_check devices_listen(struct cli_devices *ds, const char *path);

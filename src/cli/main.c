@@ -3,7 +3,7 @@
  *
  *   memvisor run <image> [--mem MiB] [--vcpus N] [--cmdline "..."]
  *                        [--control PATH] [--audit-every MS]
- *                        [--device test|block:PATH]... [--dm-socket PATH]
+ *                        [--device test[:mmio=GPA]|block:PATH]... [--dm-socket PATH]
  *   memvisor demo
  *
  *   memvisor run --kernel <image> [--initrd FILE] [--append "..."]
@@ -132,7 +132,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: memvisor run <image> [--mem MiB] [--vcpus N] "
                "[--cmdline \"...\"] [--control PATH] [--audit-every MS] "
                "[--paused]\n"
-               "                    [--device test|block:PATH]... "
+               "                    [--device test[:mmio=GPA]|block:PATH]... "
                "[--dm-socket PATH]\n"
                "       memvisor run --kernel <image> [--initrd FILE] "
                "[--append \"...\"] [--hvm|--pv] [options as above]\n"

@@ -234,39 +234,24 @@ static void test_cli(void **state)
 {
     char path[] = "/tmp/memvisor-cliblkXXXXXX", cmd[1024];
     static char out[65536];
-    int fd, status;
-    FILE *p;
-    size_t n;
+    int status;
     (void)state;
 
-    fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(ftruncate(fd, 1 << 20), 0);
-    close(fd);
+    assert_int_equal(test_make_file(path, 1 << 20), 0);
     snprintf(cmd, sizeof(cmd),
              "%s run %s --vcpus 2 --cmdline 'dev block=1 rounds=2' "
              "--device test --device block:%s 2>&1",
              memvisor_exe, image_path, path);
-    p = popen(cmd, "r");
-    assert_non_null(p);
-    n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = 0;
-    status = pclose(p);
+    status = test_run_cmd(cmd, out, sizeof(out));
     unlink(path);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
-        !strstr(out, "dev: pass") ||
+    if (status != 0 || !strstr(out, "dev: pass") ||
         !strstr(out, "memvisor: devices: 2 attached, 0 cut off")) {
         test_note_lines("memvisor run", out);
         fail_msg("memvisor run with devices failed (output above)");
     }
     snprintf(cmd, sizeof(cmd), "%s run %s --device floppy 2>&1", memvisor_exe,
              image_path);
-    p = popen(cmd, "r");
-    assert_non_null(p);
-    n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = 0;
-    status = pclose(p);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    assert_int_equal(test_run_cmd(cmd, out, sizeof(out)), 2);
     assert_non_null(strstr(out, "unknown device \"floppy\""));
 }
 

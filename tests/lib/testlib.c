@@ -7,6 +7,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -165,6 +166,38 @@ uint8_t *test_load_file(const char *path, size_t *size)
     }
     close(fd);
     return buf;
+}
+
+int test_make_file(char *tmpl, size_t bytes)
+{
+    int fd = mkstemp(tmpl), r = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)bytes) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
+int test_run_cmd(const char *cmd, char *out, size_t len)
+{
+    FILE *p = popen(cmd, "r");
+    size_t n = 0, k;
+    int status;
+
+    if (len)
+        out[0] = 0;
+    if (!p)
+        return -1;
+    while (len && n < len - 1 && (k = fread(out + n, 1, len - 1 - n, p)) > 0)
+        n += k;
+    if (len)
+        out[n] = 0;
+    while (fgetc(p) != EOF) /* the rest: let the command finish */
+        ;
+    status = pclose(p);
+    return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 double test_now_s(void)

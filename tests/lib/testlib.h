@@ -44,6 +44,13 @@ void test_note(const char *fmt, ...) __printf(1, 2);
 void test_note_lines(const char *what, const char *text);
 /* The whole file at path, malloc'ed (*size bytes), or NULL. */
 uint8_t *test_load_file(const char *path, size_t *size);
+/* A new file from the mkstemp() template tmpl (rewritten), bytes long
+ * (zeros): 0 or -errno. */
+int test_make_file(char *tmpl, size_t bytes);
+/* Run a shell command; its output (stdout, and stderr if the command
+ * redirects it) in out (NUL-terminated, cut at len - 1 bytes): its exit
+ * status (0-255), or -1 if it did not exit normally or could not start. */
+int test_run_cmd(const char *cmd, char *out, size_t len);
 /* Monotonic seconds, and a sleep in milliseconds (polling, never as
  * synchronisation). */
 double test_now_s(void);
