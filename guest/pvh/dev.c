@@ -186,7 +186,7 @@ static void dma_round(uint64_t round)
         return;
     say("dev: dma pending gfn 0x%x delay %lu ms", gfn_of(P_DMA),
         (unsigned long)D.delay_ms);
-    uint64_t t0 = rdtsc(), limit = (D.delay_ms + 10000) * D.tsc_khz;
+    uint64_t t0 = rdtsc(), limit = (2 * D.delay_ms + 2000) * D.tsc_khz;
     while (rdtsc() - t0 < limit && (state = inl(DEV_PORT + R_DMA_STATE)) == 1)
         cpu_relax();
     if (!CHECK(state == 2, "deferred DMA: state %u after %lu ms", state,

@@ -29,8 +29,13 @@
  *    heartbeat (one fill made after the first round sent the page),
  *    restored into a new domain whose new device model gets the saved
  *    state: the guest finds the device's last fill and its registers at
- *    every heartbeat.  With the device's DIRTY reports dropped at the
- *    source, the guest at the destination finds the last fill gone.
+ *    every heartbeat, and the test finds the device-written pages equal to
+ *    the source's at its final pause.  With the device's DIRTY reports
+ *    dropped at the source, the page filled after the first round is
+ *    stale at the destination (and the guest finds its last fill gone).  A
+ *    deferred DMA in flight at the final pause arrives (the quiesce runs
+ *    it first); with the quiesce off the guest at the destination finds
+ *    it never came.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -504,6 +509,9 @@ static void test_garbage(void **state)
 struct mig_run {
     int status;
     unsigned hb_at_save;
+    unsigned nr_gfns, differ; /* device-written pages; of them, not equal
+                                 at the destination to the source's at its
+                                 final pause */
     struct migrate_stats st;
     char con1[65536], con2[65536];
 };
@@ -544,29 +552,41 @@ static void between_rounds(void *arg, unsigned round, bool final_next)
  * domain with a new device model given the saved state; the guest checks
  * at every heartbeat that the device's last fill and its registers came
  * along. */
-static void run_migrate(bool drop_dirty, struct mig_run *out)
+enum mig_mode { MIG_HB, MIG_HB_DROP_DIRTY, MIG_DMA, MIG_DMA_NO_QUIESCE };
+
+static void run_migrate(enum mig_mode mode, struct mig_run *out)
 {
     struct fix x;
     struct migrate_source src;
     struct migrate_target tgt;
     struct migrate_restore_stats rs;
     struct hook_arg h = {.x = &x};
-    struct migrate_save_opts o = {.live = true, .leave_paused = true,
-                                  .test_between_rounds = between_rounds,
-                                  .test_arg = &h};
+    bool dma = mode == MIG_DMA || mode == MIG_DMA_NO_QUIESCE;
+    struct migrate_save_opts o = {
+        .live = true,
+        .leave_paused = true,
+        .test_between_rounds = dma ? NULL : between_rounds,
+        .test_arg = &h,
+        .test_no_device_quiesce = mode == MIG_DMA_NO_QUIESCE,
+    };
     struct stream_chan c;
     struct domain *d2;
+    static uint8_t before[8][4096], after[4096];
+    uint64_t gfns[8];
     char err[256] = "";
     int fd = memfd_create("hvm-dm-stream", 0), rc;
 
     memset(out, 0, sizeof(*out));
     assert_true(fd >= 0);
-    fix_create(&x, "dev=1 dev_hb=1 mem=4 secs=3 hb=100");
-    if (drop_dirty)
+    fix_create(&x, dma ? "dev=1 dev_delay=1500 mem=4 secs=1 hb=100"
+                       : "dev=1 dev_hb=1 mem=4 secs=3 hb=100");
+    if (mode == MIG_HB_DROP_DIRTY)
         hv_domain_test_dm_drop_dirty(x.d);
     assert_int_equal(start_child(&x, dm_exe, NULL, NULL, NULL, NULL), 0);
     assert_int_equal(hv_domain_start(x.d), 0);
-    assert_non_null(wait_console(&x, "\nhb 3 ", 30));
+    /* heartbeats: past the rounds; DMA: while the device's deferred DMA
+     * (1.5 s) waits, so that the final pause finds it in flight */
+    assert_non_null(wait_console(&x, dma ? "dev: dma pending" : "\nhb 3 ", 30));
     assert_int_equal(hv_domain_source_init(x.d, &src), 0);
     stream_chan_fd(&c, fd);
     rc = migrate_save(&src, &c, &o, &out->st, err, sizeof(err));
@@ -575,12 +595,19 @@ static void run_migrate(bool drop_dirty, struct mig_run *out)
     assert_int_equal(rc, 0);
     hv_domain_source_fini(&src);
     snprintf(out->con1, sizeof(out->con1), "%s", console(&x));
+    /* the pages only the device writes, as the source has them at its
+     * final pause (it stays paused: leave_paused) */
+    out->nr_gfns = device_gfns(out->con1, gfns, 8);
+    for (unsigned i = 0; i < out->nr_gfns; i++)
+        assert_int_equal(hv_domain_hvm_read(x.d, gfns[i] << 12, before[i],
+                                            4096), 0);
     out->hb_at_save = last_hb(out->con1);
     test_note("saved at heartbeat %u (%u heartbeats after the first round): "
-              "%u rounds, %llu pages, downtime %.1f ms, %llu device states",
+              "%u rounds, %llu pages, downtime %.1f ms, %u device states, %u "
+              "device models quiesced",
               out->hb_at_save, h.waited, out->st.rounds,
               (unsigned long long)out->st.pages, out->st.downtime_ns / 1e6,
-              (unsigned long long)out->st.devices);
+              out->st.devices, out->st.devices_quiesced);
     hv_domain_shutdown(x.d, 0);
     hv_domain_destroy(x.d);
 
@@ -594,6 +621,16 @@ static void run_migrate(bool drop_dirty, struct mig_run *out)
     assert_int_equal(rc, 0);
     assert_non_null(d2);
     x.d = d2;
+    for (unsigned i = 0; i < out->nr_gfns; i++) {
+        assert_int_equal(hv_domain_hvm_read(d2, gfns[i] << 12, after, 4096),
+                         0);
+        if (memcmp(before[i], after, 4096)) {
+            out->differ++;
+            test_note("gfn %#llx at the destination: first byte %#x, the "
+                      "source's at its final pause %#x",
+                      (unsigned long long)gfns[i], after[0], before[i][0]);
+        }
+    }
     /* its device model, given the state the stream carried */
     assert_int_equal(hv_domain_dm_pending(d2), 1);
     assert_int_equal(start_child(&x, dm_exe, NULL, NULL, NULL, NULL), 0);
@@ -614,7 +651,7 @@ static void test_migrate(void **state)
     static struct mig_run r;
     (void)state;
 
-    run_migrate(false, &r);
+    run_migrate(MIG_HB, &r);
     if (r.status != 0 || strstr(r.con2, "dev: FAIL") ||
         !strstr(r.con2, "dev: done") || !strstr(r.con2, "failures=0")) {
         test_note_lines("source", r.con1);
@@ -622,7 +659,46 @@ static void test_migrate(void **state)
         fail_msg("the guest's device checks failed after the migration");
     }
     assert_true(r.st.devices == 1);
+    assert_true(r.st.devices_quiesced == 1);
+    /* DESIGN invariant 9 for the pages only the device wrote */
+    assert_int_equal(r.nr_gfns, 5);
+    assert_int_equal(r.differ, 0);
     test_note("destination: %s", strstr(r.con2, "dev: done"));
+}
+
+/* A deferred DMA in flight at the final pause: the quiesce makes the
+ * device write it (and report it) before the last harvest, so the page and
+ * the device's "done" state reach the destination. */
+static void test_migrate_dma_in_flight(void **state)
+{
+    static struct mig_run r;
+    (void)state;
+
+    run_migrate(MIG_DMA, &r);
+    if (r.status != 0 || !strstr(r.con2, "dev: pass")) {
+        test_note_lines("source", r.con1);
+        test_note_lines("destination", r.con2);
+        fail_msg("the DMA in flight at the final pause did not arrive");
+    }
+    assert_true(r.st.devices_quiesced == 1);
+}
+
+/* The quiesce off: the DMA is still waiting at the final harvest; the
+ * device's saved state says pending, the page never comes, and the guest
+ * at the destination says so. */
+static void test_migrate_no_quiesce(void **state)
+{
+    static struct mig_run r;
+    const char *f;
+    (void)state;
+
+    run_migrate(MIG_DMA_NO_QUIESCE, &r);
+    f = strstr(r.con2, "dev: FAIL");
+    test_note("destination: %.*s", f ? (int)strcspn(f, "\r\n") : 4,
+              f ? f : "none");
+    assert_non_null(f);
+    assert_non_null(strstr(f, "deferred DMA"));
+    assert_int_equal(r.status, 1);
 }
 
 /* The device's DIRTY reports dropped at the source: the page it filled
@@ -634,13 +710,16 @@ static void test_migrate_dirty_rule_off(void **state)
     const char *f;
     (void)state;
 
-    run_migrate(true, &r);
+    run_migrate(MIG_HB_DROP_DIRTY, &r);
     f = strstr(r.con2, "dev: FAIL");
-    test_note("destination: %.*s", f ? (int)strcspn(f, "\r\n") : 4,
-              f ? f : "none");
-    assert_non_null(f);
-    assert_non_null(strstr(f, "is gone"));
-    assert_int_equal(r.status, 1);
+    test_note("with DIRTY dropped: %u of %u device-written pages differ at "
+              "the destination; the guest there: %.*s", r.differ, r.nr_gfns,
+              f ? (int)strcspn(f, "\r\n") : 4, f ? f : "none");
+    assert_int_equal(r.nr_gfns, 5);
+    /* the check test_migrate makes fails: the page the device filled after
+     * the first round is stale at the destination (the guest sees it too
+     * unless the pause fell between its check and its next fill) */
+    assert_true(r.differ > 0);
 }
 
 /* `memvisor run --hvm --device test:mmio=GPA --device block:FILE`: the
@@ -697,6 +776,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_migrate),
         cmocka_unit_test(test_migrate_dirty_rule_off),
+        cmocka_unit_test(test_migrate_dma_in_flight),
+        cmocka_unit_test(test_migrate_no_quiesce),
         cmocka_unit_test(test_cli),
     };
 
