@@ -50,7 +50,8 @@ enum { B_SECTOR = 0x00, B_GFN = 0x04, B_COUNT = 0x08, B_CMD = 0x0c,
 enum { P_SRC, P_FILL, P_COPY, P_DMA, P_BLKR, P_BLKW, P_WATCH, P_HB, P_NR };
 
 static struct {
-    uint64_t rounds, mmio, block, delay_ms, hb, tsc_khz;
+    uint64_t rounds, mmio, block, delay_ms, hb, watch, tsc_khz;
+    uint32_t gone_seen; /* W_GONE when last looked at (dev_watch=1) */
     uint8_t *page[P_NR];
     struct krand rng;
     uint64_t failures, checks;
@@ -304,6 +305,37 @@ static void block_round(void)
         D.block_ops += 2;
 }
 
+/* dev_watch=1: the watched page stays watched after the rounds; each
+ * heartbeat reports a change of the device's count of removal notices
+ * (TRACK_GONE), so a test can take the page, or a neighbour, out of the
+ * guest's memory and see what the device was told. */
+static void watch_keep(void)
+{
+    uint32_t st = ~0u;
+
+    outl(gfn_of(P_WATCH), DEV_PORT + R_SRC);
+    if (!CHECK((st = cmd(C_WATCH)) == 0, "watch: status %u", st))
+        return;
+    uint64_t t0 = rdtsc(), limit = 5000 * D.tsc_khz;
+    while (rdtsc() - t0 < limit && (st = inl(DEV_PORT + R_WSTATUS)) == ~0u)
+        cpu_relax();
+    if (!CHECK(st == 0, "watch refused: errno %u", st))
+        return;
+    D.gone_seen = inl(DEV_PORT + R_WGONE);
+    say("dev: watching gfn 0x%x (removal notices so far %u)",
+        gfn_of(P_WATCH), D.gone_seen);
+}
+
+static void watch_heartbeat(unsigned long n)
+{
+    uint32_t gone = inl(DEV_PORT + R_WGONE);
+
+    if (gone != D.gone_seen && !dev_gone(gone, "watch"))
+        say("dev: watched page: %u removal notices at heartbeat %lu",
+            gone - D.gone_seen, n);
+    D.gone_seen = gone;
+}
+
 /* ---- the mode ------------------------------------------------------------ */
 
 bool dev_setup(const char *cmdline, size_t max, uint8_t *area,
@@ -316,6 +348,7 @@ bool dev_setup(const char *cmdline, size_t max, uint8_t *area,
     D.block = cmdline_get(cmdline, max, "dev_block", 0);
     D.delay_ms = cmdline_get(cmdline, max, "dev_delay", 50);
     D.hb = cmdline_get(cmdline, max, "dev_hb", 0);
+    D.watch = cmdline_get(cmdline, max, "dev_watch", 0);
     D.tsc_khz = tsc_khz;
     krand_seed(&D.rng, cmdline_get(cmdline, max, "seed", 1));
     /* the guest's pages in the first 2 MiB, the device's in the second */
@@ -328,10 +361,11 @@ bool dev_setup(const char *cmdline, size_t max, uint8_t *area,
     kmemset(D.page[P_BLKW], 0, PAGE);
     for (unsigned i = 0; i < PAGE; i += 8)
         *(uint64_t *)(D.page[P_WATCH] + i) = krand(&D.rng);
-    say("dev: start rounds=%lu mmio=0x%lx block=%lu delay=%lu hb=%lu",
+    say("dev: start rounds=%lu mmio=0x%lx block=%lu delay=%lu hb=%lu "
+        "watch=%lu",
         (unsigned long)D.rounds, (unsigned long)D.mmio,
         (unsigned long)D.block, (unsigned long)D.delay_ms,
-        (unsigned long)D.hb);
+        (unsigned long)D.hb, (unsigned long)D.watch);
     say("dev: device-written gfns 0x%x 0x%x 0x%x 0x%x 0x%x", gfn_of(P_FILL),
         gfn_of(P_COPY), gfn_of(P_DMA), gfn_of(P_BLKR), gfn_of(P_HB));
     return true;
@@ -350,6 +384,8 @@ bool dev_run(void)
         if (D.block && !D.failed_dev)
             block_round();
     }
+    if (D.watch && !D.failed_dev)
+        watch_keep();
     /* SRC holds the witness between heartbeats: the device's state */
     if (!D.failed_dev)
         outl(DEV_WITNESS, DEV_PORT + R_SRC);
@@ -370,6 +406,8 @@ void dev_heartbeat(unsigned long n)
     uint8_t v = (uint8_t)(0x80 + n % 64);
     uint32_t st;
 
+    if (D.rounds && D.watch && !D.failed_dev)
+        watch_heartbeat(n);
     if (!D.rounds || !D.hb || D.failed_dev)
         return;
     /* what the device wrote at the last heartbeat is still there (a

@@ -7,7 +7,9 @@
  * same registers by MMIO at GPA too; dev_block=1 the block device (ports
  * 0x5100-0x511f); dev_delay=MS the deferred DMA's delay (50);
  * dev_hb=1 a device check at every heartbeat (the device's last fill
- * still in its page, its registers intact, a new fill).
+ * still in its page, its registers intact, a new fill); dev_watch=1 the
+ * watched page stays watched after the rounds and each heartbeat reports
+ * new removal notices the device heard.
  *
  * Contract: runs in ring 3 only; never waits forever (every poll of the
  * device is bounded by the TSC); a device that answers all ones (cut off
@@ -31,7 +33,7 @@ bool dev_setup(const char *cmdline, size_t max, uint8_t *area,
                uint64_t tsc_khz);
 /* The rounds; true if every check passed. */
 bool dev_run(void);
-/* At heartbeat n (1, 2, ...) with dev_hb=1. */
+/* At heartbeat n (1, 2, ...): dev_hb=1's checks, dev_watch=1's report. */
 void dev_heartbeat(unsigned long n);
 /* The final line; true if no check of the mode failed. */
 bool dev_done(void);

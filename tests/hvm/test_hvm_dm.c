@@ -24,6 +24,8 @@
  *    answers with garbage: memvisor cuts it off with a clear reason, the
  *    guest sees its device answer all ones, reports it and runs on to its
  *    last heartbeat and its own end (status 1: its verdict).
+ *  - track-gone: a page the guest keeps watched: its neighbours taken out
+ *    and put back announce nothing to the device, the page itself once.
  *  - cli: `memvisor run --hvm --device test:mmio=GPA --device block:FILE`.
  *  - migrate: a live save while the device fills a page at every
  *    heartbeat (one fill made after the first round sent the page),
@@ -722,6 +724,62 @@ static void test_migrate_dirty_rule_off(void **state)
     assert_true(r.differ > 0);
 }
 
+/* Wait until the guest printed n more heartbeats. */
+static void wait_heartbeats(struct fix *x, unsigned n)
+{
+    char want[32];
+
+    snprintf(want, sizeof(want), "\nhb %u ", last_hb(console(x)) + n);
+    assert_non_null(wait_console(x, want, 30));
+}
+
+/* Page tracking's removal notice on an HVM domain: the guest keeps a page
+ * watched; its neighbours taken out and put back (the slots around the
+ * watched page split and merge) announce nothing; the watched page taken
+ * out announces its removal to the device once (memslot M7). */
+static void test_track_gone(void **state)
+{
+    struct fix x;
+    const char *p, *con;
+    unsigned gfn;
+    int status;
+    (void)state;
+
+    fix_create(&x, "dev=1 dev_watch=1 mem=4 secs=2 hb=100");
+    assert_int_equal(start_child(&x, dm_exe, NULL, NULL, NULL, NULL), 0);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    p = wait_console(&x, "dev: watching gfn 0x", 30);
+    assert_non_null(p);
+    assert_int_equal(sscanf(p, "dev: watching gfn 0x%x", &gfn), 1);
+    for (int k = -1; k <= 1; k += 2) {
+        assert_int_equal(hv_domain_hvm_test_txn(x.d, HV_HVM_TXN_REMOVE,
+                                                gfn + k, 1), 0);
+        expect_clean(x.d, "a neighbour's removal");
+        assert_int_equal(hv_domain_hvm_test_txn(x.d, HV_HVM_TXN_RESTORE,
+                                                gfn + k, 1), 0);
+        expect_clean(x.d, "a neighbour's return");
+    }
+    wait_heartbeats(&x, 3);
+    assert_null(strstr(console(&x), "removal notices at"));
+    test_note("gfn %#x watched: its two neighbours out and back, 3 "
+              "heartbeats later the device heard no removal", gfn);
+    assert_int_equal(hv_domain_hvm_test_txn(x.d, HV_HVM_TXN_REMOVE, gfn, 1), 0);
+    assert_int_equal(hv_domain_hvm_test_txn(x.d, HV_HVM_TXN_RESTORE, gfn, 1),
+                     0);
+    expect_clean(x.d, "the watched page's removal and return");
+    status = run_to_end(&x, NULL);
+    con = console(&x);
+    p = strstr(con, "removal notices at");
+    if (status != 0 || !p || strstr(p + 1, "removal notices at") ||
+        !strstr(con, "dev: watched page: 1 removal notices")) {
+        test_note_lines("console", con);
+        fail_msg("expected one removal notice after the watched page left");
+    }
+    test_note("%.*s", (int)strcspn(strstr(con, "dev: watched page"), "\r\n"),
+              strstr(con, "dev: watched page"));
+    fix_destroy(&x);
+}
+
 /* `memvisor run --hvm --device test:mmio=GPA --device block:FILE`: the
  * command starts both device models as its children for an HVM guest. */
 static void test_cli(void **state)
@@ -778,6 +836,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_migrate_dirty_rule_off),
         cmocka_unit_test(test_migrate_dma_in_flight),
         cmocka_unit_test(test_migrate_no_quiesce),
+        cmocka_unit_test(test_track_gone),
         cmocka_unit_test(test_cli),
     };
 
