@@ -190,7 +190,8 @@ idt_desc:
  * gate (0x61) to calibrate the TSC, the serial port (0x3f8-0x3ff), and to
  * end the run the ACPI PM1a control port of QEMU's pc machine (0x604) and
  * memvisor's exit port (0xf4), and the device mode's (dev.h) test and block
- * devices (0x5000-0x503f, 0x5100-0x511f). */
+ * devices (0x5000-0x503f, 0x5100-0x511f) and the unclaimed port it times
+ * (0x5040-0x5043). */
     .balign 16
 tss:
     .long 0
@@ -210,7 +211,8 @@ tss_iomap:
     .byte 0xcf                          /* 0x604-0x605 open */
     .fill 2560 - 193, 1, 0xff
     .fill 8, 1, 0x00                    /* 0x5000-0x503f open: test device */
-    .fill 2592 - 2568, 1, 0xff
+    .byte 0xf0                          /* 0x5040-0x5043 open: unclaimed */
+    .fill 2592 - 2569, 1, 0xff
     .fill 4, 1, 0x00                    /* 0x5100-0x511f open: block device */
     .fill IOMAP_BYTES - 2596, 1, 0xff
     .byte 0xff                          /* the byte after the map */

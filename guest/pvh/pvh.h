@@ -7,7 +7,8 @@
  *  1. Everything here works in ring 3 as well as ring 0: the TSS I/O bitmap
  *     (head.S) opens exactly the ports used here (PIT 0x40-0x43 and 0x61,
  *     COM1 0x3f8-0x3ff, ACPI PM1a control 0x604, memvisor's exit port 0xf4,
- *     and dev.h's device models at 0x5000-0x503f and 0x5100-0x511f).
+ *     and dev.h's device models at 0x5000-0x503f and 0x5100-0x511f, and
+ *     0x5040-0x5043, which nobody claims: dev.c times its exit).
  *  2. serial_write() never blocks forever: it gives up waiting for the
  *     transmitter after SERIAL_POLLS reads of the line status register and
  *     writes the byte anyway.

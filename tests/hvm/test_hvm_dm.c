@@ -304,6 +304,11 @@ static void test_dev(void **state)
     assert_non_null(strstr(r.con, "dev: rounds=3 ops=9 dma=3 watched=192 "
                                   "mmio-ops=6 block-ops=6"));
     assert_non_null(strstr(r.con, "failures=0"));
+    {
+        const char *rt = strstr(r.con, "dev: round trip");
+        assert_non_null(rt);
+        test_note("%.*s", (int)strcspn(rt, "\r\n"), rt);
+    }
     assert_true(r.st.live == 2 && r.st.cut == 0);
     assert_int_equal(r.st.failed_ioreqs, 0);
     assert_int_equal(r.st.track_writes, 3 * 64);
