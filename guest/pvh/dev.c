@@ -35,19 +35,43 @@
 #define PAGE 4096ul
 #define DEV_PORT 0x5000
 #define BLK_PORT 0x5100
-#define UNCLAIMED_PORT 0x5040 /* just past the test device's ports */
+#define UNCLAIMED_PORT 0x5040   /* just past the test device's ports */
 #define DEV_WITNESS 0x5eed0000u /* SRC's value between heartbeats */
 
 enum {
-    R_SRC = 0x00, R_DST = 0x04, R_LEN = 0x08, R_VAL = 0x0c, R_CMD = 0x10,
-    R_STATUS = 0x14, R_RESULT = 0x18, R_DELAY = 0x1c, R_DMA_STATE = 0x20,
-    R_DMA_READ = 0x24, R_WCOUNT = 0x28, R_WHASH = 0x2c, R_WGONE = 0x30,
-    R_WSUM = 0x34, R_WSTATUS = 0x38,
+    R_SRC = 0x00,
+    R_DST = 0x04,
+    R_LEN = 0x08,
+    R_VAL = 0x0c,
+    R_CMD = 0x10,
+    R_STATUS = 0x14,
+    R_RESULT = 0x18,
+    R_DELAY = 0x1c,
+    R_DMA_STATE = 0x20,
+    R_DMA_READ = 0x24,
+    R_WCOUNT = 0x28,
+    R_WHASH = 0x2c,
+    R_WGONE = 0x30,
+    R_WSUM = 0x34,
+    R_WSTATUS = 0x38,
 };
-enum { C_COPY = 1, C_FILL = 2, C_SUM = 3, C_DMA = 4, C_WATCH = 5,
-       C_UNWATCH = 6 };
-enum { B_SECTOR = 0x00, B_GFN = 0x04, B_COUNT = 0x08, B_CMD = 0x0c,
-       B_STATUS = 0x10, B_CAPACITY = 0x14, B_SUM = 0x18 };
+enum {
+    C_COPY = 1,
+    C_FILL = 2,
+    C_SUM = 3,
+    C_DMA = 4,
+    C_WATCH = 5,
+    C_UNWATCH = 6
+};
+enum {
+    B_SECTOR = 0x00,
+    B_GFN = 0x04,
+    B_COUNT = 0x08,
+    B_CMD = 0x0c,
+    B_STATUS = 0x10,
+    B_CAPACITY = 0x14,
+    B_SUM = 0x18
+};
 enum { P_SRC, P_FILL, P_COPY, P_DMA, P_BLKR, P_BLKW, P_WATCH, P_HB, P_NR };
 
 static struct {
@@ -160,8 +184,9 @@ static void ops_round(uint64_t round)
     outl(gfn_of(P_COPY), DEV_PORT + R_DST);
     st = cmd(C_COPY);
     if (CHECK(st == 0, "copy: status %u", st))
-        CHECK(kmemcmp(src, copyp, PAGE) == 0, "copy: page 0x%x differs from 0x%x",
-              gfn_of(P_COPY), gfn_of(P_SRC));
+        CHECK(kmemcmp(src, copyp, PAGE) == 0,
+              "copy: page 0x%x differs from 0x%x", gfn_of(P_COPY),
+              gfn_of(P_SRC));
     outl(gfn_of(P_COPY), DEV_PORT + R_SRC);
     st = cmd(C_SUM);
     if (CHECK(st == 0, "checksum: status %u", st))
@@ -176,7 +201,8 @@ static void ops_round(uint64_t round)
 static void dma_round(uint64_t round)
 {
     const uint8_t *p = D.page[P_DMA];
-    uint32_t old = *(const volatile uint32_t *)p, val = 0xd0d00000u | (uint32_t)round;
+    uint32_t old = *(const volatile uint32_t *)p,
+             val = 0xd0d00000u | (uint32_t)round;
     uint32_t st, state = 0;
 
     outl(gfn_of(P_DMA), DEV_PORT + R_DST);
@@ -323,8 +349,8 @@ static void watch_keep(void)
     if (!CHECK(st == 0, "watch refused: errno %u", st))
         return;
     D.gone_seen = inl(DEV_PORT + R_WGONE);
-    say("dev: watching gfn 0x%x (removal notices so far %u)",
-        gfn_of(P_WATCH), D.gone_seen);
+    say("dev: watching gfn 0x%x (removal notices so far %u)", gfn_of(P_WATCH),
+        D.gone_seen);
 }
 
 static void watch_heartbeat(unsigned long n)
@@ -382,8 +408,7 @@ static void round_trips(void)
 
 /* ---- the mode ------------------------------------------------------------ */
 
-bool dev_setup(const char *cmdline, size_t max, uint8_t *area,
-               uint64_t tsc_khz)
+bool dev_setup(const char *cmdline, size_t max, uint8_t *area, uint64_t tsc_khz)
 {
     D.rounds = cmdline_get(cmdline, max, "dev", 0);
     if (!D.rounds)
@@ -407,9 +432,8 @@ bool dev_setup(const char *cmdline, size_t max, uint8_t *area,
         *(uint64_t *)(D.page[P_WATCH] + i) = krand(&D.rng);
     say("dev: start rounds=%lu mmio=0x%lx block=%lu delay=%lu hb=%lu "
         "watch=%lu",
-        (unsigned long)D.rounds, (unsigned long)D.mmio,
-        (unsigned long)D.block, (unsigned long)D.delay_ms,
-        (unsigned long)D.hb, (unsigned long)D.watch);
+        (unsigned long)D.rounds, (unsigned long)D.mmio, (unsigned long)D.block,
+        (unsigned long)D.delay_ms, (unsigned long)D.hb, (unsigned long)D.watch);
     say("dev: device-written gfns 0x%x 0x%x 0x%x 0x%x 0x%x", gfn_of(P_FILL),
         gfn_of(P_COPY), gfn_of(P_DMA), gfn_of(P_BLKR), gfn_of(P_HB));
     return true;
@@ -461,12 +485,15 @@ void dev_heartbeat(unsigned long n)
     if (n > 1)
         CHECK(page_is(p, (uint8_t)(0x80 + (n - 1) % 64)),
               "heartbeat %lu: the device's fill of heartbeat %lu is gone "
-              "(page 0x%x holds 0x%x)", n, n - 1, gfn_of(P_HB), p[0]);
+              "(page 0x%x holds 0x%x)",
+              n, n - 1, gfn_of(P_HB), p[0]);
     /* the device's registers survived (a migration restored its state) */
     st = inl(DEV_PORT + R_SRC);
     if (dev_gone(st, "heartbeat") ||
-        !CHECK(st == DEV_WITNESS, "heartbeat %lu: the device's SRC is %x, "
-               "not %x (its state was lost)", n, st, DEV_WITNESS))
+        !CHECK(st == DEV_WITNESS,
+               "heartbeat %lu: the device's SRC is %x, "
+               "not %x (its state was lost)",
+               n, st, DEV_WITNESS))
         return;
     outl(gfn_of(P_HB), DEV_PORT + R_DST);
     outl(PAGE, DEV_PORT + R_LEN);
