@@ -289,6 +289,39 @@ int kvm_sys_supported_cpuid(struct kvm_sys *sys, struct kvm_cpuid2 **out)
     }
 }
 
+int kvm_sys_msrs_listed(struct kvm_sys *sys, const uint32_t *idx, unsigned n,
+                        bool *listed)
+{
+    uint32_t cap = 512;
+
+    for (;;) {
+        struct kvm_msr_list *l =
+            calloc(1, sizeof(*l) + cap * sizeof(l->indices[0]));
+        int r;
+
+        if (!l)
+            return -ENOMEM;
+        l->nmsrs = cap;
+        r = sys->ops->sys_ioctl(sys->fd, KVM_GET_MSR_INDEX_LIST,
+                                (unsigned long)l);
+        if (r >= 0) {
+            uint32_t got = l->nmsrs < cap ? l->nmsrs : cap;
+
+            for (unsigned i = 0; i < n; i++) {
+                listed[i] = false;
+                for (uint32_t j = 0; j < got && !listed[i]; j++)
+                    listed[i] = l->indices[j] == idx[i];
+            }
+            free(l);
+            return 0;
+        }
+        free(l);
+        if (r != -E2BIG || cap >= 16384)
+            return r;
+        cap *= 4;
+    }
+}
+
 int kvm_cpuid_edit(struct kvm_cpuid2 *c, uint32_t function, uint32_t index,
                    unsigned reg, uint32_t set, uint32_t clear)
 {
@@ -526,6 +559,18 @@ int kvm_vcpu_state(struct kvm_vcpu *vcpu, enum kvm_state_kind kind, void *buf,
         return -EINVAL;
     if ((r = state_check(vcpu->vm->sys, kind, len)) < 0)
         return r;
+    if (kind == KVM_ST_EVENTS && write) {
+        /* KVM_GET_VCPU_EVENTS does not flag the pending NMI and the SIPI
+         * vector valid, though it fills them in: set them too (as QEMU
+         * does), or a pending NMI would be lost */
+        struct kvm_vcpu_events ev;
+
+        memcpy(&ev, buf, sizeof(ev));
+        ev.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING |
+                    KVM_VCPUEVENT_VALID_SIPI_VECTOR;
+        r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd, KVM_SET_VCPU_EVENTS, &ev);
+        return r < 0 ? r : 0;
+    }
     r = vcpu->vm->ops->vcpu_ioctl(vcpu->fd,
                                   write ? state_ops[kind].set
                                         : state_ops[kind].get,

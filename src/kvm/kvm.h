@@ -267,6 +267,11 @@ void kvm_sys_close(struct kvm_sys *sys);
 /* KVM_GET_SUPPORTED_CPUID into a malloc'ed table (*out; caller frees). */
 int __must_check kvm_sys_supported_cpuid(struct kvm_sys *sys,
                                          struct kvm_cpuid2 **out);
+/* KVM_GET_MSR_INDEX_LIST: listed[i] says whether KVM lists idx[i] among
+ * the MSRs a VMM saves and restores (those a host-initiated write of the
+ * value read back takes). */
+int __must_check kvm_sys_msrs_listed(struct kvm_sys *sys, const uint32_t *idx,
+                                     unsigned n, bool *listed);
 /* Edit one register (0 eax, 1 ebx, 2 ecx, 3 edx) of the table's entry for
  * function/index: bits in clear go, bits in set come.  -ENOENT if the table
  * has no such entry. */
@@ -332,7 +337,8 @@ enum kvm_state_kind {
     KVM_ST_XSAVE,     /* vCPU: struct kvm_xsave (4 KiB) */
     KVM_ST_XCRS,      /* vCPU: struct kvm_xcrs */
     KVM_ST_LAPIC,     /* vCPU: struct kvm_lapic_state */
-    KVM_ST_EVENTS,    /* vCPU: struct kvm_vcpu_events */
+    KVM_ST_EVENTS,    /* vCPU: struct kvm_vcpu_events (set: with the NMI
+                         pending and SIPI vector flagged valid) */
     KVM_ST_MP_STATE,  /* vCPU: struct kvm_mp_state */
     KVM_ST_PIC0,      /* VM: KVM_GET/SET_IRQCHIP, chip 0: the chip union */
     KVM_ST_PIC1,      /* VM: chip 1 (slave PIC) */

@@ -5,12 +5,22 @@ to a busybox shell on the 8250 serial port (TAP).
 
 The same kernel and initramfs as tests/linux (scripts/linux-guest); `memvisor
 run --hvm --kernel --initrd --append "console=ttyS0 acpi=off"`, the HVM
-checker as the audit every second.  Milestones of the boot: the banner, the
-memory map from hvm_start_info, KVM found, the serial console, the
-initramfs (the PVH module) unpacked, /init, the prompt; then a command typed
-on the serial port (memvisor's stdin), an audit over the control socket,
-and `reboot -f` (Linux resets through the keyboard controller: exit
-status 1), every audit clean.
+checker as the audit every second in every memvisor process.  Milestones of
+the boot: the banner, the memory map from hvm_start_info, KVM found, /init,
+the prompt; then a command typed on the serial port (memvisor's stdin) and
+an audit over the control socket.  Then the running Linux moves twice:
+- `memvisor save --stop` to a file, after files written in its tmpfs (a
+  marker, its uptime, the date), and `memvisor restore` in a new process:
+  a command typed there answers with the marker, and after `sleep 1`
+  (which needs the TSC-deadline timer to fire) uptime and date are past
+  the saved ones;
+- `memvisor migrate` over a unix socket to a `memvisor receive` while a
+  shell loop prints a counter to ttyS0 every second and writes it to tmpfs:
+  the loop's lines of both consoles together are 1, 2, 3, ... (none lost,
+  at least two on each side), and a command typed at the destination
+  answers with the marker and the loop's counter;
+then `reboot -f` there (Linux resets through the keyboard controller: exit
+status 1); every process's audits clean, each one's status as expected.
 
 On KVM-PVM a Linux HVM kernel cannot run its ring 0 (KVM-PVM cannot
 emulate the `lock cmpxchg16b` SLUB issues early in boot; docs/hvm.md,
@@ -23,6 +33,7 @@ is reported as skipped.
 """
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -45,6 +56,18 @@ MILESTONES = [
 ]
 SUBTESTS = ['kernel and initramfs prepared'] + [m[0] for m in MILESTONES] + [
     'a command typed on ttyS0 runs', 'audit (control socket): clean',
+    'files written in tmpfs before the save',
+    'save --stop: the stream written, the run ends with status 0',
+    'the saved run\'s audits clean',
+    'restore in a new process: a command typed there answers',
+    'restored: the tmpfs file, uptime and date went on, sleep 1 returns',
+    'restored: audit (control socket) clean',
+    'a shell loop writes to ttyS0 and tmpfs',
+    'live migration to a new process (unix socket): the summary says ok',
+    'the migrated-away run ends with status 0, its audits clean',
+    'destination: the loop\'s lines go on from the source\'s, none lost',
+    'destination: a command typed there answers, tmpfs intact',
+    'destination: audit (control socket) clean',
     'reboot -f ends the run', 'exit status 1 after the reset',
     'audits while running and after the reset clean']
 BOOT_LIMIT = float(os.environ.get('MEMVISOR_LINUX_BOOT_LIMIT', '600'))
@@ -124,82 +147,262 @@ if prep.returncode != 0 or 'kernel' not in paths or 'initrd' not in paths:
     skip_all('Debian\'s kernel package is not available here')
 ok(True, SUBTESTS[0])
 
+
 tmp = tempfile.mkdtemp(prefix='memvisor-linux-pvh-')
-sock = os.path.join(tmp, 'control')
-proc = subprocess.Popen(
-    [memvisor, 'run', '--hvm', '--kernel', paths['kernel'], '--initrd',
-     paths['initrd'], '--append',
-     'console=ttyS0 earlyprintk=ttyS0 acpi=off', '--mem', '256',
-     '--control', sock, '--audit-every', '1000'],
-    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-console = b''
-mark = 0
-start = time.monotonic()
 
 
-def wait_for(text, limit):
-    global console
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if text.encode() in console[mark:]:
+class Guest:
+    """One memvisor process with the guest's console (ttyS0) on its stdout
+    and its stdin typed to ttyS0; stderr to a file."""
+
+    def __init__(self, name, args):
+        self.name = name
+        self.errpath = os.path.join(tmp, name + '.err')
+        self.ctl = os.path.join(tmp, name + '.ctl')
+        with open(self.errpath, 'wb') as ef:
+            self.proc = subprocess.Popen(
+                [memvisor] + args + ['--control', self.ctl,
+                                     '--audit-every', '1000'],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=ef)
+        self.console = b''
+        self.mark = 0
+        self.rc = None
+        self.started = time.monotonic()
+
+    def pump(self, secs):
+        r, _, _ = select.select([self.proc.stdout], [], [], secs)
+        if not r:
             return True
-        r, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if r:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                return text.encode() in console[mark:]
-            console += chunk
-    return False
+        chunk = os.read(self.proc.stdout.fileno(), 65536)
+        self.console += chunk
+        return bool(chunk)
+
+    def wait_for(self, pattern, limit):
+        """The first match of the regex pattern (bytes) in the console since
+        the mark, within limit seconds; None if none."""
+        rx = re.compile(pattern.encode() if isinstance(pattern, str)
+                        else pattern)
+        t0 = time.monotonic()
+        while True:
+            m = rx.search(self.console, self.mark)
+            if m:
+                return m
+            if time.monotonic() - t0 > limit or not self.pump(1.0):
+                return rx.search(self.console, self.mark)
+
+    def type(self, line):
+        self.mark = len(self.console)
+        try:
+            self.proc.stdin.write(line.encode() + b'\n')
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+
+    def control(self, req):
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(120)
+        c.connect(self.ctl)
+        f = c.makefile('rw')
+        f.write(json.dumps(req) + '\n')
+        f.flush()
+        ans = json.loads(f.readline())
+        c.close()
+        return ans
+
+    def audit(self):
+        try:
+            ans = self.control({'cmd': 'audit'})
+        except (OSError, ValueError) as e:
+            ans = {'error': str(e)}
+        return (ans.get('ok') and ans.get('clean') is True,
+                json.dumps(ans)[:200])
+
+    def finish(self, limit):
+        """Waits for the process to end (killed after limit seconds): its
+        status, None if it had to be killed."""
+        t0 = time.monotonic()
+        while self.proc.poll() is None and time.monotonic() - t0 < limit:
+            self.pump(0.5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            killed = True
+        else:
+            killed = False
+        while self.pump(0):
+            if not select.select([self.proc.stdout], [], [], 0)[0]:
+                break
+        self.rc = None if killed else self.proc.returncode
+        return self.rc
+
+    def err(self):
+        with open(self.errpath, errors='replace') as f:
+            return f.read()
+
+    def audits_clean(self):
+        e = self.err()
+        return 'FAILED' not in e and 'final audit: clean' in e
+
+    def dump(self):
+        note(f'{self.name}: console tail:\n' +
+             self.console[-3000:].decode(errors='replace'))
+        note(f'{self.name}: stderr:\n' + self.err()[-2000:])
 
 
-def control(req):
-    c = socket.socket(socket.AF_UNIX)
-    c.settimeout(60)
-    c.connect(sock)
-    f = c.makefile('rw')
-    f.write(json.dumps(req) + '\n')
-    f.flush()
-    ans = json.loads(f.readline())
-    c.close()
-    return ans
+def elapsed(t0):
+    return f'{time.monotonic() - t0:.1f} s'
 
 
+guests = []
+boot = Guest('boot', ['run', '--hvm', '--kernel', paths['kernel'],
+                      '--initrd', paths['initrd'], '--append',
+                      'console=ttyS0 earlyprintk=ttyS0 acpi=off', '--mem',
+                      '256'])
+guests.append(boot)
+start = time.monotonic()
 alive = True
 for name, text in MILESTONES:
-    if alive and wait_for(text, BOOT_LIMIT - (time.monotonic() - start)):
-        ok(True, name + f' ({time.monotonic() - start:.1f} s)')
+    if alive and boot.wait_for(re.escape(text),
+                               BOOT_LIMIT - (time.monotonic() - start)):
+        ok(True, name + f' ({elapsed(start)})')
     else:
         alive = False
         ok(False, name + f' (not within {BOOT_LIMIT:.0f} s)')
-mark = len(console)
 if alive:
-    proc.stdin.write(b'echo memvisor-$((6*7))\n')
-    proc.stdin.flush()
-    alive = wait_for('memvisor-42', 120)
-ok(alive, SUBTESTS[-5])
-try:
-    ans = control({'cmd': 'audit'}) if alive else {}
-except (OSError, ValueError) as e:
-    ans = {'error': str(e)}
-ok(ans.get('ok') and ans.get('clean') is True,
-   SUBTESTS[-4] + f': {json.dumps(ans)[:200]}')
+    boot.type('echo memvisor-$((6*7))')
+    alive = bool(boot.wait_for('memvisor-42', 120))
+ok(alive, 'a command typed on ttyS0 runs')
+good, ans = boot.audit() if alive else (False, '')
+ok(good, f'audit (control socket): clean: {ans}')
+
+# ---- save to a file, restore in a new process --------------------------
 if alive:
-    proc.stdin.write(b'reboot -f\n')
-    proc.stdin.flush()
-try:
-    out, err = proc.communicate(timeout=120)
-    ended = True
-except subprocess.TimeoutExpired:
-    proc.kill()
-    out, err = proc.communicate()
-    ended = False
-console += out
-ok(ended and alive, SUBTESTS[-3])
-ok(proc.returncode == 1, SUBTESTS[-2] + f' (status {proc.returncode})')
-errs = err.decode(errors='replace')
-ok('FAILED' not in errs and 'final audit: clean' in errs,
-   SUBTESTS[-1])
+    boot.type("echo saved-$((1000+234)) > /tmp/mark; "
+              "cut -d' ' -f1 /proc/uptime > /tmp/up0; date +%s > /tmp/d0; "
+              "echo files-$((3*5))")
+    alive = bool(boot.wait_for('files-15', 120))
+ok(alive, 'files written in tmpfs before the save')
+img = os.path.join(tmp, 'linux.img')
+if alive:
+    t0 = time.monotonic()
+    s = subprocess.run([memvisor, 'save', '--control', boot.ctl, img,
+                        '--stop'], capture_output=True, text=True,
+                       timeout=900)
+    took = elapsed(t0)
+    boot.finish(120)
+    size = os.path.getsize(img) if os.path.exists(img) else 0
+    note(f'save: {took}, {size} bytes: ' +
+         (s.stderr.strip().splitlines() or [''])[-1])
+    alive = s.returncode == 0 and boot.rc == 0 and size > 0
+    ok(alive, 'save --stop: the stream written, the run ends with status 0'
+       f' (save {s.returncode}, run {boot.rc})')
+else:
+    boot.finish(5)
+    ok(False, 'save --stop: not tried')
+ok(boot.audits_clean(), 'the saved run\'s audits clean')
+
+rst = None
+if alive:
+    t0 = time.monotonic()
+    rst = Guest('restore', ['restore', img])
+    guests.append(rst)
+    rst.type('echo r-$((40+2))-$(cat /tmp/mark)')
+    alive = bool(rst.wait_for('r-42-saved-1234', 300))
+    ok(alive, 'restore in a new process: a command typed there answers '
+       f'({elapsed(t0)})')
+else:
+    ok(False, 'restore: not tried')
+m = None
+if alive:
+    rst.type("sleep 1; echo tm $(cat /tmp/up0) "
+             "$(cut -d' ' -f1 /proc/uptime) $(cat /tmp/d0) $(date +%s) "
+             "t-$((7*6))")
+    m = rst.wait_for(r'tm ([0-9.]+) ([0-9.]+) ([0-9]+) ([0-9]+) t-42', 120)
+if m:
+    u0, u1, d0, d1 = (float(x) for x in m.groups())
+    note(f'uptime {u0} s before the save, {u1} s after the restore; '
+         f'date {d0:.0f} -> {d1:.0f}')
+    good = u1 >= u0 + 1 and d1 >= d0 + 1
+else:
+    good = alive = False
+ok(good, 'restored: the tmpfs file, uptime and date went on, sleep 1 returns')
+good, ans = rst.audit() if alive else (False, '')
+ok(good, f'restored: audit (control socket) clean: {ans}')
+
+# ---- live migration while a shell loop writes --------------------------
+LOOP = rb'lp-([0-9]+)-x'
+loop_from = 0
+if alive:
+    rst.type("rm -f /tmp/stop; (i=0; while [ ! -e /tmp/stop ]; do "
+             "i=$((i+1)); echo $i > /tmp/cnt; echo lp-$i-x; sleep 1; "
+             "done) &")
+    loop_from = rst.mark
+    alive = bool(rst.wait_for('lp-2-x', 120))
+ok(alive, 'a shell loop writes to ttyS0 and tmpfs')
+dst = None
+mig = os.path.join(tmp, 'mig.sock')
+if alive:
+    dst = Guest('receive', ['receive', '--listen', 'unix:' + mig])
+    guests.append(dst)
+    t0 = time.monotonic()
+    while not os.path.exists(mig) and time.monotonic() - t0 < 60:
+        time.sleep(0.1)
+    rst.wait_for('lp-3-x', 60)
+    t0 = time.monotonic()
+    mg = subprocess.run([memvisor, 'migrate', '--control', rst.ctl,
+                         'unix:' + mig], capture_output=True, text=True,
+                        timeout=900)
+    note(f'migrate: {elapsed(t0)}: ' +
+         (mg.stderr.strip().splitlines() or [''])[-1])
+    alive = mg.returncode == 0 and '"ok":true' in mg.stdout
+    ok(alive, 'live migration to a new process (unix socket): the summary '
+       'says ok')
+else:
+    ok(False, 'live migration: not tried')
+if rst:
+    rst.finish(120 if alive else 5)
+    ok(rst.rc == 0 and rst.audits_clean(), 'the migrated-away run ends with '
+       f'status 0, its audits clean (status {rst.rc})')
+else:
+    ok(False, 'the migrated-away run: none')
+if alive:
+    before = [int(x) for x in re.findall(LOOP, rst.console[loop_from:])]
+    last = max(before, default=0)
+    dst.wait_for(f'lp-{last + 3}-x', 120)
+    # the consoles joined: a line cut by the pause is whole again
+    seq = [int(x) for x in
+           re.findall(LOOP, rst.console[loop_from:] + dst.console)]
+    after = [int(x) for x in re.findall(LOOP, dst.console)]
+    note(f'loop lines: {len(before)} at the source (last {last}), '
+         f'{len(after)} at the destination')
+    alive = (len(before) >= 2 and len(after) >= 2 and
+             seq == list(range(1, len(seq) + 1)))
+    ok(alive, 'destination: the loop\'s lines go on from the source\'s, '
+       'none lost')
+else:
+    ok(False, 'destination: no loop')
+if alive:
+    dst.type('touch /tmp/stop; echo m-$((50+8))-$(cat /tmp/mark)-'
+             '$(cat /tmp/cnt)')
+    m = dst.wait_for(r'm-58-saved-1234-([0-9]+)', 120)
+    alive = bool(m) and int(m.group(1)) >= last
+ok(alive, 'destination: a command typed there answers, tmpfs intact')
+good, ans = dst.audit() if alive else (False, '')
+ok(good, f'destination: audit (control socket) clean: {ans}')
+if alive:
+    dst.type('reboot -f')
+last_run = dst or rst or boot
+last_run.finish(120)
+ok(alive and last_run.rc is not None, 'reboot -f ends the run')
+ok(last_run.rc == 1, f'exit status 1 after the reset (status {last_run.rc})')
+ok(all(g.audits_clean() for g in guests),
+   'audits while running and after the reset clean')
+note(f'all of it: {elapsed(start)}')
+for g in guests:
+    if g.proc.poll() is None:
+        g.proc.kill()
+        g.proc.wait()
 if not all(results):
-    note('console tail:\n' + console[-3000:].decode(errors='replace'))
-    note('stderr:\n' + errs[-2000:])
+    for g in guests:
+        g.dump()
 sys.exit(0 if all(results) else 1)

@@ -13,28 +13,44 @@
 #include "lib/errmsg.h"
 #include "migrate/migrate.h"
 
-/* The MSRs a vCPU's state carries (those KVM lets memvisor read). */
+/* The MSRs a vCPU's state carries: those KVM lists as saved
+ * (KVM_GET_MSR_INDEX_LIST) and lets memvisor read, of what
+ * a guest of the CPUID memvisor exposes (KVM_GET_SUPPORTED_CPUID: kvm-clock
+ * 2, async page faults by interrupt, steal time, PV EOI, poll control)
+ * uses.  EFER and APIC_BASE travel in the special registers.  Restored in
+ * this order (async page faults' vector before their enable, as QEMU
+ * does), except TSC_DEADLINE: after the LAPIC (set_vcpu()).  KVM's
+ * original kvm-clock MSRs (0x11, 0x12) are left out on purpose: writing a
+ * zero there after the new ones would switch kvm-clock off. */
 static const uint32_t hvm_msrs[] = {
     0x10,       /* TSC */
+    0x3b,       /* TSC_ADJUST */
+    0x48,       /* SPEC_CTRL */
     0x174,      /* SYSENTER_CS */
     0x175,      /* SYSENTER_ESP */
     0x176,      /* SYSENTER_EIP */
     0x1a0,      /* MISC_ENABLE */
     0x277,      /* PAT */
     0x6e0,      /* TSC_DEADLINE */
+    0xda0,      /* XSS */
     0xc0000081, /* STAR */
     0xc0000082, /* LSTAR */
     0xc0000083, /* CSTAR */
     0xc0000084, /* SYSCALL_MASK */
     0xc0000102, /* KERNEL_GS_BASE */
     0xc0000103, /* TSC_AUX */
+    0xc001011f, /* AMD VIRT_SPEC_CTRL */
     0x4b564d00, /* kvm-clock: wall clock */
     0x4b564d01, /* kvm-clock: system time */
-    0x4b564d02, /* async page faults */
+    0x4b564d06, /* async page faults: the interrupt's vector */
+    0x4b564d02, /* async page faults: enable */
     0x4b564d03, /* steal time */
     0x4b564d04, /* PV EOI */
+    0x4b564d05, /* poll control */
 };
-_Static_assert(sizeof(hvm_msrs) / sizeof(hvm_msrs[0]) <= STREAM_HVM_MSRS_MAX,
+#define HVM_NR_MSRS (sizeof(hvm_msrs) / sizeof(hvm_msrs[0]))
+#define HVM_MSR_TSC_DEADLINE 0x6e0u
+_Static_assert(HVM_NR_MSRS <= STREAM_HVM_MSRS_MAX,
                "MSR list");
 
 /* The stream's parts are KVM's structures: the same sizes. */
@@ -183,6 +199,7 @@ static int src_platform(void *arg, struct stream_hvm_platform *p)
 static int src_vcpu(void *arg, unsigned i, struct stream_hvm_vcpu *v)
 {
     struct domain *d = arg;
+    bool listed[HVM_NR_MSRS];
     struct kvm_vcpu *k;
     int rc;
 
@@ -212,11 +229,15 @@ static int src_vcpu(void *arg, unsigned i, struct stream_hvm_vcpu *v)
     if (kvm_vcpu_state(k, KVM_ST_EVENTS, v->events, sizeof(v->events),
                        false) == 0)
         v->flags |= STREAM_HVM_VCPU_EVENTS;
-    for (unsigned m = 0; m < sizeof(hvm_msrs) / sizeof(hvm_msrs[0]); m++) {
+    if ((rc = kvm_sys_msrs_listed(k->vm->sys, hvm_msrs, HVM_NR_MSRS,
+                                  listed)) < 0)
+        return rc;
+    for (unsigned m = 0; m < HVM_NR_MSRS; m++) {
         uint64_t val;
 
-        if (kvm_vcpu_get_msr(k, hvm_msrs[m], &val) < 0)
-            continue; /* not one this KVM has */
+        /* not one this KVM saves (it may read it, yet refuse to set it) */
+        if (!listed[m] || kvm_vcpu_get_msr(k, hvm_msrs[m], &val) < 0)
+            continue;
         v->msrs[v->nr_msrs].index = hvm_msrs[m];
         v->msrs[v->nr_msrs++].value = val;
     }
@@ -256,10 +277,11 @@ static int set_vcpu(struct hvm_vcpu *hc, struct stream_hvm_vcpu *v, char *err,
 {
     struct kvm_vcpu *k = &hc->vcpu.kvm;
     const char *what;
+    char msr[24];
     int rc;
 
     /* QEMU's order: registers, extended state, special registers, MSRs,
-     * MP state, LAPIC, pending events, debug registers */
+     * MP state, LAPIC, pending events, debug registers, TSC deadline */
     what = "registers";
     if ((rc = kvm_vcpu_state(k, KVM_ST_REGS, v->regs, sizeof(v->regs),
                              true)) < 0)
@@ -283,7 +305,10 @@ static int set_vcpu(struct hvm_vcpu *hc, struct stream_hvm_vcpu *v, char *err,
                              sizeof(v->sregs), true)) < 0)
         goto fail;
     for (uint32_t i = 0; i < v->nr_msrs; i++) {
-        what = "an MSR";
+        snprintf(msr, sizeof(msr), "MSR %#x", v->msrs[i].index);
+        what = msr;
+        if (v->msrs[i].index == HVM_MSR_TSC_DEADLINE)
+            continue; /* after the LAPIC */
         if ((rc = kvm_vcpu_set_msr(k, v->msrs[i].index, v->msrs[i].value)) < 0)
             goto fail;
     }
@@ -305,6 +330,15 @@ static int set_vcpu(struct hvm_vcpu *hc, struct stream_hvm_vcpu *v, char *err,
         (rc = kvm_vcpu_state(k, KVM_ST_DEBUGREGS, v->debugregs,
                              sizeof(v->debugregs), true)) < 0)
         goto fail;
+    /* KVM ignores a TSC deadline unless the LAPIC's timer is in
+     * TSC-deadline mode, and setting the LAPIC clears it: last (a guest
+     * whose timer is armed would otherwise wait forever) */
+    what = "TSC deadline MSR";
+    for (uint32_t i = 0; i < v->nr_msrs; i++)
+        if (v->msrs[i].index == HVM_MSR_TSC_DEADLINE &&
+            (rc = kvm_vcpu_set_msr(k, v->msrs[i].index, v->msrs[i].value)) <
+                0)
+            goto fail;
     return 0;
 fail:
     errf(err, errlen, "vCPU %u: KVM refused its %s: %s", hc->id, what,
