@@ -292,6 +292,13 @@ int __must_check hv_domain_hvm_test_txn(struct domain *d, int op, uint64_t gfn,
                                         uint64_t nr);
 /* The last unclaimed access (a line of text; empty if none). */
 void hv_domain_hvm_unclaimed(struct domain *d, char *buf, size_t len);
+/* Test only: vCPU vcpu's TSC-deadline MSR into *got, after (set != 0)
+ * putting its LAPIC timer in TSC-deadline mode (masked) and the deadline at
+ * set.  The domain stopped or paused.  -EINVAL for a PV domain or no such
+ * vCPU. */
+int __must_check hv_domain_hvm_test_tsc_deadline(struct domain *d,
+                                                 unsigned vcpu, uint64_t set,
+                                                 uint64_t *got);
 
 /* Device models (src/ioreq, docs/dm-protocol.md).  Attach one connected on
  * sock (SOCK_SEQPACKET; taken over, also on error): the server index or

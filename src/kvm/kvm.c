@@ -251,7 +251,6 @@ int kvm_sys_open(struct kvm_sys *sys, const struct kvm_ops *ops)
     }
     sys->caps.irqchip = check_ext(sys, KVM_CAP_IRQCHIP) > 0;
     sys->caps.immediate_exit = check_ext(sys, KVM_CAP_IMMEDIATE_EXIT) > 0;
-    sys->caps.tsc_deadline = check_ext(sys, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     return 0;
 
 fail_close:

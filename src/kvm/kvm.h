@@ -221,7 +221,6 @@ struct kvm_caps {
     bool dirty_ring_acq_rel;  /* the ring cap is KVM_CAP_DIRTY_LOG_RING_ACQ_REL */
     bool irqchip;             /* KVM_CAP_IRQCHIP */
     bool immediate_exit;      /* KVM_CAP_IMMEDIATE_EXIT */
-    bool tsc_deadline;        /* KVM_CAP_TSC_DEADLINE_TIMER */
 };
 
 struct kvm_sys {

@@ -12,10 +12,9 @@ an audit over the control socket.  Then the running Linux moves twice:
 - `memvisor save --stop` to a file, after files written in its tmpfs (a
   marker, its uptime, the date) and a `sleep 10` begun in the background,
   and `memvisor restore` in a new process: the sleep's line comes with
-  nothing typed (the timer the guest armed survived: with the TSC deadline
-  set before the LAPIC, as it was, it does not), a command typed there
+  nothing typed (the timer the guest armed survived), a command typed there
   answers with the marker, and after `sleep 1`
-  (which needs the TSC-deadline timer to fire) uptime and date are past
+  (which needs the guest's timer to fire) uptime and date are past
   the saved ones;
 - `memvisor migrate` over a unix socket to a `memvisor receive` while a
   shell loop prints a counter to ttyS0 every second and writes it to tmpfs:

@@ -163,11 +163,6 @@ static int hvm_vcpus_init(struct domain *d, bool pvh_entry, char *err,
     /* as QEMU's -cpu host: the hypervisor bit, which makes a guest look
      * at KVM's leaves (0x40000000: kvm-clock and the TSC's rate) */
     (void)!kvm_cpuid_edit(cpuid, 1, 0, KVM_CPUID_ECX, 1u << 31, 0);
-    /* and, as QEMU does with the in-kernel LAPIC, its TSC-deadline timer
-     * where KVM has it (older KVMs leave the bit out of the supported
-     * CPUID, though they emulate the timer) */
-    if (d->hv->kvm.caps.tsc_deadline)
-        (void)!kvm_cpuid_edit(cpuid, 1, 0, KVM_CPUID_ECX, 1u << 24, 0);
     for (unsigned i = 0; i < d->nr_vcpus && r == 0; i++) {
         struct hvm_vcpu *hc = &d->hvm->vcpus[i];
 

@@ -407,3 +407,36 @@ out:
     free(v);
     return rc;
 }
+
+/* Test only (hv.h). */
+int hv_domain_hvm_test_tsc_deadline(struct domain *d, unsigned vcpu,
+                                    uint64_t set, uint64_t *got)
+{
+    struct kvm_vcpu *k;
+    int rc;
+
+    if (!d->hvm || vcpu >= d->nr_vcpus)
+        return -EINVAL;
+    k = &d->hvm->vcpus[vcpu].vcpu.kvm;
+    if (set) {
+        struct stream_hvm_vcpu *v = malloc(sizeof(*v));
+        uint32_t lvtt;
+
+        if (!v)
+            return -ENOMEM;
+        if ((rc = kvm_vcpu_state(k, KVM_ST_LAPIC, v->lapic, sizeof(v->lapic),
+                                 false)) == 0) {
+            /* LVTT (0x320): timer mode 2 (TSC deadline), masked */
+            memcpy(&lvtt, v->lapic + 0x320, sizeof(lvtt));
+            lvtt = (lvtt & ~0x60000u) | 0x40000u | 0x10000u | 0xefu;
+            memcpy(v->lapic + 0x320, &lvtt, sizeof(lvtt));
+            rc = kvm_vcpu_state(k, KVM_ST_LAPIC, v->lapic, sizeof(v->lapic),
+                                true);
+        }
+        free(v);
+        if (rc < 0 ||
+            (rc = kvm_vcpu_set_msr(k, HVM_MSR_TSC_DEADLINE, set)) < 0)
+            return rc;
+    }
+    return kvm_vcpu_get_msr(k, HVM_MSR_TSC_DEADLINE, got);
+}
