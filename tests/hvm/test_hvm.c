@@ -345,109 +345,26 @@ static unsigned ticks(const char *con, unsigned *first, unsigned *last,
     return n;
 }
 
-/* Saved live at the 3rd tick, restored into a new domain: the guest's
- * per-page counters, registers and serial port carry on; every tick line
- * appears exactly once across the two consoles. */
-/* A guest's armed TSC deadline survives save and restore: KVM ignores the
- * deadline MSR unless the LAPIC's timer is in TSC-deadline mode, and
- * setting the LAPIC clears it, so the restore must set it after the LAPIC
- * (with it among the other MSRs, before the LAPIC, it read back 0 here
- * and a Linux guest idle on its deadline timer never woke). */
-static void test_deadline_restored(void **state)
+/* Saves x->d (running or paused) into a memory file with opts o, keeps
+ * its console in con, destroys it, and restores the stream into a new
+ * domain of x->hv, checked and not started. */
+static struct domain *move_domain(struct hvm_fix *x,
+                                  const struct migrate_save_opts *o,
+                                  char *con, size_t conlen)
 {
-    const uint64_t deadline = 1ULL << 62; /* far away: never fires */
-    struct hvm_fix x;
     struct migrate_source src;
     struct migrate_target tgt;
     struct migrate_stats st;
     struct migrate_restore_stats rs;
-    struct migrate_save_opts o = {.leave_paused = true};
     struct stream_chan c;
     struct domain *d2;
     char err[256] = "";
-    uint64_t got = 0;
-    int fd = memfd_create("hvm-deadline", 0), rc;
-
-    (void)state;
-    assert_true(fd >= 0);
-    fix_create(&x, "count", false);
-    assert_int_equal(hv_domain_start(x.d), 0);
-    while (!console_has(x.d, "pvh: tick 00000001 ok\n")) {
-        assert_false(hv_domain_stopped(x.d));
-        test_sleep_ms(10);
-    }
-    hv_domain_pause(x.d);
-    assert_int_equal(hv_domain_hvm_test_tsc_deadline(x.d, 0, deadline, &got),
-                     0);
-    if (got != deadline) {
-        test_note("this KVM keeps no TSC deadline (read %#llx back)",
-                  (unsigned long long)got);
-        close(fd);
-        hv_domain_resume(x.d);
-        hv_domain_shutdown(x.d, 0);
-        fix_destroy(&x);
-        skip();
-    }
-    assert_int_equal(hv_domain_source_init(x.d, &src), 0);
-    stream_chan_fd(&c, fd);
-    rc = migrate_save(&src, &c, &o, &st, err, sizeof(err));
-    if (rc < 0)
-        test_note("save: %s", err);
-    assert_int_equal(rc, 0);
-    hv_domain_source_fini(&src);
-    hv_domain_resume(x.d);
-    hv_domain_shutdown(x.d, 0);
-    hv_domain_destroy(x.d);
-    x.d = NULL;
-
-    lseek(fd, 0, SEEK_SET);
-    stream_chan_fd(&c, fd);
-    assert_int_equal(hv_domain_target_init(&x.hv, -1, &tgt), 0);
-    rc = migrate_restore(&tgt, &c, &rs, err, sizeof(err));
-    d2 = hv_domain_target_fini(&tgt);
-    if (rc < 0)
-        test_note("restore: %s", err);
-    assert_int_equal(rc, 0);
-    assert_non_null(d2);
-    got = 0;
-    assert_int_equal(hv_domain_hvm_test_tsc_deadline(d2, 0, 0, &got), 0);
-    test_note("TSC deadline %#llx saved, %#llx after the restore",
-              (unsigned long long)deadline, (unsigned long long)got);
-    assert_true(got == deadline);
-    expect_clean(d2, "the restore");
-    hv_domain_destroy(d2);
-    hv_fini(&x.hv);
-    free(x.image);
-    close(fd);
-}
-
-static void test_save_restore(void **state)
-{
-    struct hvm_fix x;
-    struct migrate_source src;
-    struct migrate_target tgt;
-    struct migrate_stats st;
-    struct migrate_restore_stats rs;
-    struct migrate_save_opts o = {.live = true, .leave_paused = true};
-    struct stream_chan c;
-    struct domain *d2;
-    static char con1[16384], con2[16384];
-    char err[256] = "";
-    unsigned f1, l1;
-    bool ord1;
     int fd = memfd_create("hvm-stream", 0), rc;
 
-    (void)state;
     assert_true(fd >= 0);
-    fix_create(&x, "count", false);
-    assert_int_equal(hv_domain_start(x.d), 0);
-    while (!console_has(x.d, "pvh: tick 00000003 ok\n")) {
-        assert_false(hv_domain_stopped(x.d));
-        test_sleep_ms(10);
-    }
-    assert_int_equal(hv_domain_source_init(x.d, &src), 0);
+    assert_int_equal(hv_domain_source_init(x->d, &src), 0);
     stream_chan_fd(&c, fd);
-    rc = migrate_save(&src, &c, &o, &st, err, sizeof(err));
+    rc = migrate_save(&src, &c, o, &st, err, sizeof(err));
     if (rc < 0)
         test_note("save: %s", err);
     assert_int_equal(rc, 0);
@@ -457,14 +374,14 @@ static void test_save_restore(void **state)
               st.rounds, (unsigned long long)st.pages,
               (unsigned long long)st.zero_pages, (unsigned long long)st.bytes,
               st.downtime_ns / 1e6);
-    hv_domain_console(x.d, con1, sizeof(con1));
-    hv_domain_shutdown(x.d, 0);
-    hv_domain_destroy(x.d);
-    x.d = NULL;
+    hv_domain_console(x->d, con, conlen);
+    hv_domain_shutdown(x->d, 0);
+    hv_domain_destroy(x->d);
+    x->d = NULL;
 
     lseek(fd, 0, SEEK_SET);
     stream_chan_fd(&c, fd);
-    assert_int_equal(hv_domain_target_init(&x.hv, -1, &tgt), 0);
+    assert_int_equal(hv_domain_target_init(&x->hv, -1, &tgt), 0);
     rc = migrate_restore(&tgt, &c, &rs, err, sizeof(err));
     d2 = hv_domain_target_fini(&tgt);
     if (rc < 0)
@@ -476,6 +393,73 @@ static void test_save_restore(void **state)
               (unsigned long long)rs.records, (unsigned long long)rs.pages,
               rs.ns / 1e6);
     expect_clean(d2, "the restore");
+    close(fd);
+    return d2;
+}
+
+/* A guest's armed TSC deadline survives save and restore: KVM ignores the
+ * deadline MSR unless the LAPIC's timer is in TSC-deadline mode, and
+ * setting the LAPIC clears it, so the restore must set it after the LAPIC
+ * (with it among the other MSRs, before the LAPIC, it reads back 0). */
+static void test_deadline_restored(void **state)
+{
+    const uint64_t deadline = 1ULL << 62; /* far away: never fires */
+    struct migrate_save_opts o = {.leave_paused = true};
+    static char con[16384];
+    struct hvm_fix x;
+    struct domain *d2;
+    uint64_t got = 0;
+
+    (void)state;
+    fix_create(&x, "count", false);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    while (!console_has(x.d, "pvh: tick 00000001 ok\n")) {
+        assert_false(hv_domain_stopped(x.d));
+        test_sleep_ms(10);
+    }
+    hv_domain_pause(x.d);
+    assert_int_equal(hv_domain_hvm_test_tsc_deadline(x.d, 0, deadline, &got),
+                     0);
+    hv_domain_resume(x.d); /* the save pauses it again, and keeps it so */
+    if (got != deadline) {
+        test_note("this KVM keeps no TSC deadline (read %#llx back)",
+                  (unsigned long long)got);
+        hv_domain_shutdown(x.d, 0);
+        fix_destroy(&x);
+        skip();
+    }
+    d2 = move_domain(&x, &o, con, sizeof(con));
+    got = 0;
+    assert_int_equal(hv_domain_hvm_test_tsc_deadline(d2, 0, 0, &got), 0);
+    test_note("TSC deadline %#llx saved, %#llx after the restore",
+              (unsigned long long)deadline, (unsigned long long)got);
+    assert_true(got == deadline);
+    hv_domain_destroy(d2);
+    hv_fini(&x.hv);
+    free(x.image);
+}
+
+/* Saved live at the 3rd tick, restored into a new domain: the guest's
+ * per-page counters, registers and serial port carry on; every tick line
+ * appears exactly once across the two consoles. */
+static void test_save_restore(void **state)
+{
+    struct hvm_fix x;
+    struct migrate_save_opts o = {.live = true, .leave_paused = true};
+    struct domain *d2;
+    static char con1[16384], con2[16384];
+    unsigned f1, l1;
+    bool ord1;
+    int rc;
+
+    (void)state;
+    fix_create(&x, "count", false);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    while (!console_has(x.d, "pvh: tick 00000003 ok\n")) {
+        assert_false(hv_domain_stopped(x.d));
+        test_sleep_ms(10);
+    }
+    d2 = move_domain(&x, &o, con1, sizeof(con1));
     assert_int_equal(hv_domain_start(d2), 0);
     rc = hv_domain_wait(d2);
     hv_domain_console(d2, con2, sizeof(con2));
@@ -509,7 +493,6 @@ static void test_save_restore(void **state)
     hv_domain_destroy(d2);
     hv_fini(&x.hv);
     free(x.image);
-    close(fd);
 }
 
 int main(int argc, char **argv)

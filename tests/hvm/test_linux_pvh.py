@@ -180,17 +180,23 @@ class Guest:
         self.console += chunk
         return bool(chunk)
 
-    def wait_for(self, pattern, limit):
+    def wait_for(self, pattern, limit, quiet=None):
         """The first match of the regex pattern (bytes) in the console since
-        the mark, within limit seconds; None if none."""
+        the mark, within limit seconds (and before the console has been
+        silent for quiet seconds); None if none."""
         rx = re.compile(pattern.encode() if isinstance(pattern, str)
                         else pattern)
-        t0 = time.monotonic()
+        t0 = last = time.monotonic()
+        seen = len(self.console)
         while True:
             m = rx.search(self.console, self.mark)
             if m:
                 return m
-            if time.monotonic() - t0 > limit or not self.pump(1.0):
+            now = time.monotonic()
+            if len(self.console) != seen:
+                seen, last = len(self.console), now
+            if now - t0 > limit or (quiet and now - last > quiet) or \
+                    not self.pump(1.0):
                 return rx.search(self.console, self.mark)
 
     def type(self, line):
@@ -256,21 +262,57 @@ def elapsed(t0):
     return f'{time.monotonic() - t0:.1f} s'
 
 
+def boot_linux(name):
+    """Boots Linux to its prompt: the process and each milestone's time
+    (None from the first one not reached)."""
+    g = Guest(name, ['run', '--hvm', '--kernel', paths['kernel'],
+                     '--initrd', paths['initrd'], '--append',
+                     'console=ttyS0 earlyprintk=ttyS0 acpi=off', '--mem',
+                     '256'])
+    reached = []
+    for _, text in MILESTONES:
+        left = BOOT_LIMIT - (time.monotonic() - g.started)
+        if not g.wait_for(re.escape(text), left, quiet=STALL):
+            break
+        reached.append(time.monotonic() - g.started)
+    return g, reached + [None] * (len(MILESTONES) - len(reached))
+
+
+def stats(g):
+    try:
+        return json.dumps(g.control({'cmd': 'stats'}))[:600]
+    except (OSError, ValueError) as e:
+        return str(e)
+
+
+# In the test VM Linux's boot sometimes stops making progress before its
+# prompt (docs/hvm.md, "Not yet"): after STALL seconds of a silent console
+# the boot is given up, said so with the domain's counters, and made once
+# more.  Only the boot: every check after the prompt is made once.
+STALL = float(os.environ.get('MEMVISOR_LINUX_STALL', '150'))
 guests = []
-boot = Guest('boot', ['run', '--hvm', '--kernel', paths['kernel'],
-                      '--initrd', paths['initrd'], '--append',
-                      'console=ttyS0 earlyprintk=ttyS0 acpi=off', '--mem',
-                      '256'])
-guests.append(boot)
 start = time.monotonic()
+boot, reached = boot_linux('boot')
+if None in reached:
+    tail = boot.console[-300:].decode(errors='replace').strip()
+    note(f'boot stalled: {STALL:.0f} s without console output after '
+         f'{tail.splitlines()[-1] if tail else "nothing"!r}')
+    note('stats: ' + stats(boot))
+    time.sleep(5)
+    note('5 s later: ' + stats(boot))
+    boot.finish(0)
+    note('stderr: ' + boot.err()[-500:])
+    note('booting once more')
+    boot, reached = boot_linux('boot2')
+guests.append(boot)
 alive = True
-for name, text in MILESTONES:
-    if alive and boot.wait_for(re.escape(text),
-                               BOOT_LIMIT - (time.monotonic() - start)):
-        ok(True, name + f' ({elapsed(start)})')
+for (name, text), t in zip(MILESTONES, reached):
+    if t is not None:
+        ok(True, name + f' ({t:.1f} s)')
     else:
         alive = False
-        ok(False, name + f' (not within {BOOT_LIMIT:.0f} s)')
+        ok(False, name + f' (not within {BOOT_LIMIT:.0f} s, or silent for '
+           f'{STALL:.0f} s)')
 for line in boot.console.decode(errors='replace').splitlines():
     if re.search(r'clockevent|deadline|clocksource: Switched', line):
         note('guest: ' + line.strip())
