@@ -128,6 +128,54 @@ void control_json_string(char *buf, size_t len, const char *s)
     put_json_string(&o, s);
 }
 
+/* {"cmd":"events"}: hv_domain_events() as JSON. */
+static void events(struct domain *d, struct out *o)
+{
+    struct hv_events *e = malloc(sizeof(*e));
+    int r;
+
+    if (!e) {
+        put(o, "{\"ok\":false,\"error\":\"events: out of memory\"}");
+        return;
+    }
+    r = hv_domain_events(d, e);
+    if (r < 0) {
+        put(o, "{\"ok\":false,\"error\":\"events: %s\"}", strerror(-r));
+        free(e);
+        return;
+    }
+    put(o, "{\"ok\":true,\"sent\":%llu,\"upcalls\":%llu,\"timer_fired\":%llu,"
+           "\"vcpus\":[",
+        (unsigned long long)e->sent, (unsigned long long)e->upcalls,
+        (unsigned long long)e->timer_fired);
+    for (unsigned i = 0; i < e->nr_vcpus; i++) {
+        put(o, "%s{\"up\":%s,\"blocked\":%s", i ? "," : "",
+            e->vcpu[i].up ? "true" : "false",
+            e->vcpu[i].blocked ? "true" : "false");
+        if (e->vcpu[i].has_vcpu_info)
+            put(o, ",\"upcall_pending\":%u,\"upcall_mask\":%u,"
+                   "\"pending_sel\":%llu",
+                e->vcpu[i].upcall_pending, e->vcpu[i].upcall_mask,
+                (unsigned long long)e->vcpu[i].pending_sel);
+        if (e->vcpu[i].timer_ns != INT64_MAX)
+            put(o, ",\"timer_ns\":%lld", (long long)e->vcpu[i].timer_ns);
+        put(o, "}");
+    }
+    put(o, "],\"ports\":[");
+    for (unsigned i = 0; i < e->nr_ports; i++)
+        put(o, "%s[%u,%u,%u,%d,%d]", i ? "," : "", e->port[i].port,
+            e->port[i].state, e->port[i].vcpu, e->port[i].pending,
+            e->port[i].masked);
+    put(o, "]");
+    if (e->console)
+        put(o, ",\"console\":{\"in_cons\":%u,\"in_prod\":%u,"
+               "\"out_cons\":%u,\"out_prod\":%u}",
+            e->cons_in_cons, e->cons_in_prod, e->cons_out_cons,
+            e->cons_out_prod);
+    put(o, "}");
+    free(e);
+}
+
 static void stats(struct domain *d, struct out *o)
 {
     struct hv_domain_stats s;
@@ -272,6 +320,8 @@ void control_handle(struct domain *d, const char *line, char *buf, size_t len,
         put(&o, "{\"ok\":true,\"paused\":%d}", *pause_depth);
     } else if (!strcmp(cmd, "stats")) {
         stats(d, &o);
+    } else if (!strcmp(cmd, "events")) {
+        events(d, &o);
     } else if (!strcmp(cmd, "audit")) {
         char msg[200];
         uint64_t frames = 0, tables = 0;

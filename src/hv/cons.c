@@ -107,3 +107,17 @@ size_t hv_domain_console_input(struct domain *d, const char *buf, size_t len)
         evtchn_set_pending(d, d->cons_port);
     return n;
 }
+
+int hv_domain_console_state(struct domain *d, uint32_t idx[4])
+{
+    struct xencons_interface *r;
+
+    if (d->hvm || mfn_eq(d->cons_mfn, INVALID_MFN))
+        return -ENOENT;
+    r = ring(d);
+    idx[0] = __atomic_load_n(&r->in_cons, __ATOMIC_ACQUIRE);
+    idx[1] = __atomic_load_n(&r->in_prod, __ATOMIC_ACQUIRE);
+    idx[2] = __atomic_load_n(&r->out_cons, __ATOMIC_ACQUIRE);
+    idx[3] = __atomic_load_n(&r->out_prod, __ATOMIC_ACQUIRE);
+    return 0;
+}

@@ -572,3 +572,71 @@ void hv_backend_kick(struct domain *d, unsigned b)
     else if (b == HV_BACKEND_STORE)
         hv_xs_kick(d);
 }
+
+/* ---- diagnosis ---- */
+
+int hv_domain_events(struct domain *d, struct hv_events *out)
+{
+    struct shared_info *s;
+    uint64_t now;
+    uint32_t idx[4];
+
+    memset(out, 0, sizeof(*out));
+    if (d->hvm)
+        return -EOPNOTSUPP;
+    s = si(d);
+    now = hv_system_time(d);
+    out->nr_vcpus = d->nr_vcpus;
+    pthread_mutex_lock(&d->evt.lock);
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        struct pvcpu *pc = &d->vcpus[i];
+        struct vcpu_info *v = vi(pc);
+
+        out->vcpu[i].up = pc->up;
+        out->vcpu[i].blocked =
+            __atomic_load_n(&pc->runstate.state, __ATOMIC_RELAXED) ==
+            RUNSTATE_blocked;
+        out->vcpu[i].has_vcpu_info = v != NULL;
+        if (v) {
+            out->vcpu[i].upcall_pending =
+                __atomic_load_n(&v->evtchn_upcall_pending, __ATOMIC_SEQ_CST);
+            out->vcpu[i].upcall_mask =
+                __atomic_load_n(&v->evtchn_upcall_mask, __ATOMIC_SEQ_CST);
+            out->vcpu[i].pending_sel =
+                __atomic_load_n(&v->evtchn_pending_sel, __ATOMIC_SEQ_CST);
+        }
+        out->vcpu[i].timer_ns = pc->timer_deadline
+                                    ? (int64_t)(pc->timer_deadline - now)
+                                    : INT64_MAX;
+    }
+    for (unsigned p = 1; p < HV_EVTCHN_MAX; p++) {
+        uint64_t bit = 1ULL << (p % 64);
+        unsigned n = out->nr_ports;
+
+        if (d->evt.port[p].state == EVTCHNSTAT_closed)
+            continue;
+        if (n == HV_EVENTS_MAX_PORTS)
+            break;
+        out->port[n].port = (uint16_t)p;
+        out->port[n].vcpu = d->evt.port[p].vcpu;
+        out->port[n].state = d->evt.port[p].state;
+        out->port[n].pending =
+            __atomic_load_n(&s->evtchn_pending[p / 64], __ATOMIC_SEQ_CST) & bit;
+        out->port[n].masked =
+            __atomic_load_n(&s->evtchn_mask[p / 64], __ATOMIC_SEQ_CST) & bit;
+        out->nr_ports = n + 1;
+    }
+    pthread_mutex_unlock(&d->evt.lock);
+    if (hv_domain_console_state(d, idx) == 0) {
+        out->console = true;
+        out->cons_in_cons = idx[0];
+        out->cons_in_prod = idx[1];
+        out->cons_out_cons = idx[2];
+        out->cons_out_prod = idx[3];
+    }
+    out->sent = atomic_load_explicit(&d->evt.sent, memory_order_relaxed);
+    out->upcalls = atomic_load_explicit(&d->evt.upcalls, memory_order_relaxed);
+    out->timer_fired =
+        atomic_load_explicit(&d->evt.timer_fired, memory_order_relaxed);
+    return 0;
+}

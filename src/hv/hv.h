@@ -182,6 +182,32 @@ int hv_domain_reservation(struct domain *d, uint64_t *frames);
 /* Console tail (NUL-terminated). */
 size_t hv_domain_console(struct domain *d, char *buf, size_t len);
 void hv_domain_stats(struct domain *d, struct hv_domain_stats *out);
+/* Event-channel state of a PV domain, for diagnosis (the control
+ * socket's "events"): per vCPU its upcall flag, mask and selector, whether
+ * it is blocked in SCHEDOP_block, and its timer; the bound ports with
+ * their pending and mask bits; the console ring's indices.  A snapshot
+ * taken without pausing: each value is read atomically, the whole is not.
+ * -EOPNOTSUPP for an HVM domain. */
+#define HV_EVENTS_MAX_PORTS 64
+struct hv_events {
+    unsigned nr_vcpus;
+    struct {
+        bool up, blocked, has_vcpu_info;
+        uint8_t upcall_pending, upcall_mask;
+        uint64_t pending_sel;
+        int64_t timer_ns; /* until the deadline (may be < 0); INT64_MAX: none */
+    } vcpu[HV_MAX_VCPUS];
+    unsigned nr_ports; /* bound ports listed (the first HV_EVENTS_MAX_PORTS) */
+    struct {
+        uint16_t port, vcpu;
+        uint8_t state; /* EVTCHNSTAT_* */
+        bool pending, masked;
+    } port[HV_EVENTS_MAX_PORTS];
+    bool console;              /* the guest has a console ring */
+    uint32_t cons_in_cons, cons_in_prod, cons_out_cons, cons_out_prod;
+    uint64_t sent, upcalls, timer_fired;
+};
+int __must_check hv_domain_events(struct domain *d, struct hv_events *out);
 /* Frame-table audit (pauses the domain unless stopped), and shim_check():
  * 0 or -EUCLEAN with the first error in msg; *tables and *frames count
  * what it saw. */

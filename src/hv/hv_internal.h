@@ -361,6 +361,9 @@ long hc_vcpu_op_other(struct pvcpu *pc, struct pvcpu *t, unsigned cmd,
 long hc_vcpu_timer_op(struct pvcpu *pc, struct pvcpu *t, unsigned cmd,
                       uint64_t arg);
 uint64_t hv_system_time(const struct domain *d);
+/* The console ring's in_cons, in_prod, out_cons, out_prod (cons.c);
+ * -ENOENT without a ring. */
+int hv_domain_console_state(struct domain *d, uint32_t idx[4]);
 /* time.c: measure the TSC; a vCPU's TSC offset; write its vcpu_time_info;
  * write the shared info wallclock. */
 void hv_time_init(struct domain *d);
