@@ -393,6 +393,32 @@ static int run(const struct run_opts *o)
     return run_domain(&hv, d, o, RUN_FRESH);
 }
 
+/*
+ * A PV guest's clock is memvisor's pvclock over the guest's TSC, which
+ * memvisor takes to be the host's plus the fixed offset KVM applies.  A
+ * host kernel that stopped trusting its TSC (it is then missing from the
+ * available clocksources) makes KVM re-base the guest's TSC at every entry
+ * instead; the guest's clock can then jump years ahead and its timers stop
+ * (docs/pv-on-kvm.md, "Time").  Said once, at the start.
+ */
+static void warn_tsc(void)
+{
+    char buf[256] = "";
+    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/"
+                    "available_clocksource",
+                    "r");
+
+    if (!f)
+        return;
+    if (fgets(buf, sizeof(buf), f) && !strstr(buf, "tsc"))
+        fprintf(stderr,
+                "memvisor: warning: this host's kernel does not trust its "
+                "TSC (available clocksources: %.*s); a PV guest's clock "
+                "may jump (docs/pv-on-kvm.md, \"Time\")\n",
+                (int)strcspn(buf, "\n"), buf);
+    fclose(f);
+}
+
 /* Run a created domain to its end: device models (a restored domain's get
  * the states its stream carried, in --device order), control socket,
  * vCPUs (then, over a connection, the destination's word), audits, exit
@@ -407,6 +433,8 @@ static int run_domain(struct hv *hvp, struct domain *d,
     char err[256];
     int r, status;
 
+    if (!hv_domain_is_hvm(d))
+        warn_tsc();
     devices_init(&devs, d);
     r = start_devices(o, &devs);
     if (r == 0 && ack_fd != RUN_FRESH &&
