@@ -35,6 +35,7 @@ memvisor, pvkernel = sys.argv[1], sys.argv[2]
 KVM_SUBTESTS = [
     'control socket accepts a client',
     'stats while started paused: no exit yet, 2 vCPUs',
+    'events while started paused: 2 vCPUs, nothing pending, the console ring empty',
     'pfinfo: the bootstrap tables are typed, the L4 pinned',
     'pfinfo list of 4 frames',
     'audit before the first instruction: clean',
@@ -198,6 +199,14 @@ def first_run(tmp):
     st = c(cmd='stats')
     ok(st.get('ok') and st['exits'] == 0 and st['vcpus'] == 2,
        'stats while started paused: no exit yet, 2 vCPUs')
+    ev = c(cmd='events')
+    note(f'events: {json.dumps(ev)[:300]}')
+    ok(ev.get('ok') and len(ev['vcpus']) == 2 and ev['vcpus'][0]['up']
+       and not any(v.get('upcall_pending') for v in ev['vcpus'])
+       and not any(p[3] for p in ev['ports'])
+       and ev.get('console', {}).get('in_prod') == 0
+       and ev['console']['in_cons'] == 0,
+       'events while started paused: 2 vCPUs, nothing pending, the console ring empty')
     pf = c(cmd='pfinfo')
     if pf.get('ok'):
         note(f'pfinfo: {pf["frames"]} frames, types {pf["types"]}, '
