@@ -21,12 +21,14 @@ Ctrl-] (more vCPUs: exit status 72), and checks every audit was clean, the
 final one after the shutdown included.
 
 Where KVM is not usable, or the kernel package cannot be had (no apt
-index, no network), every subtest is reported as skipped; likewise inside
-the emulated test VM (tests/vm: its kernel command line names the job),
-unless MEMVISOR_LINUX_IN_VM=1: there, on a loaded 2-core machine, 1 vCPU
-passed once alone (287 s) but within the whole KVM suite its typed command
-got no answer in 120 s, and 2 vCPUs did not reach 'Xen version' in 180 s,
-while the suite as a whole already takes most of its 40-minute budget.
+index, no network), every subtest is reported as skipped.  Inside the
+emulated test VM (tests/vm: its kernel command line names the job) it runs
+as anywhere else, with a longer boot limit (600 s instead of 180 s;
+MEMVISOR_LINUX_BOOT_LIMIT overrides both): there the prompt comes after
+43 s (1 vCPU) and 77 s (2 vCPUs) on an otherwise idle 2-core machine, and
+after 207 s with the cores fully loaded.  A step that gets no answer notes
+the guest's counters and event-channel state (the control socket's
+`events`) twice, 5 s apart, and the console's tail.
 """
 import json
 import os
@@ -78,7 +80,6 @@ SUBTESTS = ['kernel and initramfs prepared'] + [m[0] for m in MILESTONES] + [
     if DETACH else [
     'poweroff from the shell ends the run', 'exit status 0 after poweroff']) + [
     'audits while running and after shutdown clean']
-BOOT_LIMIT = float(os.environ.get('MEMVISOR_LINUX_BOOT_LIMIT', '180'))
 results = []
 
 
@@ -110,10 +111,9 @@ try:
         in_test_vm = 'memvisor.job=' in f.read()
 except OSError:
     in_test_vm = False
-if in_test_vm and os.environ.get('MEMVISOR_LINUX_IN_VM', '') != '1':
-    # Under the test VM's emulated CPU (see the header); a skip, never a
-    # pass; MEMVISOR_LINUX_IN_VM=1 runs it anyway.
-    skip_all('in the emulated test VM (MEMVISOR_LINUX_IN_VM=1 to run it)')
+# The test VM's CPU is emulated: a boot takes 3-6 times as long there.
+BOOT_LIMIT = float(os.environ.get('MEMVISOR_LINUX_BOOT_LIMIT',
+                                  '600' if in_test_vm else '180'))
 note(f'kvm: {kvmtap.flavour() or "unknown"}')
 prep = subprocess.run([os.path.join(root, 'scripts', 'linux-guest')],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -167,6 +167,23 @@ def control(req):
     return ans
 
 
+def diagnose():
+    """A step got no answer: is the guest still running, and where are its
+    events?  Two snapshots of the event state and counters, 5 s apart."""
+    for i in range(2):
+        if i:
+            time.sleep(5)
+        try:
+            st = control({'cmd': 'stats'})
+            note(f'exits {st.get("exits")} timer_fired {st.get("timer_fired")} '
+                 f'upcalls {st.get("upcalls")} hypercalls '
+                 f'{json.dumps(st.get("hypercalls"))}')
+            note('events: ' + json.dumps(control({'cmd': 'events'})))
+        except (OSError, ValueError) as e:
+            note(f'no answer on the control socket: {e}')
+    note('console tail: ' + repr(console[-400:]))
+
+
 mark = 0
 alive = True
 for name, text in MILESTONES:
@@ -183,6 +200,8 @@ for name, cmd, text in SHELL:
         proc.stdin.flush()
         alive = wait_for(text, 120)
         ok(alive, name + f' ({time.monotonic() - t0:.1f} s)')
+        if not alive:
+            diagnose()
     else:
         ok(False, name + ' (no shell)')
 try:
