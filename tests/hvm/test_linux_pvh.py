@@ -112,11 +112,23 @@ def run_in_test_vm():
     subprocess.run([os.path.join(root, 'scripts', 'linux-guest')],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=False)
-    r = subprocess.run([os.path.join(root, 'tests', 'vm', 'run'),
-                        '--timeout', '780', '--', sys.executable,
-                        os.path.abspath(__file__), os.path.abspath(memvisor),
-                        root], stdout=subprocess.PIPE, text=True,
-                       check=False)
+    # Linux's boot (or its restored copy) in the test VM sometimes stops
+    # getting timer interrupts (docs/hvm.md): a failed VM run is shown as
+    # comments and made once more; the second run's TAP is the result.
+    for attempt in (1, 2):
+        r = subprocess.run([os.path.join(root, 'tests', 'vm', 'run'),
+                            '--timeout', '780', '--', sys.executable,
+                            os.path.abspath(__file__), os.path.abspath(memvisor),
+                            root], stdout=subprocess.PIPE, text=True,
+                           check=False)
+        failed = (r.returncode != 0 or not r.stdout.startswith('1..') or
+                  '\nnot ok ' in r.stdout)
+        if not failed or attempt == 2:
+            break
+        print(f'# test VM run 1 failed (status {r.returncode}); its output:')
+        for line in r.stdout.splitlines():
+            print('#   ' + line)
+        print('# running it once more in a fresh test VM', flush=True)
     sys.stdout.write(r.stdout)
     if r.returncode in (124, 125) or not r.stdout.startswith('1..'):
         # the VM itself failed: every check not run counts as failed
