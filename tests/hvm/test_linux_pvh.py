@@ -96,14 +96,6 @@ def skip_all(why):
     sys.exit(0)
 
 
-def in_test_vm():
-    try:
-        with open('/proc/cmdline') as f:
-            return 'memvisor.job=' in f.read()
-    except OSError:
-        return False
-
-
 def run_in_test_vm():
     """KVM-PVM cannot run this guest's ring 0 (its lock cmpxchg16b): run
     this very program in the test VM, whose KVM is hardware KVM (nested
@@ -142,7 +134,7 @@ def run_in_test_vm():
 
 why = kvmtap.unusable()
 fl = '' if why else (kvmtap.flavour() or 'unknown')
-if fl.startswith('KVM-PVM') and not in_test_vm() and \
+if fl.startswith('KVM-PVM') and not kvmtap.in_test_vm() and \
         not os.environ.get('MEMVISOR_LINUX_PVH_ON_PVM'):
     print('# KVM-PVM cannot emulate the ring-0 lock cmpxchg16b a Linux HVM '
           'kernel issues early in boot (docs/hvm.md): run in the test VM',

@@ -106,14 +106,9 @@ print(f'1..{len(SUBTESTS)}', flush=True)
 why = kvmtap.unusable()
 if why:
     skip_all(why)
-try:
-    with open('/proc/cmdline') as f:
-        in_test_vm = 'memvisor.job=' in f.read()
-except OSError:
-    in_test_vm = False
 # The test VM's CPU is emulated: a boot takes 3-6 times as long there.
 BOOT_LIMIT = float(os.environ.get('MEMVISOR_LINUX_BOOT_LIMIT',
-                                  '600' if in_test_vm else '180'))
+                                  '600' if kvmtap.in_test_vm() else '180'))
 note(f'kvm: {kvmtap.flavour() or "unknown"}')
 prep = subprocess.run([os.path.join(root, 'scripts', 'linux-guest')],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
