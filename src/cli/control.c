@@ -176,6 +176,52 @@ static void events(struct domain *d, struct out *o)
     free(e);
 }
 
+/* {"cmd":"vcpus"}: hv_domain_hvm_vcpus() as JSON. */
+static void vcpus(struct domain *d, struct out *o)
+{
+    struct hv_hvm_vcpus *h = malloc(sizeof(*h));
+    int r;
+
+    if (!h) {
+        put(o, "{\"ok\":false,\"error\":\"vcpus: out of memory\"}");
+        return;
+    }
+    r = hv_domain_hvm_vcpus(d, h);
+    if (r < 0) {
+        put(o, "{\"ok\":false,\"error\":\"vcpus: %s\"}", strerror(-r));
+        free(h);
+        return;
+    }
+    put(o, "{\"ok\":true,\"clock_ns\":%llu,\"vcpus\":[",
+        (unsigned long long)h->clock_ns);
+    for (unsigned i = 0; i < h->nr_vcpus; i++) {
+        __typeof__(h->vcpu[0]) *v = &h->vcpu[i];
+
+        put(o,
+            "%s{\"mp_state\":%u,\"rip\":%llu,\"rflags\":%llu,"
+            "\"tsc\":%llu,\"tsc_deadline\":%llu,\"tpr\":%u,\"ppr\":%u,"
+            "\"svr\":%u,\"lvtt\":%u,\"tmict\":%u,\"tmcct\":%u,"
+            "\"tdcr\":%u,\"lint0\":%u,\"lint1\":%u,\"irr\":%d,"
+            "\"isr\":%d,\"irq_injected\":%s,\"irq_nr\":%u,"
+            "\"shadow\":%u,\"nmi_pending\":%s,\"nmi_masked\":%s,"
+            "\"exc_pending\":%s",
+            i ? "," : "", v->mp_state, (unsigned long long)v->rip,
+            (unsigned long long)v->rflags, (unsigned long long)v->tsc,
+            (unsigned long long)v->tsc_deadline, v->tpr, v->ppr, v->svr,
+            v->lvtt, v->tmict, v->tmcct, v->tdcr, v->lint0, v->lint1, v->irr,
+            v->isr, v->irq_injected ? "true" : "false", v->irq_nr, v->shadow,
+            v->nmi_pending ? "true" : "false",
+            v->nmi_masked ? "true" : "false",
+            v->exc_pending ? "true" : "false");
+        if (v->kvmclock)
+            put(o, ",\"pvclock_version\":%u,\"guest_ns\":%lld",
+                v->pvclock_version, (long long)v->guest_ns);
+        put(o, "}");
+    }
+    put(o, "]}");
+    free(h);
+}
+
 static void stats(struct domain *d, struct out *o)
 {
     struct hv_domain_stats s;
@@ -322,6 +368,8 @@ void control_handle(struct domain *d, const char *line, char *buf, size_t len,
         stats(d, &o);
     } else if (!strcmp(cmd, "events")) {
         events(d, &o);
+    } else if (!strcmp(cmd, "vcpus")) {
+        vcpus(d, &o);
     } else if (!strcmp(cmd, "audit")) {
         char msg[200];
         uint64_t frames = 0, tables = 0;

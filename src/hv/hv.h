@@ -208,6 +208,33 @@ struct hv_events {
     uint64_t sent, upcalls, timer_fired;
 };
 int __must_check hv_domain_events(struct domain *d, struct hv_events *out);
+/* An HVM domain's vCPUs as KVM holds them, for diagnosing a guest that
+ * stopped reacting (the control socket's "vcpus"): each vCPU's MP state
+ * (KVM_MP_STATE_*: 0 runnable, 3 halted), rip and rflags, its LAPIC's
+ * timer and priority registers, the highest vector requested (IRR) and in
+ * service (ISR), the event KVM is injecting, its TSC and TSC deadline, and
+ * the guest's own kvm-clock: the time the guest computes now from its
+ * pvclock page (KVM_MSR_SYSTEM_TIME_NEW), beside KVM's clock for the VM.
+ * The domain is paused for the snapshot unless stopped (the pause itself
+ * takes every vCPU out of KVM_RUN once).  -EOPNOTSUPP for a PV domain. */
+struct hv_hvm_vcpus {
+    unsigned nr_vcpus;
+    uint64_t clock_ns; /* KVM_GET_CLOCK */
+    struct {
+        uint32_t mp_state;
+        uint64_t rip, rflags, tsc, tsc_deadline;
+        /* LAPIC: TPR, PPR, spurious vector, LVT timer, initial and
+         * current count, divide configuration, LINT0, LINT1 */
+        uint32_t tpr, ppr, svr, lvtt, tmict, tmcct, tdcr, lint0, lint1;
+        int irr, isr; /* the highest vector set, -1 for none */
+        bool irq_injected, nmi_pending, nmi_masked, exc_pending;
+        uint8_t irq_nr, shadow;
+        bool kvmclock;       /* the guest enabled its pvclock */
+        uint32_t pvclock_version;
+        int64_t guest_ns;    /* the guest's kvm-clock, read now */
+    } vcpu[HV_MAX_VCPUS];
+};
+int __must_check hv_domain_hvm_vcpus(struct domain *d, struct hv_hvm_vcpus *out);
 /* Frame-table audit (pauses the domain unless stopped), and shim_check():
  * 0 or -EUCLEAN with the first error in msg; *tables and *frames count
  * what it saw. */

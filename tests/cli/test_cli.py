@@ -36,6 +36,7 @@ KVM_SUBTESTS = [
     'control socket accepts a client',
     'stats while started paused: no exit yet, 2 vCPUs',
     'events while started paused: 2 vCPUs, nothing pending, the console ring empty',
+    'vcpus (an HVM request) on a PV guest: refused',
     'pfinfo: the bootstrap tables are typed, the L4 pinned',
     'pfinfo list of 4 frames',
     'audit before the first instruction: clean',
@@ -207,6 +208,9 @@ def first_run(tmp):
        and ev.get('console', {}).get('in_prod') == 0
        and ev['console']['in_cons'] == 0,
        'events while started paused: 2 vCPUs, nothing pending, the console ring empty')
+    vc = c(cmd='vcpus')
+    ok(vc.get('ok') is False and 'not supported' in vc.get('error', ''),
+       'vcpus (an HVM request) on a PV guest: refused')
     pf = c(cmd='pfinfo')
     if pf.get('ok'):
         note(f'pfinfo: {pf["frames"]} frames, types {pf["types"]}, '

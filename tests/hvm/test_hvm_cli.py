@@ -13,8 +13,10 @@ command (TAP).
 
 Where KVM is not usable every subtest is reported as skipped.
 """
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -124,6 +126,32 @@ def live(tmp):
     moved(tmp, 'live migration', src_log, dst_log, src_rc, dst_rc)
 
 
+def vcpus_request(ctl):
+    """The control request vcpus on the running stub: its one vCPU
+    runnable or halted, in the stub (below 1 MiB + its size, paging off),
+    its LAPIC software-enabled or not but its TSC and KVM's clock moving."""
+    def ask():
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(30)
+        c.connect(ctl)
+        f = c.makefile('rw')
+        f.write('{"cmd":"vcpus"}\n')
+        f.flush()
+        a = json.loads(f.readline())
+        c.close()
+        return a
+    a, b = ask(), ask()
+    note(f'vcpus: {json.dumps(a)[:400]}')
+    good = a.get('ok') and b.get('ok') and len(a['vcpus']) == 1
+    if good:
+        v, w = a['vcpus'][0], b['vcpus'][0]
+        good = (v['mp_state'] in (0, 3) and 0x100000 <= v['rip'] < 0x200000
+                and w['tsc'] > v['tsc'] > 0 and b['clock_ns'] > a['clock_ns']
+                and v['irr'] >= -1 and v['isr'] >= -1)
+    ok(good, 'vcpus (control socket): one vCPU in the stub, its TSC and '
+       'the clock moving')
+
+
 def save_restore(tmp):
     ctl, img = os.path.join(tmp, 'save.ctl'), os.path.join(tmp, 'img')
     src_log, dst_log = (os.path.join(tmp, 'save.out'),
@@ -135,6 +163,7 @@ def save_restore(tmp):
         try:
             wait_for(ctl, 'control socket')
             wait_ticks(src_log, 2)
+            vcpus_request(ctl)
             s = subprocess.run([memvisor, 'save', '--control', ctl, img,
                                 '--zstd', '--stop'], capture_output=True,
                                text=True, timeout=120)

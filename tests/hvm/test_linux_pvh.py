@@ -289,6 +289,76 @@ def stats(g):
         return str(e)
 
 
+SYMS = []
+
+
+def symbol(addr):
+    """The kernel's text symbol at addr (its System.map; PVH entry skips
+    the decompressor, so the kernel runs where it was linked)."""
+    import bisect
+    if not SYMS:
+        vmap = os.path.join(os.path.dirname(paths['kernel']), '..',
+                            'linux-image-' + os.path.basename(
+                                paths['kernel'])[len('vmlinux-'):], 'boot',
+                            'System.map-' + os.path.basename(
+                                paths['kernel'])[len('vmlinux-'):])
+        try:
+            with open(vmap) as f:
+                for line in f:
+                    a, t, name = line.split()[:3]
+                    if t in 'Tt':
+                        SYMS.append((int(a, 16), name))
+        except OSError:
+            SYMS.append((0, '?'))
+        SYMS.sort()
+    i = bisect.bisect_right(SYMS, (addr, '\uffff')) - 1
+    return f'{SYMS[i][1]}+{addr - SYMS[i][0]:#x}' if i >= 0 else hex(addr)
+
+
+def vcpus(g):
+    """The vCPUs as KVM holds them (control request vcpus), one line each:
+    MP state, where it runs, its LAPIC timer and pending vectors, and the
+    guest's kvm-clock against KVM's."""
+    try:
+        ans = g.control({'cmd': 'vcpus'})
+    except (OSError, ValueError) as e:
+        return str(e)
+    if not ans.get('ok'):
+        return json.dumps(ans)
+    out = []
+    for i, v in enumerate(ans['vcpus']):
+        out.append(
+            f'vcpu {i}: mp_state {v["mp_state"]} rip {symbol(v["rip"])} '
+            f'rflags {v["rflags"]:#x} lvtt {v["lvtt"]:#x} tmict '
+            f'{v["tmict"]} tmcct {v["tmcct"]} tdcr {v["tdcr"]} irr '
+            f'{v["irr"]} isr {v["isr"]} tpr {v["tpr"]} ppr {v["ppr"]} '
+            f'injected {v["irq_injected"]}/{v["irq_nr"]} shadow '
+            f'{v["shadow"]} nmi {v["nmi_pending"]} deadline '
+            f'{v["tsc_deadline"]} tsc {v["tsc"]} guest_ns '
+            f'{v.get("guest_ns")} (kvm clock {ans["clock_ns"]})')
+    return '\n'.join(out)
+
+
+def why_silent(g, what):
+    """Notes, for a guest that stopped answering, its counters and vCPUs
+    twice 5 s apart, and whether the pauses for them woke it."""
+    if g.proc.poll() is not None:
+        note(f'{g.name}: {what}; the process ended ({g.proc.returncode})')
+        return
+    seen = len(g.console)
+    note(f'{g.name}: {what}: stats: {stats(g)}')
+    note(f'{g.name}: vcpus:\n{vcpus(g)}')
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        g.pump(0.5)
+    note(f'{g.name}: 5 s later: vcpus:\n{vcpus(g)}')
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        g.pump(0.5)
+    note(f'{g.name}: console since: '
+         f'{g.console[seen:][-300:].decode(errors="replace")!r}')
+
+
 # In the test VM Linux's boot sometimes stops making progress before its
 # prompt (docs/hvm.md, "Not yet"): after STALL seconds of a silent console
 # the boot is given up, said so with the domain's counters, and made once
@@ -301,9 +371,7 @@ if None in reached:
     tail = boot.console[-300:].decode(errors='replace').strip()
     note(f'boot stalled: {STALL:.0f} s without console output after '
          f'{tail.splitlines()[-1] if tail else "nothing"!r}')
-    note('stats: ' + stats(boot))
-    time.sleep(5)
-    note('5 s later: ' + stats(boot))
+    why_silent(boot, 'boot stalled')
     boot.finish(0)
     note('stderr: ' + boot.err()[-500:])
     note('booting once more')
@@ -323,6 +391,8 @@ for line in boot.console.decode(errors='replace').splitlines():
 if alive:
     boot.type('echo memvisor-$((6*7))')
     alive = bool(boot.wait_for('memvisor-42', 120))
+    if not alive:
+        why_silent(boot, 'no answer')
 ok(alive, 'a command typed on ttyS0 runs')
 good, ans = boot.audit() if alive else (False, '')
 ok(good, f'audit (control socket): clean: {ans}')
@@ -361,11 +431,15 @@ if alive:
     rst = Guest('restore', ['restore', img])
     guests.append(rst)
     woke = bool(rst.wait_for('wake-9', 120))
+    if not woke:
+        why_silent(rst, 'the sleep begun before the save did not end')
     ok(woke and b'wake-9' not in boot.console,
        'restored: a sleep begun before the save ends without input '
        f'({elapsed(t0)})')
     rst.type('echo r-$((40+2))-$(cat /tmp/mark)')
     alive = bool(rst.wait_for('r-42-saved-1234', 300))
+    if not alive:
+        why_silent(rst, 'no answer')
     ok(alive, 'restore in a new process: a command typed there answers '
        f'({elapsed(t0)})')
 else:
@@ -397,6 +471,8 @@ if alive:
              "done) &")
     loop_from = rst.mark
     alive = bool(rst.wait_for('lp-2-x', 120))
+    if not alive:
+        why_silent(rst, 'no loop')
 ok(alive, 'a shell loop writes to ttyS0 and tmpfs')
 dst = None
 mig = os.path.join(tmp, 'mig.sock')
@@ -427,7 +503,8 @@ else:
 if alive:
     before = [int(x) for x in re.findall(LOOP, rst.console[loop_from:])]
     last = max(before, default=0)
-    dst.wait_for(f'lp-{last + 3}-x', 120)
+    if not dst.wait_for(f'lp-{last + 3}-x', 120):
+        why_silent(dst, 'the loop did not go on')
     # the consoles joined: a line cut by the pause is whole again
     seq = [int(x) for x in
            re.findall(LOOP, rst.console[loop_from:] + dst.console)]

@@ -85,6 +85,10 @@ int hvm_test_txn(struct domain *d, int op, uint64_t gfn, uint64_t nr);
 /* Save and restore (migrate.c, docs/stream.md's HVM records). */
 struct migrate_source;
 struct migrate_restored;
+struct stream_hvm_vcpu;
+/* vCPU i's whole state as KVM holds it (the domain paused or stopped). */
+int __must_check hvm_vcpu_get(struct domain *d, unsigned i,
+                              struct stream_hvm_vcpu *v);
 /* The source operations of a running HVM domain (no allocation). */
 int hvm_source_init(struct domain *d, struct migrate_source *src);
 /* An HVM domain of ram_end bytes for a restore: the platform, the memory

@@ -196,9 +196,8 @@ static int src_platform(void *arg, struct stream_hvm_platform *p)
     return 0;
 }
 
-static int src_vcpu(void *arg, unsigned i, struct stream_hvm_vcpu *v)
+int hvm_vcpu_get(struct domain *d, unsigned i, struct stream_hvm_vcpu *v)
 {
-    struct domain *d = arg;
     bool listed[HVM_NR_MSRS];
     struct kvm_vcpu *k;
     int rc;
@@ -242,6 +241,11 @@ static int src_vcpu(void *arg, unsigned i, struct stream_hvm_vcpu *v)
         v->msrs[v->nr_msrs++].value = val;
     }
     return 0;
+}
+
+static int src_vcpu(void *arg, unsigned i, struct stream_hvm_vcpu *v)
+{
+    return hvm_vcpu_get(arg, i, v);
 }
 
 int hvm_source_init(struct domain *d, struct migrate_source *src)

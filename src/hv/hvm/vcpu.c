@@ -6,10 +6,12 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hv/hvm/hvm.h"
 #include "memvisor/dm.h"
+#include "memvisor/stream.h"
 
 #define KBD_PORT 0x64
 #define KBD_RESET 0xfe
@@ -213,4 +215,132 @@ int hvm_vcpu_flush(struct vcpu *v, void *opaque)
     (void)v;
     hv_mem_pause_wait(opaque);
     return 0;
+}
+
+/* ---------------------------------------------------------- diagnosis */
+
+#define MSR_TSC 0x10u
+#define MSR_TSC_DEADLINE 0x6e0u
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01u
+
+static uint32_t lapic_reg(const struct stream_hvm_vcpu *v, unsigned off)
+{
+    uint32_t r;
+
+    memcpy(&r, v->lapic + off, sizeof(r));
+    return r;
+}
+
+/* The highest vector set in the LAPIC's 256-bit register at off (IRR,
+ * ISR: eight 32-bit words 16 bytes apart); -1 if none. */
+static int lapic_top(const struct stream_hvm_vcpu *v, unsigned off)
+{
+    for (int w = 7; w >= 0; w--) {
+        uint32_t bits = lapic_reg(v, off + (unsigned)w * 16);
+
+        if (bits)
+            return w * 32 + 31 - __builtin_clz(bits);
+    }
+    return -1;
+}
+
+/* The guest's kvm-clock at tsc: its pvclock page's system_time plus the
+ * TSC ticks since its stamp, scaled as the page says. */
+static int guest_clock(struct domain *d, uint64_t msr, uint64_t tsc,
+                       uint32_t *version, int64_t *ns)
+{
+    struct {
+        uint32_t version, pad0;
+        uint64_t tsc_timestamp, system_time;
+        uint32_t mul;
+        int8_t shift;
+        uint8_t flags, pad[2];
+    } pv;
+    uint64_t delta;
+    int r;
+
+    if ((r = dirty_copy_from_guest(&d->dirty, &pv, _gpa(msr & ~1ULL),
+                                   sizeof(pv))) < 0)
+        return r;
+    *version = pv.version;
+    delta = tsc - pv.tsc_timestamp;
+    if (pv.shift < 0)
+        delta >>= -pv.shift;
+    else
+        delta <<= pv.shift;
+    *ns = (int64_t)(pv.system_time +
+                    (uint64_t)(((unsigned __int128)delta * pv.mul) >> 32));
+    return 0;
+}
+
+static int vcpus_snapshot(struct domain *d, struct hv_hvm_vcpus *out,
+                          struct stream_hvm_vcpu *v)
+{
+    uint8_t clock[48];
+    int r;
+
+    if ((r = kvm_vm_state(&d->vm, KVM_ST_CLOCK, clock, sizeof(clock),
+                          false)) < 0)
+        return r;
+    memcpy(&out->clock_ns, clock, sizeof(out->clock_ns));
+    out->nr_vcpus = d->nr_vcpus;
+    for (unsigned i = 0; i < d->nr_vcpus; i++) {
+        struct kvm_vcpu *k = &d->hvm->vcpus[i].vcpu.kvm;
+        uint64_t msr = 0;
+        __typeof__(out->vcpu[0]) *o = &out->vcpu[i];
+
+        if ((r = hvm_vcpu_get(d, i, v)) < 0)
+            return r;
+        o->mp_state = v->mp_state;
+        memcpy(&o->rip, v->regs + 128, sizeof(o->rip));    /* kvm_regs */
+        memcpy(&o->rflags, v->regs + 136, sizeof(o->rflags));
+        o->tpr = lapic_reg(v, 0x80);
+        o->ppr = lapic_reg(v, 0xa0);
+        o->svr = lapic_reg(v, 0xf0);
+        o->lvtt = lapic_reg(v, 0x320);
+        o->lint0 = lapic_reg(v, 0x350);
+        o->lint1 = lapic_reg(v, 0x360);
+        o->tmict = lapic_reg(v, 0x380);
+        o->tmcct = lapic_reg(v, 0x390);
+        o->tdcr = lapic_reg(v, 0x3e0);
+        o->isr = lapic_top(v, 0x100);
+        o->irr = lapic_top(v, 0x200);
+        if (v->flags & STREAM_HVM_VCPU_EVENTS) { /* kvm_vcpu_events */
+            o->exc_pending = v->events[0] || v->events[3];
+            o->irq_injected = v->events[8];
+            o->irq_nr = v->events[9];
+            o->shadow = v->events[11];
+            o->nmi_pending = v->events[12] || v->events[13];
+            o->nmi_masked = v->events[14];
+        }
+        if ((r = kvm_vcpu_get_msr(k, MSR_TSC, &o->tsc)) < 0)
+            return r;
+        (void)!kvm_vcpu_get_msr(k, MSR_TSC_DEADLINE, &o->tsc_deadline);
+        if (kvm_vcpu_get_msr(k, MSR_KVM_SYSTEM_TIME_NEW, &msr) == 0 &&
+            (msr & 1))
+            o->kvmclock = guest_clock(d, msr, o->tsc, &o->pvclock_version,
+                                      &o->guest_ns) == 0;
+    }
+    return 0;
+}
+
+int hv_domain_hvm_vcpus(struct domain *d, struct hv_hvm_vcpus *out)
+{
+    struct stream_hvm_vcpu *v;
+    bool pause;
+    int r;
+
+    memset(out, 0, sizeof(*out));
+    if (!d->hvm)
+        return -EOPNOTSUPP;
+    if (!(v = malloc(sizeof(*v))))
+        return -ENOMEM;
+    pause = !hv_domain_stopped(d);
+    if (pause)
+        hv_domain_pause(d);
+    r = vcpus_snapshot(d, out, v);
+    if (pause)
+        hv_domain_resume(d);
+    free(v);
+    return r;
 }
