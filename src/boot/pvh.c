@@ -2,6 +2,7 @@
  * pvh.c - see pvh.h.  Fields are read with memcpy at checked offsets.
  */
 #include "boot/pvh.h"
+#include "boot/mptable.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -11,6 +12,9 @@
 #include "lib/range.h"
 #include "xen/arch-x86/hvm/start_info.h"
 #include "xen/xen.h"
+
+_Static_assert(MPTABLE_SIZE(MPTABLE_MAX_CPUS) <= PVH_LOW_END - PVH_MPTABLE_GPA,
+               "the MP tables fit below the PC's hole");
 
 #define ELFCLASS32 1
 #define ELFCLASS64 2
@@ -206,7 +210,7 @@ static bool in_ram(uint64_t a, uint64_t len, uint64_t ram_end)
         return false;
     if (a < PVH_INFO_END && e > PVH_INFO_GPA)
         return false;
-    if (e <= PVH_LOW_END)
+    if (e <= PVH_MPTABLE_GPA)
         return true;
     return a >= PVH_HIGH_START && e <= ram_end;
 }
@@ -288,10 +292,24 @@ int pvh_build(const struct pvh_kernel *k, const struct pvh_params *p,
         if ((r = write(opaque, out->modlist, &mod, sizeof(mod))) < 0)
             return fail(err, errlen, r, "writing the module list");
     }
-    mm[nmm++] = (struct hvm_memmap_table_entry){0, PVH_LOW_END,
+    {
+        uint8_t mp[MPTABLE_SIZE(MPTABLE_MAX_CPUS)];
+        size_t n;
+
+        if ((r = mptable_build(p->nr_cpus, (uint32_t)PVH_MPTABLE_GPA, mp,
+                               sizeof(mp), &n)) < 0)
+            return fail(err, errlen, r, "MP tables for %u processors: %s",
+                        p->nr_cpus, strerror(-r));
+        if ((r = write(opaque, PVH_MPTABLE_GPA, mp, n)) < 0)
+            return fail(err, errlen, r, "writing the MP tables: %s",
+                        strerror(-r));
+        out->mptable = PVH_MPTABLE_GPA;
+        out->mptable_size = n;
+    }
+    mm[nmm++] = (struct hvm_memmap_table_entry){0, PVH_MPTABLE_GPA,
                                                 XEN_HVM_MEMMAP_TYPE_RAM, 0};
     mm[nmm++] = (struct hvm_memmap_table_entry){
-        PVH_LOW_END, PVH_HIGH_START - PVH_LOW_END,
+        PVH_MPTABLE_GPA, PVH_HIGH_START - PVH_MPTABLE_GPA,
         XEN_HVM_MEMMAP_TYPE_RESERVED, 0};
     mm[nmm++] = (struct hvm_memmap_table_entry){
         PVH_HIGH_START, p->ram_end - PVH_HIGH_START, XEN_HVM_MEMMAP_TYPE_RAM,

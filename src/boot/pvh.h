@@ -23,8 +23,11 @@
  *       (XEN_ELFNOTE_ENTRY) is recorded: such a kernel can also boot PV.
  *
  * The guest-physical layout pvh_build() makes (docs/hvm.md):
- *   [0, 0xa0000)            RAM (start_info, module list, memory map and
+ *   [0, 0x9fc00)            RAM (start_info, module list, memory map and
  *                           command line in [PVH_INFO_GPA, PVH_INFO_END))
+ *   [0x9fc00, 0xa0000)      reserved: the MultiProcessor tables
+ *                           (boot/mptable.h), in the last KiB of base
+ *                           memory, where a kernel without ACPI finds them
  *   [0xa0000, 0x100000)     reserved, not RAM (the PC's hole)
  *   [0x100000, ram_end)     RAM: the segments at their physical addresses,
  *                           the module (initramfs) page-aligned at the top
@@ -45,6 +48,7 @@
 
 #define PVH_INFO_GPA 0x1000ULL
 #define PVH_INFO_END 0x3000ULL
+#define PVH_MPTABLE_GPA 0x9fc00ULL
 #define PVH_LOW_END 0xa0000ULL
 #define PVH_HIGH_START 0x100000ULL
 #define PVH_CMDLINE_MAX 4096
@@ -79,18 +83,21 @@ struct pvh_params {
     const char *cmdline;   /* NULL: empty */
     const uint8_t *module; /* NULL: none */
     size_t module_size;
+    unsigned nr_cpus;      /* the processors the MP tables list (1 ..
+                              MPTABLE_MAX_CPUS) */
 };
 
 /* Where pvh_build() put things (guest-physical). */
 struct pvh_layout {
     uint64_t start_info, modlist, memmap, cmdline;
     uint64_t module, module_size; /* 0, 0: none */
+    uint64_t mptable, mptable_size;
     uint32_t entry;
     unsigned memmap_entries;
 };
 
 /* Load the kernel and write the start-of-day structures.  -EINVAL (layout
- * refused; reason in err), -ENOSPC (the module does not fit), -E2BIG
+ * refused, or nr_cpus out of range; reason in err), -ENOSPC (the module does not fit), -E2BIG
  * (command line longer than PVH_CMDLINE_MAX - 1), or the write's -errno. */
 int __must_check pvh_build(const struct pvh_kernel *k,
                            const struct pvh_params *p, pvh_write_fn write,

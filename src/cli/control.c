@@ -370,6 +370,19 @@ void control_handle(struct domain *d, const char *line, char *buf, size_t len,
         events(d, &o);
     } else if (!strcmp(cmd, "vcpus")) {
         vcpus(d, &o);
+    } else if (!strcmp(cmd, "nmi")) {
+        uint64_t v = 0;
+        int r;
+
+        if (member(line, "vcpu") && !u64_member(line, "vcpu", &v)) {
+            put(&o, "{\"ok\":false,\"error\":\"nmi: vcpu must be a number\"}");
+            return;
+        }
+        r = v > UINT32_MAX ? -EINVAL : hv_domain_hvm_nmi(d, (unsigned)v);
+        if (r < 0)
+            put(&o, "{\"ok\":false,\"error\":\"nmi: %s\"}", strerror(-r));
+        else
+            put(&o, "{\"ok\":true,\"vcpu\":%llu}", (unsigned long long)v);
     } else if (!strcmp(cmd, "audit")) {
         char msg[200];
         uint64_t frames = 0, tables = 0;

@@ -235,6 +235,12 @@ struct hv_hvm_vcpus {
     } vcpu[HV_MAX_VCPUS];
 };
 int __must_check hv_domain_hvm_vcpus(struct domain *d, struct hv_hvm_vcpus *out);
+/* An NMI for HVM vCPU `vcpu` (the control socket's "nmi"), as a machine's
+ * NMI button: a guest that stopped reacting with interrupts off still
+ * takes it (Linux with unknown_nmi_panic then prints where it was).
+ * The domain is paused around it.  -EOPNOTSUPP for a PV domain, -EINVAL
+ * for a vCPU it does not have. */
+int __must_check hv_domain_hvm_nmi(struct domain *d, unsigned vcpu);
 /* Frame-table audit (pauses the domain unless stopped), and shim_check():
  * 0 or -EUCLEAN with the first error in msg; *tables and *frames count
  * what it saw. */

@@ -847,6 +847,11 @@ int kvm_vcpu_get_msr(struct kvm_vcpu *vcpu, uint32_t index, uint64_t *value)
     return one_msr_ioctl(vcpu, KVM_GET_MSRS, index, value);
 }
 
+int kvm_vcpu_nmi(struct kvm_vcpu *vcpu)
+{
+    return vcpu->vm->ops->vcpu_ioctl(vcpu->fd, KVM_NMI, NULL);
+}
+
 int kvm_vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req, void *arg)
 {
     return vcpu->vm->ops->vcpu_ioctl(vcpu->fd, req, arg);

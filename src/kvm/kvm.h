@@ -398,11 +398,14 @@ int __must_check kvm_vcpu_set_msr(struct kvm_vcpu *vcpu, uint32_t index,
                                   uint64_t value);
 int __must_check kvm_vcpu_get_msr(struct kvm_vcpu *vcpu, uint32_t index,
                                   uint64_t *value);
-/* Any other vCPU ioctl (KVM_GET_FPU, KVM_SET_LAPIC, ...). */
+/* KVM_NMI: an NMI for the vCPU, delivered through its in-kernel LAPIC
+ * (as QEMU's `nmi` command and `xl trigger nmi`); -ENXIO without one. */
+int __must_check kvm_vcpu_nmi(struct kvm_vcpu *vcpu);
 /* Whether KVM holds an exception, interrupt or NMI for the vCPU that it
  * has not delivered yet (KVM_GET_VCPU_EVENTS): changing RIP now would
  * deliver it at the new RIP. */
 int __must_check kvm_vcpu_event_in_flight(struct kvm_vcpu *vcpu, bool *busy);
+/* Any other vCPU ioctl (KVM_GET_FPU, KVM_SET_LAPIC, ...). */
 int __must_check kvm_vcpu_ioctl(struct kvm_vcpu *vcpu, unsigned long req,
                                 void *arg);
 

@@ -37,6 +37,7 @@ KVM_SUBTESTS = [
     'stats while started paused: no exit yet, 2 vCPUs',
     'events while started paused: 2 vCPUs, nothing pending, the console ring empty',
     'vcpus (an HVM request) on a PV guest: refused',
+    'nmi (an HVM request) on a PV guest: refused',
     'pfinfo: the bootstrap tables are typed, the L4 pinned',
     'pfinfo list of 4 frames',
     'audit before the first instruction: clean',
@@ -211,6 +212,9 @@ def first_run(tmp):
     vc = c(cmd='vcpus')
     ok(vc.get('ok') is False and 'not supported' in vc.get('error', ''),
        'vcpus (an HVM request) on a PV guest: refused')
+    nm = c(cmd='nmi')
+    ok(nm.get('ok') is False and 'not supported' in nm.get('error', ''),
+       'nmi (an HVM request) on a PV guest: refused')
     pf = c(cmd='pfinfo')
     if pf.get('ok'):
         note(f'pfinfo: {pf["frames"]} frames, types {pf["types"]}, '

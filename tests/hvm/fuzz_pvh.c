@@ -36,7 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memcpy(copy, data, size);
     if (pvh_parse(copy, size, &k) == 0) {
-        struct pvh_params p = {copy, size, RAM, "fuzz", copy, size / 2};
+        struct pvh_params p = {copy, size, RAM, "fuzz", copy, size / 2,
+                               1 + (unsigned)(size % 32)};
         struct pvh_layout l;
         char err[128];
 

@@ -130,12 +130,12 @@ def vcpus_request(ctl):
     """The control request vcpus on the running stub: its one vCPU
     runnable or halted, in the stub (below 1 MiB + its size, paging off),
     its LAPIC software-enabled or not but its TSC and KVM's clock moving."""
-    def ask():
+    def ask(req='{"cmd":"vcpus"}'):
         c = socket.socket(socket.AF_UNIX)
         c.settimeout(30)
         c.connect(ctl)
         f = c.makefile('rw')
-        f.write('{"cmd":"vcpus"}\n')
+        f.write(req + '\n')
         f.flush()
         a = json.loads(f.readline())
         c.close()
@@ -150,6 +150,14 @@ def vcpus_request(ctl):
                 and v['irr'] >= -1 and v['isr'] >= -1)
     ok(good, 'vcpus (control socket): one vCPU in the stub, its TSC and '
        'the clock moving')
+    # (the stub has no NMI handler: an NMI that reached it would end it)
+    bad = [ask('{"cmd":"nmi","vcpu":1}'), ask('{"cmd":"nmi","vcpu":"x"}'),
+           ask('{"cmd":"nmi","vcpu":99999999999}')]
+    note(f'nmi refusals: {json.dumps(bad)}')
+    ok(all(r.get('ok') is False for r in bad) and
+       'Invalid argument' in bad[0].get('error', '') and
+       'number' in bad[1].get('error', ''),
+       'nmi (control socket): a vCPU the guest lacks or a non-number refused')
 
 
 def save_restore(tmp):

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "boot/mptable.h"
 #include "boot/pvh.h"
 #include "testlib.h"
 #include "xen/arch-x86/hvm/start_info.h"
@@ -150,7 +151,7 @@ static void test_build_layout(void **state)
     size_t size;
     uint8_t *img = load_stub(&size);
     struct pvh_params p = {img, size, RAM, "console=ttyS0 quiet", module,
-                           sizeof(module)};
+                           sizeof(module), 2};
 
     (void)state;
     guest = calloc(1, RAM);
@@ -172,8 +173,11 @@ static void test_build_layout(void **state)
     assert_int_equal(si.memmap_entries, 3);
     memcpy(mm, guest + si.memmap_paddr, sizeof(mm));
     assert_int_equal(mm[0].type, XEN_HVM_MEMMAP_TYPE_RAM);
-    assert_int_equal(mm[0].addr + mm[0].size, 0xa0000);
+    assert_int_equal(mm[0].addr + mm[0].size, 0x9fc00);
     assert_int_equal(mm[1].type, XEN_HVM_MEMMAP_TYPE_RESERVED);
+    assert_int_equal(mm[1].addr, 0x9fc00);
+    assert_int_equal(l.mptable, 0x9fc00);
+    assert_true(l.mptable_size > 0 && l.mptable + l.mptable_size <= 0xa0000);
     assert_int_equal(mm[2].addr, 0x100000);
     assert_int_equal(mm[2].addr + mm[2].size, RAM);
     assert_memory_equal(guest + 0x100000, img + 0x1000, 16);
@@ -199,6 +203,109 @@ static void test_build_layout(void **state)
     }
     free(guest);
     free(img);
+}
+
+static unsigned sum8(const uint8_t *p, size_t n)
+{
+    uint8_t s = 0;
+
+    while (n--)
+        s = (uint8_t)(s + *p++);
+    return s;
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* The MP tables read as a kernel reads them (Linux's mpparse: the
+ * floating pointer in the last KiB of base memory, both checksums, the
+ * revision, the entries in order): for 1, 2 and 32 processors, one
+ * processor entry each (vCPU 0 the BSP), the ISA bus, the I/O APIC above
+ * the last local APIC id, ISA IRQs 0..15 on its inputs 0..15, ExtINT on
+ * LINT0 and NMI on LINT1; then each refusal. */
+static void test_mptable(void **state)
+{
+    static const unsigned counts[] = {1, 2, MPTABLE_MAX_CPUS};
+    uint8_t buf[1024];
+    size_t used;
+
+    (void)state;
+    for (unsigned t = 0; t < sizeof(counts) / sizeof(counts[0]); t++) {
+        unsigned n = counts[t], cpus = 0, irqs = 0, lints = 0, ioapics = 0;
+        const uint8_t *cfg, *e, *end;
+
+        memset(buf, 0xee, sizeof(buf));
+        assert_int_equal(mptable_build(n, 0x9fc00, buf, sizeof(buf), &used), 0);
+        assert_int_equal(used, MPTABLE_SIZE(n));
+        assert_true(used <= 0xa0000 - 0x9fc00);
+        assert_memory_equal(buf, "_MP_", 4);
+        assert_int_equal(buf[8], 1);
+        assert_int_equal(buf[9], 4);
+        assert_int_equal(sum8(buf, 16), 0);
+        assert_int_equal(rd32(buf + 4), 0x9fc00 + 16);
+        cfg = buf + 16;
+        assert_memory_equal(cfg, "PCMP", 4);
+        assert_int_equal(cfg[4] | cfg[5] << 8, used - 16);
+        assert_int_equal(sum8(cfg, used - 16), 0);
+        assert_int_equal(rd32(cfg + 36), MPTABLE_LAPIC_BASE);
+        assert_int_equal(cfg[34] | cfg[35] << 8, n + 2 + 16 + 2);
+        end = cfg + (cfg[4] | cfg[5] << 8);
+        for (e = cfg + 44; e < end;) {
+            switch (e[0]) {
+            case 0: /* processor */
+                assert_int_equal(e[1], cpus);
+                assert_int_equal(e[3], cpus == 0 ? 3 : 1);
+                cpus++;
+                e += 20;
+                break;
+            case 1:
+                assert_memory_equal(e + 2, "ISA   ", 6);
+                e += 8;
+                break;
+            case 2:
+                assert_int_equal(e[1], n);
+                assert_int_equal(e[3], 1);
+                assert_int_equal(rd32(e + 4), MPTABLE_IOAPIC_BASE);
+                ioapics++;
+                e += 8;
+                break;
+            case 3:
+                assert_int_equal(e[1], 0);
+                assert_int_equal(e[5], irqs);
+                assert_int_equal(e[6], n);
+                assert_int_equal(e[7], irqs);
+                irqs++;
+                e += 8;
+                break;
+            case 4:
+                assert_int_equal(e[1], lints == 0 ? 3 : 1);
+                assert_int_equal(e[6], 0xff);
+                assert_int_equal(e[7], lints);
+                lints++;
+                e += 8;
+                break;
+            default:
+                fail_msg("entry type %u", e[0]);
+            }
+        }
+        assert_ptr_equal(e, end);
+        assert_int_equal(cpus, n);
+        assert_int_equal(ioapics, 1);
+        assert_int_equal(irqs, 16);
+        assert_int_equal(lints, 2);
+        assert_int_equal(buf[used], 0xee); /* nothing written past it */
+    }
+    assert_int_equal(mptable_build(0, 0x9fc00, buf, sizeof(buf), &used),
+                     -EINVAL);
+    assert_int_equal(mptable_build(MPTABLE_MAX_CPUS + 1, 0x9fc00, buf,
+                                   sizeof(buf), &used),
+                     -EINVAL);
+    assert_int_equal(mptable_build(2, 0x9fc00, buf, MPTABLE_SIZE(2) - 1, &used),
+                     -ENOSPC);
+    assert_int_equal(used, 0);
 }
 
 /* Mutated stubs: parse, and build into a fake guest when they parse; no
@@ -227,7 +334,8 @@ static void test_mutations(void **state)
         if (test_rand_below(&seed, 8) == 0)
             len = (size_t)test_rand_below(&seed, size + 1);
         if (pvh_parse(m, len, &k) == 0) {
-            struct pvh_params p = {m, len, RAM, "x", NULL, 0};
+            struct pvh_params p = {m, len, RAM, "x", NULL, 0,
+                                   1 + (unsigned)(i % MPTABLE_MAX_CPUS)};
 
             ok++;
             (void)!pvh_build(&k, &p, write_ram, NULL, &l, err, sizeof(err));
@@ -246,6 +354,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_parse_stub),
         cmocka_unit_test(test_parse_elf32),
         cmocka_unit_test(test_build_layout),
+        cmocka_unit_test(test_mptable),
         cmocka_unit_test(test_mutations),
     };
     if (argc < 2) {

@@ -265,6 +265,7 @@ static int hvm_kind_create(struct domain *d, const struct hv_domain_config *cfg,
             .cmdline = cfg->cmdline,
             .module = cfg->module,
             .module_size = cfg->module ? cfg->module_size : 0,
+            .nr_cpus = d->nr_vcpus,
         };
 
         if ((r = pvh_build(k, &p, hvm_write, d, &h->boot, err, errlen)) < 0)

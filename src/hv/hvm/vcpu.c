@@ -344,3 +344,21 @@ int hv_domain_hvm_vcpus(struct domain *d, struct hv_hvm_vcpus *out)
     free(v);
     return r;
 }
+
+int hv_domain_hvm_nmi(struct domain *d, unsigned vcpu)
+{
+    bool pause;
+    int r;
+
+    if (!d->hvm)
+        return -EOPNOTSUPP;
+    if (vcpu >= d->nr_vcpus)
+        return -EINVAL;
+    pause = !hv_domain_stopped(d);
+    if (pause)
+        hv_domain_pause(d);
+    r = kvm_vcpu_nmi(&d->hvm->vcpus[vcpu].vcpu.kvm);
+    if (pause)
+        hv_domain_resume(d);
+    return r;
+}
