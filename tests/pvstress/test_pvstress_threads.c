@@ -20,7 +20,10 @@
  * barrier, drop their transient references, and one thread runs pv_audit()
  * and frames_check() on the quiescent domain; once more at the end.
  * Suites unit and threads: it runs under ASan and under TSan.  A second
- * case switches the XSA-401 ordering off and must see the race.
+ * case replays, step by step, an interleaving that leaves a table partial
+ * with nobody working on it (a legal quiescent state the model accounts
+ * for).  A third case switches the XSA-401 ordering off and must see the
+ * race.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -48,6 +51,8 @@ struct ctx {
     uint64_t seed, rounds;
     bool stop_at_failure;
     _Atomic uint64_t ops, preempted, refused, audits, pfinfo_checks, failures;
+    /* model checks that found a shared table left partial */
+    _Atomic uint64_t partial_checks;
     /* audits that found a vCPU with a writable view of a page table */
     _Atomic uint64_t stale_writable;
     char first[256];
@@ -76,12 +81,34 @@ static unsigned shared_index(const struct ctx *c, uint64_t m)
     return NR_SHARED;
 }
 
+static void model_mark(struct ctx *c, unsigned t, unsigned lvl,
+                       unsigned level[NR_SHARED]);
+
+/*
+ * The tables that entries [0, n) of table t (level lvl > 1) hold: each
+ * present one is a table of level lvl - 1.
+ */
+static void model_mark_children(struct ctx *c, unsigned t, unsigned lvl,
+                                unsigned n, unsigned level[NR_SHARED])
+{
+    const uint64_t *pt = frames_ptr(&c->f, c->fr[t]);
+
+    for (unsigned e = 0; e < n && e < PT_ENTRIES; e++) {
+        unsigned k;
+
+        if (!(pt[e] & PTE_P) || (lvl == 4 && e >= PV_HV_L4_FIRST &&
+                                 e < PV_HV_L4_FIRST + PV_HV_L4_NR))
+            continue;
+        k = shared_index(c, (pt[e] & PTE_ADDR_MASK) >> PAGE_SHIFT);
+        if (k < NR_SHARED)
+            model_mark(c, k, lvl - 1, level);
+    }
+}
+
 /* Mark t as a table of level lvl and, below L1, every present child. */
 static void model_mark(struct ctx *c, unsigned t, unsigned lvl,
                        unsigned level[NR_SHARED])
 {
-    const uint64_t *pt = frames_ptr(&c->f, c->fr[t]);
-
     if (level[t] == lvl)
         return;
     if (level[t]) {
@@ -93,32 +120,34 @@ static void model_mark(struct ctx *c, unsigned t, unsigned lvl,
         note_fail(c, msg);
     }
     level[t] = lvl;
-    if (lvl == 1)
-        return; /* an L1's entries map data: no type */
-    for (unsigned e = 0; e < 512; e++) {
-        unsigned k;
-
-        if (!(pt[e] & PTE_P))
-            continue;
-        k = shared_index(c, (pt[e] & PTE_ADDR_MASK) >> PAGE_SHIFT);
-        if (k < NR_SHARED)
-            model_mark(c, k, lvl - 1, level);
-    }
+    if (lvl > 1) /* an L1's entries map data: no type */
+        model_mark_children(c, t, lvl, PT_ENTRIES, level);
 }
 
 /*
  * At a quiescent point: the page-frame info query against a model of the
  * types.  The model reads the tables in the pool: every table reachable
- * through present entries from the pinned L4 P, or from any other pinned
- * table (the pin bit and its level from the frame table, which pv_audit()
- * checks against the tables), is a table of its depth's level; every other
- * shared frame is no table (Xen's getpageframeinfo3 encoding, P6).
+ * through present entries from the pinned L4 P, from any other pinned
+ * table, or from the entries below the progress point of a table left
+ * partial, is a table of its depth's level; every other shared frame is no
+ * table (Xen's getpageframeinfo3 encoding, P6), partial ones included.
+ * The pin bit, the partial flag, the level and the progress point come
+ * from the frame table, which pv_audit() checks against the tables.
+ *
+ * A table left partial is a legal resting state (docs/frame.md): a call
+ * preempted while validating a child (an mmu_update of an entry of a B
+ * pinned as an L3, validating a C as an L2) is re-issued, but meanwhile
+ * another vCPU unpinned the parent; the re-issue finds no page table to
+ * update and completes without resuming the child.  Nobody works on the
+ * child then, and its entries below nr_validated keep their targets
+ * validated.  test_abandoned_partial replays that interleaving.
  */
 static void model_check_pfinfo(struct ctx *c)
 {
     unsigned level[NR_SHARED] = {0};
     uint64_t arr[NR_SHARED], want[NR_SHARED];
     char msg[256];
+    bool partial = false;
 
     model_mark(c, P, 4, level);
     for (unsigned i = 0; i < NR_SHARED; i++) {
@@ -130,12 +159,25 @@ static void model_check_pfinfo(struct ctx *c)
     for (unsigned i = 0; i < NR_SHARED; i++) {
         uint64_t tw = frame_type_word(&c->f, c->fr[i]);
 
+        if (!(tw & FRAME_TYPE_PARTIAL))
+            continue;
+        partial = true;
+        if (frame_type_level(tw) > 1)
+            model_mark_children(c, i, frame_type_level(tw),
+                                frames_get_frame(&c->f, c->fr[i])->nr_validated,
+                                level);
+    }
+    for (unsigned i = 0; i < NR_SHARED; i++) {
+        uint64_t tw = frame_type_word(&c->f, c->fr[i]);
+
         arr[i] = mfn_x(c->fr[i]);
         want[i] = (uint64_t)level[i] << PV_PFINFO_LTAB_SHIFT;
         if (level[i] && (tw & FRAME_TYPE_PINNED))
             want[i] |= PV_PFINFO_LPINTAB;
     }
     c->pfinfo_checks++;
+    if (partial)
+        c->partial_checks++;
     if (pv_pageframe_info(&c->d, arr, NR_SHARED) != 0) {
         note_fail(c, "model: pageframe info failed");
         return;
@@ -373,21 +415,14 @@ static void populate(struct ctx *c)
 }
 
 /*
- * One run: set up the shared tree, race the threads for rounds, audit.
- * With xsa401_off the type change runs its safety action (the flush of
- * writable translations) before its type reference commits, and a run
- * stops at the first audit failure.  Returns the failures (audit and
- * model); with xsa401_off, the audits that found a vCPU keeping a writable
- * translation of a page table (the failure that ordering prevents).
+ * The shared tree of every run: P -> A0 -> B0 -> C0, C1; C0 -> D0..D3
+ * (writable); P pinned as the L4.  Audited once before anything races.
  */
-static uint64_t run(uint64_t seed, uint64_t rounds, bool xsa401_off)
+static struct ctx *ctx_new(void)
 {
     struct ctx *c = calloc(1, sizeof(*c));
-    pthread_t th[NTHREADS];
-    struct worker wk[NTHREADS];
-    uint64_t *pt, rng = 1, failures;
+    uint64_t *pt, rng = 1;
     unsigned i;
-    int rc;
 
     assert_non_null(c);
     assert_int_equal(frames_init(&c->f, 64), 0);
@@ -410,6 +445,46 @@ static uint64_t run(uint64_t seed, uint64_t rounds, bool xsa401_off)
         pt[i] = pte(c, D0 + i, PTE_P | PTE_RW | PTE_US);
     assert_int_equal(ext(c, &c->v[0], &rng, MMUEXT_PIN_L4_TABLE, c->fr[P]), 0);
     audit(c);
+    return c;
+}
+
+/* Tear the domain down; with check, it must leave no frame behind. */
+static void ctx_free(struct ctx *c, bool check)
+{
+    int rc;
+
+    c->d.rules.safety_before_commit = false;
+    do {
+        rc = pv_domain_relinquish(&c->d);
+    } while (rc == -ERESTART);
+    if (check) {
+        assert_int_equal(rc, 0);
+        assert_int_equal(frames_check(&c->f), 0);
+    }
+    pv_domain_fini(&c->d);
+    if (check)
+        assert_int_equal(frames_domain_remove(&c->f, 1), 0);
+    pthread_mutex_destroy(&c->first_lock);
+    frames_fini(&c->f);
+    free(c);
+}
+
+/*
+ * One run: set up the shared tree, race the threads for rounds, audit.
+ * With xsa401_off the type change runs its safety action (the flush of
+ * writable translations) before its type reference commits, and a run
+ * stops at the first audit failure.  Returns the failures (audit and
+ * model); with xsa401_off, the audits that found a vCPU keeping a writable
+ * translation of a page table (the failure that ordering prevents).
+ */
+static uint64_t run(uint64_t seed, uint64_t rounds, bool xsa401_off)
+{
+    struct ctx *c = ctx_new();
+    pthread_t th[NTHREADS];
+    struct worker wk[NTHREADS];
+    uint64_t failures;
+    unsigned i;
+
     c->d.rules.safety_before_commit = xsa401_off;
     c->stop_at_failure = xsa401_off;
     c->seed = seed;
@@ -421,35 +496,22 @@ static uint64_t run(uint64_t seed, uint64_t rounds, bool xsa401_off)
     }
     for (i = 0; i < NTHREADS; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&c->bar);
     audit(c);
     test_note("%s%u threads, seed %" PRIu64 ": %" PRIu64 " operations (%" PRIu64
               " refused by the rules, %" PRIu64 " preempted and "
               "re-issued), %" PRIu64 " audits and %" PRIu64 " page-frame "
-              "info checks against the model at quiescent barriers, %" PRIu64
-              " failures",
+              "info checks against the model at quiescent barriers (%" PRIu64
+              " with a table left partial), %" PRIu64 " failures",
               xsa401_off ? "XSA-401 order off: " : "", NTHREADS, seed,
               (uint64_t)c->ops, (uint64_t)c->refused, (uint64_t)c->preempted,
               (uint64_t)c->audits, (uint64_t)c->pfinfo_checks,
-              (uint64_t)c->failures);
+              (uint64_t)c->partial_checks, (uint64_t)c->failures);
     if (c->failures)
         test_note("first failure: %s", c->first);
     /* XSA-401 off: what counts is the audit's own finding */
     failures = xsa401_off ? c->stale_writable : c->failures;
-    c->d.rules.safety_before_commit = false;
-    do {
-        rc = pv_domain_relinquish(&c->d);
-    } while (rc == -ERESTART);
-    if (!xsa401_off) {
-        assert_int_equal(rc, 0);
-        assert_int_equal(frames_check(&c->f), 0);
-    }
-    pv_domain_fini(&c->d);
-    if (!xsa401_off)
-        assert_int_equal(frames_domain_remove(&c->f, 1), 0);
-    pthread_barrier_destroy(&c->bar);
-    pthread_mutex_destroy(&c->first_lock);
-    frames_fini(&c->f);
-    free(c);
+    ctx_free(c, !xsa401_off);
     return failures;
 }
 
@@ -457,6 +519,69 @@ static void test_threads(void **state)
 {
     (void)state;
     assert_int_equal(run(test_seed(0x7453), test_scale(400), false), 0);
+}
+
+/*
+ * The interleaving that leaves a table partial with nobody working on it,
+ * replayed step by step on two vCPUs (the threads produce it about once
+ * in 15 runs of test_threads under TSan): the model must account for it.
+ *   v0: pin B1 as an L3 (the wrong level: its entries then map L2s);
+ *   v0: mmu_update B1[0] = C3, preempted while validating C3 as an L2,
+ *       after its entry 0 (D4 as an L1): -ERESTART, C3 partial;
+ *   v1: unpin B1 (it held nothing yet: no page table any more);
+ *   v0: re-issues the update: B1 is writable now, a plain write, done.
+ * C3 stays partial; D4 is a validated L1 held by C3's entry 0, and the
+ * page-frame info says so.  The domain is quiescent: audit and model.
+ */
+static void test_abandoned_partial(void **state)
+{
+    struct ctx *c = ctx_new();
+    struct mmu_update u = {.ptr = frames_offset(c->fr[B1]),
+                           .val = pte(c, C3, PTE_P | PTE_RW | PTE_US)};
+    struct mmuext_op pin = {.cmd = MMUEXT_PIN_L3_TABLE,
+                            .arg1.mfn = mfn_x(c->fr[B1])};
+    struct mmuext_op unpin = {.cmd = MMUEXT_UNPIN_TABLE,
+                              .arg1.mfn = mfn_x(c->fr[B1])};
+    uint64_t *c3 = frames_ptr(&c->f, c->fr[C3]), arr[3];
+    uint32_t done = 0;
+
+    (void)state;
+    /* C3 is no table yet: the guest writes its entries directly. */
+    c3[0] = pte(c, D0 + 4, PTE_P | PTE_RW | PTE_US);
+    c3[1] = pte(c, D0 + 5, PTE_P | PTE_RW | PTE_US);
+    assert_int_equal(pv_mmuext_op(&c->v[0], &pin, 1, &done, DOMID_SELF), 0);
+    done = 0;
+    pv_vcpu_set_preempt(&c->v[0], 1, false);
+    assert_int_equal(pv_mmu_update(&c->v[0], &u, 1, &done, DOMID_SELF),
+                     -ERESTART);
+    pv_vcpu_set_preempt(&c->v[0], 0, false);
+    assert_true(frame_type_word(&c->f, c->fr[C3]) & FRAME_TYPE_PARTIAL);
+    done = 0;
+    assert_int_equal(pv_mmuext_op(&c->v[1], &unpin, 1, &done, DOMID_SELF), 0);
+    done = 0;
+    assert_int_equal(pv_mmu_update(&c->v[0], &u, 1, &done, DOMID_SELF), 0);
+    assert_int_equal(done, 1);
+    assert_true(frame_type_word(&c->f, c->fr[C3]) & FRAME_TYPE_PARTIAL);
+
+    arr[0] = mfn_x(c->fr[C3]);
+    arr[1] = mfn_x(c->fr[D0 + 4]);
+    arr[2] = mfn_x(c->fr[D0 + 5]);
+    assert_int_equal(pv_pageframe_info(&c->d, arr, 3), 0);
+    test_note("left partial: C3 (type word %#" PRIx64 ", progress %u); "
+              "page-frame info C3 %#" PRIx64 ", D4 %#" PRIx64 ", D5 %#" PRIx64,
+              frame_type_word(&c->f, c->fr[C3]),
+              frames_get_frame(&c->f, c->fr[C3])->nr_validated, arr[0], arr[1],
+              arr[2]);
+    assert_int_equal(arr[0], PV_PFINFO_NOTAB);
+    assert_int_equal(arr[1], PV_PFINFO_L1TAB);
+    assert_int_equal(arr[2], PV_PFINFO_NOTAB);
+    audit(c);
+    if (c->failures)
+        test_note("first failure: %s", c->first);
+    assert_int_equal(c->failures, 0);
+    assert_int_equal(c->partial_checks, 1);
+    /* Teardown cleans the partial table up. */
+    ctx_free(c, true);
 }
 
 /*
@@ -497,6 +622,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_abandoned_partial),
         cmocka_unit_test(test_threads_catch_xsa401),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
