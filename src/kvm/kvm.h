@@ -377,7 +377,9 @@ void kvm_vcpu_bind_thread(struct kvm_vcpu *vcpu, int signo);
 void kvm_vcpu_kick(struct kvm_vcpu *vcpu);
 
 /* KVM_RUN once.  0: kvm_vcpu_exit() says why it stopped; -EINTR:
- * kicked or interrupted (immediate_exit is cleared again); other -errno. */
+ * kicked or interrupted (immediate_exit is cleared again); -EAGAIN: a
+ * vCPU that had never run (an HVM application processor) waited in KVM
+ * for its INIT or SIPI and took it: run it again; other -errno. */
 int __must_check kvm_vcpu_run(struct kvm_vcpu *vcpu);
 /* Decode the last exit (after kvm_vcpu_run() returned 0) from kvm_run;
  * io.data and mmio.data point into the mapping, valid until the next run. */

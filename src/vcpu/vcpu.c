@@ -318,7 +318,7 @@ static void *vcpu_thread(void *arg)
         r = kvm_vcpu_run(&v->kvm);
         v->entered = true;
         atomic_store(&v->in_guest, false);
-        if (r == -EINTR)
+        if (r == -EINTR || r == -EAGAIN) /* kicked; or took INIT/SIPI */
             continue;
         if (r < 0) {
             vcpu_group_crash(g, v, "vcpu %u: KVM_RUN failed: %s\n", v->id,
