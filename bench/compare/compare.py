@@ -461,6 +461,7 @@ def main():
     boot_runs = []
     for ram in rams:
         boot_runs += boots(a, tmp, ram, max(reps, 3), boot_kind)
+    keep(a, [], boot_runs)
 
     runs = []
     for ram in rams:
@@ -479,11 +480,22 @@ def main():
                         f'(rep {rep + 1})', memvisor_migration,
                         a, tmp, ram, rate, dt, kind, engine='memvisor',
                         guest=kind, ram=ram, rate=rate, dt=dt, rep=rep))
+                    keep(a, runs, boot_runs)
 
     report(runs, boot_runs, rams, rates, reps, kind, boot_kind, guest_note, a)
     shutil.rmtree(tmp, ignore_errors=True)
     bad = [r for r in runs if r.get('failed') or r.get('errors')]
     return 1 if bad else 0
+
+
+def keep(a, runs, boot_runs):
+    """Every run so far into the JSON file ("partial": true), so that an
+    interrupted matrix keeps what it measured; report() overwrites it."""
+    tmpname = a.json + '.tmp'
+    with open(tmpname, 'w') as f:
+        json.dump({'partial': True, 'runs': runs, 'boots': boot_runs}, f,
+                  indent=1)
+    os.replace(tmpname, a.json)
 
 
 def fmt(v, nd=0):
