@@ -358,6 +358,10 @@ void hv_domain_hvm_unclaimed(struct domain *d, char *buf, size_t len);
 int __must_check hv_domain_hvm_test_tsc_deadline(struct domain *d,
                                                  unsigned vcpu, uint64_t set,
                                                  uint64_t *got);
+/* Test only: set MSR index of vCPU vcpu (the domain stopped or paused).
+ * -EINVAL for a PV domain or no such vCPU, else KVM's answer. */
+int __must_check hv_domain_hvm_test_set_msr(struct domain *d, unsigned vcpu,
+                                            uint32_t index, uint64_t value);
 
 /* Device models (src/ioreq, docs/dm-protocol.md).  Attach one connected on
  * sock (SOCK_SEQPACKET; taken over, also on error): the server index or

@@ -439,6 +439,59 @@ static void test_deadline_restored(void **state)
     free(x.image);
 }
 
+/* The vcpus snapshot of a running stub: one vCPU, no kvm-clock yet; then
+ * with kvm-clock enabled on a page the test fills as a hostile guest
+ * would (a shift of 100, which KVM never writes): the snapshot still
+ * answers, without the guest's clock, and without undefined behaviour
+ * (UBSan would end the test); with the page as KVM wrote it, the guest's
+ * clock and KVM's agree within a second. */
+static void test_vcpus_snapshot(void **state)
+{
+    const uint64_t page = 0x300000; /* RAM the stub does not use */
+    struct hv_hvm_vcpus *v = malloc(sizeof(*v));
+    uint8_t bad[32] = {0};
+    struct hvm_fix x;
+
+    (void)state;
+    assert_non_null(v);
+    fix_create(&x, "count", false);
+    assert_int_equal(hv_domain_start(x.d), 0);
+    while (!console_has(x.d, "pvh: tick 00000001 ok\n")) {
+        assert_false(hv_domain_stopped(x.d));
+        test_sleep_ms(10);
+    }
+    assert_int_equal(hv_domain_hvm_vcpus(x.d, v), 0);
+    assert_int_equal(v->nr_vcpus, 1);
+    assert_false(v->vcpu[0].kvmclock);
+    assert_true(v->vcpu[0].tsc > 0);
+    /* kvm-clock on: KVM fills the page when the vCPU next enters */
+    hv_domain_pause(x.d);
+    assert_int_equal(hv_domain_hvm_test_set_msr(x.d, 0, 0x4b564d01u, page | 1),
+                     0);
+    hv_domain_resume(x.d);
+    test_sleep_ms(200);
+    assert_int_equal(hv_domain_hvm_vcpus(x.d, v), 0);
+    assert_true(v->vcpu[0].kvmclock);
+    test_note("kvm-clock: guest %lld ns, KVM %llu ns",
+              (long long)v->vcpu[0].guest_ns,
+              (unsigned long long)v->clock_ns);
+    assert_true(v->vcpu[0].guest_ns > 0);
+    assert_true(llabs(v->vcpu[0].guest_ns - (long long)v->clock_ns) <
+                1000000000LL);
+    /* the page rewritten by "the guest", between KVM's updates */
+    hv_domain_pause(x.d);
+    bad[28] = 100; /* tsc_shift */
+    bad[24] = 1;   /* tsc_to_system_mul */
+    assert_int_equal(hv_domain_hvm_write(x.d, page, bad, sizeof(bad)), 0);
+    assert_int_equal(hv_domain_hvm_vcpus(x.d, v), 0);
+    assert_false(v->vcpu[0].kvmclock);
+    hv_domain_resume(x.d);
+    hv_domain_shutdown(x.d, 0);
+    assert_int_equal(hv_domain_wait(x.d), 0);
+    free(v);
+    fix_destroy(&x);
+}
+
 /* Saved live at the 3rd tick, restored into a new domain: the guest's
  * per-page counters, registers and serial port carry on; every tick line
  * appears exactly once across the two consoles. */
@@ -506,6 +559,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_irq),
         cmocka_unit_test(test_save_restore),
         cmocka_unit_test(test_deadline_restored),
+        cmocka_unit_test(test_vcpus_snapshot),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s <pvhstub>\n", argv[0]);

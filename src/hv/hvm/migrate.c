@@ -444,3 +444,12 @@ int hv_domain_hvm_test_tsc_deadline(struct domain *d, unsigned vcpu,
     }
     return kvm_vcpu_get_msr(k, HVM_MSR_TSC_DEADLINE, got);
 }
+
+/* Test only (hv.h). */
+int hv_domain_hvm_test_set_msr(struct domain *d, unsigned vcpu, uint32_t index,
+                               uint64_t value)
+{
+    if (!d->hvm || vcpu >= d->nr_vcpus)
+        return -EINVAL;
+    return kvm_vcpu_set_msr(&d->hvm->vcpus[vcpu].vcpu.kvm, index, value);
+}

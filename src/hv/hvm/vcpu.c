@@ -245,7 +245,9 @@ static int lapic_top(const struct stream_hvm_vcpu *v, unsigned off)
 }
 
 /* The guest's kvm-clock at tsc: its pvclock page's system_time plus the
- * TSC ticks since its stamp, scaled as the page says. */
+ * TSC ticks since its stamp, scaled as the page says.  The page is the
+ * guest's memory (it may have written anything there): a shift KVM never
+ * writes is -EINVAL. */
 static int guest_clock(struct domain *d, uint64_t msr, uint64_t tsc,
                        uint32_t *version, int64_t *ns)
 {
@@ -262,6 +264,8 @@ static int guest_clock(struct domain *d, uint64_t msr, uint64_t tsc,
     if ((r = dirty_copy_from_guest(&d->dirty, &pv, _gpa(msr & ~1ULL),
                                    sizeof(pv))) < 0)
         return r;
+    if (pv.shift <= -64 || pv.shift >= 64)
+        return -EINVAL;
     *version = pv.version;
     delta = tsc - pv.tsc_timestamp;
     if (pv.shift < 0)
