@@ -119,6 +119,12 @@ static void put_json_string(struct out *o, const char *s)
     put(o, "\"");
 }
 
+/* {"ok":false,"error":"what: strerror(-r)"} */
+static void put_refusal(struct out *o, const char *what, int r)
+{
+    put(o, "{\"ok\":false,\"error\":\"%s: %s\"}", what, strerror(-r));
+}
+
 void control_json_string(char *buf, size_t len, const char *s)
 {
     struct out o = {buf, len, 0};
@@ -140,7 +146,7 @@ static void events(struct domain *d, struct out *o)
     }
     r = hv_domain_events(d, e);
     if (r < 0) {
-        put(o, "{\"ok\":false,\"error\":\"events: %s\"}", strerror(-r));
+        put_refusal(o, "events", r);
         free(e);
         return;
     }
@@ -188,7 +194,7 @@ static void vcpus(struct domain *d, struct out *o)
     }
     r = hv_domain_hvm_vcpus(d, h);
     if (r < 0) {
-        put(o, "{\"ok\":false,\"error\":\"vcpus: %s\"}", strerror(-r));
+        put_refusal(o, "vcpus", r);
         free(h);
         return;
     }
@@ -220,6 +226,23 @@ static void vcpus(struct domain *d, struct out *o)
     }
     put(o, "]}");
     free(h);
+}
+
+/* {"cmd":"nmi"[,"vcpu":N]}: hv_domain_hvm_nmi(), vCPU 0 by default. */
+static void nmi(struct domain *d, const char *line, struct out *o)
+{
+    uint64_t v = 0;
+    int r;
+
+    if (member(line, "vcpu") && !u64_member(line, "vcpu", &v)) {
+        put(o, "{\"ok\":false,\"error\":\"nmi: vcpu must be a number\"}");
+        return;
+    }
+    r = v > UINT32_MAX ? -EINVAL : hv_domain_hvm_nmi(d, (unsigned)v);
+    if (r < 0)
+        put_refusal(o, "nmi", r);
+    else
+        put(o, "{\"ok\":true,\"vcpu\":%llu}", (unsigned long long)v);
 }
 
 static void stats(struct domain *d, struct out *o)
@@ -325,7 +348,7 @@ static void pfinfo(struct domain *d, const char *line, struct out *o)
         put(o, "]");
     if (n < 0) {
         o->at = 0;
-        put(o, "{\"ok\":false,\"error\":\"pfinfo: %s\"}", strerror(-n));
+        put_refusal(o, "pfinfo", n);
         return;
     }
     put(o, ",\"frames\":%llu,\"pinned\":%llu,\"types\":{",
@@ -371,18 +394,7 @@ void control_handle(struct domain *d, const char *line, char *buf, size_t len,
     } else if (!strcmp(cmd, "vcpus")) {
         vcpus(d, &o);
     } else if (!strcmp(cmd, "nmi")) {
-        uint64_t v = 0;
-        int r;
-
-        if (member(line, "vcpu") && !u64_member(line, "vcpu", &v)) {
-            put(&o, "{\"ok\":false,\"error\":\"nmi: vcpu must be a number\"}");
-            return;
-        }
-        r = v > UINT32_MAX ? -EINVAL : hv_domain_hvm_nmi(d, (unsigned)v);
-        if (r < 0)
-            put(&o, "{\"ok\":false,\"error\":\"nmi: %s\"}", strerror(-r));
-        else
-            put(&o, "{\"ok\":true,\"vcpu\":%llu}", (unsigned long long)v);
+        nmi(d, line, &o);
     } else if (!strcmp(cmd, "audit")) {
         char msg[200];
         uint64_t frames = 0, tables = 0;
@@ -401,7 +413,7 @@ void control_handle(struct domain *d, const char *line, char *buf, size_t len,
         uint64_t pages = 0;
         int r = hv_domain_dirty_harvest(d, &pages);
         if (r < 0)
-            put(&o, "{\"ok\":false,\"error\":\"dirty: %s\"}", strerror(-r));
+            put_refusal(&o, "dirty", r);
         else
             put(&o, "{\"ok\":true,\"pages\":%llu}", (unsigned long long)pages);
     } else if (!strcmp(cmd, "console")) {

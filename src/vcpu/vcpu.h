@@ -13,6 +13,8 @@
  * stops every vCPU and keeps a diagnostic text: exit reason, registers,
  * segment state and the bytes KVM reported (for an emulation failure, the
  * faulting instruction's bytes).  Nothing a guest does can end the process.
+ * KVM_RUN's -EINTR (a kick) and -EAGAIN (an HVM application processor that
+ * waited in KVM took its INIT/SIPI) are not exits: the thread runs again.
  *
  * Invariants:
  *  V1. A vCPU thread runs KVM_RUN only while it is online and the group is

@@ -109,6 +109,19 @@ static bool console_has(struct domain *d, const char *s)
     return strstr(buf, s) != NULL;
 }
 
+/* Starts the stub (`count` mode) and waits for its tick n. */
+static void start_to_tick(struct hvm_fix *x, unsigned n)
+{
+    char line[32];
+
+    snprintf(line, sizeof(line), "pvh: tick %08x ok\n", n);
+    assert_int_equal(hv_domain_start(x->d), 0);
+    while (!console_has(x->d, line)) {
+        assert_false(hv_domain_stopped(x->d));
+        test_sleep_ms(10);
+    }
+}
+
 static void run_to_end(struct hvm_fix *x, int want)
 {
     assert_int_equal(hv_domain_start(x->d), 0);
@@ -412,11 +425,7 @@ static void test_deadline_restored(void **state)
 
     (void)state;
     fix_create(&x, "count", false);
-    assert_int_equal(hv_domain_start(x.d), 0);
-    while (!console_has(x.d, "pvh: tick 00000001 ok\n")) {
-        assert_false(hv_domain_stopped(x.d));
-        test_sleep_ms(10);
-    }
+    start_to_tick(&x, 1);
     hv_domain_pause(x.d);
     assert_int_equal(hv_domain_hvm_test_tsc_deadline(x.d, 0, deadline, &got),
                      0);
@@ -455,11 +464,7 @@ static void test_vcpus_snapshot(void **state)
     (void)state;
     assert_non_null(v);
     fix_create(&x, "count", false);
-    assert_int_equal(hv_domain_start(x.d), 0);
-    while (!console_has(x.d, "pvh: tick 00000001 ok\n")) {
-        assert_false(hv_domain_stopped(x.d));
-        test_sleep_ms(10);
-    }
+    start_to_tick(&x, 1);
     assert_int_equal(hv_domain_hvm_vcpus(x.d, v), 0);
     assert_int_equal(v->nr_vcpus, 1);
     assert_false(v->vcpu[0].kvmclock);
@@ -507,11 +512,7 @@ static void test_save_restore(void **state)
 
     (void)state;
     fix_create(&x, "count", false);
-    assert_int_equal(hv_domain_start(x.d), 0);
-    while (!console_has(x.d, "pvh: tick 00000003 ok\n")) {
-        assert_false(hv_domain_stopped(x.d));
-        test_sleep_ms(10);
-    }
+    start_to_tick(&x, 3);
     d2 = move_domain(&x, &o, con1, sizeof(con1));
     assert_int_equal(hv_domain_start(d2), 0);
     rc = hv_domain_wait(d2);

@@ -16,7 +16,6 @@ Where KVM is not usable every subtest is reported as skipped.
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -130,16 +129,8 @@ def vcpus_request(ctl):
     """The control request vcpus on the running stub: its one vCPU
     runnable or halted, in the stub (below 1 MiB + its size, paging off),
     its LAPIC software-enabled or not but its TSC and KVM's clock moving."""
-    def ask(req='{"cmd":"vcpus"}'):
-        c = socket.socket(socket.AF_UNIX)
-        c.settimeout(30)
-        c.connect(ctl)
-        f = c.makefile('rw')
-        f.write(req + '\n')
-        f.flush()
-        a = json.loads(f.readline())
-        c.close()
-        return a
+    def ask(req={'cmd': 'vcpus'}):
+        return kvmtap.control(ctl, req, 30)
     a, b = ask(), ask()
     note(f'vcpus: {json.dumps(a)[:400]}')
     good = a.get('ok') and b.get('ok') and len(a['vcpus']) == 1
@@ -151,8 +142,8 @@ def vcpus_request(ctl):
     ok(good, 'vcpus (control socket): one vCPU in the stub, its TSC and '
        'the clock moving')
     # (the stub has no NMI handler: an NMI that reached it would end it)
-    bad = [ask('{"cmd":"nmi","vcpu":1}'), ask('{"cmd":"nmi","vcpu":"x"}'),
-           ask('{"cmd":"nmi","vcpu":99999999999}')]
+    bad = [ask({'cmd': 'nmi', 'vcpu': 1}), ask({'cmd': 'nmi', 'vcpu': 'x'}),
+           ask({'cmd': 'nmi', 'vcpu': 99999999999})]
     note(f'nmi refusals: {json.dumps(bad)}')
     ok(all(r.get('ok') is False for r in bad) and
        'Invalid argument' in bad[0].get('error', '') and

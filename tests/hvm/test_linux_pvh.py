@@ -40,7 +40,6 @@ import json
 import os
 import re
 import select
-import socket
 import subprocess
 import sys
 import tempfile
@@ -187,6 +186,12 @@ class Guest:
         self.console += chunk
         return bool(chunk)
 
+    def pump_for(self, secs):
+        """Reads the console for secs seconds."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < secs:
+            self.pump(0.5)
+
     def wait_for(self, pattern, limit, quiet=None):
         """The first match of the regex pattern (bytes) in the console since
         the mark, within limit seconds (and before the console has been
@@ -215,15 +220,7 @@ class Guest:
             pass
 
     def control(self, req):
-        c = socket.socket(socket.AF_UNIX)
-        c.settimeout(120)
-        c.connect(self.ctl)
-        f = c.makefile('rw')
-        f.write(json.dumps(req) + '\n')
-        f.flush()
-        ans = json.loads(f.readline())
-        c.close()
-        return ans
+        return kvmtap.control(self.ctl, req, 120)
 
     def audit(self):
         try:
@@ -319,21 +316,18 @@ def vcpus(g):
 
 
 def why_silent(g, what):
-    """Notes, for a guest that stopped answering, its counters and vCPUs
-    twice 5 s apart, and whether the pauses for them woke it."""
+    """Notes, for a guest that stopped answering, its counters once and
+    its vCPUs twice 5 s apart, and what its console said meanwhile (the
+    pauses for the snapshots take its vCPUs out of KVM once each)."""
     if g.proc.poll() is not None:
         note(f'{g.name}: {what}; the process ended ({g.proc.returncode})')
         return
     seen = len(g.console)
     note(f'{g.name}: {what}: stats: {stats(g)}')
     note(f'{g.name}: vcpus:\n{vcpus(g)}')
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 5:
-        g.pump(0.5)
+    g.pump_for(5)
     note(f'{g.name}: 5 s later: vcpus:\n{vcpus(g)}')
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 5:
-        g.pump(0.5)
+    g.pump_for(5)
     note(f'{g.name}: console since: '
          f'{g.console[seen:][-300:].decode(errors="replace")!r}')
 

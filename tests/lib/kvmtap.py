@@ -1,9 +1,12 @@
 """kvmtap.py: for the TAP scripts of the KVM tests (as tests/lib/testlib.h
 does for the C programs): whether KVM is usable, and its flavour for the
 '# kvm: ...' comment every KVM test prints (src/kvm's kvm_flavour_read():
-kvm_pvm first, then kvm_amd's npt, then kvm_intel's ept)."""
+kvm_pvm first, then kvm_amd's npt, then kvm_intel's ept); and one request
+on a memvisor control socket."""
 import fcntl
+import json
 import os
+import socket
 
 KVM_GET_API_VERSION = 0xAE00
 
@@ -96,3 +99,19 @@ def report(checks):
     for i, (ok, what) in enumerate(checks, 1):
         print(f'{"ok" if ok else "not ok"} {i} - {what}')
     return 0 if checks and all(ok for ok, _ in checks) else 1
+
+
+def control(path, req, timeout=60):
+    """One request (a dict) on the memvisor control socket at path
+    (docs/control.md): its answer as a dict.  OSError or ValueError if the
+    socket or the answer fails."""
+    c = socket.socket(socket.AF_UNIX)
+    try:
+        c.settimeout(timeout)
+        c.connect(path)
+        f = c.makefile('rw')
+        f.write(json.dumps(req) + '\n')
+        f.flush()
+        return json.loads(f.readline())
+    finally:
+        c.close()

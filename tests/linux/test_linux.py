@@ -34,7 +34,6 @@ import json
 import os
 import re
 import select
-import socket
 import subprocess
 import sys
 import tempfile
@@ -151,15 +150,7 @@ def wait_for(text, limit):
 
 
 def control(req):
-    c = socket.socket(socket.AF_UNIX)
-    c.settimeout(60)
-    c.connect(sock)
-    f = c.makefile('rw')
-    f.write(json.dumps(req) + '\n')
-    f.flush()
-    ans = json.loads(f.readline())
-    c.close()
-    return ans
+    return kvmtap.control(sock, req)
 
 
 def diagnose():

@@ -15,7 +15,9 @@
  * KVM_GET_SUPPORTED_CPUID offers it, an 8250 UART at 0x3F8 on IRQ 4
  * (dev/uart.h), the exit port HVM_EXIT_PORT, reset by port 0x64 (0xFE) or
  * 0xCF9.  Other ports and MMIO: claimed by a device model (ioreq), else
- * unclaimed: reads see all ones, writes are dropped, both counted.
+ * unclaimed: reads see all ones, writes are dropped, both counted.  No
+ * ACPI: the MultiProcessor tables the loader writes (boot/mptable.h) tell
+ * the guest its processors, the I/O APIC and the ISA IRQ routing.
  *
  * Invariants (hvm_check(), called by the tests after every transaction):
  *  HV1. p2m_check(), memslot_check(), dirty_check() hold.
@@ -40,6 +42,10 @@
 #define HVM_RUN_ORDER 18 /* 1 GiB */
 #define HVM_MAX_MIB 3072 /* RAM stays below the 32-bit PCI hole */
 #define HVM_TSS_GPA 0xfffbd000u
+/* MSRs the HVM code names (migrate.c carries them; vcpu.c reports them) */
+#define HVM_MSR_TSC 0x10u
+#define HVM_MSR_TSC_DEADLINE 0x6e0u
+#define HVM_MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01u
 
 /* The HVM kind's operations (hv_internal.h struct domain_kind). */
 extern const struct domain_kind hv_hvm_kind;

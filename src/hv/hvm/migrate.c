@@ -23,7 +23,7 @@
  * original kvm-clock MSRs (0x11, 0x12) are left out on purpose: writing a
  * zero there after the new ones would switch kvm-clock off. */
 static const uint32_t hvm_msrs[] = {
-    0x10,       /* TSC */
+    HVM_MSR_TSC,
     0x3b,       /* TSC_ADJUST */
     0x48,       /* SPEC_CTRL */
     0x174,      /* SYSENTER_CS */
@@ -31,7 +31,7 @@ static const uint32_t hvm_msrs[] = {
     0x176,      /* SYSENTER_EIP */
     0x1a0,      /* MISC_ENABLE */
     0x277,      /* PAT */
-    0x6e0,      /* TSC_DEADLINE */
+    HVM_MSR_TSC_DEADLINE,
     0xda0,      /* XSS */
     0xc0000081, /* STAR */
     0xc0000082, /* LSTAR */
@@ -41,7 +41,7 @@ static const uint32_t hvm_msrs[] = {
     0xc0000103, /* TSC_AUX */
     0xc001011f, /* AMD VIRT_SPEC_CTRL */
     0x4b564d00, /* kvm-clock: wall clock */
-    0x4b564d01, /* kvm-clock: system time */
+    HVM_MSR_KVM_SYSTEM_TIME_NEW, /* kvm-clock: system time */
     0x4b564d06, /* async page faults: the interrupt's vector */
     0x4b564d02, /* async page faults: enable */
     0x4b564d03, /* steal time */
@@ -49,7 +49,6 @@ static const uint32_t hvm_msrs[] = {
     0x4b564d05, /* poll control */
 };
 #define HVM_NR_MSRS (sizeof(hvm_msrs) / sizeof(hvm_msrs[0]))
-#define HVM_MSR_TSC_DEADLINE 0x6e0u
 _Static_assert(HVM_NR_MSRS <= STREAM_HVM_MSRS_MAX,
                "MSR list");
 

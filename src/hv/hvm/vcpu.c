@@ -3,6 +3,9 @@
  * port, reset, the device models or nowhere; MMIO to tracked RAM, the
  * device models or nowhere.  Nothing the guest does here ends the
  * process: an access nobody claims is answered (all ones) and counted.
+ * Also the diagnosis of a guest that stopped reacting (hv.h): the vCPUs'
+ * snapshot, read while the domain is held quiescent (the guest's pvclock
+ * page taken as untrusted guest memory), and the NMI button.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -219,10 +222,6 @@ int hvm_vcpu_flush(struct vcpu *v, void *opaque)
 
 /* ---------------------------------------------------------- diagnosis */
 
-#define MSR_TSC 0x10u
-#define MSR_TSC_DEADLINE 0x6e0u
-#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01u
-
 static uint32_t lapic_reg(const struct stream_hvm_vcpu *v, unsigned off)
 {
     uint32_t r;
@@ -242,6 +241,19 @@ static int lapic_top(const struct stream_hvm_vcpu *v, unsigned off)
             return w * 32 + 31 - __builtin_clz(bits);
     }
     return -1;
+}
+
+/* MSR index as the snapshot v carries it (*val 0 and false if not). */
+static bool snapshot_msr(const struct stream_hvm_vcpu *v, uint32_t index,
+                         uint64_t *val)
+{
+    *val = 0;
+    for (uint32_t i = 0; i < v->nr_msrs; i++)
+        if (v->msrs[i].index == index) {
+            *val = v->msrs[i].value;
+            return true;
+        }
+    return false;
 }
 
 /* The guest's kvm-clock at tsc: its pvclock page's system_time plus the
@@ -289,8 +301,7 @@ static int vcpus_snapshot(struct domain *d, struct hv_hvm_vcpus *out,
     memcpy(&out->clock_ns, clock, sizeof(out->clock_ns));
     out->nr_vcpus = d->nr_vcpus;
     for (unsigned i = 0; i < d->nr_vcpus; i++) {
-        struct kvm_vcpu *k = &d->hvm->vcpus[i].vcpu.kvm;
-        uint64_t msr = 0;
+        uint64_t msr;
         __typeof__(out->vcpu[0]) *o = &out->vcpu[i];
 
         if ((r = hvm_vcpu_get(d, i, v)) < 0)
@@ -317,11 +328,11 @@ static int vcpus_snapshot(struct domain *d, struct hv_hvm_vcpus *out,
             o->nmi_pending = v->events[12] || v->events[13];
             o->nmi_masked = v->events[14];
         }
-        if ((r = kvm_vcpu_get_msr(k, MSR_TSC, &o->tsc)) < 0)
-            return r;
-        (void)!kvm_vcpu_get_msr(k, MSR_TSC_DEADLINE, &o->tsc_deadline);
-        if (kvm_vcpu_get_msr(k, MSR_KVM_SYSTEM_TIME_NEW, &msr) == 0 &&
-            (msr & 1))
+        /* the MSRs as the snapshot read them */
+        if (!snapshot_msr(v, HVM_MSR_TSC, &o->tsc))
+            return -EOPNOTSUPP;
+        (void)snapshot_msr(v, HVM_MSR_TSC_DEADLINE, &o->tsc_deadline);
+        if (snapshot_msr(v, HVM_MSR_KVM_SYSTEM_TIME_NEW, &msr) && (msr & 1))
             o->kvmclock = guest_clock(d, msr, o->tsc, &o->pvclock_version,
                                       &o->guest_ns) == 0;
     }
@@ -331,7 +342,7 @@ static int vcpus_snapshot(struct domain *d, struct hv_hvm_vcpus *out,
 int hv_domain_hvm_vcpus(struct domain *d, struct hv_hvm_vcpus *out)
 {
     struct stream_hvm_vcpu *v;
-    bool pause;
+    bool paused;
     int r;
 
     memset(out, 0, sizeof(*out));
@@ -339,11 +350,9 @@ int hv_domain_hvm_vcpus(struct domain *d, struct hv_hvm_vcpus *out)
         return -EOPNOTSUPP;
     if (!(v = malloc(sizeof(*v))))
         return -ENOMEM;
-    pause = !hv_domain_stopped(d);
-    if (pause)
-        hv_domain_pause(d);
+    paused = hv_hold_quiescent(d);
     r = vcpus_snapshot(d, out, v);
-    if (pause)
+    if (paused)
         hv_domain_resume(d);
     free(v);
     return r;
@@ -351,18 +360,16 @@ int hv_domain_hvm_vcpus(struct domain *d, struct hv_hvm_vcpus *out)
 
 int hv_domain_hvm_nmi(struct domain *d, unsigned vcpu)
 {
-    bool pause;
+    bool paused;
     int r;
 
     if (!d->hvm)
         return -EOPNOTSUPP;
     if (vcpu >= d->nr_vcpus)
         return -EINVAL;
-    pause = !hv_domain_stopped(d);
-    if (pause)
-        hv_domain_pause(d);
+    paused = hv_hold_quiescent(d);
     r = kvm_vcpu_nmi(&d->hvm->vcpus[vcpu].vcpu.kvm);
-    if (pause)
+    if (paused)
         hv_domain_resume(d);
     return r;
 }
