@@ -486,10 +486,9 @@ else:
 if alive:
     dst.type('touch /tmp/stop; echo m-$((50+8))-$(cat /tmp/mark)-'
              '$(cat /tmp/cnt)')
-    # (as long as the restored copy's first command gets: with another
-    # test VM running beside this one, three runs missed it at 120 s, and
-    # in the two whose consoles were kept the answer came later)
-    m = dst.wait_for(r'm-58-saved-1234-([0-9]+)', 300)
+    # the whole line: the counter may have two digits, and a read of the
+    # console can end between them
+    m = dst.wait_for(r'm-58-saved-1234-([0-9]+)\r?\n', 120)
     if not m:
         why_silent(dst, 'no answer')
     alive = bool(m) and int(m.group(1)) >= last
